@@ -1,0 +1,1 @@
+"""The Switchyard adapter for tgi."""

@@ -1,0 +1,105 @@
+"""Run an adapter: the gRPC server, its health and reflection services, readiness and shutdown.
+
+Each adapter's `__main__` is one line: `run(ItsTranslation)`.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import signal
+
+import grpc
+import structlog
+import uvloop
+from grpc_health.v1 import health_pb2, health_pb2_grpc
+from grpc_health.v1._async import HealthServicer
+from grpc_reflection.v1alpha import reflection
+from opentelemetry.instrumentation.grpc import GrpcAioInstrumentorServer
+from prometheus_client import start_http_server
+
+from switchyard.adapter import metrics
+from switchyard.adapter.engine import EngineClient
+from switchyard.adapter.health import SERVICE_NAME, Readiness
+from switchyard.adapter.load import LoadReader
+from switchyard.adapter.service import InferenceServicer
+from switchyard.adapter.settings import AdapterSettings
+from switchyard.adapter.translation import Translation
+from switchyard.common.logs import configure_logging
+from switchyard.common.settings import load_settings
+from switchyard.common.telemetry import configure_tracing
+from switchyard.inference.v1 import inference_pb2_grpc as pb_grpc
+
+log = structlog.get_logger(__name__)
+
+
+def component_name(translation: type[Translation]) -> str:
+    """The one name of an adapter: folder, image, Service and OTel service name."""
+    return f"adapter-{translation.engine}"
+
+
+async def serve(settings: AdapterSettings, translation: Translation) -> None:
+    """Serve until SIGTERM or SIGINT, then drain in-flight requests within the grace period."""
+    tracer_provider = configure_tracing(component_name(type(translation)))
+    GrpcAioInstrumentorServer().instrument()  # type: ignore[no-untyped-call]
+
+    engine = EngineClient(settings, translation)
+    health = HealthServicer()
+    labels = (translation.engine, settings.served_model_name)
+    readiness = Readiness(
+        engine, health, settings.health_interval_s, metrics.ENGINE_READY.labels(*labels)
+    )
+    servicer = InferenceServicer(
+        served_model_name=settings.served_model_name,
+        engine=engine,
+        readiness=readiness,
+        load=LoadReader(engine, translation.load_metrics, settings.load_cache_s),
+        default_timeout_s=settings.request_timeout_s,
+    )
+
+    server = grpc.aio.server()
+    pb_grpc.add_InferenceServiceServicer_to_server(servicer, server)
+    health_pb2_grpc.add_HealthServicer_to_server(health, server)
+    reflection.enable_server_reflection(
+        (
+            SERVICE_NAME,
+            health_pb2.DESCRIPTOR.services_by_name["Health"].full_name,
+            reflection.SERVICE_NAME,
+        ),
+        server,
+    )
+    address = f"{settings.host}:{settings.port}"
+    server.add_insecure_port(address)
+    if settings.metrics_port:
+        start_http_server(settings.metrics_port, addr=settings.host)
+    await server.start()
+
+    stop = asyncio.Event()
+    loop = asyncio.get_running_loop()
+    for sig in (signal.SIGTERM, signal.SIGINT):
+        loop.add_signal_handler(sig, stop.set)
+    checker = asyncio.create_task(readiness.run(), name="readiness")
+    log.info(
+        "adapter_started",
+        address=address,
+        engine=translation.engine,
+        engine_url=engine.base_url,
+        model=settings.served_model_name,
+        metrics_port=settings.metrics_port or None,
+    )
+    await stop.wait()
+
+    log.info("adapter_stopping", in_flight=servicer.in_flight, grace_s=settings.shutdown_grace_s)
+    checker.cancel()
+    await health.enter_graceful_shutdown()
+    # New RPCs are refused now; running ones get the grace period, then are cancelled.
+    await server.stop(settings.shutdown_grace_s)
+    await engine.aclose()
+    if tracer_provider is not None:
+        tracer_provider.shutdown()
+    log.info("adapter_stopped")
+
+
+def run(translation: type[Translation]) -> None:
+    settings = load_settings(AdapterSettings)
+    configure_logging(component_name(translation), settings.log_level, settings.log_format)
+    uvloop.run(serve(settings, translation(settings.served_model_name)))

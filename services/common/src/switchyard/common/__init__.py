@@ -1,0 +1,1 @@
+"""Switchyard shared code: logging, telemetry, settings and gRPC error helpers."""

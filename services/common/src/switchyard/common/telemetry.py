@@ -1,0 +1,72 @@
+"""OpenTelemetry tracing from the standard `OTEL_*` variables.
+
+- `OTEL_SERVICE_NAME` / `OTEL_RESOURCE_ATTRIBUTES`: the resource (the service name
+  defaults to the component's own name).
+- `OTEL_TRACES_EXPORTER`: a comma list of `otlp`, `console`, `none`. Unset, it is `otlp`
+  when an OTLP endpoint is configured (`OTEL_EXPORTER_OTLP_[TRACES_]ENDPOINT`) and
+  `none` otherwise, so a laptop without a collector logs no export errors.
+- `OTEL_SDK_DISABLED=true`: no SDK at all (no spans, no propagation).
+- `OTEL_EXPORTER_OTLP_*`, `OTEL_BSP_*`, `OTEL_TRACES_SAMPLER*`: read by the SDK itself.
+
+Spans are recorded (and trace context propagated) even with exporter `none`, so the
+trace ids in logs and in the `traceparent` sent downstream stay meaningful.
+"""
+
+from __future__ import annotations
+
+import os
+
+from opentelemetry import trace
+from opentelemetry.sdk.resources import SERVICE_NAME, Resource
+from opentelemetry.sdk.trace import TracerProvider
+from opentelemetry.sdk.trace.export import (
+    BatchSpanProcessor,
+    ConsoleSpanExporter,
+    SimpleSpanProcessor,
+    SpanExporter,
+)
+
+_KNOWN_EXPORTERS = {"otlp", "console", "none"}
+
+
+def _exporter_names() -> list[str]:
+    raw = os.environ.get("OTEL_TRACES_EXPORTER", "")
+    if not raw.strip():
+        has_endpoint = any(
+            os.environ.get(k)
+            for k in ("OTEL_EXPORTER_OTLP_ENDPOINT", "OTEL_EXPORTER_OTLP_TRACES_ENDPOINT")
+        )
+        return ["otlp"] if has_endpoint else []
+    names = [n.strip().lower() for n in raw.split(",") if n.strip()]
+    unknown = sorted(set(names) - _KNOWN_EXPORTERS)
+    if unknown:
+        raise ValueError(
+            f"OTEL_TRACES_EXPORTER: unsupported exporter(s) {unknown}; use otlp, console or none"
+        )
+    return [n for n in names if n != "none"]
+
+
+def _otlp_exporter() -> SpanExporter:
+    protocol = os.environ.get(
+        "OTEL_EXPORTER_OTLP_TRACES_PROTOCOL", os.environ.get("OTEL_EXPORTER_OTLP_PROTOCOL", "grpc")
+    )
+    if protocol != "grpc":
+        raise ValueError(f"OTEL_EXPORTER_OTLP_PROTOCOL={protocol!r}: only 'grpc' is supported")
+    from opentelemetry.exporter.otlp.proto.grpc.trace_exporter import OTLPSpanExporter
+
+    return OTLPSpanExporter()
+
+
+def configure_tracing(service_name: str) -> TracerProvider | None:
+    """Install the global tracer provider; returns it (call `shutdown()` at exit), or None if disabled."""
+    if os.environ.get("OTEL_SDK_DISABLED", "").strip().lower() == "true":
+        return None
+    attributes = {} if os.environ.get("OTEL_SERVICE_NAME") else {SERVICE_NAME: service_name}
+    provider = TracerProvider(resource=Resource.create(attributes))
+    for name in _exporter_names():
+        if name == "otlp":
+            provider.add_span_processor(BatchSpanProcessor(_otlp_exporter()))
+        else:
+            provider.add_span_processor(SimpleSpanProcessor(ConsoleSpanExporter()))
+    trace.set_tracer_provider(provider)
+    return provider

@@ -1,0 +1,140 @@
+"""Start the project's services as real processes, on free loopback ports, for tests.
+
+Each process logs to a file; when a wait fails, the error carries the log's tail so a
+failing test says why the service did not come up.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import signal
+import socket
+import subprocess
+import sys
+import time
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import grpc
+import httpx
+from grpc_health.v1 import health_pb2, health_pb2_grpc
+
+SERVING = health_pb2.HealthCheckResponse.SERVING
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port: int = s.getsockname()[1]
+        return port
+
+
+@dataclass
+class Service:
+    name: str
+    process: subprocess.Popen[bytes]
+    log_path: Path
+    port: int
+    extra_ports: dict[str, int] = field(default_factory=dict)
+
+    def log_tail(self, lines: int = 40) -> str:
+        try:
+            text = self.log_path.read_text(errors="replace")
+        except FileNotFoundError:
+            return "(no log)"
+        return "\n".join(text.splitlines()[-lines:])
+
+    def alive(self) -> bool:
+        return self.process.poll() is None
+
+    def signal(self, sig: int) -> None:
+        if self.alive():
+            self.process.send_signal(sig)
+
+    def stop(self, timeout: float = 10.0) -> int:
+        """SIGTERM, then SIGKILL after `timeout`; returns the exit code."""
+        if self.alive():
+            self.process.send_signal(signal.SIGTERM)
+            try:
+                self.process.wait(timeout)
+            except subprocess.TimeoutExpired:
+                self.process.kill()
+                self.process.wait()
+        return self.process.returncode
+
+    def fail(self, what: str) -> AssertionError:
+        state = "running" if self.alive() else f"exited with {self.process.returncode}"
+        return AssertionError(f"{self.name} ({state}): {what}\n--- log tail ---\n{self.log_tail()}")
+
+
+def start(
+    name: str,
+    args: Sequence[str],
+    log_dir: Path,
+    *,
+    port: int,
+    env: Mapping[str, str] | None = None,
+    extra_ports: Mapping[str, int] | None = None,
+) -> Service:
+    """Run `python -m <args...>` with this interpreter."""
+    log_path = log_dir / f"{name}.log"
+    full_env = {**os.environ, "PYTHONUNBUFFERED": "1", **(env or {})}
+    with log_path.open("wb") as log:
+        process = subprocess.Popen(
+            [sys.executable, "-m", *args],
+            stdout=log,
+            stderr=subprocess.STDOUT,
+            env=full_env,
+            start_new_session=True,
+        )
+    return Service(name, process, log_path, port, dict(extra_ports or {}))
+
+
+def wait_http(service: Service, url: str, timeout: float = 30.0, status: int | None = 200) -> None:
+    """Poll `url` until it answers (with `status`, unless None)."""
+    deadline = time.monotonic() + timeout
+    last = "no answer"
+    while time.monotonic() < deadline:
+        if not service.alive():
+            raise service.fail(f"exited while waiting for {url}")
+        with contextlib.suppress(httpx.HTTPError):
+            response = httpx.get(url, timeout=2.0)
+            if status is None or response.status_code == status:
+                return
+            last = f"HTTP {response.status_code}"
+        time.sleep(0.05)
+    raise service.fail(f"{url} not ready after {timeout}s (last: {last})")
+
+
+def health_status(address: str, service_name: str = "", timeout: float = 2.0) -> int | None:
+    """The gRPC health status of `address`, or None when it cannot be asked."""
+    with grpc.insecure_channel(address) as channel:
+        stub = health_pb2_grpc.HealthStub(channel)
+        try:
+            response = stub.Check(
+                health_pb2.HealthCheckRequest(service=service_name), timeout=timeout
+            )
+        except grpc.RpcError:
+            return None
+        status: int = response.status
+        return status
+
+
+def wait_health(service: Service, address: str, status: int, timeout: float = 30.0) -> None:
+    """Poll the gRPC health of `address` until it answers `status`."""
+    deadline = time.monotonic() + timeout
+    last: int | None = None
+    while time.monotonic() < deadline:
+        if not service.alive():
+            raise service.fail(f"exited while waiting for health status {status}")
+        last = health_status(address)
+        if last == status:
+            return
+        time.sleep(0.05)
+    raise service.fail(f"health status {last}, not {status}, after {timeout}s")
+
+
+def wait_serving(service: Service, address: str, timeout: float = 30.0) -> None:
+    wait_health(service, address, SERVING, timeout)
