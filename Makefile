@@ -9,6 +9,8 @@ UV_VERSION := 0.13.9
 UV := $(PYTHON) -m uv
 PROTO_OUT := services/common/src
 PROTOS := $(shell find protos -name '*.proto')
+# make run RUN_ARGS='--edges 3': three edge processes sharing rate limits through redis.
+RUN_ARGS ?=
 # Where tests run in parallel; 'auto' = one worker per core.
 TEST_WORKERS ?= auto
 PYTEST_ARGS ?=
@@ -48,6 +50,10 @@ lint: sync ## ruff (lint and format check) and mypy (strict).
 format: sync ## Apply ruff's fixes and formatting.
 	$(UV) run --locked ruff check --fix .
 	$(UV) run --locked ruff format .
+
+.PHONY: run
+run: sync ## Start the whole local stack (simulated engines, adapters, edge) in the foreground; Ctrl-C stops it.
+	$(UV) run --locked python -m switchyard.devstack $(RUN_ARGS)
 
 .PHONY: test
 test: sync system-deps ## Run every test (lint included).

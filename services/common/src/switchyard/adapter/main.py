@@ -14,7 +14,7 @@ import uvloop
 from grpc_health.v1 import health_pb2, health_pb2_grpc
 from grpc_health.v1._async import HealthServicer
 from grpc_reflection.v1alpha import reflection
-from opentelemetry.instrumentation.grpc import GrpcAioInstrumentorServer
+from opentelemetry.instrumentation.grpc import GrpcAioInstrumentorServer, filters
 from prometheus_client import start_http_server
 
 from switchyard.adapter import metrics
@@ -40,7 +40,10 @@ def component_name(translation: type[Translation]) -> str:
 async def serve(settings: AdapterSettings, translation: Translation) -> None:
     """Serve until SIGTERM or SIGINT, then drain in-flight requests within the grace period."""
     tracer_provider = configure_tracing(component_name(type(translation)))
-    GrpcAioInstrumentorServer().instrument()  # type: ignore[no-untyped-call]
+    # Trace the inference service only: health checks and reflection are noise in traces,
+    # and the interceptor cannot wrap grpc's own aio HealthServicer.Watch (a coroutine
+    # writing through its context, not an async generator).
+    GrpcAioInstrumentorServer(filter_=filters.service_name(SERVICE_NAME)).instrument()  # type: ignore[no-untyped-call]
 
     engine = EngineClient(settings, translation)
     health = HealthServicer()

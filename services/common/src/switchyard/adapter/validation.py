@@ -11,10 +11,8 @@ import re
 from typing import Any
 
 import orjson
-from jsonschema.exceptions import SchemaError
-from jsonschema.validators import validator_for
-
 from switchyard.common.errors import InferenceError
+from switchyard.common.json_schema import InvalidJsonSchema, check_json_schema
 from switchyard.inference.v1 import inference_pb2 as pb
 
 ROLES = frozenset({"system", "user", "assistant", "tool"})
@@ -100,16 +98,10 @@ def parse_json_schema(text: str) -> dict[str, Any]:
         raise InferenceError.invalid(
             f"json_schema is not valid JSON: {exc}", "json_schema"
         ) from None
-    if not isinstance(schema, dict):
-        raise InferenceError.invalid("json_schema must be a JSON object", "json_schema")
     try:
-        validator_for(schema).check_schema(schema)
-    except SchemaError as exc:
-        path = "/".join(str(p) for p in exc.path) or "(root)"
-        raise InferenceError.invalid(
-            f"json_schema is not a valid JSON Schema at {path}: {exc.message}", "json_schema"
-        ) from None
-    return schema
+        return check_json_schema(schema)
+    except InvalidJsonSchema as exc:
+        raise InferenceError.invalid(f"json_schema: {exc}", "json_schema") from None
 
 
 def validate_structured_output(so: pb.StructuredOutput) -> None:

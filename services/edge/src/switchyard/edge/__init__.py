@@ -1,0 +1,1 @@
+"""The Switchyard edge: the OpenAI-compatible front door to the inference adapters."""

@@ -1,0 +1,297 @@
+"""The edge's FastAPI application: routes, start-up and shutdown, errors, OpenAPI.
+
+The generation routes read and validate their bodies themselves (auth first, a size
+limit, pydantic's Rust JSON parser, OpenAI-shaped errors); their request schemas are
+added to the OpenAPI document by hand so the docs (and schemathesis) still see them.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+from collections.abc import AsyncIterator
+from typing import Any
+
+import structlog
+from fastapi import FastAPI, Request
+from fastapi.exceptions import RequestValidationError
+from fastapi.openapi.utils import get_openapi
+from opentelemetry.instrumentation.fastapi import FastAPIInstrumentor
+from opentelemetry.instrumentation.grpc import GrpcAioInstrumentorClient
+from pydantic.json_schema import models_json_schema
+from starlette.exceptions import HTTPException
+from starlette.responses import JSONResponse, Response
+
+from switchyard.common.logs import configure_logging
+from switchyard.common.settings import load_settings
+from switchyard.common.telemetry import configure_tracing
+from switchyard.edge import metrics
+from switchyard.edge.admission import Admission
+from switchyard.edge.auth import KeyStore
+from switchyard.edge.errors import OpenAIError
+from switchyard.edge.pipeline import handle
+from switchyard.edge.ratelimit import create_limiter
+from switchyard.edge.routing.endpoints import EndpointPool
+from switchyard.edge.routing.file_source import FileRoutes
+from switchyard.edge.schemas import ChatCompletionRequest, CompletionRequest
+from switchyard.edge.settings import EdgeSettings
+from switchyard.edge.state import EdgeState
+
+log = structlog.get_logger(__name__)
+
+COMPONENT = "edge"
+_ERROR_RESPONSES: dict[int | str, dict[str, Any]] = {
+    status: {
+        "description": text,
+        "content": {"application/json": {"schema": {"$ref": "#/components/schemas/ErrorResponse"}}},
+    }
+    for status, text in {
+        400: "Invalid request (OpenAI error body)",
+        401: "Missing or unknown API key",
+        404: "Unknown model, or one the key may not use",
+        413: "Request body too large",
+        429: "Rate limit reached, or the edge is at capacity (see Retry-After)",
+        499: "The client went away while queued",
+        500: "Unexpected server error",
+        502: "The model backend failed",
+        503: "No backend is ready, or rate limiting is unavailable (see Retry-After)",
+        504: "The request timed out",
+    }.items()
+}
+_ERROR_SCHEMA = {
+    "type": "object",
+    "required": ["error"],
+    "properties": {
+        "error": {
+            "type": "object",
+            "required": ["message", "type"],
+            "properties": {
+                "message": {"type": "string"},
+                "type": {"type": "string"},
+                "param": {"type": ["string", "null"]},
+                "code": {"type": ["string", "null"]},
+            },
+        }
+    },
+}
+
+
+def _edge(request: Request) -> EdgeState:
+    state: EdgeState = request.app.state.edge
+    return state
+
+
+async def _build_state(settings: EdgeSettings) -> tuple[EdgeState, list[asyncio.Task[None]]]:
+    if settings.keys_file is not None:
+        keys = await asyncio.to_thread(KeyStore.load, settings.keys_file)
+    else:
+        log.warning(
+            "no_keys_file", hint="every request will be refused with 401; set EDGE_KEYS_FILE"
+        )
+        keys = KeyStore.empty()
+    limiter = create_limiter(
+        settings.rate_limit_backend,
+        redis_url=settings.redis_url.get_secret_value() if settings.redis_url else None,
+        failure_mode=settings.rate_limit_failure_mode,
+        timeout_s=settings.redis_timeout_s,
+    )
+    state = EdgeState(
+        settings=settings,
+        keys=keys,
+        pool=EndpointPool(settings.endpoint_close_grace_s),
+        limiter=limiter,
+        admission=Admission(
+            settings.max_in_flight,
+            settings.max_in_flight_per_model,
+            settings.max_queue,
+            settings.queue_timeout_s,
+        ),
+    )
+    routes = FileRoutes(settings.routes_file, state.use_routes)
+    tasks = [
+        asyncio.create_task(routes.watch(settings.reload_interval_s), name="routes watch"),
+        asyncio.create_task(keys.watch(settings.reload_interval_s), name="keys watch"),
+        asyncio.create_task(_publish_endpoints(state), name="endpoint gauges"),
+    ]
+    return state, tasks
+
+
+async def _publish_endpoints(state: EdgeState) -> None:
+    while True:
+        for route in state.routes.routes:
+            metrics.ENDPOINTS_READY.labels(route.name).set(len(state.pool.healthy(route)))
+        await asyncio.sleep(5)
+
+
+def _openapi(app: FastAPI) -> dict[str, Any]:
+    if app.openapi_schema:
+        return app.openapi_schema
+    schema = get_openapi(
+        title=app.title, version=app.version, description=app.description, routes=app.routes
+    )
+    _, defs = models_json_schema(
+        [(ChatCompletionRequest, "validation"), (CompletionRequest, "validation")],
+        ref_template="#/components/schemas/{model}",
+    )
+    components = schema.setdefault("components", {})
+    components.setdefault("schemas", {}).update(defs["$defs"])
+    components["schemas"]["ErrorResponse"] = _ERROR_SCHEMA
+    components["securitySchemes"] = {"bearer": {"type": "http", "scheme": "bearer"}}
+    app.openapi_schema = schema
+    return schema
+
+
+def _body_doc(model: str) -> dict[str, Any]:
+    return {
+        "requestBody": {
+            "required": True,
+            "content": {"application/json": {"schema": {"$ref": f"#/components/schemas/{model}"}}},
+        },
+        "security": [{"bearer": []}],
+    }
+
+
+def _generation_responses(description: str) -> dict[int | str, dict[str, Any]]:
+    return {
+        200: {
+            "description": description,
+            "content": {
+                "application/json": {"schema": {"type": "object"}},
+                "text/event-stream": {"schema": {"type": "string"}},
+            },
+        },
+        **_ERROR_RESPONSES,
+    }
+
+
+def create_app(settings: EdgeSettings | None = None) -> FastAPI:
+    """The edge application (a factory: uvicorn workers each call it)."""
+    settings = settings or load_settings(EdgeSettings)
+    configure_logging(COMPONENT, settings.log_level, settings.log_format)
+    tracer_provider = configure_tracing(COMPONENT)
+    GrpcAioInstrumentorClient().instrument()  # type: ignore[no-untyped-call]
+
+    @contextlib.asynccontextmanager
+    async def lifespan(app: FastAPI) -> AsyncIterator[None]:
+        state, tasks = await _build_state(settings)
+        app.state.edge = state
+        log.info("edge_started", models=[r.name for r in state.routes.routes], keys=len(state.keys))
+        try:
+            yield
+        finally:
+            for task in tasks:
+                task.cancel()
+            await asyncio.gather(*tasks, return_exceptions=True)
+            await state.pool.aclose()
+            await state.limiter.aclose()
+            if tracer_provider is not None:
+                tracer_provider.shutdown()
+            log.info("edge_stopped")
+
+    app = FastAPI(
+        title="Switchyard edge",
+        version="0.1.0",
+        description="OpenAI-compatible API in front of vLLM, SGLang and TGI.",
+        lifespan=lifespan,
+        redoc_url=None,
+    )
+    app.openapi = lambda: _openapi(app)  # type: ignore[method-assign]
+
+    @app.exception_handler(HTTPException)
+    async def _http_error(request: Request, exc: HTTPException) -> Response:
+        message = "Not found." if exc.status_code == 404 else str(exc.detail)
+        return OpenAIError(exc.status_code, message, headers=exc.headers).response()
+
+    @app.exception_handler(RequestValidationError)
+    async def _validation_error(request: Request, exc: RequestValidationError) -> Response:
+        first = exc.errors()[0] if exc.errors() else {"loc": (), "msg": "invalid request"}
+        return OpenAIError.invalid(f"Invalid request: {first['msg']}").response()
+
+    @app.exception_handler(Exception)
+    async def _unexpected(request: Request, exc: Exception) -> Response:
+        log.exception("unexpected_error", path=request.url.path)
+        return OpenAIError.internal().response()
+
+    @app.post(
+        "/v1/chat/completions",
+        openapi_extra=_body_doc("ChatCompletionRequest"),
+        responses=_generation_responses("A chat completion, or its stream (stream: true)"),
+        tags=["openai"],
+    )
+    async def chat_completions(request: Request) -> Response:
+        """Create a chat completion (OpenAI's API; `stream: true` answers server-sent events)."""
+        return await handle("chat", request, _edge(request))
+
+    @app.post(
+        "/v1/completions",
+        openapi_extra=_body_doc("CompletionRequest"),
+        responses=_generation_responses("A text completion, or its stream (stream: true)"),
+        tags=["openai"],
+    )
+    async def completions(request: Request) -> Response:
+        """Create a text completion (OpenAI's legacy completions API)."""
+        return await handle("completions", request, _edge(request))
+
+    def _model_card(name: str) -> dict[str, Any]:
+        return {"id": name, "object": "model", "created": 0, "owned_by": "switchyard"}
+
+    @app.get(
+        "/v1/models",
+        openapi_extra={"security": [{"bearer": []}]},
+        responses={401: _ERROR_RESPONSES[401]},
+        tags=["openai"],
+    )
+    async def list_models(request: Request) -> Response:
+        """The models (and aliases) the caller's key may use."""
+        edge = _edge(request)
+        key = edge.keys.authenticate(request.headers.get("authorization"))
+        if key is None:
+            return OpenAIError.unauthorized().response()
+        names = [
+            name
+            for route in edge.routes.routes
+            for name in route.names
+            if key.allows(name) or key.allows(route.name)
+        ]
+        return JSONResponse({"object": "list", "data": [_model_card(n) for n in names]})
+
+    @app.get(
+        "/v1/models/{model:path}",
+        openapi_extra={"security": [{"bearer": []}]},
+        responses={401: _ERROR_RESPONSES[401], 404: _ERROR_RESPONSES[404]},
+        tags=["openai"],
+    )
+    async def retrieve_model(model: str, request: Request) -> Response:
+        """One model, if the caller's key may use it."""
+        edge = _edge(request)
+        key = edge.keys.authenticate(request.headers.get("authorization"))
+        if key is None:
+            return OpenAIError.unauthorized().response()
+        route = edge.routes.resolve(model)
+        if route is None or not (key.allows(model) or key.allows(route.name)):
+            return OpenAIError.model_not_found(model).response()
+        return JSONResponse(_model_card(model))
+
+    @app.get("/healthz", tags=["operations"])
+    async def healthz() -> dict[str, str]:
+        """Liveness: the process answers."""
+        return {"status": "ok"}
+
+    @app.get("/readyz", tags=["operations"], responses={503: {"description": "Not ready"}})
+    async def readyz(request: Request) -> Response:
+        """Readiness: configuration loaded and at least one route."""
+        edge: EdgeState | None = getattr(request.app.state, "edge", None)
+        if edge is None or not len(edge.routes):
+            return JSONResponse({"status": "not ready", "reason": "no routes"}, status_code=503)
+        return JSONResponse({"status": "ready", "models": len(edge.routes)})
+
+    @app.get("/metrics", tags=["operations"], response_class=Response)
+    async def prometheus_metrics() -> Response:
+        """Prometheus metrics."""
+        body, content_type = metrics.exposition()
+        return Response(body, media_type=content_type)
+
+    FastAPIInstrumentor.instrument_app(
+        app, excluded_urls="healthz,readyz,metrics", exclude_spans=["receive", "send"]
+    )
+    return app

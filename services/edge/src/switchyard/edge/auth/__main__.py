@@ -1,0 +1,5 @@
+"""`python -m switchyard.edge.auth keys ...`: the keys CLI on its own."""
+
+from switchyard.edge.auth.cli import main
+
+raise SystemExit(main())

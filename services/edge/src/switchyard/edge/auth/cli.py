@@ -1,0 +1,219 @@
+"""`keys add|list|remove|hash`: manage the keys file that the edge (or its Secret) reads.
+
+Exit codes: 0 ok, 1 I/O error, 2 usage or validation error. A generated key goes to stdout
+exactly once (so `KEY=$(... keys add ...)` works); everything else goes to stderr.
+"""
+
+from __future__ import annotations
+
+import argparse
+import getpass
+import re
+import sys
+from collections.abc import Callable, Sequence
+from pathlib import Path
+
+from pydantic import ValidationError
+
+from switchyard.edge.auth.atomic import write_atomic
+from switchyard.edge.auth.keys import MAX_KEY_LENGTH, generate_key, hash_key
+from switchyard.edge.auth.keysfile import (
+    NAME_PATTERN,
+    KeyEntry,
+    KeysFileError,
+    parse_keys,
+    read_keys_file,
+    render_keys,
+)
+
+PROG = "python -m switchyard.edge keys"
+EXIT_IO = 1
+EXIT_USAGE = 2
+HASH_SHOWN = 8  # hex characters of a hash that `list` shows: enough to tell keys apart
+
+
+class _UsageError(Exception):
+    """A refusal that is the caller's to fix (exit 2)."""
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """Run the keys CLI. `argv` may start with "keys" (as `python -m switchyard.edge keys ...`
+    passes it) or with the subcommand itself; never raises SystemExit."""
+    args_list = list(sys.argv[1:] if argv is None else argv)
+    if args_list[:1] == ["keys"]:
+        args_list = args_list[1:]
+    try:
+        args = _parser().parse_args(args_list)
+    except SystemExit as exc:  # argparse exits on --help and on usage errors
+        return exc.code if isinstance(exc.code, int) else EXIT_USAGE
+    command: Callable[[argparse.Namespace], int] = args.command
+    try:
+        return command(args)
+    except _UsageError as exc:
+        _error(str(exc))
+        return EXIT_USAGE
+    except KeysFileError as exc:
+        _error(str(exc))
+        return EXIT_IO if exc.io_error else EXIT_USAGE
+    except OSError as exc:
+        _error(f"{exc.filename}: {exc.strerror}" if exc.filename else str(exc))
+        return EXIT_IO
+
+
+def _parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog=PROG, description="Manage Switchyard edge API keys (stored as SHA-256 hashes)."
+    )
+    sub = parser.add_subparsers(required=True, metavar="COMMAND")
+
+    add = sub.add_parser("add", help="generate a key, store its hash, print the key once")
+    _file_arg(add)
+    add.add_argument("--name", required=True, type=_name, help="unique name, shown in logs")
+    add.add_argument("--tenant", default="default", type=_name, help="(default: %(default)s)")
+    add.add_argument(
+        "--models",
+        default=["*"],
+        type=_models,
+        help='comma-separated names, aliases or fnmatch patterns; "*" = all (default)',
+    )
+    add.add_argument("--rpm", type=_positive_int, help="requests per minute (default: unlimited)")
+    add.add_argument("--tpm", type=_positive_int, help="tokens per minute (default: unlimited)")
+    add.set_defaults(command=_add)
+
+    ls = sub.add_parser("list", help="show the keys (hashes cut to their first characters)")
+    _file_arg(ls)
+    ls.set_defaults(command=_list)
+
+    rm = sub.add_parser("remove", help="delete a key by name")
+    _file_arg(rm)
+    rm.add_argument("--name", required=True, type=_name)
+    rm.set_defaults(command=_remove)
+
+    hs = sub.add_parser(
+        "hash", help="read a key on stdin, print its SHA-256 (for hand-made Secrets)"
+    )
+    hs.set_defaults(command=_hash)
+    return parser
+
+
+def _file_arg(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--file", required=True, type=Path, help="the keys file (YAML)")
+
+
+def _add(args: argparse.Namespace) -> int:
+    path: Path = args.file
+    entries = _read(path, missing_ok=True)
+    if any(e.name == args.name for e in entries):
+        raise _UsageError(f"a key named {args.name!r} already exists in {path}")
+    key = generate_key()
+    try:
+        entry = KeyEntry.model_validate(
+            {
+                "name": args.name,
+                "tenant": args.tenant,
+                "sha256": hash_key(key),
+                "models": args.models,
+                "rpm": args.rpm,
+                "tpm": args.tpm,
+            }
+        )
+    except ValidationError as exc:
+        raise _UsageError("; ".join(f"{e['loc'][0]}: {e['msg']}" for e in exc.errors())) from exc
+    _write(path, [*entries, entry])
+    print(key, flush=True)
+    _note(f"added key {entry.name!r} (tenant {entry.tenant!r}) to {path}")
+    _note("this key will not be shown again: store it now")
+    return 0
+
+
+def _list(args: argparse.Namespace) -> int:
+    rows = [["NAME", "TENANT", "MODELS", "RPM", "TPM", "SHA256"]]
+    rows += [
+        [
+            e.name,
+            e.tenant,
+            ",".join(e.models),
+            "-" if e.rpm is None else str(e.rpm),
+            "-" if e.tpm is None else str(e.tpm),
+            e.sha256[:HASH_SHOWN],
+        ]
+        for e in _read(args.file, missing_ok=False)
+    ]
+    widths = [max(len(row[i]) for row in rows) for i in range(len(rows[0]))]
+    for row in rows:
+        print("  ".join(cell.ljust(w) for cell, w in zip(row, widths, strict=True)).rstrip())
+    return 0
+
+
+def _remove(args: argparse.Namespace) -> int:
+    path: Path = args.file
+    entries = _read(path, missing_ok=False)
+    kept = [e for e in entries if e.name != args.name]
+    if len(kept) == len(entries):
+        raise _UsageError(f"no key named {args.name!r} in {path}")
+    _write(path, kept)
+    _note(f"removed key {args.name!r} from {path}")
+    return 0
+
+
+def _hash(_: argparse.Namespace) -> int:
+    # At a terminal, read without echo so the key does not stay on screen.
+    raw = getpass.getpass("API key: ") if sys.stdin.isatty() else sys.stdin.read()
+    key = raw.strip()
+    if not key:
+        raise _UsageError("no key on stdin")
+    if any(c.isspace() for c in key):
+        raise _UsageError(
+            "a key cannot contain whitespace (it could never be sent as a Bearer token)"
+        )
+    if len(key) > MAX_KEY_LENGTH:
+        raise _UsageError(f"a key is at most {MAX_KEY_LENGTH} characters")
+    print(hash_key(key))
+    return 0
+
+
+def _read(path: Path, *, missing_ok: bool) -> list[KeyEntry]:
+    if missing_ok and not path.exists():
+        return []
+    return read_keys_file(path)[0]
+
+
+def _write(path: Path, entries: list[KeyEntry]) -> None:
+    text = render_keys(entries)
+    parse_keys(text, path)  # never write a file the edge would refuse
+    write_atomic(path, text)
+
+
+def _name(value: str) -> str:
+    if len(value) > 64 or not re.fullmatch(NAME_PATTERN, value):
+        raise argparse.ArgumentTypeError(
+            f"{value!r}: use lower-case letters, digits, '.', '_', '-' (first a letter or digit; at most 64)"
+        )
+    return value
+
+
+def _models(value: str) -> list[str]:
+    models = [m.strip() for m in value.split(",") if m.strip()]
+    if not models:
+        raise argparse.ArgumentTypeError('list at least one model, or "*" for all')
+    if any(any(c.isspace() for c in m) for m in models):
+        raise argparse.ArgumentTypeError("model names and patterns cannot contain spaces")
+    return models
+
+
+def _positive_int(value: str) -> int:
+    try:
+        number = int(value)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{value!r} is not a whole number") from None
+    if number <= 0:
+        raise argparse.ArgumentTypeError("must be positive (leave it out for unlimited)")
+    return number
+
+
+def _error(message: str) -> None:
+    print(f"error: {message}", file=sys.stderr)
+
+
+def _note(message: str) -> None:
+    print(message, file=sys.stderr)

@@ -1,0 +1,146 @@
+"""The key store the edge authenticates against, reloaded when its file changes.
+
+Reloads run in a worker thread (`watch`) while `authenticate` runs on the event loop: a
+reload builds a whole new table and swaps one attribute, so a request sees either the old
+keys or the new ones, never a mix.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import hashlib
+import hmac
+import os
+import threading
+from collections.abc import Iterable, Iterator, Mapping
+from pathlib import Path
+
+import structlog
+
+from switchyard.edge.auth.keys import MAX_KEY_LENGTH, ApiKey, hash_key
+from switchyard.edge.auth.keysfile import FileStamp, KeyEntry, KeysFileError, read_keys_file
+
+log = structlog.get_logger(__name__)
+
+
+class KeyStore:
+    def __init__(
+        self,
+        by_digest: Mapping[str, ApiKey] | None = None,
+        *,
+        path: Path | None = None,
+        stamp: FileStamp | None = None,
+    ) -> None:
+        """Prefer `load`, `empty` or `of`; `by_digest` maps lower-case hex SHA-256 to its key."""
+        self._table = _table(by_digest or {})
+        self._path = path
+        self._stamp = stamp
+        self._reload_lock = threading.Lock()
+
+    @classmethod
+    def load(cls, path: Path) -> KeyStore:
+        """The keys in `path`; raises KeysFileError (which says what is wrong) for a bad file."""
+        entries, stamp = read_keys_file(path)
+        store = cls(_by_digest(entries), path=path, stamp=stamp)
+        log.info("api_keys_loaded", path=str(path), keys=len(store))
+        return store
+
+    @classmethod
+    def empty(cls) -> KeyStore:
+        """A store with no keys and no file: every request is refused."""
+        return cls()
+
+    @classmethod
+    def of(cls, keys: Mapping[str, ApiKey]) -> KeyStore:
+        """An in-memory store from plain keys (tests, `make run` without a file); no file to watch."""
+        return cls({hash_key(k): v for k, v in keys.items()})
+
+    @property
+    def path(self) -> Path | None:
+        return self._path
+
+    def __iter__(self) -> Iterator[ApiKey]:
+        return iter([key for _, key in self._table.values()])  # a snapshot: reloads swap the table
+
+    def __len__(self) -> int:
+        return len(self._table)
+
+    def authenticate(self, authorization: str | None) -> ApiKey | None:
+        """The key presented in an `Authorization` header value ("Bearer <key>", scheme in any
+        case, surrounding and separating whitespace ignored); None if missing, malformed or unknown."""
+        if not authorization:
+            return None
+        parts = authorization.split()
+        if len(parts) != 2 or parts[0].lower() != "bearer" or len(parts[1]) > MAX_KEY_LENGTH:
+            return None
+        digest = hashlib.sha256(parts[1].encode("utf-8")).hexdigest()
+        found = self._table.get(digest)
+        if found is None:
+            return None
+        stored, key = found
+        # The dict lookup already matched; compare_digest keeps the final check constant-time
+        # should the table ever be keyed by something other than the full digest.
+        return key if hmac.compare_digest(stored, digest) else None
+
+    def reload_if_changed(self) -> bool:
+        """Re-read the file if it changed (inode, mtime or size); True if new keys were loaded.
+
+        An invalid or unreadable new file is logged and the current keys stay in force: a bad
+        edit must not lock every client out.
+        """
+        if self._path is None:
+            return False
+        with self._reload_lock:
+            try:
+                current = FileStamp.of(os.stat(self._path))
+            except OSError as exc:
+                # During a Secret update the path always resolves (the swap is one rename), so a
+                # missing file is a real problem; log it once per stamp, not every poll.
+                if self._stamp is not None:
+                    log.error("api_keys_file_unreadable", path=str(self._path), error=exc.strerror)
+                    self._stamp = None
+                return False
+            if current == self._stamp:
+                return False
+            try:
+                entries, stamp = read_keys_file(self._path)
+            except KeysFileError as exc:
+                log.error(
+                    "api_keys_reload_failed",
+                    path=str(self._path),
+                    error=str(exc),
+                    kept_keys=len(self._table),
+                )
+                # Remember the bad version so it is reported once, not on every poll.
+                self._stamp = current
+                return False
+            self._table = _table(_by_digest(entries))
+            self._stamp = stamp
+        log.info("api_keys_reloaded", path=str(self._path), keys=len(self))
+        return True
+
+    async def watch(self, interval_s: float = 2.0) -> None:
+        """Poll the file every `interval_s` seconds until cancelled; returns at once for a store
+        with no file. Polling (not inotify) because a Secret update swaps a symlink in the
+        directory above the file, which inotify on the file itself does not report."""
+        if interval_s <= 0:
+            raise ValueError("interval_s must be positive")
+        if self._path is None:
+            return
+        while True:
+            await asyncio.sleep(interval_s)
+            try:
+                await asyncio.to_thread(self.reload_if_changed)
+            except Exception:
+                # A bug in one poll must not stop key rotation for the life of the process.
+                log.exception("api_keys_watch_failed", path=str(self._path))
+
+
+def _by_digest(entries: Iterable[KeyEntry]) -> dict[str, ApiKey]:
+    return {e.sha256: e.api_key() for e in entries}
+
+
+def _table(by_digest: Mapping[str, ApiKey]) -> Mapping[str, tuple[str, ApiKey]]:
+    # The digest is kept next to its key for the compare_digest in `authenticate`;
+    # lower-cased because that is what hexdigest() produces.
+    return {d.lower(): (d.lower(), key) for d, key in by_digest.items()}

@@ -1,0 +1,107 @@
+"""Noticing that the client went away, so its generation is cancelled at once.
+
+`ClientWatch` listens on the ASGI `receive` channel beside the request's own task; on
+`http.disconnect` it cancels that task (which cancels the gRPC call and, through the
+adapter, the engine's generation), and the `async with` block ends quietly. While a stream
+is silent it also sends SSE keep-alive comments, so proxies do not cut idle streams: both
+jobs share one helper task per request and cost nothing per token.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from types import TracebackType
+
+from starlette.types import Receive, Send
+
+from switchyard.edge.responses import KEEPALIVE
+
+
+class ClientWatch:
+    __slots__ = (
+        "_active",
+        "_keepalive_s",
+        "_receive",
+        "_send",
+        "_task",
+        "_watcher",
+        "disconnected",
+        "last_write",
+    )
+
+    def __init__(
+        self, receive: Receive, send: Send | None = None, keepalive_s: float | None = None
+    ) -> None:
+        self._receive = receive
+        self._send = send
+        self._keepalive_s = keepalive_s if send is not None else None
+        self._task: asyncio.Task[object] | None = None
+        self._watcher: asyncio.Task[None] | None = None
+        self._active = False
+        self.disconnected = False
+        self.last_write = 0.0
+
+    async def __aenter__(self) -> ClientWatch:
+        self._task = asyncio.current_task()
+        self._active = True
+        self.last_write = asyncio.get_running_loop().time()
+        self._watcher = asyncio.create_task(self._watch())
+        return self
+
+    def touch(self) -> None:
+        """Something was just sent: no keep-alive needed for a while."""
+        self.last_write = asyncio.get_running_loop().time()
+
+    def stop(self) -> None:
+        """Call right before the response's last message: once it is complete, ASGI servers
+        report `http.disconnect`, which must not cancel the request."""
+        self._active = False
+
+    async def _watch(self) -> None:
+        loop = asyncio.get_running_loop()
+        while self._active:
+            timeout = None
+            if self._keepalive_s is not None:
+                timeout = max(self.last_write + self._keepalive_s - loop.time(), 0.0)
+            try:
+                async with asyncio.timeout(timeout):
+                    message = await self._receive()
+            except TimeoutError:
+                assert self._keepalive_s is not None
+                silent = loop.time() - self.last_write >= self._keepalive_s
+                if silent and self._active and self._send is not None:
+                    await self._send(
+                        {"type": "http.response.body", "body": KEEPALIVE, "more_body": True}
+                    )
+                    self.touch()
+                continue
+            if message["type"] == "http.disconnect":
+                if self._active and self._task is not None:
+                    self.disconnected = True
+                    self._task.cancel()
+                return
+
+    async def __aexit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> bool:
+        self._active = False
+        task, watcher = self._task, self._watcher
+        assert task is not None
+        assert watcher is not None
+        watcher.cancel()
+        try:
+            await asyncio.wait((watcher,))
+        except asyncio.CancelledError:
+            if not self.disconnected:
+                raise  # cancelled from outside (e.g. shutdown): not ours to swallow
+        if not self.disconnected:
+            return False
+        # We cancelled the task because the client left: withdraw that request, and end the
+        # block quietly unless someone else asked for cancellation too.
+        task.uncancel()
+        if task.cancelling():
+            raise asyncio.CancelledError
+        return exc_type is None or issubclass(exc_type, asyncio.CancelledError)

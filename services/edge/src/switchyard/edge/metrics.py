@@ -1,0 +1,98 @@
+"""The edge's Prometheus metrics (names are what dashboards and alerts use: keep them stable).
+
+With several uvicorn workers, prometheus_client's multiprocess mode aggregates them
+(`PROMETHEUS_MULTIPROC_DIR`, set by `switchyard.edge.main` before the workers start).
+"""
+
+from __future__ import annotations
+
+import os
+
+from prometheus_client import (
+    CONTENT_TYPE_LATEST,
+    CollectorRegistry,
+    Counter,
+    Gauge,
+    Histogram,
+    generate_latest,
+    multiprocess,
+)
+
+_LATENCY = (0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60)
+_TOKEN_GAP = (0.001, 0.0025, 0.005, 0.01, 0.02, 0.04, 0.08, 0.16, 0.32, 0.64, 1.28, 2.56)
+
+REQUESTS = Counter(
+    "switchyard_edge_requests",
+    "Requests answered, by model, API route and HTTP status.",
+    ("model", "route", "status"),
+)
+ERRORS = Counter(
+    "switchyard_edge_errors",
+    "Requests that failed, by model and error kind (rate_limited, backend_unavailable, ...).",
+    ("model", "kind"),
+)
+REFUSALS = Counter(
+    "switchyard_edge_refusals",
+    "Requests refused before reaching a backend, by reason (rate limits, queue, no backend).",
+    ("model", "reason"),
+)
+TIME_TO_FIRST_TOKEN = Histogram(
+    "switchyard_edge_time_to_first_token_seconds",
+    "From the request's arrival to its first generated text (streams) or its body (unary).",
+    ("model",),
+    buckets=_LATENCY,
+)
+INTER_TOKEN_LATENCY = Histogram(
+    "switchyard_edge_inter_token_latency_seconds",
+    "Time between consecutive chunks relayed to a streaming client.",
+    ("model",),
+    buckets=_TOKEN_GAP,
+)
+REQUEST_DURATION = Histogram(
+    "switchyard_edge_request_duration_seconds",
+    "From the request's arrival to its last byte.",
+    ("model", "route"),
+    buckets=_LATENCY,
+)
+QUEUE_WAIT = Histogram(
+    "switchyard_edge_queue_wait_seconds",
+    "Time spent waiting for admission.",
+    ("model",),
+    buckets=_LATENCY,
+)
+TOKENS = Counter(
+    "switchyard_edge_tokens",
+    "Tokens through the edge, by model and kind (prompt or completion).",
+    ("model", "kind"),
+)
+IN_FLIGHT = Gauge(
+    "switchyard_edge_in_flight_requests",
+    "Requests being served now.",
+    ("model",),
+    multiprocess_mode="livesum",
+)
+QUEUED = Gauge(
+    "switchyard_edge_queued_requests",
+    "Requests waiting for admission now.",
+    multiprocess_mode="livesum",
+)
+RETRIES = Counter(
+    "switchyard_edge_backend_retries",
+    "Requests sent to another endpoint after one failed before the first byte.",
+    ("model",),
+)
+ENDPOINTS_READY = Gauge(
+    "switchyard_edge_backend_ready_endpoints",
+    "Adapter endpoints of a model that are SERVING.",
+    ("model",),
+    multiprocess_mode="livemax",
+)
+
+
+def exposition() -> tuple[bytes, str]:
+    """The metrics page (aggregated over workers in multiprocess mode)."""
+    if os.environ.get("PROMETHEUS_MULTIPROC_DIR"):
+        registry = CollectorRegistry()
+        multiprocess.MultiProcessCollector(registry)  # type: ignore[no-untyped-call]
+        return generate_latest(registry), CONTENT_TYPE_LATEST
+    return generate_latest(), CONTENT_TYPE_LATEST

@@ -1,0 +1,241 @@
+"""The request pipeline for /v1/chat/completions and /v1/completions, top to bottom.
+
+authenticate → read and validate the body → resolve the model (404 if the key may not use
+it) → a ready backend? (503) → rate limits (429) → admission (429) → the generation itself
+(`generation.Generation`, which calls the backend, relays and accounts).
+
+Authentication comes first, so unauthenticated callers cost us no parsing.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import math
+import re
+import time
+import uuid
+from typing import Literal, TypeVar
+
+from pydantic import BaseModel, ValidationError
+from starlette.requests import Request
+from starlette.responses import Response
+
+from switchyard.edge import metrics
+from switchyard.edge.admission import Refused
+from switchyard.edge.convert import chat_request, completion_request, estimate_prompt_tokens
+from switchyard.edge.disconnect import ClientWatch
+from switchyard.edge.errors import OpenAIError
+from switchyard.edge.exchange import Exchange
+from switchyard.edge.generation import Generation
+from switchyard.edge.ratelimit import Decision, LimiterUnavailable, Limits
+from switchyard.edge.responses import Encoder
+from switchyard.edge.schemas import ChatCompletionRequest, CompletionRequest
+from switchyard.edge.state import EdgeState
+
+Api = Literal["chat", "completions"]
+_REQUEST_ID = re.compile(r"^[A-Za-z0-9._:-]{1,128}$")
+
+
+def request_id_of(request: Request) -> str:
+    """The caller's `x-request-id` when it is a sane token; otherwise a new one."""
+    given = request.headers.get("x-request-id")
+    return given if given and _REQUEST_ID.match(given) else uuid.uuid4().hex
+
+
+async def handle(api: Api, request: Request, edge: EdgeState) -> Response:
+    exchange = Exchange(request_id=request_id_of(request), api=api, started=time.perf_counter())
+    try:
+        return await _admit(api, request, edge, exchange)
+    except OpenAIError as error:
+        exchange.fail(error.status, error.kind)
+        exchange.record()
+        return error.response({"x-request-id": exchange.request_id})
+
+
+async def _read_body(request: Request, limit: int) -> bytes:
+    declared = request.headers.get("content-length")
+    if declared is not None:
+        if not declared.isdigit():
+            raise OpenAIError.invalid("Invalid Content-Length header.")
+        if int(declared) > limit:
+            raise OpenAIError.too_large(limit)
+    chunks: list[bytes] = []
+    size = 0
+    async for chunk in request.stream():
+        size += len(chunk)
+        if size > limit:
+            raise OpenAIError.too_large(limit)
+        chunks.append(chunk)
+    return b"".join(chunks)
+
+
+def _validation_error(exc: ValidationError) -> OpenAIError:
+    errors = exc.errors(include_url=False)
+    first = errors[0]
+    param = ".".join(str(p) for p in first["loc"]) or None
+    parts = [f"{'.'.join(str(p) for p in e['loc']) or 'body'}: {e['msg']}" for e in errors[:3]]
+    more = f" (and {len(errors) - 3} more)" if len(errors) > 3 else ""
+    return OpenAIError.invalid("Invalid request: " + "; ".join(parts) + more, param)
+
+
+M = TypeVar("M", bound=BaseModel)
+
+
+def _parse(model: type[M], body: bytes) -> M:
+    try:
+        return model.model_validate_json(body)
+    except ValidationError as exc:
+        raise _validation_error(exc) from None
+
+
+def rate_limit_headers(decision: Decision) -> dict[str, str]:
+    """OpenAI's x-ratelimit-* headers for the limits that apply."""
+    headers: dict[str, str] = {}
+    for kind, limit, remaining, reset in (
+        (
+            "requests",
+            decision.limit_requests,
+            decision.remaining_requests,
+            decision.reset_requests_s,
+        ),
+        ("tokens", decision.limit_tokens, decision.remaining_tokens, decision.reset_tokens_s),
+    ):
+        if limit is None:
+            continue
+        headers[f"x-ratelimit-limit-{kind}"] = str(limit)
+        if remaining is not None:
+            headers[f"x-ratelimit-remaining-{kind}"] = str(max(remaining, 0))
+        if reset is not None:
+            headers[f"x-ratelimit-reset-{kind}"] = f"{reset:.3f}s"
+    return headers
+
+
+def _rate_limited(
+    decision: Decision, headers: dict[str, str], tokens: int, key_name: str
+) -> OpenAIError:
+    if decision.too_large:
+        return OpenAIError(
+            429,
+            f"Request too large: it may use up to {tokens} tokens, more than the key's limit of "
+            f"{decision.limit_tokens} tokens per minute. Lower max_tokens or shorten the prompt.",
+            type="tokens",
+            code="rate_limit_exceeded",
+            headers=headers,
+            kind="rate_limit_tokens",
+        )
+    kind = "requests" if decision.remaining_requests == 0 else "tokens"
+    limit = decision.limit_requests if kind == "requests" else decision.limit_tokens
+    retry = max(1, math.ceil(decision.retry_after_s))
+    return OpenAIError(
+        429,
+        f"Rate limit reached for {kind} per minute on key '{key_name}': limit {limit}. "
+        f"Retry in {retry}s.",
+        type=kind,
+        code="rate_limit_exceeded",
+        headers={**headers, "retry-after": str(retry)},
+        kind=f"rate_limit_{kind}",
+    )
+
+
+async def _admit(api: Api, request: Request, edge: EdgeState, ex: Exchange) -> Response:
+    settings = edge.settings
+    deadline = asyncio.get_running_loop().time() + settings.request_timeout_s
+
+    key = edge.keys.authenticate(request.headers.get("authorization"))
+    if key is None:
+        raise OpenAIError.unauthorized()
+    ex.key_name, ex.tenant = key.name, key.tenant
+
+    raw = await _read_body(request, settings.max_body_bytes)
+    body = _parse(ChatCompletionRequest, raw) if api == "chat" else _parse(CompletionRequest, raw)
+    ex.requested_model, ex.stream = body.model, body.stream
+
+    route = edge.routes.resolve(body.model)
+    if route is None or not (key.allows(body.model) or key.allows(route.name)):
+        raise OpenAIError.model_not_found(body.model)
+    ex.model = route.name
+    if route.waking or not edge.pool.healthy(route):
+        metrics.REFUSALS.labels(route.name, "no_backend").inc()
+        raise OpenAIError.unavailable(
+            f"No backend for model '{route.name}' is ready yet; retry after a moment.",
+            settings.retry_after_s,
+            kind="no_backend",
+        )
+
+    if isinstance(body, ChatCompletionRequest):
+        canonical = chat_request(body, route.name, ex.request_id)
+    else:
+        canonical = completion_request(body, route.name, ex.request_id)
+
+    # Reserve the most the request can use; the real usage corrects it afterwards.
+    prompt_estimate = estimate_prompt_tokens(canonical)
+    if canonical.sampling.HasField("max_tokens"):
+        completion_reserve = canonical.sampling.max_tokens
+    else:
+        room = edge.pool.max_model_len(route) - prompt_estimate
+        completion_reserve = (
+            min(settings.default_reserved_completion_tokens, room)
+            if room > 0
+            else settings.default_reserved_completion_tokens
+        )
+    reserved = prompt_estimate + completion_reserve
+    limits = Limits(key.rpm, key.tpm)
+    try:
+        decision = await edge.limiter.acquire(key.name, limits, reserved)
+    except LimiterUnavailable as exc:
+        metrics.REFUSALS.labels(route.name, "limiter_unavailable").inc()
+        raise OpenAIError.unavailable(
+            "Rate limiting is unavailable, so requests are refused; retry after a moment.",
+            max(1, math.ceil(exc.retry_after_s)),
+            kind="limiter_unavailable",
+        ) from None
+    headers = rate_limit_headers(decision)
+    if not decision.allowed:
+        error = _rate_limited(decision, headers, reserved, key.name)
+        metrics.REFUSALS.labels(route.name, error.kind).inc()
+        raise error
+
+    try:
+        metrics.QUEUED.inc()
+        try:
+            async with ClientWatch(request.receive) as watch:
+                ex.queue_wait_s = await edge.admission.acquire(route.name)
+        finally:
+            metrics.QUEUED.dec()
+    except Refused as refusal:
+        await edge.limiter.settle(key.name, limits, reserved, 0)
+        metrics.REFUSALS.labels(route.name, refusal.reason).inc()
+        error = OpenAIError.busy(refusal.message, settings.retry_after_s, kind=refusal.reason)
+        error.headers.update(headers)
+        raise error from None
+    if watch.disconnected:  # left while queued: nothing was used
+        await edge.limiter.settle(key.name, limits, reserved, 0)
+        ex.client_disconnected = True
+        ex.record()
+        return Response(status_code=499)
+    if ex.queue_wait_s:
+        metrics.QUEUE_WAIT.labels(route.name).observe(ex.queue_wait_s)
+    metrics.IN_FLIGHT.labels(route.name).inc()
+
+    encoder = Encoder(
+        "chat" if api == "chat" else "completion",
+        ("chatcmpl-" if api == "chat" else "cmpl-") + ex.request_id,
+        body.model,
+        int(time.time()),
+        body.include_usage,
+    )
+    return Generation(
+        edge,
+        ex,
+        route,
+        canonical,
+        encoder,
+        include_usage=body.include_usage,
+        limiter_subject=key.name,
+        limits=limits,
+        reserved_tokens=reserved,
+        prompt_estimate=prompt_estimate,
+        headers=[(b"x-request-id", ex.request_id.encode())]
+        + [(k.encode(), v.encode()) for k, v in headers.items()],
+        deadline=deadline,
+    )

@@ -1,0 +1,114 @@
+"""ClientWatch: a disconnect cancels the work and ends the block quietly; nothing else does."""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import MutableMapping
+from typing import Any
+
+import pytest
+
+from switchyard.edge.disconnect import ClientWatch
+from switchyard.edge.responses import KEEPALIVE
+
+
+class _Client:
+    """An ASGI receive channel the test controls."""
+
+    def __init__(self) -> None:
+        self.messages: asyncio.Queue[dict[str, Any]] = asyncio.Queue()
+        self.sent: list[MutableMapping[str, Any]] = []
+
+    async def receive(self) -> dict[str, Any]:
+        return await self.messages.get()
+
+    async def send(self, message: MutableMapping[str, Any]) -> None:
+        self.sent.append(message)
+
+    def disconnect(self) -> None:
+        self.messages.put_nowait({"type": "http.disconnect"})
+
+
+async def test_disconnect_cancels_the_block_and_is_swallowed() -> None:
+    client = _Client()
+    reached_after = False
+    cancelled_inside = False
+    async with ClientWatch(client.receive) as watch:
+        client.disconnect()
+        try:
+            await asyncio.sleep(10)
+        except asyncio.CancelledError:
+            cancelled_inside = True
+            raise
+    reached_after = True
+    assert cancelled_inside
+    assert reached_after
+    assert watch.disconnected
+    current = asyncio.current_task()
+    assert current is not None
+    assert current.cancelling() == 0
+
+
+async def test_no_disconnect_changes_nothing() -> None:
+    client = _Client()
+    async with ClientWatch(client.receive) as watch:
+        await asyncio.sleep(0.01)
+    assert not watch.disconnected
+
+
+async def test_disconnect_after_stop_is_ignored() -> None:
+    # ASGI servers report http.disconnect once the response is complete.
+    client = _Client()
+    async with ClientWatch(client.receive) as watch:
+        watch.stop()
+        client.disconnect()
+        await asyncio.sleep(0.01)
+    assert not watch.disconnected
+
+
+async def test_outside_cancellation_propagates() -> None:
+    client = _Client()
+    started = asyncio.Event()
+
+    async def work() -> None:
+        async with ClientWatch(client.receive):
+            started.set()
+            await asyncio.sleep(10)
+
+    task = asyncio.create_task(work())
+    await started.wait()
+    task.cancel()
+    with pytest.raises(asyncio.CancelledError):
+        await task
+
+
+async def test_errors_inside_propagate() -> None:
+    client = _Client()
+    with pytest.raises(KeyError):
+        async with ClientWatch(client.receive):
+            raise KeyError("x")
+
+
+async def test_keepalive_comments_during_silence_only() -> None:
+    client = _Client()
+    async with ClientWatch(client.receive, client.send, keepalive_s=0.05) as watch:
+        await asyncio.sleep(0.18)
+        count = len(client.sent)
+        for _ in range(6):  # busy: a chunk every 20 ms leaves no silence to fill
+            watch.touch()
+            await asyncio.sleep(0.02)
+        busy = len(client.sent) - count
+        watch.stop()
+    assert count >= 2
+    assert all(m["body"] == KEEPALIVE and m["more_body"] for m in client.sent)
+    assert busy == 0
+
+
+async def test_no_watcher_task_is_left_behind() -> None:
+    client = _Client()
+    before = len(asyncio.all_tasks())
+    for _ in range(20):
+        async with ClientWatch(client.receive, client.send, keepalive_s=1):
+            await asyncio.sleep(0)
+    await asyncio.sleep(0)
+    assert len(asyncio.all_tasks()) == before

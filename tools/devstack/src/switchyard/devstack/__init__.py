@@ -1,0 +1,1 @@
+"""`make run`: the whole Switchyard stack on one machine, on simulated engines."""

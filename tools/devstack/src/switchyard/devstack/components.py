@@ -1,0 +1,150 @@
+"""How each process of the local stack is started: the one place that knows the command lines.
+
+The simulators take their engine's own flags (so these lines also show how to start the
+real engines); the adapters and the edge are configured by environment. `make run` and the
+test suite both start processes from here.
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+
+import yaml
+
+ENGINES = ("vllm", "sglang", "tgi")
+#: What the simulators say they serve (they load nothing).
+SIM_MODEL = "switchyard/sim-1b-instruct"
+
+
+def served_name(engine: str) -> str:
+    return f"demo-{engine}"
+
+
+@dataclass(frozen=True)
+class EngineOptions:
+    """A simulator's set-up; the same meaning for every engine."""
+
+    max_model_len: int = 4096
+    #: Requests generating at once, then a queue.
+    max_running: int | None = None
+    #: Requests that may wait; past that the engine refuses (TGI: running + waiting).
+    max_queued: int | None = None
+    ttft_s: float = 0.02
+    itl_s: float = 0.01
+    load_delay_s: float = 0.0
+
+
+def sim_args(
+    engine: str, host: str, port: int, served_model_name: str, opts: EngineOptions
+) -> list[str]:
+    """`python -m` arguments of `engine`'s simulator."""
+    sim = [
+        "--sim-ttft", str(opts.ttft_s),
+        "--sim-itl", str(opts.itl_s),
+        "--sim-load-delay", str(opts.load_delay_s),
+    ]  # fmt: skip
+    if engine == "vllm":
+        args = [
+            "switchyard.enginesim.vllm", "serve", SIM_MODEL,
+            "--host", host, "--port", str(port),
+            "--served-model-name", served_model_name,
+            "--max-model-len", str(opts.max_model_len),
+        ]  # fmt: skip
+        if opts.max_running:
+            args += ["--max-num-seqs", str(opts.max_running)]
+        if opts.max_queued is not None:
+            args += ["--max-num-queued-reqs", str(opts.max_queued)]
+    elif engine == "sglang":
+        args = [
+            "switchyard.enginesim.sglang", "--model-path", SIM_MODEL,
+            "--host", host, "--port", str(port),
+            "--served-model-name", served_model_name,
+            "--context-length", str(opts.max_model_len),
+            "--enable-metrics",
+        ]  # fmt: skip
+        if opts.max_running:
+            args += ["--max-running-requests", str(opts.max_running)]
+        if opts.max_queued is not None:
+            args += ["--max-queued-requests", str(opts.max_queued)]
+    elif engine == "tgi":
+        args = [
+            "switchyard.enginesim.tgi", "--model-id", SIM_MODEL,
+            "--hostname", host, "--port", str(port),
+            "--max-input-tokens", str(opts.max_model_len - 1),
+            "--max-total-tokens", str(opts.max_model_len),
+        ]  # fmt: skip
+        if opts.max_running or opts.max_queued is not None:
+            # TGI has one limit: requests admitted at all (running or queued).
+            total = (opts.max_running or 0) + (opts.max_queued or 0)
+            args += ["--max-concurrent-requests", str(total)]
+    else:
+        raise ValueError(f"unknown engine {engine!r}")
+    return args + sim
+
+
+def adapter_args(engine: str) -> list[str]:
+    return [f"switchyard.adapter_{engine}"]
+
+
+def adapter_env(
+    engine: str,
+    engine_url: str,
+    host: str,
+    port: int,
+    *,
+    metrics_port: int = 0,
+    extra: Mapping[str, str] | None = None,
+) -> dict[str, str]:
+    return {
+        "ADAPTER_ENGINE_URL": engine_url,
+        "ADAPTER_SERVED_MODEL_NAME": served_name(engine),
+        "ADAPTER_HOST": host,
+        "ADAPTER_PORT": str(port),
+        "ADAPTER_METRICS_PORT": str(metrics_port),
+        **(extra or {}),
+    }
+
+
+def edge_args() -> list[str]:
+    return ["switchyard.edge"]
+
+
+def edge_env(
+    host: str,
+    port: int,
+    keys_file: Path,
+    routes_file: Path,
+    *,
+    workers: int = 1,
+    redis_url: str | None = None,
+    extra: Mapping[str, str] | None = None,
+) -> dict[str, str]:
+    env = {
+        "EDGE_HOST": host,
+        "EDGE_PORT": str(port),
+        "EDGE_KEYS_FILE": str(keys_file),
+        "EDGE_ROUTES_FILE": str(routes_file),
+        "EDGE_WORKERS": str(workers),
+    }
+    if redis_url:
+        env |= {"EDGE_RATE_LIMIT_BACKEND": "redis", "EDGE_REDIS_URL": redis_url}
+    return env | dict(extra or {})
+
+
+def write_routes(path: Path, endpoints: Mapping[str, Sequence[str]]) -> None:
+    """A routes file serving `demo-<engine>` from the given adapter addresses."""
+    models = [
+        {"name": served_name(engine), "engine": engine, "endpoints": list(addresses)}
+        for engine, addresses in endpoints.items()
+    ]
+    path.write_text(yaml.safe_dump({"models": models}, sort_keys=False))
+
+
+def write_private(path: Path, text: str) -> None:
+    """Write a file only its owner may read (keys)."""
+    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+    with os.fdopen(fd, "w") as f:
+        f.write(text)
