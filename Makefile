@@ -58,7 +58,7 @@ run: sync ## Start the whole local stack (simulated engines, adapters, edge) in 
 .PHONY: test
 test: sync system-deps ## Run every test (lint included).
 	$(MAKE) --no-print-directory lint
-	$(UV) run --locked pytest -n $(TEST_WORKERS) $(PYTEST_ARGS)
+	$(UV) run --locked pytest -n $(TEST_WORKERS) --dist loadfile $(PYTEST_ARGS)
 
 .PHONY: clean
 clean: ## Remove caches and the virtualenv.

@@ -85,7 +85,7 @@ def test_negative_max_tokens_message_names_the_value() -> None:
 
 def test_stop_strings() -> None:
     request = _request()
-    request.sampling.stop.extend(["a"] * 17)
+    request.sampling.stop.extend(["a"] * 5)
     assert _reject(request).metadata["param"] == "stop"
     request = _request()
     request.sampling.stop.append("")

@@ -11,7 +11,7 @@ import httpx
 import pytest
 
 from switchyard.inference.v1 import inference_pb2_grpc as pb_grpc
-from tests.support.stacks import ENGINES, EngineOptions, Stack, running_stack
+from tests.support.stacks import ENGINES, Stack, options, running_stack
 
 if TYPE_CHECKING:
     from switchyard.inference.v1.inference_pb2_grpc import InferenceServiceAsyncStub
@@ -19,7 +19,7 @@ if TYPE_CHECKING:
     Stub = InferenceServiceAsyncStub
 
 #: Slow enough that a request is still running while a test looks at it (at least 8 tokens at 0.2 s each).
-SLOW = EngineOptions(max_running=2, max_queued=1, ttft_s=0.05, itl_s=0.2)
+SLOW = options(max_running=2, max_queued=1, ttft_s=0.05, itl_s=0.2)
 
 
 @pytest.fixture(scope="session", params=ENGINES)

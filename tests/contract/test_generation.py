@@ -223,7 +223,8 @@ async def test_engine_receives_the_callers_trace(stack: Stack, stub: Stub) -> No
     request = prompt_request(stack, max_tokens=4)
     request.request_id = "trace-check-" + stack.engine
     await stub.Generate(request, metadata=(("traceparent", traceparent),))
-    _, messages = await collect(stub, request)  # the streamed path too
+    stream = stub.GenerateStream(request, metadata=(("traceparent", traceparent),))
+    messages = [m async for m in stream]  # the streamed path too
     assert messages
     recent = (await sim_stats(stack))["recent"]
     seen = [r["traceparent"] for r in recent if trace_id in (r["traceparent"] or "")]

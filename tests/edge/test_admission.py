@@ -99,7 +99,9 @@ async def test_waiter_cancelled_right_after_being_granted_hands_the_slot_on() ->
 
 async def test_memory_stays_bounded_under_a_burst() -> None:
     admission = Admission(max_in_flight=4, max_per_model=4, max_queue=16, queue_timeout_s=0.2)
-    results = await asyncio.gather(*(admission.acquire("m") for _ in range(1000)), return_exceptions=True)
+    results = await asyncio.gather(
+        *(admission.acquire("m") for _ in range(1000)), return_exceptions=True
+    )
     refused = [r for r in results if isinstance(r, Refused)]
     admitted = [r for r in results if isinstance(r, float)]
     assert len(admitted) == 4

@@ -29,7 +29,9 @@ def test_chat_stream_chunks() -> None:
     assert (chunk.id, chunk.model, chunk.created) == ("chatcmpl-1", "demo", 1700000000)
     finish = ChatCompletionChunk.model_validate(_data(enc.finish(pb.FINISH_REASON_LENGTH)))
     assert finish.choices[0].finish_reason == "length"
-    usage = ChatCompletionChunk.model_validate(_data(enc.usage(pb.Usage(prompt_tokens=3, completion_tokens=4))))
+    usage = ChatCompletionChunk.model_validate(
+        _data(enc.usage(pb.Usage(prompt_tokens=3, completion_tokens=4)))
+    )
     assert usage.choices == []
     assert usage.usage is not None
     assert usage.usage.total_tokens == 7
@@ -55,12 +57,16 @@ def test_completion_stream_chunks() -> None:
 def test_whole_bodies() -> None:
     usage = pb.Usage(prompt_tokens=5, completion_tokens=2)
     chat = ChatCompletion.model_validate(
-        orjson.loads(Encoder("chat", "c", "m", 1, False).whole("hello", pb.FINISH_REASON_STOP, usage))
+        orjson.loads(
+            Encoder("chat", "c", "m", 1, False).whole("hello", pb.FINISH_REASON_STOP, usage)
+        )
     )
     assert chat.choices[0].message.content == "hello"
     assert chat.usage is not None
     assert chat.usage.total_tokens == 7
     completion = Completion.model_validate(
-        orjson.loads(Encoder("completion", "c", "m", 1, False).whole("x", pb.FINISH_REASON_LENGTH, usage))
+        orjson.loads(
+            Encoder("completion", "c", "m", 1, False).whole("x", pb.FINISH_REASON_LENGTH, usage)
+        )
     )
     assert completion.choices[0].finish_reason == "length"

@@ -55,3 +55,8 @@ def test_a_pattern_that_does_not_compile_is_invalid() -> None:
 def test_a_pattern_with_no_generable_match_is_unsupported() -> None:
     with pytest.raises(UnsupportedConstraint, match="could not generate"):
         text_from_regex(r"a(?=b)", random.Random(0))
+
+
+def test_repeat_counts_above_rstrs_cap() -> None:
+    text = text_from_regex(r"a{150}b{2,4}", random.Random(1))
+    assert re.fullmatch(r"a{150}b{2,4}", text)

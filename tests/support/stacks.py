@@ -1,81 +1,34 @@
 """An engine simulator with its adapter in front, started as real processes for tests.
 
-The command lines are each simulator's own (they mirror the real engines' flags), so
-these helpers also document how to start each pair by hand.
+The command lines come from `switchyard.devstack.components`, as for `make run`.
 """
 
 from __future__ import annotations
 
 import contextlib
 from collections.abc import Iterator
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 
+from switchyard.devstack.components import (
+    ENGINES,
+    EngineOptions,
+    adapter_args,
+    adapter_env,
+    served_name,
+    sim_args,
+)
 from tests.support.processes import Service, free_port, start, wait_http, wait_serving
 
-ENGINES = ("vllm", "sglang", "tgi")
-SIM_MODEL = "switchyard/sim-1b-instruct"
+__all__ = ["ENGINES", "TEST_OPTIONS", "EngineOptions", "Stack", "options", "start_stack"]
+
+#: Fast simulators with a small context: what most tests want.
+TEST_OPTIONS = EngineOptions(max_model_len=1024, ttft_s=0.005, itl_s=0.001)
 
 
-@dataclass(frozen=True)
-class EngineOptions:
-    """What differs between simulator set-ups; the same meaning for every engine."""
-
-    max_model_len: int = 1024
-    #: Requests generating at once; then a queue.
-    max_running: int | None = None
-    #: Requests that may wait; past that the engine refuses (TGI: running + waiting).
-    max_queued: int | None = None
-    ttft_s: float = 0.005
-    itl_s: float = 0.001
-    load_delay_s: float = 0.0
-
-
-def sim_args(engine: str, port: int, served_model_name: str, opts: EngineOptions) -> list[str]:
-    sim = [
-        "--sim-ttft", str(opts.ttft_s),
-        "--sim-itl", str(opts.itl_s),
-        "--sim-load-delay", str(opts.load_delay_s),
-    ]  # fmt: skip
-    if engine == "vllm":
-        args = [
-            "switchyard.enginesim.vllm", "serve", SIM_MODEL,
-            "--host", "127.0.0.1", "--port", str(port),
-            "--served-model-name", served_model_name,
-            "--max-model-len", str(opts.max_model_len),
-        ]  # fmt: skip
-        if opts.max_running:
-            args += ["--max-num-seqs", str(opts.max_running)]
-        if opts.max_queued is not None:
-            args += ["--max-num-queued-reqs", str(opts.max_queued)]
-    elif engine == "sglang":
-        args = [
-            "switchyard.enginesim.sglang", "--model-path", SIM_MODEL,
-            "--host", "127.0.0.1", "--port", str(port),
-            "--served-model-name", served_model_name,
-            "--context-length", str(opts.max_model_len),
-            "--enable-metrics",
-        ]  # fmt: skip
-        if opts.max_running:
-            args += ["--max-running-requests", str(opts.max_running)]
-        if opts.max_queued is not None:
-            args += ["--max-queued-requests", str(opts.max_queued)]
-    elif engine == "tgi":
-        args = [
-            "switchyard.enginesim.tgi", "--model-id", SIM_MODEL,
-            "--hostname", "127.0.0.1", "--port", str(port),
-            "--max-input-tokens", str(opts.max_model_len - 1),
-            "--max-total-tokens", str(opts.max_model_len),
-        ]  # fmt: skip
-        if opts.max_running or opts.max_queued is not None:
-            # TGI has one limit: requests admitted at all (running or queued).
-            args += [
-                "--max-concurrent-requests",
-                str((opts.max_running or 0) + (opts.max_queued or 0)),
-            ]
-    else:
-        raise ValueError(engine)
-    return args + sim
+def options(**changes: float | int | None) -> EngineOptions:
+    """`TEST_OPTIONS` with some fields changed."""
+    return replace(TEST_OPTIONS, **changes)  # type: ignore[arg-type]
 
 
 @dataclass
@@ -101,42 +54,44 @@ class Stack:
 
 def start_sim(engine: str, log_dir: Path, opts: EngineOptions, name: str = "") -> Service:
     port = free_port()
-    return start(
-        f"sim-{engine}{name}", sim_args(engine, port, f"demo-{engine}", opts), log_dir, port=port
-    )
+    args = sim_args(engine, "127.0.0.1", port, served_name(engine), opts)
+    return start(f"sim-{engine}{name}", args, log_dir, port=port)
 
 
 def start_adapter(
     engine: str, engine_url: str, log_dir: Path, name: str = "", **env: str
 ) -> Service:
     port = free_port()
+    test_env = {
+        "ADAPTER_HEALTH_INTERVAL_S": "0.1",
+        "ADAPTER_LOAD_CACHE_S": "0",
+        "ADAPTER_LOG_FORMAT": "json",
+        "ADAPTER_SHUTDOWN_GRACE_S": "10",
+        **env,
+    }
     return start(
         f"adapter-{engine}{name}",
-        [f"switchyard.adapter_{engine}"],
+        adapter_args(engine),
         log_dir,
         port=port,
-        env={
-            "ADAPTER_ENGINE_URL": engine_url,
-            "ADAPTER_SERVED_MODEL_NAME": f"demo-{engine}",
-            "ADAPTER_HOST": "127.0.0.1",
-            "ADAPTER_PORT": str(port),
-            "ADAPTER_METRICS_PORT": "0",
-            "ADAPTER_HEALTH_INTERVAL_S": "0.1",
-            "ADAPTER_LOAD_CACHE_S": "0",
-            "ADAPTER_LOG_FORMAT": "json",
-            "ADAPTER_SHUTDOWN_GRACE_S": "10",
-            **env,
-        },
+        env=adapter_env(engine, engine_url, "127.0.0.1", port, extra=test_env),
     )
 
 
 def start_stack(
-    engine: str, log_dir: Path, opts: EngineOptions | None = None, name: str = "", wait: bool = True
+    engine: str,
+    log_dir: Path,
+    opts: EngineOptions | None = None,
+    name: str = "",
+    wait: bool = True,
+    adapter_env: dict[str, str] | None = None,
 ) -> Stack:
-    opts = opts or EngineOptions()
+    opts = opts or TEST_OPTIONS
     sim = start_sim(engine, log_dir, opts, name)
-    adapter = start_adapter(engine, f"http://127.0.0.1:{sim.port}", log_dir, name)
-    stack = Stack(engine, f"demo-{engine}", sim, adapter, opts)
+    adapter = start_adapter(
+        engine, f"http://127.0.0.1:{sim.port}", log_dir, name, **(adapter_env or {})
+    )
+    stack = Stack(engine, served_name(engine), sim, adapter, opts)
     if wait:
         try:
             wait_http(sim, f"{stack.sim_url}/sim/stats", timeout=30 + opts.load_delay_s)

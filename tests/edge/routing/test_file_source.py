@@ -37,14 +37,17 @@ def test_load(tmp_path: Path) -> None:
         ("models: [{name: a, engine: vllm, endpoints: []}]", "endpoints"),
         ("models: [{name: a, engine: vllm, endpoints: ['no-port']}]", "endpoints.0"),
         ("models: [{name: a, engine: vllm, endpoints: ['h:1'], extra: 1}]", "extra"),
-        ("models: [{name: a, engine: vllm, endpoints: ['h:1']}, {name: a, engine: tgi, endpoints: ['h:2']}]", "used by both"),
+        (
+            "models: [{name: a, engine: vllm, endpoints: ['h:1']}, {name: a, engine: tgi, endpoints: ['h:2']}]",
+            "used by both",
+        ),
         ("models: [", "while parsing"),
     ],
 )
 def test_bad_files_are_explained(tmp_path: Path, text: str, fragment: str) -> None:
     path = tmp_path / "routes.yaml"
     path.write_text(text)
-    with pytest.raises(RoutesFileError, match="routes.yaml") as caught:
+    with pytest.raises(RoutesFileError, match=r"routes\.yaml") as caught:
         load_routes(path)
     assert fragment in str(caught.value)
 

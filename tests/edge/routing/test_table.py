@@ -8,7 +8,9 @@ from switchyard.edge.routing.table import Route, RouteTable
 
 
 def test_names_and_aliases_resolve() -> None:
-    table = RouteTable([Route("a", "vllm", ("h:1",), ("alpha",)), Route("b", "tgi", ("h:2", "h:3"))])
+    table = RouteTable(
+        [Route("a", "vllm", ("h:1",), ("alpha",)), Route("b", "tgi", ("h:2", "h:3"))]
+    )
     assert table.resolve("a") is table.resolve("alpha")
     resolved = table.resolve("b")
     assert resolved is not None

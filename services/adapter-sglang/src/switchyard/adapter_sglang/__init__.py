@@ -1,1 +1,1 @@
-"""The Switchyard adapter for sglang."""
+"""The Switchyard adapter for SGLang: the inference contract in front of SGLang's HTTP API."""

@@ -1,1 +1,1 @@
-"""The Switchyard adapter for tgi."""
+"""The Switchyard adapter for TGI: the inference contract in front of TGI's HTTP API."""

@@ -6,6 +6,7 @@ Each adapter's `__main__` is one line: `run(ItsTranslation)`.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import signal
 
 import grpc
@@ -94,8 +95,15 @@ async def serve(settings: AdapterSettings, translation: Translation) -> None:
     log.info("adapter_stopping", in_flight=servicer.in_flight, grace_s=settings.shutdown_grace_s)
     checker.cancel()
     await health.enter_graceful_shutdown()
-    # New RPCs are refused now; running ones get the grace period, then are cancelled.
-    await server.stop(settings.shutdown_grace_s)
+    # New RPCs are refused from now on; generations in flight get the grace period. Health
+    # watches (every edge keeps one open) never end by themselves, so once the generations
+    # are done, end the rest at once instead of waiting out the grace period.
+    stopping = asyncio.create_task(server.stop(settings.shutdown_grace_s))
+    with contextlib.suppress(TimeoutError):
+        async with asyncio.timeout(settings.shutdown_grace_s):
+            await servicer.idle.wait()
+    await server.stop(0)
+    await stopping
     await engine.aclose()
     if tracer_provider is not None:
         tracer_provider.shutdown()

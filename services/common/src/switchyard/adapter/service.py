@@ -65,6 +65,7 @@ class _Call:
             request.request_id = uuid.uuid4().hex
         servicer.in_flight += 1
         servicer.in_flight_gauge.inc()
+        servicer.idle.clear()
 
     def first_token(self) -> None:
         self.first_token_at = time.perf_counter()
@@ -74,6 +75,8 @@ class _Call:
         s = self.servicer
         s.in_flight -= 1
         s.in_flight_gauge.dec()
+        if not s.in_flight:
+            s.idle.set()
         elapsed = time.perf_counter() - self.started
         labels = (s.engine_kind, s.served_model_name)
         metrics.REQUESTS.labels(*labels, self.method, self.code.name).inc()
@@ -126,6 +129,9 @@ class InferenceServicer(pb_grpc.InferenceServiceServicer):
         self._load = load
         self._default_timeout_s = default_timeout_s
         self.in_flight = 0
+        #: Set while no generation is in flight (what a graceful shutdown waits for).
+        self.idle = asyncio.Event()
+        self.idle.set()
         labels = (self.engine_kind, served_model_name)
         self.in_flight_gauge = metrics.IN_FLIGHT.labels(*labels)
         self.ttft = metrics.TIME_TO_FIRST_TOKEN.labels(*labels)

@@ -11,12 +11,14 @@ import re
 from typing import Any
 
 import orjson
+
 from switchyard.common.errors import InferenceError
 from switchyard.common.json_schema import InvalidJsonSchema, check_json_schema
 from switchyard.inference.v1 import inference_pb2 as pb
 
 ROLES = frozenset({"system", "user", "assistant", "tool"})
-MAX_STOP = 16
+#: The contract's limit (OpenAI's, and TGI's and vLLM's default).
+MAX_STOP = 4
 
 
 def validate(request: pb.GenerateRequest, served_model_name: str) -> None:

@@ -10,14 +10,13 @@ from __future__ import annotations
 import asyncio
 import contextlib
 from collections.abc import AsyncIterator
-from typing import Any
+from typing import Annotated, Any
 
 import structlog
-from fastapi import FastAPI, Request
+from fastapi import FastAPI, Path, Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.openapi.utils import get_openapi
 from opentelemetry.instrumentation.fastapi import FastAPIInstrumentor
-from opentelemetry.instrumentation.grpc import GrpcAioInstrumentorClient
 from pydantic.json_schema import models_json_schema
 from starlette.exceptions import HTTPException
 from starlette.responses import JSONResponse, Response
@@ -72,6 +71,18 @@ _ERROR_SCHEMA = {
                 "code": {"type": ["string", "null"]},
             },
         }
+    },
+}
+
+
+#: One server-sent event of a stream: `data` is a JSON chunk, an error object, or `[DONE]`.
+_SSE_EVENT = {
+    "type": "object",
+    "required": ["data"],
+    "properties": {
+        "data": {"type": "string"},
+        "event": {"type": "string"},
+        "id": {"type": "string"},
     },
 }
 
@@ -157,7 +168,7 @@ def _generation_responses(description: str) -> dict[int | str, dict[str, Any]]:
             "description": description,
             "content": {
                 "application/json": {"schema": {"type": "object"}},
-                "text/event-stream": {"schema": {"type": "string"}},
+                "text/event-stream": {"schema": _SSE_EVENT},
             },
         },
         **_ERROR_RESPONSES,
@@ -169,7 +180,6 @@ def create_app(settings: EdgeSettings | None = None) -> FastAPI:
     settings = settings or load_settings(EdgeSettings)
     configure_logging(COMPONENT, settings.log_level, settings.log_format)
     tracer_provider = configure_tracing(COMPONENT)
-    GrpcAioInstrumentorClient().instrument()  # type: ignore[no-untyped-call]
 
     @contextlib.asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
@@ -261,7 +271,9 @@ def create_app(settings: EdgeSettings | None = None) -> FastAPI:
         responses={401: _ERROR_RESPONSES[401], 404: _ERROR_RESPONSES[404]},
         tags=["openai"],
     )
-    async def retrieve_model(model: str, request: Request) -> Response:
+    async def retrieve_model(
+        model: Annotated[str, Path(examples=["demo-vllm"])], request: Request
+    ) -> Response:
         """One model, if the caller's key may use it."""
         edge = _edge(request)
         key = edge.keys.authenticate(request.headers.get("authorization"))

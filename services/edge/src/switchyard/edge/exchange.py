@@ -7,7 +7,7 @@ and span ids, key name — never the key —, model, status, tokens, latency) an
 from __future__ import annotations
 
 import time
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 import structlog
 from opentelemetry import trace
@@ -40,11 +40,37 @@ class Exchange:
     endpoint: str | None = None
     client_disconnected: bool = False
     recorded: bool = False
+    #: The request's server span (annotated while it is open: it ends with the last byte).
+    span: trace.Span = field(default_factory=trace.get_current_span)
 
     def first_token(self) -> None:
         if self.ttft_s is None:
             self.ttft_s = time.perf_counter() - self.started
             metrics.TIME_TO_FIRST_TOKEN.labels(self.model).observe(self.ttft_s)
+
+    def routed(self) -> None:
+        """The model resolved: say so on the span (OTel GenAI conventions)."""
+        if self.span.is_recording():
+            self.span.set_attributes(
+                {
+                    "gen_ai.operation.name": "chat" if self.api == "chat" else "text_completion",
+                    "gen_ai.request.model": self.requested_model or "",
+                    "gen_ai.response.model": self.model,
+                    "switchyard.request_id": self.request_id,
+                    "switchyard.api_key.name": self.key_name or "",
+                }
+            )
+
+    def used(self, prompt_tokens: int, completion_tokens: int) -> None:
+        self.prompt_tokens = prompt_tokens
+        self.completion_tokens = completion_tokens
+        if self.span.is_recording():
+            self.span.set_attributes(
+                {
+                    "gen_ai.usage.input_tokens": prompt_tokens,
+                    "gen_ai.usage.output_tokens": completion_tokens,
+                }
+            )
 
     def fail(self, status: int, kind: str) -> None:
         self.status = status
@@ -64,19 +90,6 @@ class Exchange:
             metrics.TOKENS.labels(self.model, "prompt").inc(self.prompt_tokens)
         if self.completion_tokens:
             metrics.TOKENS.labels(self.model, "completion").inc(self.completion_tokens)
-        span = trace.get_current_span()
-        if span.is_recording():
-            span.set_attributes(
-                {
-                    "gen_ai.operation.name": "chat" if self.api == "chat" else "text_completion",
-                    "gen_ai.request.model": self.requested_model or "",
-                    "gen_ai.response.model": self.model,
-                    "gen_ai.usage.input_tokens": self.prompt_tokens,
-                    "gen_ai.usage.output_tokens": self.completion_tokens,
-                    "switchyard.request_id": self.request_id,
-                    "switchyard.api_key.name": self.key_name or "",
-                }
-            )
         log.info(
             "request",
             request_id=self.request_id,

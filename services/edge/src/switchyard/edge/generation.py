@@ -262,8 +262,7 @@ class Generation(Response):
 
     def _account(self, usage: pb.Usage) -> None:
         self._usage_seen = True
-        self.ex.prompt_tokens = usage.prompt_tokens
-        self.ex.completion_tokens = usage.completion_tokens
+        self.ex.used(usage.prompt_tokens, usage.completion_tokens)
 
     async def _send_error(self, send: Send, error: OpenAIError) -> None:
         self.ex.fail(error.status, error.kind)
@@ -285,7 +284,8 @@ class Generation(Response):
             # estimate of the prompt, which the engine did process.
             self.ex.prompt_tokens = self.prompt_estimate
         used = self.ex.prompt_tokens + self.ex.completion_tokens
-        await self.edge.limiter.settle(
-            self.limiter_subject, self.limits, self.reserved_tokens, used
+        # Shielded: a shutdown cancelling this task must not lose the usage correction.
+        await asyncio.shield(
+            self.edge.limiter.settle(self.limiter_subject, self.limits, self.reserved_tokens, used)
         )
         self.ex.record()

@@ -17,6 +17,7 @@ import uuid
 from typing import Literal, TypeVar
 
 from pydantic import BaseModel, ValidationError
+from pydantic_core import ErrorDetails
 from starlette.requests import Request
 from starlette.responses import Response
 
@@ -29,7 +30,12 @@ from switchyard.edge.exchange import Exchange
 from switchyard.edge.generation import Generation
 from switchyard.edge.ratelimit import Decision, LimiterUnavailable, Limits
 from switchyard.edge.responses import Encoder
-from switchyard.edge.schemas import ChatCompletionRequest, CompletionRequest
+from switchyard.edge.schemas import (
+    UNSUPPORTED,
+    ChatCompletionRequest,
+    CompletionRequest,
+    unsupported_message,
+)
 from switchyard.edge.state import EdgeState
 
 Api = Literal["chat", "completions"]
@@ -69,11 +75,18 @@ async def _read_body(request: Request, limit: int) -> bytes:
     return b"".join(chunks)
 
 
+def _describe(error: ErrorDetails) -> str:
+    loc = error["loc"]
+    if loc and loc[0] in UNSUPPORTED:
+        return unsupported_message(str(loc[0]))
+    return f"{'.'.join(str(p) for p in loc) or 'body'}: {error['msg']}"
+
+
 def _validation_error(exc: ValidationError) -> OpenAIError:
     errors = exc.errors(include_url=False)
     first = errors[0]
     param = ".".join(str(p) for p in first["loc"]) or None
-    parts = [f"{'.'.join(str(p) for p in e['loc']) or 'body'}: {e['msg']}" for e in errors[:3]]
+    parts = [_describe(e) for e in errors[:3]]
     more = f" (and {len(errors) - 3} more)" if len(errors) > 3 else ""
     return OpenAIError.invalid("Invalid request: " + "; ".join(parts) + more, param)
 
@@ -154,6 +167,7 @@ async def _admit(api: Api, request: Request, edge: EdgeState, ex: Exchange) -> R
     if route is None or not (key.allows(body.model) or key.allows(route.name)):
         raise OpenAIError.model_not_found(body.model)
     ex.model = route.name
+    ex.routed()
     if route.waking or not edge.pool.healthy(route):
         metrics.REFUSALS.labels(route.name, "no_backend").inc()
         raise OpenAIError.unavailable(

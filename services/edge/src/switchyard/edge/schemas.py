@@ -2,16 +2,25 @@
 
 Unknown fields are refused (OpenAI does the same), and every number is bounded to what
 the contract can carry, so hostile input is a 400, never a 500. Features the platform
-does not serve (tools, logprobs, n > 1, images) are refused with a clear message rather
-than silently dropped.
+does not serve (tools, logprobs, n > 1, images) are typed so that only their "off" value
+validates: the OpenAPI document says exactly what is accepted, and anything else is a 400
+saying the feature is not supported, never silently dropped.
 """
 
 from __future__ import annotations
 
 import math
-from typing import Annotated, Any, Literal, Self
+from typing import Annotated, Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
+from pydantic import (
+    AfterValidator,
+    BaseModel,
+    ConfigDict,
+    Field,
+    Strict,
+    WithJsonSchema,
+    field_validator,
+)
 
 INT32_MAX = 2**31 - 1
 INT64_MAX = 2**63 - 1
@@ -21,9 +30,43 @@ Seed = Annotated[int, Field(ge=-(2**63), le=INT64_MAX)]
 Penalty = Annotated[float, Field(ge=-2.0, le=2.0)]
 StopString = Annotated[str, Field(min_length=1, max_length=1024)]
 
+#: Fields accepted only with their "off" value (see `unsupported_message`).
+UNSUPPORTED = frozenset(
+    {
+        "n",
+        "logit_bias",
+        "logprobs",
+        "top_logprobs",
+        "tools",
+        "tool_choice",
+        "echo",
+        "best_of",
+        "suffix",
+    }
+)
+_OFF = "Not supported by this server: leave it out, or send its default."
+
+
+def unsupported_message(field: str) -> str:
+    return f"{field} is not supported by this server (leave it out or send its default)"
+
+
+def _false(value: bool) -> bool:
+    if value:
+        raise ValueError("must be false")
+    return value
+
+
+# Not Literal[False] / Literal[1]: literal matching goes by equality, and 0 == False, 1 == True.
+OnlyFalse = Annotated[
+    bool, Strict(), AfterValidator(_false), WithJsonSchema({"const": False, "description": _OFF})
+]
+OnlyOne = Annotated[int, Strict(), Field(ge=1, le=1, description=_OFF)]
+
 
 class _Body(BaseModel):
-    model_config = ConfigDict(extra="forbid", frozen=True, allow_inf_nan=False)
+    # Strict: a JSON 0 is not `false`, a "1" is not 1 (the OpenAPI document says what is meant).
+    model_config = ConfigDict(extra="forbid", frozen=True, allow_inf_nan=False, strict=True)
 
 
 class StreamOptions(_Body):
@@ -37,15 +80,9 @@ class TextPart(_Body):
 
 class ChatMessage(_Body):
     role: Literal["system", "developer", "user", "assistant", "tool"]
-    content: str | list[TextPart] | None = None
+    content: str | list[TextPart]
     name: Annotated[str, Field(max_length=256)] | None = None
     tool_call_id: str | None = None
-
-    @model_validator(mode="after")
-    def _has_content(self) -> Self:
-        if self.content is None:
-            raise ValueError("content is required (text, or a list of text parts)")
-        return self
 
     @property
     def text(self) -> str:
@@ -88,34 +125,20 @@ class _Sampling(_Body):
     max_tokens: MaxTokens | None = None
     temperature: Annotated[float, Field(ge=0.0, le=2.0)] | None = None
     top_p: Annotated[float, Field(gt=0.0, le=1.0)] | None = None
-    n: Annotated[int, Field(ge=1, le=128)] | None = None
+    n: OnlyOne | None = None
     stream: bool = False
     stream_options: StreamOptions | None = None
     stop: StopString | Annotated[list[StopString], Field(max_length=4)] | None = None
     seed: Seed | None = None
     presence_penalty: Penalty | None = None
     frequency_penalty: Penalty | None = None
-    logit_bias: dict[str, float] | None = None
+    logit_bias: Annotated[dict[str, float], Field(max_length=0, description=_OFF)] | None = None
     user: Annotated[str, Field(max_length=256)] | None = None
     response_format: ResponseFormat | None = None
     # Extensions most open-model servers accept (vLLM, SGLang).
     top_k: Annotated[int, Field(ge=1, le=INT32_MAX)] | None = None
     repetition_penalty: Annotated[float, Field(gt=0.0, le=10.0)] | None = None
     ignore_eos: bool | None = None
-
-    @field_validator("n")
-    @classmethod
-    def _one_choice(cls, n: int | None) -> int | None:
-        if n is not None and n != 1:
-            raise ValueError("only n=1 is supported")
-        return n
-
-    @field_validator("logit_bias")
-    @classmethod
-    def _no_logit_bias(cls, bias: dict[str, float] | None) -> dict[str, float] | None:
-        if bias:
-            raise ValueError("logit_bias is not supported")
-        return bias
 
     @field_validator(
         "temperature", "top_p", "presence_penalty", "frequency_penalty", "repetition_penalty"
@@ -138,23 +161,34 @@ class _Sampling(_Body):
 
 
 class ChatCompletionRequest(_Sampling):
+    model_config = ConfigDict(
+        json_schema_extra={
+            "examples": [
+                {
+                    "model": "demo-vllm",
+                    "messages": [{"role": "user", "content": "Hello!"}],
+                    "max_tokens": 32,
+                },
+                {
+                    "model": "demo-sglang",
+                    "messages": [{"role": "user", "content": "Hi"}],
+                    "stream": True,
+                    "stream_options": {"include_usage": True},
+                    "max_tokens": 16,
+                },
+            ]
+        }
+    )
+
     messages: Annotated[list[ChatMessage], Field(min_length=1, max_length=4096)]
     max_completion_tokens: MaxTokens | None = None
-    logprobs: bool | None = None
-    top_logprobs: Annotated[int, Field(ge=0, le=20)] | None = None
-    tools: list[dict[str, Any]] | None = None
-    tool_choice: str | dict[str, Any] | None = None
+    logprobs: OnlyFalse | None = None
+    top_logprobs: Annotated[None, Field(description=_OFF)] = None
+    tools: Annotated[list[dict[str, Any]], Field(max_length=0, description=_OFF)] | None = None
+    tool_choice: Annotated[Literal["none"], Field(description=_OFF)] | None = None
     parallel_tool_calls: bool | None = None
     metadata: dict[str, str] | None = None
     store: bool | None = None
-
-    @model_validator(mode="after")
-    def _served_features(self) -> Self:
-        if self.logprobs or self.top_logprobs:
-            raise ValueError("logprobs are not supported")
-        if self.tools or (self.tool_choice not in (None, "none")):
-            raise ValueError("tools and tool_choice are not supported")
-        return self
 
     @property
     def completion_limit(self) -> int | None:
@@ -163,21 +197,20 @@ class ChatCompletionRequest(_Sampling):
 
 
 class CompletionRequest(_Sampling):
-    prompt: str | Annotated[list[str], Field(min_length=1, max_length=1)]
-    echo: bool | None = None
-    best_of: Annotated[int, Field(ge=1, le=1)] | None = None
-    logprobs: Annotated[int, Field(ge=0, le=5)] | None = None
-    suffix: str | None = None
+    model_config = ConfigDict(
+        json_schema_extra={
+            "examples": [{"model": "demo-tgi", "prompt": "Once upon a time", "max_tokens": 16}]
+        }
+    )
 
-    @model_validator(mode="after")
-    def _served_features(self) -> Self:
-        if self.echo:
-            raise ValueError("echo is not supported")
-        if self.logprobs is not None:
-            raise ValueError("logprobs are not supported")
-        if self.suffix:
-            raise ValueError("suffix is not supported")
-        return self
+    prompt: (
+        Annotated[str, Field(min_length=1)]
+        | Annotated[list[Annotated[str, Field(min_length=1)]], Field(min_length=1, max_length=1)]
+    )
+    echo: OnlyFalse | None = None
+    best_of: OnlyOne | None = None
+    logprobs: Annotated[None, Field(description=_OFF)] = None
+    suffix: Annotated[Literal[""], Field(description=_OFF)] | None = None
 
     @property
     def prompt_text(self) -> str:

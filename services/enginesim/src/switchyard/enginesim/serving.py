@@ -103,10 +103,8 @@ def serve(
 
 
 async def _serve(server: uvicorn.Server, delay_listen_s: float) -> None:
-    if delay_listen_s > 0:
-        log.info("loading: not listening for %.1f s", delay_listen_s)
-        if await _signalled_within(delay_listen_s):
-            return
+    if delay_listen_s > 0 and await _signalled_within(delay_listen_s):
+        return
     await server.serve()
 
 
@@ -116,6 +114,8 @@ async def _signalled_within(seconds: float) -> bool:
     stop = asyncio.Event()
     for sig in (signal.SIGTERM, signal.SIGINT):
         loop.add_signal_handler(sig, stop.set)
+    # Only now: whoever waits for this line to send SIGTERM must find it handled.
+    log.info("loading: not listening for %.1f s", seconds)
     try:
         await asyncio.wait_for(stop.wait(), seconds)
     except TimeoutError:

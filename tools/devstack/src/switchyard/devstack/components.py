@@ -56,7 +56,9 @@ def sim_args(
         if opts.max_running:
             args += ["--max-num-seqs", str(opts.max_running)]
         if opts.max_queued is not None:
-            args += ["--max-num-queued-reqs", str(opts.max_queued)]
+            # vLLM's limit counts unfinished requests, the running ones included.
+            running = opts.max_running or 256  # vLLM's default --max-num-seqs
+            args += ["--max-num-queued-reqs", str(running + opts.max_queued)]
     elif engine == "sglang":
         args = [
             "switchyard.enginesim.sglang", "--model-path", SIM_MODEL,

@@ -17,6 +17,7 @@ import grpc
 import structlog
 from grpc_health.v1 import health_pb2, health_pb2_grpc
 
+from switchyard.common.grpc_tracing import client_interceptors
 from switchyard.edge.routing.table import Route, RouteTable
 from switchyard.inference.v1 import inference_pb2 as pb
 from switchyard.inference.v1 import inference_pb2_grpc as pb_grpc
@@ -45,7 +46,9 @@ class Endpoint:
 
     def __init__(self, address: str) -> None:
         self.address = address
-        self.channel = grpc.aio.insecure_channel(address, options=_CHANNEL_OPTIONS)
+        self.channel = grpc.aio.insecure_channel(
+            address, options=_CHANNEL_OPTIONS, interceptors=client_interceptors(address)
+        )
         self.stub: InferenceServiceAsyncStub = pb_grpc.InferenceServiceStub(self.channel)
         self.healthy = False
         self.in_flight = 0

@@ -30,9 +30,9 @@ class _Xeger(rstr.Rstr):
         super().__init__(rng, printable=READABLE, whitespace=" ", nonword="".join(nonword))
 
     def _handle_repeat(self, start_range: int, end_range: int, value: Any) -> str:
-        end = min(end_range, start_range + _EXTRA_REPEATS)
-        result: str = super()._handle_repeat(start_range, end, value)
-        return result
+        # Our own loop: rstr caps counts at 100, which breaks `x{150}` (start above the cap).
+        times = self._random.randint(start_range, min(end_range, start_range + _EXTRA_REPEATS))
+        return "".join("".join(self._handle_state(item) for item in value) for _ in range(times))
 
     def _handle_in(self, value: Any) -> str:
         candidates: list[Any] = list(chain.from_iterable(self._handle_state(i) for i in value))

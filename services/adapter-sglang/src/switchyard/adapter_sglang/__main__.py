@@ -1,0 +1,7 @@
+"""`python -m switchyard.adapter_sglang`: the SGLang adapter (settings from `ADAPTER_*`)."""
+
+from switchyard.adapter.main import run
+from switchyard.adapter_sglang.translation import SglangTranslation
+
+if __name__ == "__main__":
+    run(SglangTranslation)

@@ -1,0 +1,368 @@
+"""SGLang's HTTP API in the terms of the inference contract (SGLang 0.5.23).
+
+- Prompts go to the native `POST /generate` with `rid` = the request id, so that
+  `/abort_request` can stop them. Its stream is **cumulative**: every event repeats the
+  whole text and `output_ids` so far; the parser turns that into deltas. (An engine
+  started with --incremental-streaming-output sends deltas instead; the parser tells the
+  two apart by `len(output_ids) < meta_info.completion_tokens` and reads both.) Token
+  counts come from `meta_info.completion_tokens`, which is cumulative either way.
+- Chat goes to `POST /v1/chat/completions`; streams ask for
+  `stream_options: {include_usage, continuous_usage_stats}` so that every content chunk
+  carries the exact cumulative `completion_tokens`, and the final usage chunk accounts
+  for tokens that produced no text (end of sequence, stop strings).
+- Structured outputs: native `sampling_params.json_schema` (the schema as a JSON string),
+  `regex`, `ebnf`; chat `response_format` and the `regex` / `ebnf` extras. `json_object`
+  is SGLang's own mapping, the schema `{"type": "object"}`; a choice is an alternation regex.
+- Errors: OpenAI routes answer a flat `{"object":"error","message",...}`; `/generate`
+  answers `{"error":{"message"}}` (or `{"error":"..."}` from its JSON contract gate);
+  streams end with an abort `finish_reason` (a full queue: `status_code` 503) or an
+  `{"error": {...}}` event.
+"""
+
+from __future__ import annotations
+
+import re
+from typing import Any, ClassVar, Final
+
+import httpx
+import orjson
+
+from switchyard.adapter.translation import (
+    Completion,
+    Delta,
+    EngineRequest,
+    FinishReason,
+    LoadMetrics,
+    StreamParser,
+    Translation,
+)
+from switchyard.common.errors import InferenceError
+from switchyard.inference.v1 import inference_pb2 as pb
+
+#: SGLang's messages for a request that does not fit the context (tokenizer manager and
+#: the chat route's own check).
+_CONTEXT_OVERFLOW: Final = re.compile(
+    r"longer than the model's context length"
+    r"|exceeds the model's maximum context length"
+    r"|max_completion_tokens is too large"
+)
+_REGEX_SPECIAL: Final = frozenset("\\^$.|?*+()[]{}")
+_MAX_MESSAGE: Final = 1000
+
+
+def choice_regex(choices: list[str]) -> str:
+    """A regex matching exactly one of `choices` (only regex metacharacters escaped, which
+    every grammar backend SGLang has, xgrammar, outlines and llguidance, reads alike)."""
+
+    def escape(text: str) -> str:
+        return "".join("\\" + c if c in _REGEX_SPECIAL else c for c in text)
+
+    return "(" + "|".join(escape(c) for c in choices) + ")"
+
+
+def _sampling_params(s: pb.SamplingParams) -> dict[str, Any]:
+    """Native `sampling_params`; unset fields are left to SGLang (max_new_tokens: 128)."""
+    params: dict[str, Any] = {}
+    if s.HasField("max_tokens"):
+        params["max_new_tokens"] = s.max_tokens
+    for name in ("temperature", "top_p", "top_k", "presence_penalty", "frequency_penalty"):
+        if s.HasField(name):
+            params[name] = getattr(s, name)
+    if s.HasField("repetition_penalty"):
+        params["repetition_penalty"] = s.repetition_penalty
+    if s.stop:
+        params["stop"] = list(s.stop)
+    if s.HasField("seed"):
+        params["sampling_seed"] = s.seed
+    if s.ignore_eos:
+        params["ignore_eos"] = True
+    return params
+
+
+def _native_constraint(so: pb.StructuredOutput) -> dict[str, str]:
+    kind = so.WhichOneof("kind")
+    if kind == "json_schema":
+        return {"json_schema": so.json_schema}
+    if kind == "json_object":
+        return {"json_schema": '{"type": "object"}'}
+    if kind == "regex":
+        return {"regex": so.regex}
+    if kind == "choice":
+        return {"regex": choice_regex(list(so.choice.choices))}
+    if kind == "grammar":
+        return {"ebnf": so.grammar}
+    return {}
+
+
+def _chat_constraint(so: pb.StructuredOutput) -> dict[str, Any]:
+    kind = so.WhichOneof("kind")
+    if kind == "json_schema":
+        schema = orjson.loads(so.json_schema)
+        return {
+            "response_format": {
+                "type": "json_schema",
+                "json_schema": {"name": "output", "schema": schema, "strict": True},
+            }
+        }
+    if kind == "json_object":
+        return {"response_format": {"type": "json_object"}}
+    if kind == "regex":
+        return {"regex": so.regex}
+    if kind == "choice":
+        return {"regex": choice_regex(list(so.choice.choices))}
+    if kind == "grammar":
+        return {"ebnf": so.grammar}
+    return {}
+
+
+def _chat_body(request: pb.GenerateRequest, model: str, stream: bool) -> dict[str, Any]:
+    messages = []
+    for m in request.chat.messages:
+        message = {"role": m.role, "content": m.content}
+        if m.name:
+            message["name"] = m.name
+        messages.append(message)
+    body: dict[str, Any] = {
+        "model": model,
+        "messages": messages,
+        "rid": request.request_id,
+        "stream": stream,
+    }
+    params = _sampling_params(request.sampling)
+    if "max_new_tokens" in params:
+        body["max_completion_tokens"] = params.pop("max_new_tokens")
+    if "sampling_seed" in params:
+        body["seed"] = params.pop("sampling_seed")
+    body.update(params)
+    if request.HasField("structured_output"):
+        body.update(_chat_constraint(request.structured_output))
+    if stream:
+        body["stream_options"] = {"include_usage": True, "continuous_usage_stats": True}
+    return body
+
+
+def _bad_request(message: str) -> InferenceError:
+    if _CONTEXT_OVERFLOW.search(message):
+        return InferenceError.context_length(message)
+    return InferenceError.invalid(message)
+
+
+def _by_status(status: int | None, message: str) -> InferenceError:
+    """The contract's error for an SGLang status code (HTTP, or an abort's `status_code`)."""
+    if status in (400, 422):
+        return _bad_request(message)
+    if status in (429, 503):  # SGLang's 503s on generation: a full queue, a timed-out wait
+        return InferenceError.overloaded(message)
+    return InferenceError.engine_failed(f"the engine failed the request: {message}")
+
+
+def _finish(finish: Any) -> FinishReason:
+    """A native `meta_info.finish_reason` (a dict, or null until the end)."""
+    if finish is None:
+        return pb.FINISH_REASON_UNSPECIFIED
+    if not isinstance(finish, dict):
+        raise InferenceError.engine_failed(f"unexpected finish_reason from the engine: {finish!r}")
+    return _finish_type(finish.get("type"), finish)
+
+
+def _finish_type(kind: Any, abort: dict[str, Any] | None = None) -> FinishReason:
+    """A finish reason by its type ("stop", "length", "abort", ...); an abort is an error."""
+    if kind is None:
+        return pb.FINISH_REASON_UNSPECIFIED
+    if kind == "length":
+        return pb.FINISH_REASON_LENGTH
+    if kind == "abort":
+        abort = abort or {}
+        status = abort.get("status_code")
+        message = str(abort.get("message") or "the engine aborted the request")
+        raise _by_status(status if isinstance(status, int) else None, message)
+    return pb.FINISH_REASON_STOP  # stop, tool_calls, ...
+
+
+def _error_event(error: Any) -> InferenceError:
+    """An `{"error": ...}` event inside a stream."""
+    if isinstance(error, dict):
+        code = error.get("code")
+        return _by_status(code if isinstance(code, int) else None, str(error.get("message")))
+    return InferenceError.engine_failed(f"the engine failed the request: {error}")
+
+
+def _body_message(body: bytes) -> str:
+    try:
+        data = orjson.loads(body)
+    except orjson.JSONDecodeError:
+        return body.decode("utf-8", "replace").strip()[:_MAX_MESSAGE]
+    if isinstance(data, dict):
+        if isinstance(data.get("message"), str):  # flat ErrorResponse
+            return str(data["message"])
+        error = data.get("error")
+        if isinstance(error, dict) and isinstance(error.get("message"), str):
+            return str(error["message"])
+        if isinstance(error, str):  # /generate's JSON contract gate
+            return error
+        if data.get("detail") is not None:
+            return str(data["detail"])
+    return str(data)[:_MAX_MESSAGE]
+
+
+def _require_dict(data: Any) -> dict[str, Any]:
+    if not isinstance(data, dict):
+        raise InferenceError.engine_failed("the engine sent a body that is not a JSON object")
+    return data
+
+
+def _count(value: Any) -> int:
+    return value if isinstance(value, int) and value >= 0 else 0
+
+
+class NativeStream(StreamParser):
+    """`/generate` stream events → deltas (cumulative text, or deltas from an engine
+    started with --incremental-streaming-output)."""
+
+    __slots__ = ("_completion", "_text")
+
+    def __init__(self) -> None:
+        self._text = ""
+        self._completion = 0
+
+    def feed(self, event: str, data: Any) -> Delta | None:
+        data = _require_dict(data)
+        if "error" in data:
+            raise _error_event(data["error"])
+        meta = data.get("meta_info") or {}
+        finish = _finish(meta.get("finish_reason"))
+        completion = _count(meta.get("completion_tokens"))
+        text = data.get("text") or ""
+        ids = data.get("output_ids")
+        if isinstance(ids, list) and len(ids) < completion and self._completion:
+            delta = text  # incremental: the event holds only what is new
+        elif text.startswith(self._text):
+            delta = text[len(self._text) :]
+        else:
+            raise InferenceError.engine_failed("the engine's cumulative stream lost text")
+        self._text += delta
+        count = max(0, completion - self._completion)
+        self._completion = max(completion, self._completion)
+        prompt = meta.get("prompt_tokens")
+        if not (delta or count or finish):
+            return None
+        return Delta(
+            text=delta,
+            token_count=count,
+            finish_reason=finish,
+            prompt_tokens=prompt if isinstance(prompt, int) else None,
+            completion_tokens=self._completion,
+        )
+
+
+class ChatStream(StreamParser):
+    """`chat.completion.chunk` events → deltas, counted from the continuous usage."""
+
+    __slots__ = ("_counted",)
+
+    def __init__(self) -> None:
+        self._counted = 0
+
+    def feed(self, event: str, data: Any) -> Delta | None:
+        data = _require_dict(data)
+        if "error" in data:
+            raise _error_event(data["error"])
+        text = ""
+        finish: FinishReason = pb.FINISH_REASON_UNSPECIFIED
+        choices = data.get("choices") or []
+        if choices:
+            choice = choices[0]
+            text = (choice.get("delta") or {}).get("content") or ""
+            finish = _finish_type(choice.get("finish_reason"))
+        usage = data.get("usage")
+        count = 0
+        prompt = completion = None
+        if isinstance(usage, dict):
+            completion = _count(usage.get("completion_tokens"))
+            prompt = _count(usage.get("prompt_tokens"))
+            count = max(0, completion - self._counted)
+        elif text:
+            count = 1  # an engine without continuous usage: the final usage corrects it
+        self._counted += count
+        if not (text or count or finish or usage):
+            return None
+        return Delta(
+            text=text,
+            token_count=count,
+            finish_reason=finish,
+            prompt_tokens=prompt,
+            completion_tokens=completion,
+        )
+
+
+class SglangTranslation(Translation):
+    engine: ClassVar[str] = "sglang"
+    #: /ready: 503 while starting, paused, unhealthy or shutting down, and cheap. /health
+    #: would run a one-token generation and sleep a second on every poll; it is the engine
+    #: container's liveness probe instead (and marks SGLang unhealthy, which /ready reflects).
+    health_path: ClassVar[str] = "/ready"
+    load_metrics: ClassVar[LoadMetrics] = LoadMetrics(
+        running="sglang:num_running_reqs",
+        waiting="sglang:num_queue_reqs",
+        kv_cache_usage="sglang:token_usage",
+    )
+
+    def request(self, request: pb.GenerateRequest, *, stream: bool) -> EngineRequest:
+        if request.WhichOneof("input") == "chat":
+            return EngineRequest(
+                "/v1/chat/completions", _chat_body(request, self.served_model_name, stream)
+            )
+        params = _sampling_params(request.sampling)
+        if request.HasField("structured_output"):
+            params.update(_native_constraint(request.structured_output))
+        body = {
+            "text": request.prompt,
+            "rid": request.request_id,
+            "stream": stream,
+            "sampling_params": params,
+        }
+        return EngineRequest("/generate", body)
+
+    def completion(self, request: pb.GenerateRequest, body: Any) -> Completion:
+        body = _require_dict(body)
+        if request.WhichOneof("input") == "chat":
+            choices = body.get("choices")
+            if not choices or not isinstance(choices[0], dict):
+                raise InferenceError.engine_failed("the engine's chat completion has no choice")
+            choice = choices[0]
+            usage = body.get("usage") or {}
+            return Completion(
+                text=(choice.get("message") or {}).get("content") or "",
+                finish_reason=_finish_type(choice.get("finish_reason")),
+                prompt_tokens=_count(usage.get("prompt_tokens")),
+                completion_tokens=_count(usage.get("completion_tokens")),
+            )
+        meta = body.get("meta_info") or {}
+        return Completion(
+            text=body.get("text") or "",
+            finish_reason=_finish(meta.get("finish_reason")),
+            prompt_tokens=_count(meta.get("prompt_tokens")),
+            completion_tokens=_count(meta.get("completion_tokens")),
+        )
+
+    def stream_parser(self, request: pb.GenerateRequest) -> StreamParser:
+        return ChatStream() if request.WhichOneof("input") == "chat" else NativeStream()
+
+    def error(self, status: int, body: bytes) -> InferenceError:
+        return _by_status(status, _body_message(body) or f"HTTP {status}")
+
+    async def max_model_len(self, client: httpx.AsyncClient) -> int:
+        """From `/v1/models` (SGLang's `/model_info` has no context length)."""
+        response = await client.get("/v1/models")
+        response.raise_for_status()
+        cards = response.json().get("data") or []
+        for card in cards:
+            if card.get("id") == self.served_model_name and isinstance(
+                card.get("max_model_len"), int
+            ):
+                return int(card["max_model_len"])
+        return 0
+
+    async def abort(self, client: httpx.AsyncClient, request_id: str) -> None:
+        response = await client.post("/abort_request", json={"rid": request_id})
+        response.raise_for_status()

@@ -1,0 +1,7 @@
+"""`python -m switchyard.adapter_tgi`: the TGI adapter (settings from `ADAPTER_*`)."""
+
+from switchyard.adapter.main import run
+from switchyard.adapter_tgi.translation import TgiTranslation
+
+if __name__ == "__main__":
+    run(TgiTranslation)

@@ -1,0 +1,71 @@
+"""Stop strings with OpenAI's meaning, applied to text that may still contain them.
+
+TGI keeps a matched stop string in its output, and only notices one that a token
+completes (an end-anchored match after each token). The contract promises the text
+before the stop, so the adapter cuts: at the earliest occurrence of any stop string,
+wherever it falls inside a token. While streaming it holds back only the trailing
+characters that could still begin a stop string (fewer than the longest one) and
+releases them as soon as they cannot; with no stop strings nothing is ever held.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+
+def earliest_stop(text: str, stops: Sequence[str]) -> int | None:
+    """Where the first stop string in `text` starts, or None."""
+    found = [i for i in (text.find(s) for s in stops if s) if i >= 0]
+    return min(found) if found else None
+
+
+def cut_at_stop(text: str, stops: Sequence[str]) -> tuple[str, bool]:
+    """(`text` before its first stop string, whether one was found)."""
+    at = earliest_stop(text, stops)
+    return (text, False) if at is None else (text[:at], True)
+
+
+def _held_length(text: str, stops: Sequence[str]) -> int:
+    """Length of the longest proper prefix of a stop string that `text` ends with."""
+    best = 0
+    for stop in stops:
+        for k in range(min(len(stop) - 1, len(text)), best, -1):
+            if text.endswith(stop[:k]):
+                best = k
+                break
+    return best
+
+
+class StopTrimmer:
+    """Streamed text in, text safe to relay out; nothing from the first stop string on."""
+
+    __slots__ = ("_pending", "_stops", "stopped")
+
+    def __init__(self, stops: Sequence[str]) -> None:
+        self._stops = tuple(s for s in stops if s)
+        self._pending = ""
+        #: A stop string was found: the relayed text is complete.
+        self.stopped = False
+
+    def push(self, text: str) -> str:
+        """The text that can be relayed now, given `text` just arrived."""
+        if self.stopped:
+            return ""
+        if not self._stops:
+            return text
+        pending = self._pending + text
+        at = earliest_stop(pending, self._stops)
+        if at is not None:
+            self.stopped = True
+            self._pending = ""
+            return pending[:at]
+        held = _held_length(pending, self._stops)
+        self._pending = pending[len(pending) - held :]
+        return pending[: len(pending) - held]
+
+    def flush(self) -> str:
+        """What is still held, at the end of the output (no stop string completed it)."""
+        if self.stopped:
+            return ""
+        rest, self._pending = self._pending, ""
+        return rest

@@ -1,0 +1,351 @@
+"""The TGI translation: the contract's requests onto TGI 3.3's HTTP API, and back.
+
+Prompts go to the native `/generate` and `/generate_stream` (`details: true`, so the
+last event carries the finish reason, the token count and the prompt length); chat goes
+to `/v1/chat/completions` (`model: "tgi"`, usage requested). TGI's traps handled here:
+- its ranges are stricter: `top_p` must be < 1 (1 means off, so it is left out),
+  `temperature` > 0 (0 means greedy: `do_sample: false`); the native API is greedy
+  unless asked to sample, so an unset temperature samples as the OpenAI API does;
+- what TGI lacks is refused, never dropped: EBNF grammars, `ignore_eos`,
+  `presence_penalty`, and on its chat API `top_k` and `repetition_penalty`;
+- structured outputs use its `grammar` / `response_format` shape `{type, value}`;
+- stop strings stay in TGI's output and are found only at token ends, so they are cut
+  here (`stops`);
+- `/generate_stream` reports every failure, overload included, as an event inside an
+  HTTP 200 (`{"error", "error_type"}`), the chat stream as
+  `{"error": {"message", "http_status_code": 422}}` whatever the cause.
+"""
+
+from __future__ import annotations
+
+from typing import Any, Final
+
+import httpx
+import orjson
+
+from switchyard.adapter.translation import (
+    Completion,
+    Delta,
+    EngineRequest,
+    FinishReason,
+    LoadMetrics,
+    StreamParser,
+    Translation,
+)
+from switchyard.adapter.validation import parse_json_schema
+from switchyard.adapter_tgi.stops import StopTrimmer, cut_at_stop
+from switchyard.common.errors import InferenceError
+from switchyard.inference.v1 import inference_pb2 as pb
+
+_FINISH: Final[dict[str, FinishReason]] = {
+    "length": pb.FINISH_REASON_LENGTH,
+    "eos_token": pb.FINISH_REASON_STOP,
+    "stop_sequence": pb.FINISH_REASON_STOP,
+    "stop": pb.FINISH_REASON_STOP,  # the chat API's name for eos_token
+}
+#: TGI's validation messages that mean "prompt plus completion do not fit".
+_CONTEXT_MARKERS: Final = (
+    "`inputs` tokens + `max_new_tokens` must be <=",
+    "`inputs` must have less than",
+)
+_REGEX_SPECIAL: Final = frozenset("\\^$.|?*+()[]{}")
+_U64: Final = (1 << 64) - 1
+
+
+def finish_reason(name: object) -> FinishReason:
+    reason = _FINISH.get(name) if isinstance(name, str) else None
+    if reason is None:
+        raise InferenceError.engine_failed(f"TGI sent an unknown finish_reason {name!r}")
+    return reason
+
+
+def regex_literal(text: str) -> str:
+    """`text` as a regular expression matching exactly it (metacharacters escaped)."""
+    return "".join("\\" + c if c in _REGEX_SPECIAL else c for c in text)
+
+
+def classify(message: str, error_type: str) -> InferenceError:
+    """The contract's error for a TGI error message and `error_type`."""
+    if error_type == "overloaded" or message.startswith("Model is overloaded"):
+        return InferenceError.overloaded(f"TGI is overloaded: {message}")
+    if error_type == "validation" or message.startswith("Input validation error"):
+        if any(marker in message for marker in _CONTEXT_MARKERS):
+            return InferenceError.context_length(message)
+        return InferenceError.invalid(message)
+    if error_type in ("template_error", "tool_error", "missing_template_variable") or (
+        message.startswith(("Template error", "Tool error"))
+    ):
+        return InferenceError.invalid(message)
+    return InferenceError.engine_failed(f"TGI failed: {message}")
+
+
+def stream_error(data: dict[str, Any]) -> InferenceError:
+    """An error event of either stream: native `{"error", "error_type"}` or chat `{"error": {...}}`."""
+    error = data["error"]
+    if isinstance(error, dict):
+        return classify(str(error.get("message", "")), "")
+    return classify(str(error), str(data.get("error_type", "")))
+
+
+def _object(body: Any, what: str) -> dict[str, Any]:
+    if not isinstance(body, dict):
+        raise InferenceError.engine_failed(f"TGI sent an unexpected {what}")
+    return body
+
+
+class NativeStreamParser(StreamParser):
+    """`/generate_stream`: one event per token, the last one with `details`."""
+
+    def __init__(self, stops: list[str]) -> None:
+        self._trimmer = StopTrimmer(stops)
+
+    def feed(self, event: str, data: Any) -> Delta | None:
+        data = _object(data, "stream event")
+        if "error" in data:
+            raise stream_error(data)
+        try:
+            token = data["token"]
+            text = "" if token["special"] else token["text"]
+            details = data.get("details")
+        except (KeyError, TypeError):
+            raise InferenceError.engine_failed("TGI sent a stream event without a token") from None
+        was_stopped = self._trimmer.stopped
+        out = self._trimmer.push(text)
+        if details is None:
+            if data.get("generated_text") is not None:
+                raise InferenceError.engine_failed("TGI's last stream event has no details")
+            just_stopped = self._trimmer.stopped and not was_stopped
+            reason = pb.FINISH_REASON_STOP if just_stopped else pb.FINISH_REASON_UNSPECIFIED
+            return Delta(text=out, token_count=1, finish_reason=reason)
+        try:
+            reason = finish_reason(details["finish_reason"])
+            out += self._trimmer.flush()
+            if self._trimmer.stopped:
+                reason = pb.FINISH_REASON_STOP
+            return Delta(
+                text=out,
+                token_count=1,
+                finish_reason=reason,
+                prompt_tokens=int(details["input_length"]),
+                completion_tokens=int(details["generated_tokens"]),
+            )
+        except (KeyError, TypeError, ValueError):
+            raise InferenceError.engine_failed("TGI sent malformed stream details") from None
+
+
+class ChatStreamParser(StreamParser):
+    """`/v1/chat/completions` streamed: one chunk per token, then a usage chunk, then `[DONE]`."""
+
+    def __init__(self, stops: list[str]) -> None:
+        self._trimmer = StopTrimmer(stops)
+
+    def feed(self, event: str, data: Any) -> Delta | None:
+        data = _object(data, "stream event")
+        if "error" in data:
+            raise stream_error(data)
+        usage = data.get("usage")
+        prompt_tokens = completion_tokens = None
+        if isinstance(usage, dict):
+            try:
+                prompt_tokens = int(usage["prompt_tokens"])
+                completion_tokens = int(usage["completion_tokens"])
+            except (KeyError, TypeError, ValueError):
+                raise InferenceError.engine_failed("TGI sent malformed usage") from None
+        choices = data.get("choices") or []
+        if not choices:
+            if prompt_tokens is None:
+                return None
+            return Delta(prompt_tokens=prompt_tokens, completion_tokens=completion_tokens)
+        try:
+            choice = choices[0]
+            content = choice["delta"].get("content") or ""
+            finish = choice.get("finish_reason")
+        except (KeyError, TypeError, AttributeError, IndexError):
+            raise InferenceError.engine_failed("TGI sent a malformed chat chunk") from None
+        was_stopped = self._trimmer.stopped
+        out = self._trimmer.push(content)
+        reason: FinishReason = pb.FINISH_REASON_UNSPECIFIED
+        if finish:
+            reason = finish_reason(finish)
+            out += self._trimmer.flush()
+        if self._trimmer.stopped and (finish or not was_stopped):
+            reason = pb.FINISH_REASON_STOP
+        return Delta(
+            text=out,
+            token_count=1,
+            finish_reason=reason,
+            prompt_tokens=prompt_tokens,
+            completion_tokens=completion_tokens,
+        )
+
+
+class TgiTranslation(Translation):
+    engine = "tgi"
+    health_path = "/health"
+    load_metrics = LoadMetrics(running="tgi_batch_current_size", waiting="tgi_queue_size")
+
+    # Requests.
+    def request(self, request: pb.GenerateRequest, *, stream: bool) -> EngineRequest:
+        s = request.sampling
+        if s.ignore_eos:
+            raise InferenceError.unsupported(
+                "TGI's HTTP API cannot ignore the end-of-sequence token", "ignore_eos"
+            )
+        if s.HasField("presence_penalty") and s.presence_penalty != 0:
+            raise InferenceError.unsupported("TGI has no presence_penalty", "presence_penalty")
+        grammar = self._grammar(request)
+        if request.WhichOneof("input") == "chat":
+            return EngineRequest("/v1/chat/completions", self._chat(request, stream, grammar))
+        return EngineRequest(
+            "/generate_stream" if stream else "/generate", self._native(request, stream, grammar)
+        )
+
+    def _grammar(self, request: pb.GenerateRequest) -> dict[str, Any] | None:
+        if not request.HasField("structured_output"):
+            return None
+        so = request.structured_output
+        kind = so.WhichOneof("kind")
+        if kind == "json_schema":
+            return {"type": "json", "value": parse_json_schema(so.json_schema)}
+        if kind == "json_object":
+            # Any object: TGI insists on a `properties` field, and none are required.
+            return {"type": "json", "value": {"type": "object", "properties": {}}}
+        if kind == "regex":
+            return {"type": "regex", "value": so.regex}
+        if kind == "choice":
+            alternatives = "|".join(regex_literal(c) for c in so.choice.choices)
+            return {"type": "regex", "value": f"({alternatives})"}
+        if kind == "grammar":
+            raise InferenceError.unsupported(
+                "TGI has no EBNF grammar constraint (it takes json_schema, json_object, "
+                "regex or choice)",
+                "grammar",
+            )
+        raise InferenceError.unsupported(f"unknown constraint kind {kind!r}", "structured_output")
+
+    def _native(
+        self, request: pb.GenerateRequest, stream: bool, grammar: dict[str, Any] | None
+    ) -> dict[str, Any]:
+        s = request.sampling
+        params: dict[str, Any] = {"details": True}
+        if not stream:
+            params["decoder_input_details"] = True  # prefill tokens: the prompt's length
+        if s.HasField("max_tokens"):
+            params["max_new_tokens"] = s.max_tokens
+        if s.HasField("temperature") and s.temperature == 0:
+            params["do_sample"] = False
+        else:
+            params["do_sample"] = True
+            if s.HasField("temperature"):
+                params["temperature"] = s.temperature
+        if s.HasField("top_p") and s.top_p < 1:
+            params["top_p"] = s.top_p
+        if s.HasField("top_k"):
+            params["top_k"] = s.top_k
+        if s.HasField("repetition_penalty") and s.repetition_penalty != 1:
+            params["repetition_penalty"] = s.repetition_penalty
+        self._common(s, params)
+        if grammar is not None:
+            params["grammar"] = grammar
+        return {"inputs": request.prompt, "parameters": params}
+
+    def _chat(
+        self, request: pb.GenerateRequest, stream: bool, grammar: dict[str, Any] | None
+    ) -> dict[str, Any]:
+        s = request.sampling
+        if s.HasField("top_k"):
+            raise InferenceError.unsupported("TGI's chat API has no top_k", "top_k")
+        if s.HasField("repetition_penalty") and s.repetition_penalty != 1:
+            raise InferenceError.unsupported(
+                "TGI's chat API has no repetition_penalty", "repetition_penalty"
+            )
+        messages = []
+        for m in request.chat.messages:
+            message = {"role": m.role, "content": m.content}
+            if m.name:
+                message["name"] = m.name
+            messages.append(message)
+        body: dict[str, Any] = {"model": "tgi", "messages": messages, "stream": stream}
+        if stream:
+            body["stream_options"] = {"include_usage": True}
+        if s.HasField("max_tokens"):
+            body["max_tokens"] = s.max_tokens
+        if s.HasField("temperature"):
+            body["temperature"] = s.temperature  # TGI's chat API reads 0 as greedy itself
+        if s.HasField("top_p") and s.top_p < 1:
+            body["top_p"] = s.top_p
+        self._common(s, body)
+        if grammar is not None:
+            body["response_format"] = grammar
+        return body
+
+    @staticmethod
+    def _common(s: pb.SamplingParams, out: dict[str, Any]) -> None:
+        if s.HasField("seed"):
+            out["seed"] = s.seed & _U64  # TGI's seed is a u64; keep negative seeds distinct
+        if s.stop:
+            out["stop"] = list(s.stop)
+        if s.HasField("frequency_penalty") and s.frequency_penalty != 0:
+            out["frequency_penalty"] = s.frequency_penalty
+
+    # Responses.
+    def completion(self, request: pb.GenerateRequest, body: Any) -> Completion:
+        stops = list(request.sampling.stop)
+        body = _object(body, "response")
+        try:
+            if request.WhichOneof("input") == "chat":
+                choice = body["choices"][0]
+                text = choice["message"]["content"] or ""
+                reason = finish_reason(choice["finish_reason"])
+                usage = body["usage"]
+                prompt_tokens = int(usage["prompt_tokens"])
+                completion_tokens = int(usage["completion_tokens"])
+            else:
+                text = body["generated_text"]
+                details = body["details"]
+                reason = finish_reason(details["finish_reason"])
+                prompt_tokens = len(details["prefill"])
+                completion_tokens = int(details["generated_tokens"])
+        except (KeyError, TypeError, ValueError, IndexError):
+            raise InferenceError.engine_failed("TGI sent a malformed response") from None
+        text, stopped = cut_at_stop(text, stops)
+        return Completion(
+            text=text,
+            finish_reason=pb.FINISH_REASON_STOP if stopped else reason,
+            prompt_tokens=prompt_tokens,
+            completion_tokens=completion_tokens,
+        )
+
+    def stream_parser(self, request: pb.GenerateRequest) -> StreamParser:
+        stops = list(request.sampling.stop)
+        if request.WhichOneof("input") == "chat":
+            return ChatStreamParser(stops)
+        return NativeStreamParser(stops)
+
+    def error(self, status: int, body: bytes) -> InferenceError:
+        message, error_type = body.decode("utf-8", "replace")[:2000], ""
+        try:
+            parsed = orjson.loads(body)
+        except orjson.JSONDecodeError:
+            parsed = None  # axum's rejections are plain text
+        if isinstance(parsed, dict) and "error" in parsed:
+            if isinstance(parsed["error"], dict):
+                message = str(parsed["error"].get("message", message))
+            else:
+                message = str(parsed["error"])
+                error_type = str(parsed.get("error_type", ""))
+        if status == 429:
+            return InferenceError.overloaded(f"TGI is overloaded: {message}")
+        if status == 503:
+            return InferenceError.unavailable(f"TGI is unavailable: {message}")
+        if status in (400, 413, 415, 422):  # validation, or axum refusing the body
+            return classify(message, error_type or "validation")
+        if error_type:  # 424 generation, 500 incomplete_generation
+            return classify(message, error_type)
+        return InferenceError.engine_failed(f"TGI answered HTTP {status}: {message}")
+
+    async def max_model_len(self, client: httpx.AsyncClient) -> int:
+        response = await client.get("/info")
+        response.raise_for_status()
+        info = response.json()
+        return int(info["max_total_tokens"])

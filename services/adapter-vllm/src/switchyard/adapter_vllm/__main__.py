@@ -1,0 +1,7 @@
+"""`python -m switchyard.adapter_vllm`: the adapter in front of a vLLM engine."""
+
+from switchyard.adapter.main import run
+from switchyard.adapter_vllm.translation import VllmTranslation
+
+if __name__ == "__main__":
+    run(VllmTranslation)

@@ -1,0 +1,276 @@
+"""The vLLM translation: canonical requests to vLLM's OpenAI routes, and back.
+
+Prompts go to `/v1/completions`, chats to `/v1/chat/completions`. Constraints travel as
+`structured_outputs` (never the removed `guided_*` fields, which vLLM silently ignores).
+Streams always ask for usage in every chunk (`continuous_usage_stats`), so each delta's
+token count is the difference of the engine's own cumulative counts.
+"""
+
+from __future__ import annotations
+
+from typing import Any, ClassVar, Final
+
+import grpc
+import httpx
+import orjson
+
+from switchyard.adapter.translation import (
+    Completion,
+    Delta,
+    EngineRequest,
+    FinishReason,
+    LoadMetrics,
+    StreamParser,
+    Translation,
+)
+from switchyard.adapter.validation import parse_json_schema
+from switchyard.common.errors import InferenceError
+from switchyard.inference.v1 import inference_pb2 as pb
+
+COMPLETIONS: Final = "/v1/completions"
+CHAT_COMPLETIONS: Final = "/v1/chat/completions"
+MODELS: Final = "/v1/models"
+
+_FINISH: Final[dict[str, FinishReason]] = {
+    "stop": pb.FINISH_REASON_STOP,
+    "length": pb.FINISH_REASON_LENGTH,
+    # vLLM ends a sequence early when it detects a repetition loop: a natural stop.
+    "repetition": pb.FINISH_REASON_STOP,
+    "tool_calls": pb.FINISH_REASON_STOP,
+}
+_SAMPLING_FIELDS: Final = (
+    "temperature",
+    "top_p",
+    "top_k",
+    "seed",
+    "presence_penalty",
+    "frequency_penalty",
+    "repetition_penalty",
+)
+# Texts of vLLM's context-overflow errors (`renderers/params.py`): params and a phrase.
+_CONTEXT_PARAMS: Final = frozenset({"input_tokens", "input_text"})
+_CONTEXT_PHRASE: Final = "maximum context length"
+
+
+def _finish_reason(reason: str) -> FinishReason:
+    mapped = _FINISH.get(reason)
+    if mapped is not None:
+        return mapped
+    if reason == "abort":
+        raise InferenceError.unavailable("the engine aborted the request")
+    if reason == "error":
+        raise InferenceError.engine_failed("the engine failed while generating")
+    raise InferenceError.engine_failed(f"the engine sent an unknown finish reason {reason!r}")
+
+
+def _structured_outputs(so: pb.StructuredOutput) -> dict[str, Any]:
+    """vLLM's `structured_outputs` for a (validated) canonical constraint."""
+    kind = so.WhichOneof("kind")
+    if kind == "json_schema":
+        return {"json": parse_json_schema(so.json_schema)}
+    if kind == "json_object":
+        return {"json_object": True}
+    if kind == "regex":
+        return {"regex": so.regex}
+    if kind == "choice":
+        return {"choice": list(so.choice.choices)}
+    if kind == "grammar":
+        return {"grammar": so.grammar}
+    raise InferenceError.unsupported(
+        f"structured output kind {kind!r} is not supported by vLLM", "structured_output"
+    )
+
+
+def _error_from(status: int, message: str, param: str | None) -> InferenceError:
+    """The contract's error for a vLLM error status, message and param."""
+    if status == 400:
+        if param in _CONTEXT_PARAMS or _CONTEXT_PHRASE in message:
+            return InferenceError.context_length(message)
+        return InferenceError.invalid(message, param)
+    if status in (422, 413):
+        return InferenceError.invalid(message, param)
+    if status == 404:
+        return InferenceError(
+            grpc.StatusCode.NOT_FOUND, pb.MODEL_NOT_FOUND, message, {"param": param or "model"}
+        )
+    if status in (429, 503):
+        return InferenceError.overloaded(message)
+    if status == 501:
+        return InferenceError.unsupported(message, param)
+    if status in (502, 504):
+        return InferenceError.unavailable(message)
+    if status >= 500:
+        return InferenceError.engine_failed(message)
+    # 401/403 (a wrong --api-key) and anything unexpected: the adapter's setup is at fault.
+    return InferenceError.engine_failed(
+        f"the engine refused the request (HTTP {status}): {message}"
+    )
+
+
+def _error_fields(payload: Any) -> tuple[int | None, str, str | None]:
+    """(code, message, param) of vLLM's `{"error": {...}}`; also its 401 `{"error": "..."}`."""
+    error = payload.get("error") if isinstance(payload, dict) else None
+    if isinstance(error, dict):
+        code = error.get("code")
+        param = error.get("param")
+        return (
+            code if isinstance(code, int) else None,
+            str(error.get("message") or error.get("type") or "engine error"),
+            param if isinstance(param, str) else None,
+        )
+    if isinstance(error, str):
+        return None, error, None
+    return None, "engine error", None
+
+
+class VllmStreamParser(StreamParser):
+    """Chunks of a vLLM stream (chat or completions) to deltas.
+
+    Token counts come from the cumulative `usage` vLLM puts in every chunk when asked
+    (`continuous_usage_stats`); the usage-only last chunk settles any difference.
+    """
+
+    def __init__(self, chat: bool) -> None:
+        self._chat = chat
+        self._counted = 0
+
+    def feed(self, event: str, data: Any) -> Delta | None:
+        if not isinstance(data, dict):
+            raise InferenceError.engine_failed(
+                "the engine sent a stream event that is not an object"
+            )
+        if "error" in data:
+            code, message, param = _error_fields(data)
+            raise _error_from(code or 500, message, param)
+        usage = data.get("usage")
+        prompt_tokens: int | None = None
+        completion_tokens: int | None = None
+        token_count = 0
+        if isinstance(usage, dict):
+            prompt_tokens = usage.get("prompt_tokens")
+            completion_tokens = usage.get("completion_tokens")
+            if isinstance(completion_tokens, int):
+                token_count = max(0, completion_tokens - self._counted)
+                self._counted += token_count
+        choices = data.get("choices") or ()
+        if not choices:
+            if usage is None:
+                return None
+            return Delta(
+                token_count=token_count,
+                prompt_tokens=prompt_tokens,
+                completion_tokens=completion_tokens,
+            )
+        choice = choices[0]
+        if self._chat:
+            delta = choice.get("delta") or {}
+            text = delta.get("content") or ""
+        else:
+            text = choice.get("text") or ""
+        if usage is None and text:
+            # An engine that does not count per chunk: one token per text chunk, settled
+            # by the usage-only chunk at the end.
+            token_count = 1
+            self._counted += 1
+        reason = choice.get("finish_reason")
+        finish = _finish_reason(reason) if reason else pb.FINISH_REASON_UNSPECIFIED
+        return Delta(
+            text=text,
+            token_count=token_count,
+            finish_reason=finish,
+            prompt_tokens=prompt_tokens,
+            completion_tokens=completion_tokens,
+        )
+
+
+class VllmTranslation(Translation):
+    engine: ClassVar[str] = "vllm"
+    health_path: ClassVar[str] = "/health"
+    metrics_path: ClassVar[str] = "/metrics"
+    load_metrics: ClassVar[LoadMetrics] = LoadMetrics(
+        running="vllm:num_requests_running",
+        waiting="vllm:num_requests_waiting",
+        kv_cache_usage="vllm:kv_cache_usage_perc",
+    )
+
+    def request(self, request: pb.GenerateRequest, *, stream: bool) -> EngineRequest:
+        chat = request.WhichOneof("input") == "chat"
+        body: dict[str, Any] = {"model": self.served_model_name}
+        if chat:
+            messages = []
+            for m in request.chat.messages:
+                message = {"role": m.role, "content": m.content}
+                if m.name:
+                    message["name"] = m.name
+                messages.append(message)
+            body["messages"] = messages
+        else:
+            body["prompt"] = request.prompt
+        s = request.sampling
+        if s.HasField("max_tokens"):
+            # Chat deprecates max_tokens for max_completion_tokens; completions has only it.
+            body["max_completion_tokens" if chat else "max_tokens"] = s.max_tokens
+        for name in _SAMPLING_FIELDS:
+            if s.HasField(name):
+                body[name] = getattr(s, name)
+        if s.stop:
+            body["stop"] = list(s.stop)
+        if s.ignore_eos:
+            body["ignore_eos"] = True
+        if request.HasField("structured_output"):
+            body["structured_outputs"] = _structured_outputs(request.structured_output)
+        if request.request_id:
+            body["request_id"] = request.request_id
+        body["stream"] = stream
+        if stream:
+            body["stream_options"] = {"include_usage": True, "continuous_usage_stats": True}
+        return EngineRequest(CHAT_COMPLETIONS if chat else COMPLETIONS, body)
+
+    def completion(self, request: pb.GenerateRequest, body: Any) -> Completion:
+        try:
+            choice = body["choices"][0]
+            if request.WhichOneof("input") == "chat":
+                text = choice["message"].get("content") or ""
+            else:
+                text = choice["text"]
+            usage = body["usage"]
+            prompt_tokens = int(usage["prompt_tokens"])
+            completion_tokens = int(usage["completion_tokens"])
+            reason = choice["finish_reason"]
+        except (KeyError, IndexError, TypeError, ValueError) as exc:
+            raise InferenceError.engine_failed(
+                f"the engine's response lacks {exc!s} where a completion was expected"
+            ) from None
+        return Completion(
+            text=text,
+            finish_reason=_finish_reason(reason),
+            prompt_tokens=prompt_tokens,
+            completion_tokens=completion_tokens,
+        )
+
+    def stream_parser(self, request: pb.GenerateRequest) -> StreamParser:
+        return VllmStreamParser(chat=request.WhichOneof("input") == "chat")
+
+    def error(self, status: int, body: bytes) -> InferenceError:
+        try:
+            payload = orjson.loads(body)
+        except orjson.JSONDecodeError:
+            payload = None
+        if payload is None:
+            text = body.decode("utf-8", "replace").strip()[:500] or f"HTTP {status}"
+            return _error_from(status, text, None)
+        _, message, param = _error_fields(payload)
+        return _error_from(status, message, param)
+
+    async def max_model_len(self, client: httpx.AsyncClient) -> int:
+        response = await client.get(MODELS)
+        response.raise_for_status()
+        cards = response.json().get("data") or []
+        for card in cards:
+            if card.get("id") == self.served_model_name:
+                return int(card.get("max_model_len") or 0)
+        # Every request would get 404: a misconfiguration, so never report ready.
+        served = ", ".join(str(card.get("id")) for card in cards)
+        raise LookupError(
+            f"the engine serves {served or 'no model'}, not {self.served_model_name!r}"
+        )

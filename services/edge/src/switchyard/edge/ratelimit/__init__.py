@@ -1,0 +1,62 @@
+"""Per-key request (RPM) and token (TPM) limits, in memory or shared through Redis.
+
+    limiter = create_limiter("redis", redis_url=url, failure_mode="closed")
+    decision = await limiter.acquire(key_name, Limits(rpm=60, tpm=90_000), reserved)
+    ...  # 429 unless decision.allowed; on LimiterUnavailable, 503
+    await limiter.settle(key_name, limits, reserved, used)
+
+The memory backend counts per process: with several replicas (or uvicorn workers) use
+Redis, or each one admits the full limit.
+"""
+
+from __future__ import annotations
+
+from typing import Literal
+
+from switchyard.edge.ratelimit.base import (
+    MAX_LIMIT,
+    Decision,
+    LimiterUnavailable,
+    Limits,
+    RateLimiter,
+)
+from switchyard.edge.ratelimit.memory import MemoryRateLimiter
+from switchyard.edge.ratelimit.redis import FailureMode, RedisRateLimiter
+
+__all__ = [
+    "MAX_LIMIT",
+    "Decision",
+    "FailureMode",
+    "LimiterUnavailable",
+    "Limits",
+    "MemoryRateLimiter",
+    "RateLimiter",
+    "RedisRateLimiter",
+    "create_limiter",
+]
+
+
+def create_limiter(
+    backend: Literal["memory", "redis"],
+    *,
+    redis_url: str | None,
+    failure_mode: FailureMode,
+    key_prefix: str = "switchyard:ratelimit",
+    timeout_s: float = 0.25,
+    period_s: float = 60.0,
+) -> RateLimiter:
+    """The limiter for the edge's settings. `failure_mode` and the Redis options only
+    matter for "redis"; `period_s` is a minute except in tests."""
+    if backend == "memory":
+        return MemoryRateLimiter(period_s=period_s)
+    if backend == "redis":
+        if not redis_url:
+            raise ValueError("the redis rate-limit backend needs redis_url")
+        return RedisRateLimiter(
+            redis_url,
+            failure_mode=failure_mode,
+            key_prefix=key_prefix,
+            timeout_s=timeout_s,
+            period_s=period_s,
+        )
+    raise ValueError(f"unknown rate-limit backend {backend!r}")

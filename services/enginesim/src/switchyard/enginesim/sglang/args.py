@@ -1,0 +1,128 @@
+"""The command line of `python -m sglang.launch_server`, as far as the simulator honours it.
+
+Flags keep SGLang's names and defaults (`srt/arg_groups/fields/`); flags that only tune a
+GPU (`--tp-size`, `--mem-fraction-static`, ...) are accepted and ignored, so the same
+command line starts the real engine or the simulator. Unknown flags are refused, as
+SGLang refuses them.
+"""
+
+from __future__ import annotations
+
+import argparse
+from collections.abc import Sequence
+from dataclasses import dataclass
+
+from switchyard.enginesim.cli import SimOptions, add_sim_arguments, sim_options
+
+#: The simulated model's own context length (its config.json), used without --context-length.
+MODEL_CONTEXT_LENGTH = 8192
+#: Requests generating at once when --max-running-requests is not given.
+DEFAULT_MAX_RUNNING = 256
+
+
+@dataclass(frozen=True, slots=True)
+class ServerArgs:
+    model_path: str
+    served_model_name: str
+    host: str
+    port: int
+    context_length: int
+    #: Whether --context-length was given (SGLang checks chat max_completion_tokens only then).
+    context_length_set: bool
+    max_running_requests: int
+    max_queued_requests: int | None
+    max_total_tokens: int
+    enable_metrics: bool
+    incremental_streaming_output: bool
+    allow_auto_truncate: bool
+    stream_response_default_include_usage: bool
+    enable_cache_report: bool
+    enable_trace: bool
+    tp_size: int
+    mem_fraction_static: float | None
+    sim: SimOptions
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="python -m switchyard.enginesim.sglang",
+        description="SGLang's HTTP API served by a CPU simulator.",
+        allow_abbrev=False,
+    )
+    add = parser.add_argument
+    add("--model-path", "--model", required=True, help="the model to 'load' (a name)")
+    add("--tokenizer-path", default=None, help="accepted; the simulator has one tokenizer")
+    add("--served-model-name", default=None, help="the name in /v1/models (default: model path)")
+    add("--host", default="127.0.0.1")
+    add("--port", type=_port, default=30000)
+    add("--context-length", type=_positive, default=None, help="the model's context length")
+    add("--max-running-requests", type=_positive, default=None)
+    add("--max-queued-requests", type=_non_negative, default=None, help="default: unlimited")
+    add("--max-total-tokens", type=_positive, default=None, help="KV-cache pool size in tokens")
+    add("--enable-metrics", action="store_true", help="serve Prometheus metrics at /metrics")
+    add("--incremental-streaming-output", action="store_true", help="native streams send deltas")
+    add("--allow-auto-truncate", action="store_true", help="truncate over-long prompts")
+    add("--stream-response-default-include-usage", action="store_true")
+    add("--enable-cache-report", action="store_true")
+    add("--enable-trace", action="store_true", help="accepted; requests' traceparent is recorded")
+    add("--otlp-traces-endpoint", default="localhost:4317", help="accepted and ignored")
+    add("--tp-size", "--tensor-parallel-size", type=_positive, default=1, help="ignored")
+    add("--mem-fraction-static", type=float, default=None, help="ignored")
+    add("--trust-remote-code", action="store_true", help="ignored")
+    add("--skip-server-warmup", action="store_true", help="ignored")
+    add("--dtype", default="auto", help="ignored")
+    add("--log-level", default="info", help="ignored")
+    add_sim_arguments(parser)
+    return parser
+
+
+def parse_args(argv: Sequence[str] | None = None) -> ServerArgs:
+    args = build_parser().parse_args(argv)
+    max_running: int = args.max_running_requests or DEFAULT_MAX_RUNNING
+    context_length: int = args.context_length or MODEL_CONTEXT_LENGTH
+    return ServerArgs(
+        model_path=args.model_path,
+        served_model_name=args.served_model_name or args.model_path,
+        host=args.host,
+        port=args.port,
+        context_length=context_length,
+        context_length_set=args.context_length is not None,
+        max_running_requests=max_running,
+        max_queued_requests=args.max_queued_requests,
+        # Enough KV cache for every running request at full length, unless told otherwise.
+        max_total_tokens=args.max_total_tokens or context_length * max_running,
+        enable_metrics=args.enable_metrics,
+        incremental_streaming_output=args.incremental_streaming_output,
+        allow_auto_truncate=args.allow_auto_truncate,
+        stream_response_default_include_usage=args.stream_response_default_include_usage,
+        enable_cache_report=args.enable_cache_report,
+        enable_trace=args.enable_trace,
+        tp_size=args.tp_size,
+        mem_fraction_static=args.mem_fraction_static,
+        sim=sim_options(args),
+    )
+
+
+def _int(text: str, low: int) -> int:
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"not an integer: {text!r}") from None
+    if value < low:
+        raise argparse.ArgumentTypeError(f"must be at least {low}, got {value}")
+    return value
+
+
+def _positive(text: str) -> int:
+    return _int(text, 1)
+
+
+def _non_negative(text: str) -> int:
+    return _int(text, 0)
+
+
+def _port(text: str) -> int:
+    value = _int(text, 0)
+    if value > 65535:
+        raise argparse.ArgumentTypeError(f"not a port: {value}")
+    return value

@@ -1,0 +1,12 @@
+"""TGI (text-generation-inference 3.3) simulated on a CPU.
+
+`python -m switchyard.enginesim.tgi --model-id M --port P ...` takes the
+`text-generation-launcher` flags and serves the router's HTTP API: the native
+`/generate` and `/generate_stream` (SSE framed `data:` without a space, no `[DONE]`),
+the OpenAI layer, `/info`, `/health`, Prometheus metrics under TGI's names, TGI's
+validation rules and messages, and its overload answer (429 past
+`--max-concurrent-requests`).
+"""
+
+VERSION = "3.3.5"
+"""The TGI release this simulator answers as (`/info`, `system_fingerprint`)."""

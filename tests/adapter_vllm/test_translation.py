@@ -1,0 +1,273 @@
+"""The vLLM translation: request bodies, stream parsing and errors, from literal vLLM payloads."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import grpc
+import httpx
+import orjson
+import pytest
+
+from switchyard.adapter.translation import Delta
+from switchyard.adapter_vllm.translation import VllmTranslation
+from switchyard.common.errors import InferenceError
+from switchyard.inference.v1 import inference_pb2 as pb
+
+T = VllmTranslation("llama")
+
+
+def prompt_request(**sampling: Any) -> pb.GenerateRequest:
+    request = pb.GenerateRequest(request_id="r-1", model="llama", prompt="Once upon")
+    for name, value in sampling.items():
+        if name == "stop":
+            request.sampling.stop.extend(value)
+        else:
+            setattr(request.sampling, name, value)
+    return request
+
+
+def chat_request(**sampling: Any) -> pb.GenerateRequest:
+    request = prompt_request(**sampling)
+    request.chat.messages.add(role="system", content="Be brief.")
+    request.chat.messages.add(role="user", content="Hi", name="ann")
+    return request
+
+
+def test_prompt_request_maps_every_sampling_field() -> None:
+    request = prompt_request(
+        max_tokens=32, temperature=0.5, top_p=0.9, top_k=40, seed=7, presence_penalty=0.1,
+        frequency_penalty=-0.2, repetition_penalty=1.1, stop=["\n\n", "END"], ignore_eos=True,
+    )  # fmt: skip
+    call = T.request(request, stream=False)
+    assert call.path == "/v1/completions"
+    body = call.body
+    assert body.pop("temperature") == pytest.approx(0.5)
+    assert body.pop("top_p") == pytest.approx(0.9)
+    assert body.pop("presence_penalty") == pytest.approx(0.1)
+    assert body.pop("frequency_penalty") == pytest.approx(-0.2)
+    assert body.pop("repetition_penalty") == pytest.approx(1.1)
+    assert body == {
+        "model": "llama",
+        "prompt": "Once upon",
+        "max_tokens": 32,
+        "top_k": 40,
+        "seed": 7,
+        "stop": ["\n\n", "END"],
+        "ignore_eos": True,
+        "request_id": "r-1",
+        "stream": False,
+    }
+
+
+def test_unset_fields_are_left_to_the_engine() -> None:
+    body = T.request(prompt_request(), stream=False).body
+    assert body == {"model": "llama", "prompt": "Once upon", "request_id": "r-1", "stream": False}
+
+
+def test_chat_request_and_stream_options() -> None:
+    call = T.request(chat_request(max_tokens=8), stream=True)
+    assert call.path == "/v1/chat/completions"
+    assert call.body["messages"] == [
+        {"role": "system", "content": "Be brief."},
+        {"role": "user", "content": "Hi", "name": "ann"},
+    ]
+    assert call.body["max_completion_tokens"] == 8
+    assert "max_tokens" not in call.body
+    assert call.body["stream"] is True
+    assert call.body["stream_options"] == {"include_usage": True, "continuous_usage_stats": True}
+
+
+@pytest.mark.parametrize(
+    ("field", "value", "expected"),
+    [
+        ("json_schema", '{"type": "object"}', {"json": {"type": "object"}}),
+        ("json_object", None, {"json_object": True}),
+        ("regex", r"\d+", {"regex": r"\d+"}),
+        ("choice", ["yes", "no"], {"choice": ["yes", "no"]}),
+        ("grammar", 'root ::= "a"', {"grammar": 'root ::= "a"'}),
+    ],
+)
+def test_constraints_use_structured_outputs(field: str, value: Any, expected: Any) -> None:
+    request = prompt_request()
+    so = request.structured_output
+    if field == "json_object":
+        so.json_object.SetInParent()
+    elif field == "choice":
+        so.choice.choices.extend(value)
+    else:
+        setattr(so, field, value)
+    body = T.request(request, stream=False).body
+    assert body["structured_outputs"] == expected
+    assert not any(key.startswith("guided_") for key in body)
+
+
+def test_unary_completion_and_chat() -> None:
+    completion = {
+        "id": "cmpl-1", "object": "text_completion", "created": 1, "model": "llama",
+        "choices": [{"index": 0, "text": " a time", "logprobs": None, "finish_reason": "length",
+                     "stop_reason": None}],
+        "usage": {"prompt_tokens": 3, "total_tokens": 5, "completion_tokens": 2},
+    }  # fmt: skip
+    result = T.completion(prompt_request(), completion)
+    assert (result.text, result.finish_reason) == (" a time", pb.FINISH_REASON_LENGTH)
+    assert (result.prompt_tokens, result.completion_tokens) == (3, 2)
+    chat = {
+        "choices": [{"index": 0, "message": {"role": "assistant", "content": "Hello."},
+                     "finish_reason": "stop", "stop_reason": None}],
+        "usage": {"prompt_tokens": 9, "total_tokens": 12, "completion_tokens": 3},
+    }  # fmt: skip
+    result = T.completion(chat_request(), chat)
+    assert (result.text, result.finish_reason, result.completion_tokens) == (
+        "Hello.",
+        pb.FINISH_REASON_STOP,
+        3,
+    )
+    with pytest.raises(InferenceError) as caught:
+        T.completion(prompt_request(), {"object": "error"})
+    assert caught.value.code == grpc.StatusCode.INTERNAL
+
+
+CHAT_STREAM = [
+    b'{"id":"chatcmpl-1","object":"chat.completion.chunk","created":1,"model":"llama","choices":[{"index":0,"delta":{"role":"assistant","content":""},"logprobs":null,"finish_reason":null}],"usage":{"prompt_tokens":9,"total_tokens":9,"completion_tokens":0,"completion_tokens_details":null},"prompt_token_ids":null,"prompt_text":null}',
+    b'{"id":"chatcmpl-1","object":"chat.completion.chunk","created":1,"model":"llama","choices":[{"index":0,"delta":{"content":"Hel"},"logprobs":null,"finish_reason":null,"token_ids":null}],"usage":{"prompt_tokens":9,"total_tokens":10,"completion_tokens":1,"completion_tokens_details":null},"kv_transfer_params":null}',
+    b'{"id":"chatcmpl-1","object":"chat.completion.chunk","created":1,"model":"llama","choices":[{"index":0,"delta":{"content":"lo."},"logprobs":null,"finish_reason":null,"token_ids":null}],"usage":{"prompt_tokens":9,"total_tokens":11,"completion_tokens":2,"completion_tokens_details":null},"kv_transfer_params":null}',
+    b'{"id":"chatcmpl-1","object":"chat.completion.chunk","created":1,"model":"llama","choices":[{"index":0,"delta":{"content":""},"logprobs":null,"finish_reason":"stop","stop_reason":null,"token_ids":null,"weight_versions":null}],"usage":{"prompt_tokens":9,"total_tokens":12,"completion_tokens":3,"completion_tokens_details":null},"kv_transfer_params":null}',
+    b'{"id":"chatcmpl-1","object":"chat.completion.chunk","created":1,"model":"llama","choices":[],"usage":{"prompt_tokens":9,"total_tokens":12,"completion_tokens":3},"system_fingerprint":"vllm-0.33.0-1a2b3c4d"}',
+]
+
+
+def _feed(request: pb.GenerateRequest, payloads: list[bytes]) -> list[Delta | None]:
+    parser = T.stream_parser(request)
+    return [parser.feed("message", orjson.loads(p)) for p in payloads]
+
+
+def test_chat_stream_counts_tokens_from_cumulative_usage() -> None:
+    deltas = [d for d in _feed(chat_request(), CHAT_STREAM) if d is not None]
+    assert "".join(d.text for d in deltas) == "Hello."
+    assert [d.token_count for d in deltas] == [0, 1, 1, 1, 0]
+    assert sum(d.token_count for d in deltas) == 3
+    assert deltas[3].finish_reason == pb.FINISH_REASON_STOP
+    assert all(d.finish_reason == pb.FINISH_REASON_UNSPECIFIED for d in deltas[:3])
+    assert (deltas[-1].prompt_tokens, deltas[-1].completion_tokens) == (9, 3)
+
+
+def test_completion_stream_with_usage_only_at_the_end() -> None:
+    payloads = [
+        b'{"id":"cmpl-1","object":"text_completion","created":1,"model":"llama","choices":[{"index":0,"text":" a","logprobs":null,"finish_reason":null,"stop_reason":null,"prompt_token_ids":null,"token_ids":null,"weight_versions":null}],"kv_transfer_params":null}',
+        b'{"id":"cmpl-1","object":"text_completion","created":1,"model":"llama","choices":[{"index":0,"text":" time","logprobs":null,"finish_reason":"length","stop_reason":null,"prompt_token_ids":null,"token_ids":null,"weight_versions":null}],"kv_transfer_params":null}',
+        b'{"id":"cmpl-1","object":"text_completion","created":1,"model":"llama","choices":[],"usage":{"prompt_tokens":3,"total_tokens":6,"completion_tokens":3}}',
+    ]
+    deltas = [d for d in _feed(prompt_request(), payloads) if d is not None]
+    assert [d.text for d in deltas] == [" a", " time", ""]
+    assert deltas[1].finish_reason == pb.FINISH_REASON_LENGTH
+    # One per text chunk until the usage chunk settles the rest (here, 1 more).
+    assert [d.token_count for d in deltas] == [1, 1, 1]
+    assert deltas[2].completion_tokens == 3
+
+
+def test_error_event_mid_stream() -> None:
+    parser = T.stream_parser(prompt_request())
+    event = orjson.loads(
+        b'{"error": {"message": "Failed to transform regex into a grammar: bad", '
+        b'"type": "BadRequestError", "param": null, "code": 400}}'
+    )
+    with pytest.raises(InferenceError) as caught:
+        parser.feed("message", event)
+    assert caught.value.code == grpc.StatusCode.INVALID_ARGUMENT
+    assert caught.value.reason == pb.INVALID_REQUEST
+    assert "regex" in caught.value.message
+    internal = {"error": {"message": "Internal server error", "type": "InternalServerError",
+                          "param": None, "code": 500}}  # fmt: skip
+    with pytest.raises(InferenceError) as caught:
+        T.stream_parser(prompt_request()).feed("message", internal)
+    assert caught.value.code == grpc.StatusCode.INTERNAL
+
+
+@pytest.mark.parametrize("reason", ["abort", "error"])
+def test_abort_and_error_finish_reasons_are_errors(reason: str) -> None:
+    chunk = {"choices": [{"index": 0, "text": "", "finish_reason": reason}]}
+    with pytest.raises(InferenceError) as caught:
+        T.stream_parser(prompt_request()).feed("message", chunk)
+    expected = grpc.StatusCode.UNAVAILABLE if reason == "abort" else grpc.StatusCode.INTERNAL
+    assert caught.value.code == expected
+
+
+def _error(status: int, body: dict[str, Any] | bytes) -> InferenceError:
+    raw = body if isinstance(body, bytes) else orjson.dumps(body)
+    return T.error(status, raw)
+
+
+def test_context_overflow_errors() -> None:
+    tokens = _error(400, {"error": {
+        "message": "This model's maximum context length is 1024 tokens. However, your prompt "
+        "contains at least 1025 input tokens, which exceeds this limit even without any output "
+        "tokens. Please reduce the length of the input prompt. (parameter=input_tokens, "
+        "value=1025)",
+        "type": "BadRequestError", "param": "input_tokens", "code": 400}})  # fmt: skip
+    assert (tokens.code, tokens.reason) == (
+        grpc.StatusCode.INVALID_ARGUMENT,
+        pb.CONTEXT_LENGTH_EXCEEDED,
+    )
+    chars = _error(400, {"error": {
+        "message": "This model's maximum context length is 1024 tokens. However, your prompt "
+        "contains 22528 characters (more than 12288 characters, which is the upper bound for "
+        "1024 input tokens). Please reduce the length of the input prompt. (parameter="
+        "input_text, value=22528)", "type": "BadRequestError", "param": "input_text",
+        "code": 400}})  # fmt: skip
+    assert chars.reason == pb.CONTEXT_LENGTH_EXCEEDED
+
+
+def test_other_errors() -> None:
+    bad = _error(400, {"error": {
+        "message": "temperature must be in [0, 2], got 3.0. (parameter=temperature, value=3.0)",
+        "type": "BadRequestError", "param": "temperature", "code": 400}})  # fmt: skip
+    assert (bad.code, bad.reason) == (grpc.StatusCode.INVALID_ARGUMENT, pb.INVALID_REQUEST)
+    assert bad.metadata == {"param": "temperature"}
+    pydantic = _error(400, {"error": {
+        "message": "1 validation error:\n  {'type': 'json_invalid', 'loc': 'body.0'}",
+        "type": "Bad Request", "param": "body.0", "code": 400}})  # fmt: skip
+    assert pydantic.reason == pb.INVALID_REQUEST
+    missing = _error(404, {"error": {
+        "message": "The model `llama` does not exist. Valid aliases: other.",
+        "type": "NotFoundError", "param": "model", "code": 404}})  # fmt: skip
+    assert (missing.code, missing.reason) == (grpc.StatusCode.NOT_FOUND, pb.MODEL_NOT_FOUND)
+    busy = _error(503, {"error": {
+        "message": "The engine is currently busy and cannot accept new requests. Please try "
+        "again later or on a different instance.", "type": "Service Unavailable",
+        "param": None, "code": 503}})  # fmt: skip
+    assert (busy.code, busy.reason) == (grpc.StatusCode.RESOURCE_EXHAUSTED, pb.ENGINE_OVERLOADED)
+    dead = _error(500, {"error": {
+        "message": "EngineCore encountered an issue. See stack trace (above) for the root cause.",
+        "type": "InternalServerError", "param": None, "code": 500}})  # fmt: skip
+    assert (dead.code, dead.reason) == (grpc.StatusCode.INTERNAL, pb.ENGINE_ERROR)
+    assert _error(502, b"<html>bad gateway</html>").code == grpc.StatusCode.UNAVAILABLE
+    unauthorized = _error(401, {"error": "Unauthorized"})
+    assert unauthorized.code == grpc.StatusCode.INTERNAL
+    assert "Unauthorized" in unauthorized.message
+    assert _error(429, b"").reason == pb.ENGINE_OVERLOADED
+
+
+async def test_max_model_len_from_the_models_route() -> None:
+    cards = {"object": "list", "data": [
+        {"id": "alias", "object": "model", "owned_by": "vllm", "max_model_len": 4096},
+        {"id": "llama", "object": "model", "owned_by": "vllm", "max_model_len": 8192},
+    ]}  # fmt: skip
+
+    def handler(request: httpx.Request) -> httpx.Response:
+        assert request.url.path == "/v1/models"
+        return httpx.Response(200, json=cards)
+
+    async with httpx.AsyncClient(transport=httpx.MockTransport(handler), base_url="http://e") as c:
+        assert await T.max_model_len(c) == 8192
+        with pytest.raises(LookupError, match="not 'other'"):
+            await VllmTranslation("other").max_model_len(c)
+
+
+def test_load_metrics_names() -> None:
+    metrics = T.load_metrics
+    assert (metrics.running, metrics.waiting, metrics.kv_cache_usage) == (
+        "vllm:num_requests_running",
+        "vllm:num_requests_waiting",
+        "vllm:kv_cache_usage_perc",
+    )

@@ -1,0 +1,85 @@
+"""The edge in front of the three engines (simulators and adapters), as real processes.
+
+Adapters and the edge export their traces to an OTLP collector in the test process.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from collections.abc import AsyncIterator
+
+import httpx
+import pytest
+
+from tests.support.edge import Edge, KeySpec, start_edge
+from tests.support.otlp import OtlpCollector
+from tests.support.stacks import ENGINES, Stack, options, start_stack
+
+FAST = options(itl_s=0.002)
+KEYS = (
+    KeySpec("full"),
+    KeySpec("vllm-only", ("demo-vllm",)),
+    KeySpec("tight", rpm=3),
+    KeySpec("metered", tpm=6000),
+)
+
+
+@pytest.fixture(scope="session")
+async def collector() -> AsyncIterator[OtlpCollector]:
+    async with OtlpCollector() as c:
+        yield c
+
+
+@pytest.fixture(scope="session")
+async def engines(
+    tmp_path_factory: pytest.TempPathFactory, collector: OtlpCollector
+) -> AsyncIterator[dict[str, Stack]]:
+    # Processes start and stop in threads: the collector shares this event loop, and a
+    # process that exits flushes its spans to it.
+    log_dir = tmp_path_factory.mktemp("edge-engines")
+    stacks: dict[str, Stack] = {}
+    try:
+        for engine in ENGINES:
+            stacks[engine] = await asyncio.to_thread(
+                start_stack, engine, log_dir, FAST, adapter_env=collector.env
+            )
+        yield stacks
+    finally:
+        await asyncio.gather(*(asyncio.to_thread(stack.stop) for stack in stacks.values()))
+
+
+@pytest.fixture(scope="session")
+async def edge(
+    engines: dict[str, Stack], collector: OtlpCollector, tmp_path_factory: pytest.TempPathFactory
+) -> AsyncIterator[Edge]:
+    log_dir = tmp_path_factory.mktemp("edge")
+    endpoints = {e: [s.address] for e, s in engines.items()}
+    running = await asyncio.to_thread(start_edge, log_dir, endpoints, keys=KEYS, env=collector.env)
+    try:
+        yield running
+    finally:
+        await asyncio.to_thread(running.stop)
+
+
+async def settled(edge: Edge, engines: dict[str, Stack], within_s: float = 10.0) -> None:
+    """Wait until nothing is in flight anywhere: the edge's gauge and every engine's streams."""
+    deadline = time.monotonic() + within_s
+    async with httpx.AsyncClient() as client:
+        while True:
+            stats = [(await client.get(f"{s.sim_url}/sim/stats")).json() for s in engines.values()]
+            busy = await edge.in_flight() + sum(s["in_flight"] + s["open_streams"] for s in stats)
+            if busy == 0:
+                return
+            if time.monotonic() > deadline:
+                raise AssertionError(
+                    f"still in flight after {within_s}s: edge {await edge.in_flight()}, engines {stats}"
+                )
+            await asyncio.sleep(0.05)
+
+
+@pytest.fixture
+async def quiet_after(edge: Edge, engines: dict[str, Stack]) -> AsyncIterator[None]:
+    """After the test: nothing left in flight (no leaked requests, streams or slots)."""
+    yield
+    await settled(edge, engines)

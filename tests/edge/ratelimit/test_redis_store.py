@@ -1,0 +1,103 @@
+"""How the Redis backend keeps its state: keys, expiry, the script cache, replicas."""
+
+from __future__ import annotations
+
+import asyncio
+import uuid
+from collections.abc import AsyncIterator
+
+import pytest
+import redis.asyncio
+
+from switchyard.edge.ratelimit import Limits, RedisRateLimiter, create_limiter
+from switchyard.edge.ratelimit.redis import SCRIPT_SHA
+from tests.edge.ratelimit.harness import TIMEOUT_S
+from tests.support.redis import RedisServer
+
+
+@pytest.fixture
+async def client(redis_server: RedisServer) -> AsyncIterator[redis.asyncio.Redis]:
+    client = redis.asyncio.Redis.from_url(redis_server.url, decode_responses=True)
+    yield client
+    await client.aclose()
+
+
+@pytest.fixture
+def prefix() -> str:
+    return f"test:{uuid.uuid4().hex}"
+
+
+async def test_a_subject_s_keys_share_a_hash_tag_and_expire_at_their_tat(
+    redis_server: RedisServer, client: redis.asyncio.Redis, prefix: str
+) -> None:
+    limiter = RedisRateLimiter(redis_server.url, key_prefix=prefix, timeout_s=TIMEOUT_S)
+    try:
+        await limiter.acquire("team:a", Limits(rpm=10, tpm=1000), 250)
+
+        keys = sorted(await client.keys(f"{prefix}:*"))
+        assert keys == [f"{prefix}:{{team:a}}:rpm", f"{prefix}:{{team:a}}:tpm"]
+        # Each key lives until its TAT: 6 s for one request, 15 s for 250 tokens.
+        requests_ttl = await client.pttl(keys[0])
+        tokens_ttl = await client.pttl(keys[1])
+        assert 5_000 < requests_ttl <= 6_000
+        assert 14_000 < tokens_ttl <= 15_000
+    finally:
+        await limiter.aclose()
+
+
+async def test_keys_vanish_once_their_tat_has_passed(
+    redis_server: RedisServer, client: redis.asyncio.Redis, prefix: str
+) -> None:
+    limiter = RedisRateLimiter(
+        redis_server.url, key_prefix=prefix, period_s=0.2, timeout_s=TIMEOUT_S
+    )
+    try:
+        limits = Limits(rpm=2, tpm=100)
+        await limiter.acquire("key", limits, 50)
+        await limiter.settle("key", limits, reserved=50, used=0)  # refunded: nothing left
+        assert await client.keys(f"{prefix}:*") == [f"{prefix}:{{key}}:rpm"]
+
+        await asyncio.sleep(0.15)  # one request is 0.1 s
+        assert await client.keys(f"{prefix}:*") == []
+    finally:
+        await limiter.aclose()
+
+
+async def test_a_lost_script_cache_is_loaded_again(
+    redis_server: RedisServer, client: redis.asyncio.Redis, prefix: str
+) -> None:
+    limiter = RedisRateLimiter(redis_server.url, key_prefix=prefix, timeout_s=TIMEOUT_S)
+    try:
+        limits = Limits(rpm=3, tpm=None)
+        assert (await limiter.acquire("key", limits, 0)).allowed
+        await client.script_flush()
+
+        decision = await limiter.acquire("key", limits, 0)
+
+        assert decision.allowed
+        assert decision.remaining_requests == 1  # the state survived; only the script went
+        assert await client.script_exists(SCRIPT_SHA) == [True]
+    finally:
+        await limiter.aclose()
+
+
+async def test_replicas_share_one_limit(redis_server: RedisServer, prefix: str) -> None:
+    replicas = [
+        create_limiter(
+            "redis",
+            redis_url=redis_server.url,
+            failure_mode="closed",
+            key_prefix=prefix,
+            timeout_s=TIMEOUT_S,
+        )
+        for _ in range(3)
+    ]
+    try:
+        limits = Limits(rpm=30, tpm=None)
+        decisions = await asyncio.gather(
+            *(replica.acquire("key", limits, 0) for replica in replicas for _ in range(20))
+        )
+        assert sum(d.allowed for d in decisions) == 30
+    finally:
+        for replica in replicas:
+            await replica.aclose()

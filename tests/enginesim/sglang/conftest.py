@@ -1,0 +1,83 @@
+"""In-process SGLang simulators: through httpx's ASGI transport, or a real uvicorn server
+(in this event loop) where a test needs a real connection to drop."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+from collections.abc import AsyncIterator, Callable
+from typing import Any
+
+import httpx
+import orjson
+import pytest
+import uvicorn
+from starlette.applications import Starlette
+
+from switchyard.enginesim.sglang.app import build_app
+from switchyard.enginesim.sglang.args import parse_args
+from switchyard.enginesim.sglang.runtime import Runtime
+from tests.support.processes import free_port
+
+MODEL = "demo"
+BASE = ("--model-path", "org/sim-model", "--served-model-name", MODEL, "--context-length", "1024")
+FAST = ("--sim-ttft", "0", "--sim-itl", "0")
+#: Slow enough that a request is still running while a test looks at it.
+SLOW = ("--sim-ttft", "0.05", "--sim-itl", "0.05")
+
+MakeApp = Callable[..., Starlette]
+
+
+def make_app(*extra: str) -> Starlette:
+    """A simulator with extra flags (fast unless they say otherwise)."""
+    latency = () if any(flag.startswith("--sim-itl") for flag in extra) else FAST
+    return build_app(parse_args([*BASE, *latency, *extra]))
+
+
+def runtime_of(app: Starlette) -> Runtime:
+    runtime: Runtime = app.state.runtime
+    return runtime
+
+
+def asgi(app: Starlette) -> httpx.AsyncClient:
+    return httpx.AsyncClient(transport=httpx.ASGITransport(app=app), base_url="http://sglang")
+
+
+@pytest.fixture
+async def client() -> AsyncIterator[httpx.AsyncClient]:
+    async with asgi(make_app("--enable-metrics")) as c:
+        yield c
+
+
+@contextlib.asynccontextmanager
+async def live(app: Starlette) -> AsyncIterator[str]:
+    """Serve `app` on a loopback port from this event loop; yields its base URL."""
+    port = free_port()
+    config = uvicorn.Config(app, host="127.0.0.1", port=port, log_level="warning", lifespan="off")
+    server = uvicorn.Server(config)
+    task = asyncio.create_task(server.serve())
+    await until(lambda: server.started)
+    try:
+        yield f"http://127.0.0.1:{port}"
+    finally:
+        server.should_exit = True
+        await task
+
+
+def events(body: str) -> list[Any]:
+    """The JSON of each SSE event, checking SGLang's framing and the `[DONE]` terminator."""
+    frames = body.split("\n\n")
+    assert frames[-1] == "", "the stream ends with a blank line"
+    assert frames[-2] == "data: [DONE]", "the stream ends with [DONE]"
+    out: list[Any] = []
+    for frame in frames[:-2]:
+        assert frame.startswith("data: "), frame
+        out.append(orjson.loads(frame.removeprefix("data: ")))
+    return out
+
+
+async def until(predicate: Callable[[], bool], within_s: float = 5.0) -> None:
+    deadline = asyncio.get_running_loop().time() + within_s
+    while not predicate():
+        assert asyncio.get_running_loop().time() < deadline, "condition not met in time"
+        await asyncio.sleep(0.01)

@@ -1,0 +1,84 @@
+"""A client that goes away aborts its request, streamed or not, over a real connection."""
+
+from __future__ import annotations
+
+import asyncio
+
+import httpx
+import pytest
+
+from tests.enginesim.sglang.conftest import SLOW, live, make_app, runtime_of, until
+
+LONG = {"text": "hello", "sampling_params": {"max_new_tokens": 200, "ignore_eos": True}}
+CHAT = {"messages": [{"role": "user", "content": "hi"}], "max_tokens": 200, "ignore_eos": True}
+
+
+@pytest.mark.parametrize(
+    ("path", "body"), [("/generate", LONG), ("/v1/chat/completions", CHAT)], ids=["native", "chat"]
+)
+async def test_dropped_streams_are_aborted(path: str, body: dict[str, object]) -> None:
+    app = make_app(*SLOW, "--enable-metrics")
+    runtime = runtime_of(app)
+    async with live(app) as url, httpx.AsyncClient(base_url=url) as client:
+        for _ in range(3):
+            async with client.stream("POST", path, json={**body, "stream": True}) as response:
+                async for line in response.aiter_lines():
+                    if line.startswith("data: "):
+                        break  # leave after the first event
+        await until(lambda: runtime.stats.aborted == 3)
+        await until(lambda: runtime.stats.open_streams == 0)
+        metrics = (await client.get("/metrics")).text
+    assert runtime.stats.in_flight == 0
+    assert runtime.engine.running == 0
+    assert (
+        'sglang:num_aborted_requests_total{engine_type="unified",model_name="demo"} 3.0' in metrics
+    )
+
+
+@pytest.mark.parametrize(
+    ("path", "body"), [("/generate", LONG), ("/v1/chat/completions", CHAT)], ids=["native", "chat"]
+)
+async def test_a_dropped_unary_request_is_aborted(path: str, body: dict[str, object]) -> None:
+    app = make_app(*SLOW)
+    runtime = runtime_of(app)
+    async with live(app) as url, httpx.AsyncClient(base_url=url) as client:
+        with pytest.raises(httpx.ReadTimeout):
+            await client.post(path, json=body, timeout=httpx.Timeout(5.0, read=0.3))
+        await until(lambda: runtime.stats.aborted == 1)
+    assert runtime.stats.in_flight == 0
+    assert runtime.engine.running == 0
+
+
+async def test_the_traceparent_and_rid_are_recorded() -> None:
+    app = make_app()
+    traceparent = "00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01"
+    async with live(app) as url, httpx.AsyncClient(base_url=url) as client:
+        await client.post(
+            "/generate", json={**LONG, "rid": "traced"}, headers={"traceparent": traceparent}
+        )
+        await client.post(
+            "/v1/chat/completions",
+            json={**CHAT, "rid": "chat-traced"},
+            headers={"traceparent": traceparent},
+        )
+        recent = (await client.get("/sim/stats")).json()["recent"]
+    assert {"request_id": "traced", "traceparent": traceparent} in recent
+    assert {"request_id": "chat-traced", "traceparent": traceparent} in recent
+
+
+async def test_many_streams_leave_nothing_open() -> None:
+    app = make_app("--sim-ttft", "0", "--sim-itl", "0.001")
+    runtime = runtime_of(app)
+    async with live(app) as url, httpx.AsyncClient(base_url=url) as client:
+
+        async def one(i: int) -> None:
+            body = {**LONG, "sampling_params": {"max_new_tokens": 20}, "stream": True}
+            async with client.stream("POST", "/generate", json=body) as response:
+                async for _ in response.aiter_lines():
+                    if i % 2:
+                        break
+
+        await asyncio.gather(*(one(i) for i in range(20)))
+        await until(lambda: runtime.stats.open_streams == 0 and runtime.stats.in_flight == 0)
+    assert runtime.stats.requests == 20
+    assert runtime.stats.completed + runtime.stats.aborted == 20

@@ -1,0 +1,74 @@
+"""An in-process vLLM simulator per test, reached through httpx's ASGI transport."""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator, Awaitable, Callable
+from typing import Any
+
+import httpx
+import orjson
+import pytest
+
+from switchyard.enginesim.vllm.api import VllmSimulator, create_app
+from switchyard.enginesim.vllm.cli import parse_config
+
+MODEL = "demo"
+FAST = ("--sim-ttft", "0", "--sim-itl", "0")
+
+Factory = Callable[..., Awaitable[tuple[httpx.AsyncClient, VllmSimulator]]]
+
+
+def argv(*extra: str) -> list[str]:
+    return [
+        "serve",
+        "org/sim-model",
+        "--served-model-name",
+        MODEL,
+        "--max-model-len",
+        "1024",
+        *extra,
+    ]
+
+
+@pytest.fixture
+async def simulator() -> AsyncIterator[Factory]:
+    """Start a simulator with extra flags (fast by default); closed after the test."""
+    clients: list[httpx.AsyncClient] = []
+
+    async def make(*extra: str) -> tuple[httpx.AsyncClient, VllmSimulator]:
+        app = create_app(parse_config(argv(*(extra or FAST))))
+        client = httpx.AsyncClient(transport=httpx.ASGITransport(app=app), base_url="http://sim")
+        clients.append(client)
+        return client, app.state.sim
+
+    yield make
+    for client in clients:
+        await client.aclose()
+
+
+@pytest.fixture
+async def client(simulator: Factory) -> httpx.AsyncClient:
+    c, _ = await simulator()
+    return c
+
+
+def events(body: str) -> list[Any]:
+    """The data of each SSE event, checking vLLM's exact framing on the way."""
+    assert body.endswith("data: [DONE]\n\n")
+    frames = body.split("\n\n")
+    assert frames[-1] == ""
+    out: list[Any] = []
+    for frame in frames[:-1]:
+        assert frame.startswith("data: "), frame
+        payload = frame.removeprefix("data: ")
+        out.append(payload if payload == "[DONE]" else orjson.loads(payload))
+    assert out[-1] == "[DONE]"
+    return out[:-1]
+
+
+def piece(chunk: dict[str, Any]) -> str:
+    """The text a chunk adds (completions `text`, chat `delta.content`)."""
+    choice = chunk["choices"][0]
+    if "text" in choice:
+        return str(choice["text"])
+    return str(choice["delta"].get("content") or "")

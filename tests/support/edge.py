@@ -1,0 +1,128 @@
+"""An edge process in front of real adapters, with API keys made for the test."""
+
+from __future__ import annotations
+
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import httpx
+from openai import AsyncOpenAI
+from prometheus_client.parser import text_string_to_metric_families
+
+from switchyard.devstack.components import edge_args, edge_env, write_routes
+from switchyard.edge.auth import generate_key, hash_key
+from switchyard.edge.auth.keysfile import KeyEntry, render_keys
+from tests.support.processes import Service, free_port, start, wait_http
+
+
+@dataclass(frozen=True)
+class KeySpec:
+    name: str
+    models: tuple[str, ...] = ("*",)
+    rpm: int | None = None
+    tpm: int | None = None
+
+
+DEFAULT_KEYS = (
+    KeySpec("full"),
+    KeySpec("vllm-only", ("demo-vllm",)),
+    KeySpec("tight", rpm=3),
+)
+
+
+def write_keys(directory: Path, specs: Sequence[KeySpec]) -> tuple[dict[str, str], Path]:
+    """Keys file for `specs`; returns the plaintext keys by name and the file."""
+    keys = {spec.name: generate_key() for spec in specs}
+    entries = [
+        KeyEntry(
+            name=s.name,
+            tenant="tests",
+            sha256=hash_key(keys[s.name]),
+            models=list(s.models),
+            rpm=s.rpm,
+            tpm=s.tpm,
+        )
+        for s in specs
+    ]
+    path = directory / "keys.yaml"
+    path.write_text(render_keys(entries))
+    return keys, path
+
+
+@dataclass
+class Edge:
+    service: Service
+    keys: dict[str, str]
+    keys_file: Path
+    routes_file: Path
+    extra: dict[str, str] = field(default_factory=dict)
+
+    @property
+    def url(self) -> str:
+        return f"http://127.0.0.1:{self.service.port}"
+
+    def client(self, key: str = "full") -> AsyncOpenAI:
+        """The official SDK, without its own retries (tests see every answer)."""
+        return AsyncOpenAI(
+            base_url=f"{self.url}/v1", api_key=self.keys.get(key, key), max_retries=0
+        )
+
+    def auth(self, key: str = "full") -> dict[str, str]:
+        return {"authorization": f"Bearer {self.keys[key]}"}
+
+    async def metrics(self) -> dict[tuple[str, tuple[tuple[str, str], ...]], float]:
+        """Every sample on /metrics, keyed by (name, sorted labels)."""
+        async with httpx.AsyncClient() as client:
+            text = (await client.get(f"{self.url}/metrics")).text
+        return {
+            (s.name, tuple(sorted(s.labels.items()))): s.value
+            for family in text_string_to_metric_families(text)
+            for s in family.samples
+        }
+
+    async def in_flight(self) -> float:
+        samples = await self.metrics()
+        return sum(
+            v for (name, _), v in samples.items() if name == "switchyard_edge_in_flight_requests"
+        )
+
+    def stop(self) -> None:
+        self.service.stop()
+
+
+def start_edge(
+    log_dir: Path,
+    endpoints: Mapping[str, Sequence[str]],
+    *,
+    keys: Sequence[KeySpec] = DEFAULT_KEYS,
+    env: Mapping[str, str] | None = None,
+    redis_url: str | None = None,
+    name: str = "edge",
+    keyring: tuple[dict[str, str], Path] | None = None,
+) -> Edge:
+    """An edge serving `endpoints`; `keyring` (from `write_keys`) shares keys between edges."""
+    plain, keys_file = keyring or write_keys(log_dir, keys)
+    routes_file = log_dir / f"{name}-routes.yaml"
+    write_routes(routes_file, endpoints)
+    port = free_port()
+    extra = {
+        "EDGE_LOG_FORMAT": "json",
+        "EDGE_RELOAD_INTERVAL_S": "0.2",
+        "EDGE_SHUTDOWN_GRACE_S": "10",
+        **(env or {}),
+    }
+    service = start(
+        name,
+        edge_args(),
+        log_dir,
+        port=port,
+        env=edge_env("127.0.0.1", port, keys_file, routes_file, redis_url=redis_url, extra=extra),
+    )
+    edge = Edge(service, plain, keys_file, routes_file, extra)
+    try:
+        wait_http(service, f"{edge.url}/readyz", timeout=30)
+    except BaseException:
+        service.stop()
+        raise
+    return edge
