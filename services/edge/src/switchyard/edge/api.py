@@ -16,6 +16,7 @@ import structlog
 from fastapi import FastAPI, Path, Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.openapi.utils import get_openapi
+from lightkube import AsyncClient
 from opentelemetry.instrumentation.fastapi import FastAPIInstrumentor
 from pydantic.json_schema import models_json_schema
 from starlette.exceptions import HTTPException
@@ -32,6 +33,7 @@ from switchyard.edge.pipeline import handle
 from switchyard.edge.ratelimit import create_limiter
 from switchyard.edge.routing.endpoints import EndpointPool
 from switchyard.edge.routing.file_source import FileRoutes
+from switchyard.edge.routing.kubernetes_source import KubernetesRoutes
 from switchyard.edge.schemas import ChatCompletionRequest, CompletionRequest
 from switchyard.edge.settings import EdgeSettings
 from switchyard.edge.state import EdgeState
@@ -118,12 +120,27 @@ async def _build_state(settings: EdgeSettings) -> tuple[EdgeState, list[asyncio.
             settings.queue_timeout_s,
         ),
     )
-    routes = FileRoutes(settings.routes_file, state.use_routes)
     tasks = [
-        asyncio.create_task(routes.watch(settings.reload_interval_s), name="routes watch"),
         asyncio.create_task(keys.watch(settings.reload_interval_s), name="keys watch"),
         asyncio.create_task(_publish_endpoints(state), name="endpoint gauges"),
     ]
+    if settings.routes_source == "kubernetes":
+        # In-cluster service account, or $KUBECONFIG elsewhere.
+        cluster = KubernetesRoutes(
+            AsyncClient(field_manager="switchyard-edge"),
+            state.use_routes,
+            namespace=settings.kubernetes_namespace,
+            demand_interval_s=settings.demand_interval_s,
+        )
+        state.demand = cluster.demand
+        state.routes_synced = cluster.synced.is_set
+        tasks.append(asyncio.create_task(cluster.run(), name="kubernetes routes"))
+    else:
+        assert settings.routes_file is not None  # required by the settings for this source
+        routes = FileRoutes(settings.routes_file, state.use_routes)
+        tasks.append(
+            asyncio.create_task(routes.watch(settings.reload_interval_s), name="routes watch")
+        )
     return state, tasks
 
 
@@ -291,9 +308,13 @@ def create_app(settings: EdgeSettings | None = None) -> FastAPI:
 
     @app.get("/readyz", tags=["operations"], responses={503: {"description": "Not ready"}})
     async def readyz(request: Request) -> Response:
-        """Readiness: configuration loaded and at least one route."""
+        """Readiness: configuration loaded; routes from a file: at least one; from the cluster: synced."""
         edge: EdgeState | None = getattr(request.app.state, "edge", None)
-        if edge is None or not len(edge.routes):
+        if edge is None or not edge.routes_synced():
+            return JSONResponse(
+                {"status": "not ready", "reason": "routes not loaded"}, status_code=503
+            )
+        if edge.settings.routes_source == "file" and not len(edge.routes):
             return JSONResponse({"status": "not ready", "reason": "no routes"}, status_code=503)
         return JSONResponse({"status": "ready", "models": len(edge.routes)})
 

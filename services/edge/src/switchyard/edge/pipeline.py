@@ -169,6 +169,8 @@ async def _admit(api: Api, request: Request, edge: EdgeState, ex: Exchange) -> R
     ex.model = route.name
     ex.routed()
     if route.waking or not edge.pool.healthy(route):
+        if route.waking and edge.demand is not None:
+            edge.demand(route)  # scaled to zero or loading: ask the operator for a replica
         metrics.REFUSALS.labels(route.name, "no_backend").inc()
         raise OpenAIError.unavailable(
             f"No backend for model '{route.name}' is ready yet; retry after a moment.",

@@ -21,8 +21,14 @@ class EdgeSettings(ServiceSettings):
 
     #: API keys (hashes only); see `python -m switchyard.edge keys --help`.
     keys_file: Path | None = None
-    #: The routes: a YAML file of models and adapter endpoints, reloaded when it changes.
-    routes_file: Path
+    #: Where routes come from: a YAML file (local, reloaded when it changes) or the
+    #: cluster's ModelBackend objects and their adapters' EndpointSlices.
+    routes_source: Literal["file", "kubernetes"] = "file"
+    routes_file: Path | None = None
+    #: With the kubernetes source: the namespace to watch (unset: all namespaces).
+    kubernetes_namespace: str | None = None
+    #: With the kubernetes source: how often demand for a scaled-to-zero model is signalled.
+    demand_interval_s: float = Field(default=10.0, gt=0)
     #: How often the keys and routes files are checked for changes.
     reload_interval_s: float = Field(default=2.0, gt=0)
 
@@ -66,4 +72,6 @@ class EdgeSettings(ServiceSettings):
                 "EDGE_WORKERS > 1 needs EDGE_RATE_LIMIT_BACKEND=redis: in-memory limits are per "
                 "process, so each worker would admit the full limit"
             )
+        if self.routes_source == "file" and self.routes_file is None:
+            raise ValueError("EDGE_ROUTES_SOURCE=file needs EDGE_ROUTES_FILE")
         return self

@@ -2,13 +2,14 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass, field
 
 from switchyard.edge.admission import Admission
 from switchyard.edge.auth import KeyStore
 from switchyard.edge.ratelimit import RateLimiter
 from switchyard.edge.routing.endpoints import EndpointPool
-from switchyard.edge.routing.table import RouteTable
+from switchyard.edge.routing.table import Route, RouteTable
 from switchyard.edge.settings import EdgeSettings
 
 
@@ -20,6 +21,10 @@ class EdgeState:
     limiter: RateLimiter
     admission: Admission
     routes: RouteTable = field(default_factory=RouteTable)
+    #: Ask for a replica of a model that has none (the cluster source; None for files).
+    demand: Callable[[Route], None] | None = None
+    #: Whether the routes source has its first complete view (a file: loaded; a cluster: synced).
+    routes_synced: Callable[[], bool] = lambda: True
 
     def use_routes(self, table: RouteTable) -> None:
         """A routes source's new table: route to it, and open/close endpoints to match."""

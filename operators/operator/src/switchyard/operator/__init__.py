@@ -1,0 +1,1 @@
+"""The Switchyard operator: ModelBackend resources become warm, correctly scheduled engine Deployments."""
