@@ -11,6 +11,8 @@ from __future__ import annotations
 from collections.abc import Callable
 from typing import Any, Final
 
+from switchyard.enginesim.serde import unexpected
+
 Check = Callable[[Any], None]
 
 
@@ -18,25 +20,8 @@ class ContractError(ValueError):
     """The body violates the JSON contract."""
 
 
-def _unexpected(value: Any) -> str:
-    """How serde names an unexpected JSON value."""
-    if value is None:
-        return "null"
-    if isinstance(value, bool):
-        return f"boolean `{'true' if value else 'false'}`"
-    if isinstance(value, int):
-        return f"integer `{value}`"
-    if isinstance(value, float):
-        return f"floating point `{value}`"
-    if isinstance(value, str):
-        return f'string "{value}"'
-    if isinstance(value, list):
-        return "sequence"
-    return "map"
-
-
 def _invalid(value: Any, expected: str) -> ContractError:
-    return ContractError(f"invalid type: {_unexpected(value)}, expected {expected}")
+    return ContractError(f"invalid type: {unexpected(value)}, expected {expected}")
 
 
 def _is_int(value: Any) -> bool:

@@ -12,9 +12,10 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 from switchyard.enginesim import chat_template
+from switchyard.enginesim.serde import unexpected
 from switchyard.enginesim.tgi.errors import InferError, data_error
 from switchyard.enginesim.tgi.params import Grammar, Parameters, parse_grammar
-from switchyard.enginesim.tgi.wire import Fields, unexpected
+from switchyard.enginesim.tgi.wire import Fields
 
 
 @dataclass(frozen=True, slots=True)

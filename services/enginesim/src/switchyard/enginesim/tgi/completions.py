@@ -18,6 +18,7 @@ from starlette.responses import Response
 from starlette.routing import Route
 
 from switchyard.enginesim.scheduler import Overloaded
+from switchyard.enginesim.serde import unexpected
 from switchyard.enginesim.serving import ClientDisconnected, OrjsonResponse, until_disconnected
 from switchyard.enginesim.tgi import openai_payloads as oai
 from switchyard.enginesim.tgi.engine import TgiEngine
@@ -26,7 +27,7 @@ from switchyard.enginesim.tgi.native import compute_type
 from switchyard.enginesim.tgi.params import Parameters
 from switchyard.enginesim.tgi.runs import Incoming, all_or_none, run_unary, steps, tracked
 from switchyard.enginesim.tgi.sse import merged, sse_response
-from switchyard.enginesim.tgi.wire import Fields, read_json, unexpected
+from switchyard.enginesim.tgi.wire import Fields, read_json
 
 
 @dataclass(frozen=True, slots=True)

@@ -9,8 +9,9 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Any, Final, Literal
 
+from switchyard.enginesim.serde import unexpected
 from switchyard.enginesim.tgi.errors import data_error
-from switchyard.enginesim.tgi.wire import Fields, unexpected
+from switchyard.enginesim.tgi.wire import Fields
 
 GrammarKind = Literal["json", "regex", "json_schema"]
 _GRAMMAR_KINDS: Final = ("json", "json_object", "regex", "json_schema")

@@ -14,6 +14,7 @@ from typing import Any, Final
 import orjson
 from starlette.requests import Request
 
+from switchyard.enginesim.serde import unexpected
 from switchyard.enginesim.tgi.errors import BodyRejection, data_error
 
 _INT_RANGES: Final = {
@@ -42,23 +43,6 @@ async def read_json(request: Request, limit: int) -> Any:
         return orjson.loads(body)
     except orjson.JSONDecodeError as exc:
         raise BodyRejection(400, f"Failed to parse the request body as JSON: {exc}") from None
-
-
-def unexpected(value: object) -> str:
-    """How serde names a JSON value it did not expect."""
-    if value is None:
-        return "null"
-    if isinstance(value, bool):
-        return f"boolean `{'true' if value else 'false'}`"
-    if isinstance(value, int):
-        return f"integer `{value}`"
-    if isinstance(value, float):
-        return f"floating point `{value}`"
-    if isinstance(value, str):
-        return f"string {orjson.dumps(value).decode()}"
-    if isinstance(value, list):
-        return "sequence"
-    return "map"
 
 
 class Fields:
