@@ -11,9 +11,19 @@ PROTO_OUT := services/common/src
 PROTOS := $(shell find protos -name '*.proto')
 # make run RUN_ARGS='--edges 3': three edge processes sharing rate limits through redis.
 RUN_ARGS ?=
+# make bench BENCH_ARGS='--no-litellm --scale 0.5'
+BENCH_ARGS ?=
 # Where tests run in parallel; 'auto' = one worker per core.
 TEST_WORKERS ?= auto
 PYTEST_ARGS ?=
+# The chart tests run Helm through helm-sdkpy, which needs Python 3.12: a second environment,
+# made from the same uv.lock (dependency group `chart`). PYTHON312=/path/to/python3.12 overrides.
+CHART_VENV := .venv-chart
+PYTHON312 ?= $(shell ls -d "$$(pyenv root 2>/dev/null)"/versions/3.12*/bin/python3.12 2>/dev/null | tail -n 1 \
+  || true)
+ifeq ($(strip $(PYTHON312)),)
+PYTHON312 := $(shell command -v python3.12 2>/dev/null)
+endif
 
 .PHONY: help
 help: ## Show this help.
@@ -27,6 +37,15 @@ uv:
 sync: uv ## Install the workspace (every service, tool and dev dependency) from uv.lock into .venv.
 	@$(UV) sync --locked --quiet
 
+.PHONY: chart-env
+chart-env: uv ## Make .venv-chart (Python 3.12, helm-sdkpy) for the chart tests, from uv.lock.
+	@if [ -z "$(PYTHON312)" ]; then \
+	  echo "error: the chart tests need Python 3.12 (helm-sdkpy is built for 3.12+) and none was found" >&2; \
+	  echo "       (looked in \$$(pyenv root)/versions/3.12*/ and for python3.12 on PATH);" >&2; \
+	  echo "       install one (e.g. 'pyenv install 3.12') or run: make test PYTHON312=/path/to/python3.12" >&2; \
+	  exit 1; fi
+	@UV_PROJECT_ENVIRONMENT=$(CHART_VENV) $(UV) sync --locked --quiet --python "$(PYTHON312)" --only-group chart
+
 .PHONY: system-deps
 system-deps: ## Install the system packages tests need (redis-server) where missing.
 	@command -v redis-server >/dev/null 2>&1 || { \
@@ -39,6 +58,10 @@ proto: sync ## Regenerate the gRPC/protobuf code from protos/ (grpcio-tools pinn
 	$(UV) run --locked python -m grpc_tools.protoc -I protos \
 	  --python_out=$(PROTO_OUT) --grpc_python_out=$(PROTO_OUT) \
 	  --mypy_out=$(PROTO_OUT) --mypy_grpc_out=$(PROTO_OUT) $(PROTOS)
+
+.PHONY: crd
+crd: sync ## Regenerate the ModelBackend CRD from the operator's models (a test fails when it is stale).
+	$(UV) run --locked python -m switchyard.operator crd > charts/switchyard/crds/modelbackends.switchyard.dev.yaml
 
 .PHONY: lint
 lint: sync ## ruff (lint and format check) and mypy (strict).
@@ -56,11 +79,22 @@ run: sync ## Start the whole local stack (simulated engines, adapters, edge) in 
 	$(UV) run --locked python -m switchyard.devstack $(RUN_ARGS)
 
 .PHONY: test
-test: sync system-deps ## Run every test (lint included).
+test: sync chart-env system-deps ## Run every test (lint included).
 	$(MAKE) --no-print-directory lint
-	$(UV) run --locked pytest -n $(TEST_WORKERS) --dist loadfile $(PYTEST_ARGS)
+	SWITCHYARD_CHART_PYTHON=$(CURDIR)/$(CHART_VENV)/bin/python \
+	  $(UV) run --locked pytest -n $(TEST_WORKERS) --dist loadfile $(PYTEST_ARGS)
+
+.PHONY: dev
+dev: ## skaffold dev on a local cluster (kind, minikube, k3d): simulated engines, no GPU.
+	@command -v skaffold >/dev/null 2>&1 || { echo "error: skaffold not found (https://skaffold.dev/docs/install/)" >&2; exit 1; }
+	@command -v helm >/dev/null 2>&1 || { echo "error: helm not found (https://helm.sh/docs/intro/install/)" >&2; exit 1; }
+	skaffold dev -p local
+
+.PHONY: bench
+bench: sync system-deps ## Switchyard against the engine alone and LiteLLM's proxy (about 6 min; results in bench/results/).
+	$(UV) run --locked python -m switchyard.bench $(BENCH_ARGS)
 
 .PHONY: clean
 clean: ## Remove caches and the virtualenv.
-	rm -rf .venv .pytest_cache .mypy_cache .ruff_cache
+	rm -rf .venv .venv-chart .pytest_cache .mypy_cache .ruff_cache
 	find . -name __pycache__ -type d -prune -exec rm -rf {} +

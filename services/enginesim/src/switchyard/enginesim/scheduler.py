@@ -20,6 +20,8 @@ from contextlib import asynccontextmanager
 from dataclasses import dataclass, field
 from typing import TypeVar
 
+from switchyard.enginesim.faults import Faults
+
 T = TypeVar("T")
 
 
@@ -95,6 +97,8 @@ class Scheduler:
         self._waiters: deque[_Waiter] = deque()
         self._queued_tokens = 0
         self._started_at: float | None = None
+        #: Injected faults (`/sim/faults`): requests that stall.
+        self.faults = Faults()
 
     @property
     def running(self) -> int:
@@ -152,11 +156,16 @@ class Scheduler:
     async def pace(self, items: Sequence[T], prompt_tokens: int = 0) -> AsyncIterator[T]:
         """Yield `items` at the model's pace: the first after TTFT (+ prefill), then one per ITL.
 
-        Deadlines are absolute, so slow wake-ups do not add up over a long stream.
+        Deadlines are absolute, so slow wake-ups do not add up over a long stream. A stall
+        (`faults`) holds the items from its point on until it is cleared.
         """
         loop = asyncio.get_running_loop()
+        stall_at = self.faults.claim(len(items))
         deadline = loop.time() + self.latency.first_token_s(prompt_tokens)
-        for item in items:
+        for i, item in enumerate(items):
+            if i == stall_at:
+                await self.faults.stall()
+                deadline = max(deadline, loop.time())
             await _sleep_until(loop, deadline)
             yield item
             deadline += self.latency.itl_s
@@ -165,6 +174,15 @@ class Scheduler:
         """Sleep as long as generating `n_tokens` takes (for non-streaming requests)."""
         seconds = self.latency.first_token_s(prompt_tokens)
         seconds += self.latency.itl_s * max(0, n_tokens - 1)
+        stall_at = self.faults.claim(n_tokens)
+        if stall_at is not None:
+            before = 0.0
+            if stall_at:
+                before = self.latency.first_token_s(prompt_tokens)
+                before += self.latency.itl_s * (stall_at - 1)
+            await asyncio.sleep(before)
+            await self.faults.stall()
+            seconds -= before
         await asyncio.sleep(seconds)
 
     async def _acquire(self, prompt_tokens: int) -> float:

@@ -17,6 +17,8 @@ from starlette.requests import Request
 from starlette.responses import Response
 from starlette.types import ASGIApp, Receive
 
+from switchyard.common.uvicorn_server import GracefulServer
+
 T = TypeVar("T")
 log = logging.getLogger("switchyard.enginesim")
 
@@ -126,7 +128,7 @@ async def _signalled_within(seconds: float) -> bool:
     return True
 
 
-class _Server(uvicorn.Server):
+class _Server(GracefulServer):
     def __init__(self, config: uvicorn.Config, name: str) -> None:
         super().__init__(config)
         self._name = name

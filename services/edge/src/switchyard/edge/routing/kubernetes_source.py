@@ -25,8 +25,9 @@ from collections.abc import AsyncIterable, Callable
 from dataclasses import dataclass
 from typing import Any
 
+import httpx2
 import structlog
-from lightkube import ALL_NS, ApiError, AsyncClient, NotReadyError
+from lightkube import ALL_NS, AsyncClient, NotReadyError
 from lightkube.generic_resource import create_namespaced_resource
 from lightkube.resources.discovery_v1 import EndpointSlice
 from lightkube.types import PatchType
@@ -254,7 +255,7 @@ class KubernetesRoutes:
             await self._client.patch(
                 ModelBackend, key[1], patch, namespace=key[0], patch_type=PatchType.MERGE
             )
-        except (ApiError, OSError) as exc:
+        except (httpx2.HTTPError, OSError) as exc:  # ApiError is an httpx2.HTTPStatusError
             log.warning("demand_signal_failed", backend=f"{key[0]}/{key[1]}", error=repr(exc))
             self._demanded.pop(key, None)  # let the next request try again
         else:

@@ -6,6 +6,7 @@ from starlette.applications import Starlette
 from starlette.exceptions import HTTPException
 from starlette.routing import BaseRoute
 
+from switchyard.enginesim.faults import faults_route
 from switchyard.enginesim.scheduler import Scheduler
 from switchyard.enginesim.sglang.args import ServerArgs
 from switchyard.enginesim.sglang.chat import ChatApi
@@ -56,6 +57,7 @@ def build_app(args: ServerArgs) -> Starlette:
         *CompletionsApi(runtime).routes(),
         *TokenizeApi(runtime).routes(),
         stats_route(runtime.stats),
+        faults_route(runtime.scheduler.faults),
     ]
     if runtime.metrics is not None:
         routes.append(runtime.metrics.route())

@@ -15,6 +15,7 @@ from starlette.responses import Response
 from starlette.types import ASGIApp, Receive, Scope, Send
 
 from switchyard.enginesim.cli import SimOptions
+from switchyard.enginesim.faults import faults_route
 from switchyard.enginesim.stats import SimStats, stats_route
 from switchyard.enginesim.tgi import prometheus_port
 from switchyard.enginesim.tgi.chat import ChatRoutes
@@ -78,6 +79,7 @@ def build_app(config: TgiConfig, sim: SimOptions, stats: SimStats | None = None)
         *ChatRoutes(engine).routes(),
         *CompletionRoutes(engine).routes(),
         stats_route(engine.stats),
+        faults_route(engine.scheduler.faults),
     ]
     app = Starlette(
         routes=routes,

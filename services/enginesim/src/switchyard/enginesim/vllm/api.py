@@ -31,6 +31,7 @@ from starlette.responses import Response, StreamingResponse
 from starlette.routing import Route
 
 from switchyard.enginesim import tokenizer
+from switchyard.enginesim.faults import faults_route
 from switchyard.enginesim.scheduler import QueueFull, Scheduler
 from switchyard.enginesim.serving import (
     ClientDisconnected,
@@ -490,6 +491,7 @@ def create_app(config: ServeConfig) -> Starlette:
         Route("/metrics", sim.prometheus, methods=["GET"]),
         Route("/metrics/", sim.prometheus, methods=["GET"]),
         stats_route(sim.stats),
+        faults_route(sim.scheduler.faults),
     ]
     middleware = []
     if config.api_keys:

@@ -1,0 +1,411 @@
+"""The `ModelBackend` API (`switchyard.dev/v1alpha1`): one set of pydantic models.
+
+These models are the single source of truth: `crd.py` turns them into the CRD's
+`openAPIV3Schema` (defaults, enums, minimums, descriptions from the attribute docstrings)
+and the CEL rules below become its `x-kubernetes-validations`. The same rules run as
+pydantic validators, so the operator, the tests and the API server reject the same specs
+with the same messages.
+"""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+from typing import Annotated, Any, Final, Literal, Self
+
+from pydantic import (
+    AliasGenerator,
+    BaseModel,
+    BeforeValidator,
+    ConfigDict,
+    Field,
+    StringConstraints,
+    WithJsonSchema,
+    model_validator,
+)
+from pydantic.alias_generators import to_camel
+
+GROUP: Final = "switchyard.dev"
+VERSION: Final = "v1alpha1"
+API_VERSION: Final = f"{GROUP}/{VERSION}"
+KIND: Final = "ModelBackend"
+PLURAL: Final = "modelbackends"
+SINGULAR: Final = "modelbackend"
+SHORT_NAMES: Final = ("mb",)
+
+Engine = Literal["vllm", "sglang", "tgi"]
+ENGINES: Final[tuple[Engine, ...]] = ("vllm", "sglang", "tgi")
+Phase = Literal["Pending", "Loading", "Ready", "Degraded", "Failed"]
+PHASES: Final[tuple[Phase, ...]] = ("Pending", "Loading", "Ready", "Degraded", "Failed")
+
+#: A Kubernetes quantity without a sign ("8", "500m", "48Gi"); YAML integers are accepted.
+QUANTITY_PATTERN: Final = (
+    r"^(([0-9]+(\.[0-9]*)?)|(\.[0-9]+))"
+    r"(([KMGTPE]i)|[numkMGTPE]|([eE](\+|-)?(([0-9]+(\.[0-9]*)?)|(\.[0-9]+))))?$"
+)
+#: metadata.name: the adapter Service is `<name>-adapter`, a DNS-1035 label of at most 63.
+NAME_PATTERN: Final = r"^[a-z]([-a-z0-9]*[a-z0-9])?$"
+MAX_NAME_LENGTH: Final = 55
+
+
+def _int_to_str(value: object) -> object:
+    if isinstance(value, int) and not isinstance(value, bool):
+        return str(value)
+    return value
+
+
+Quantity = Annotated[
+    str,
+    BeforeValidator(_int_to_str),
+    StringConstraints(pattern=QUANTITY_PATTERN),
+    # The form controller-gen writes for resource.Quantity: a structural int-or-string.
+    WithJsonSchema(
+        {
+            "anyOf": [{"type": "integer"}, {"type": "string"}],
+            "pattern": QUANTITY_PATTERN,
+            "x-kubernetes-int-or-string": True,
+        }
+    ),
+]
+NonEmpty = Annotated[str, StringConstraints(min_length=1)]
+
+
+@dataclass(frozen=True, slots=True)
+class Rule:
+    """One validation rule, written twice: in CEL for the API server, in Python for pydantic."""
+
+    cel: str
+    message: str
+    check: Callable[[Any], bool]
+    #: The field the API server blames (a JSON path relative to the rule's object).
+    field_path: str | None = None
+
+    def schema(self) -> dict[str, str]:
+        out = {"rule": self.cel, "message": self.message}
+        if self.field_path:
+            out["fieldPath"] = self.field_path
+        return out
+
+
+def _cel(rules: Sequence[Rule]) -> dict[str, Any]:
+    return {"x-kubernetes-validations": [rule.schema() for rule in rules]}
+
+
+def _enforce(model: Any, rules: Sequence[Rule]) -> None:
+    failed = [rule.message for rule in rules if not rule.check(model)]
+    if failed:
+        raise ValueError("; ".join(failed))
+
+
+class ApiModel(BaseModel):
+    """camelCase on the wire, snake_case in Python; unknown fields are errors."""
+
+    model_config = ConfigDict(
+        alias_generator=AliasGenerator(alias=to_camel),
+        validate_by_name=True,
+        validate_by_alias=True,
+        serialize_by_alias=True,
+        extra="forbid",
+        frozen=True,
+        use_attribute_docstrings=True,
+    )
+
+
+class Resources(ApiModel):
+    """What one replica's engine container asks for. Ignored when `simulated`: simulators get
+    the operator's small CPU-only defaults, so the same resource runs on a laptop cluster."""
+
+    gpus: int = Field(default=1, ge=0)
+    """GPUs per replica (requests = limits, under `gpuResource`). 0 runs the engine without GPUs."""
+    gpu_resource: str = Field(
+        default="nvidia.com/gpu",
+        min_length=1,
+        pattern=r"^([a-z0-9]([-a-z0-9.]*[a-z0-9])?/)?[A-Za-z0-9]([-A-Za-z0-9_.]*[A-Za-z0-9])?$",
+    )
+    """The extended resource name of the GPUs (e.g. `nvidia.com/gpu`, `amd.com/gpu`)."""
+    cpu: Quantity | None = None
+    """CPU request of the engine container (no CPU limit, so the engine is never throttled)."""
+    memory: Quantity | None = None
+    """Memory request and limit of the engine container (host memory, not GPU memory)."""
+
+
+class Parallelism(ApiModel):
+    """How the model is split across the GPUs of one replica."""
+
+    tensor: int = Field(default=1, ge=1)
+    """Tensor parallel size (vLLM `--tensor-parallel-size`, SGLang `--tp-size`, TGI `--num-shard`)."""
+
+
+SCALING_RULES: Final = (
+    Rule(
+        "self.minReplicas <= self.maxReplicas",
+        "minReplicas must not exceed maxReplicas",
+        lambda s: s.min_replicas <= s.max_replicas,
+        ".minReplicas",
+    ),
+    Rule(
+        "self.warmReplicas <= self.maxReplicas",
+        "warmReplicas must not exceed maxReplicas",
+        lambda s: s.warm_replicas <= s.max_replicas,
+        ".warmReplicas",
+    ),
+)
+
+
+class Scaling(ApiModel):
+    """Replicas follow demand: desired = clamp(demand + warmReplicas, minReplicas, maxReplicas),
+    where demand = ceil(requests in flight / targetInFlightPerReplica) from the adapters' load
+    reports. Scale-up is immediate; scale-down waits until the lower count has held for
+    scaleDownDelaySeconds. With minReplicas and warmReplicas both 0 the backend scales to zero
+    and wakes up on the edge's demand annotation (switchyard.dev/demanded-at)."""
+
+    model_config = ConfigDict(json_schema_extra=_cel(SCALING_RULES))
+
+    min_replicas: int = Field(default=1, ge=0)
+    """Never fewer replicas than this."""
+    max_replicas: int = Field(default=1, ge=1)
+    """Never more replicas than this."""
+    warm_replicas: int = Field(default=0, ge=0)
+    """Ready replicas kept beyond current demand, to absorb bursts without a model load."""
+    target_in_flight_per_replica: int = Field(default=32, ge=1)
+    """Requests in flight (running + queued) one replica should carry."""
+    scale_down_delay_seconds: int = Field(default=300, ge=0)
+    """How long a lower replica count must hold before replicas are removed."""
+
+    @model_validator(mode="after")
+    def _rules(self) -> Self:
+        _enforce(self, SCALING_RULES)
+        return self
+
+
+class AdapterOverrides(ApiModel):
+    """The adapter sidecar (the gRPC front of the engine)."""
+
+    image: NonEmpty | None = None
+    """Adapter image; default: the operator's `adapter-<engine>` image."""
+
+
+ENV_RULES: Final = (
+    Rule(
+        "!(has(self.value) && has(self.valueFrom))",
+        "set value or valueFrom, not both",
+        lambda e: e.value is None or e.value_from is None,
+    ),
+)
+
+
+class EnvVar(ApiModel):
+    """An environment variable of the engine container (a core/v1 EnvVar)."""
+
+    model_config = ConfigDict(json_schema_extra=_cel(ENV_RULES))
+
+    name: NonEmpty
+    value: str | None = None
+    value_from: dict[str, Any] | None = None
+    """A core/v1 EnvVarSource, e.g. `{secretKeyRef: {name: hf, key: token}}`."""
+
+    @model_validator(mode="after")
+    def _rules(self) -> Self:
+        _enforce(self, ENV_RULES)
+        return self
+
+
+class Toleration(ApiModel):
+    """A core/v1 Toleration."""
+
+    key: str | None = None
+    operator: Literal["Exists", "Equal"] | None = None
+    value: str | None = None
+    effect: Literal["NoSchedule", "PreferNoSchedule", "NoExecute"] | None = None
+    toleration_seconds: int | None = None
+
+
+MODEL_CACHE_RULES: Final = (
+    Rule(
+        "!(has(self.claimName) && has(self.sizeLimit))",
+        "set claimName (a PersistentVolumeClaim) or sizeLimit (an emptyDir), not both",
+        lambda c: c.claim_name is None or c.size_limit is None,
+    ),
+)
+
+
+class ModelCache(ApiModel):
+    """Where the engine keeps downloaded weights (mounted at /models, HF_HOME=/models).
+    Unset: an emptyDir without a size limit. Ignored when `simulated`."""
+
+    model_config = ConfigDict(json_schema_extra=_cel(MODEL_CACHE_RULES))
+
+    claim_name: NonEmpty | None = None
+    """A PersistentVolumeClaim in the same namespace (ReadWriteMany or ReadOnlyMany to share it)."""
+    read_only: bool = False
+    """Mount the claim read-only (weights downloaded beforehand)."""
+    size_limit: Quantity | None = None
+    """The size limit of an emptyDir cache, used when no claimName is given."""
+
+    @model_validator(mode="after")
+    def _rules(self) -> Self:
+        _enforce(self, MODEL_CACHE_RULES)
+        return self
+
+
+SPEC_RULES: Final = (
+    Rule(
+        # The API server applies the schema's defaults before it validates, so every field
+        # named here is present.
+        "self.simulated || self.resources.gpus == 0 || "
+        "self.parallelism.tensor <= self.resources.gpus",
+        "parallelism.tensor must not exceed resources.gpus (each tensor-parallel rank needs a GPU)",
+        lambda s: s.simulated or s.resources.gpus == 0 or s.parallelism.tensor <= s.resources.gpus,
+        ".parallelism.tensor",
+    ),
+)
+
+
+class ModelBackendSpec(ApiModel):
+    """One served model: engine Deployments with the adapter as a sidecar, a Service for the
+    adapter's gRPC port and a PodDisruptionBudget, scaled between minReplicas and maxReplicas."""
+
+    model_config = ConfigDict(json_schema_extra=_cel(SPEC_RULES))
+
+    engine: Engine
+    """The inference engine: vllm, sglang or tgi."""
+    model: NonEmpty
+    """What the engine loads: a Hugging Face model id or a path (under the model cache)."""
+    served_model_name: NonEmpty | None = None
+    """The model name clients send; default: metadata.name."""
+    aliases: list[NonEmpty] = Field(
+        default_factory=list, json_schema_extra={"x-kubernetes-list-type": "set"}
+    )
+    """Other names the edge accepts for this model."""
+    simulated: bool = False
+    """Run the engine's simulator (CPU only, no GPUs, no model download) with the same ports,
+    probes and adapter: for clusters without GPUs (kind, CI). GPU resources, nodeSelector,
+    runtimeClassName and modelCache are then ignored."""
+    image: NonEmpty | None = None
+    """Engine container image; default: the operator's pinned image for the engine."""
+    args: list[str] = Field(default_factory=list)
+    """Extra engine flags, appended after the operator's own (model, port, served name,
+    parallelism, length); do not repeat those (TGI refuses repeated flags)."""
+    env: list[EnvVar] = Field(default_factory=list)
+    """Extra environment of the engine container (after the operator's), e.g. HF_TOKEN."""
+    adapter: AdapterOverrides | None = None
+    resources: Resources = Field(default_factory=Resources, json_schema_extra={"default": {}})
+    parallelism: Parallelism = Field(default_factory=Parallelism, json_schema_extra={"default": {}})
+    max_model_len: int | None = Field(default=None, ge=1)
+    """Context length in tokens (vLLM `--max-model-len`, SGLang `--context-length`, TGI
+    `--max-total-tokens`); default: the model's own."""
+    scaling: Scaling = Field(default_factory=Scaling, json_schema_extra={"default": {}})
+    node_selector: dict[str, str] = Field(default_factory=dict)
+    """Node labels the engine pods require (ignored when simulated)."""
+    tolerations: list[Toleration] = Field(default_factory=list)
+    """Taints the engine pods tolerate (e.g. nvidia.com/gpu:NoSchedule)."""
+    runtime_class_name: NonEmpty | None = None
+    """The pods' RuntimeClass (e.g. nvidia); ignored when simulated."""
+    model_cache: ModelCache | None = None
+    shm_size: Quantity = "2Gi"
+    """Size of the in-memory /dev/shm (NCCL and the engines' worker processes need more than
+    the container runtime's 64Mi); counted against the pod's memory."""
+
+    @model_validator(mode="after")
+    def _rules(self) -> Self:
+        _enforce(self, SPEC_RULES)
+        return self
+
+    def effective_served_name(self, name: str) -> str:
+        return self.served_model_name or name
+
+
+class Condition(ApiModel):
+    """A standard metav1.Condition."""
+
+    type: NonEmpty
+    status: Literal["True", "False", "Unknown"]
+    reason: NonEmpty
+    """CamelCase reason, e.g. ReplicasReady."""
+    message: str
+    last_transition_time: str = Field(json_schema_extra={"format": "date-time"})
+    observed_generation: int | None = Field(default=None, ge=0)
+
+
+class PendingScaleDown(ApiModel):
+    """A scale-down waiting out scaleDownDelaySeconds."""
+
+    since: str = Field(json_schema_extra={"format": "date-time"})
+    """When the lower replica count was first recommended."""
+    replicas: int = Field(ge=0)
+    """The replicas it will go to: the highest count recommended since then."""
+
+
+class ModelBackendStatus(ApiModel):
+    """What the operator observed; written by the operator only."""
+
+    phase: Phase | None = None
+    """Pending (nothing asked for yet, or scaled to zero), Loading (no replica ready yet),
+    Ready (all desired replicas ready), Degraded (serving, but fewer ready replicas than
+    desired), Failed (invalid spec, or the rollout failed with nothing serving)."""
+    conditions: list[Condition] = Field(
+        default_factory=list,
+        json_schema_extra={"x-kubernetes-list-type": "map", "x-kubernetes-list-map-keys": ["type"]},
+    )
+    """Ready (all desired replicas serving) and Available (at least one replica serving)."""
+    observed_generation: int | None = Field(default=None, ge=0)
+    """The metadata.generation this status describes."""
+    replicas: int | None = Field(default=None, ge=0)
+    """Engine pods that exist."""
+    ready_replicas: int | None = Field(default=None, ge=0)
+    """Pods whose engine has loaded the model and whose adapter serves."""
+    desired_replicas: int | None = Field(default=None, ge=0)
+    """Replicas the operator asks for now."""
+    warm_replicas: int | None = Field(default=None, ge=0)
+    """Ready replicas beyond current demand: idle, model loaded, ready for a burst."""
+    demand_replicas: int | None = Field(default=None, ge=0)
+    """Replicas the last load report called for (in flight / targetInFlightPerReplica)."""
+    pending_scale_down: PendingScaleDown | None = None
+    endpoint: str | None = None
+    """The adapters' gRPC address: <name>-adapter.<namespace>.svc:50051."""
+    served_model_name: str | None = None
+    """The model name clients send (spec.servedModelName or metadata.name)."""
+    engine: Engine | None = None
+
+
+ROOT_RULES: Final = (
+    Rule(
+        f"self.metadata.name.size() <= {MAX_NAME_LENGTH} && "
+        f"self.metadata.name.matches('{NAME_PATTERN}')",
+        f"metadata.name must be a DNS-1035 label (lower-case letters, digits and '-', starting "
+        f"with a letter) of at most {MAX_NAME_LENGTH} characters: the adapter Service is named "
+        "<name>-adapter",
+        lambda r: _valid_name(str(r.metadata.get("name", ""))),
+    ),
+)
+
+
+def _valid_name(name: str) -> bool:
+    return len(name) <= MAX_NAME_LENGTH and re.fullmatch(NAME_PATTERN, name) is not None
+
+
+class ModelBackend(ApiModel):
+    """A model served by one engine kind, scaled by the Switchyard operator."""
+
+    model_config = ConfigDict(json_schema_extra=_cel(ROOT_RULES), extra="forbid")
+
+    api_version: Literal["switchyard.dev/v1alpha1"]
+    kind: Literal["ModelBackend"]
+    metadata: dict[str, Any]
+    spec: ModelBackendSpec
+    status: ModelBackendStatus | None = None
+
+    @model_validator(mode="after")
+    def _rules(self) -> Self:
+        _enforce(self, ROOT_RULES)
+        return self
+
+
+ALL_RULES: Final[dict[str, tuple[Rule, ...]]] = {
+    "ModelBackend": ROOT_RULES,
+    "ModelBackendSpec": SPEC_RULES,
+    "Scaling": SCALING_RULES,
+    "EnvVar": ENV_RULES,
+    "ModelCache": MODEL_CACHE_RULES,
+}

@@ -1,0 +1,120 @@
+"""The load generator, the meter and the report against a real simulator: a few requests.
+
+Nothing here asserts speed: only that every request is sent, read and accounted for.
+"""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+from switchyard.bench.loadgen import Sender, Target, closed_loop, open_loop, session, timed
+from switchyard.bench.paths import Deployment
+from switchyard.bench.plot import plot
+from switchyard.bench.procstats import Meter, Role
+from switchyard.bench.report import document, machine, markdown
+from switchyard.bench.runner import Progress, Run, run_scenario
+from switchyard.bench.scenarios import Scenario
+from switchyard.bench.stats import summarize
+from switchyard.bench.wire import Workload
+from tests.support.processes import Service, wait_http
+from tests.support.stacks import options, start_sim
+
+ROOT = Path(__file__).resolve().parents[2]
+
+
+@pytest.fixture(scope="module")
+def sim(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Service]:
+    service = start_sim("vllm", tmp_path_factory.mktemp("bench"), options(ttft_s=0, itl_s=0))
+    try:
+        wait_http(service, f"http://127.0.0.1:{service.port}/health")
+        yield service
+    finally:
+        service.stop()
+
+
+def _target(sim: Service, model: str = "demo-vllm") -> Target:
+    return Target(f"http://127.0.0.1:{sim.port}", model)
+
+
+async def test_closed_loop_unary_and_streams(sim: Service) -> None:
+    async with session(4) as client:
+        unary = Sender(client, _target(sim), Workload("chat", False, 16))
+        samples, duration = await timed(closed_loop(unary, 4, 20))
+        streams = Sender(client, _target(sim), Workload("completions", True, 8))
+        streamed = await closed_loop(streams, 2, 4)
+    assert len(samples) == 20
+    assert all(s.ok and s.tokens == 16 and s.status == 200 for s in samples)
+    summary = summarize(samples, duration)
+    assert summary.ok == 20
+    assert summary.latency_p50_s <= summary.latency_p99_s
+    assert all(s.ok and s.tokens == 8 and s.ttft_s is not None for s in streamed)
+    assert all(s.ttft_s is not None and s.ttft_s <= s.latency_s for s in streamed)
+
+
+async def test_open_loop_and_errors(sim: Service) -> None:
+    async with session(8) as client:
+        good = Sender(client, _target(sim), Workload())
+        samples = await open_loop(good, 200, 10, max_outstanding=8)
+        wrong = Sender(client, _target(sim, "no-such-model"), Workload(stream=True))
+        refused = await closed_loop(wrong, 2, 3)
+    assert len(samples) == 10
+    assert all(s.ok for s in samples if s.error != "client overloaded")
+    assert all(s.status == 404 and s.error and s.error.startswith("HTTP 404") for s in refused)
+    assert summarize(refused, 1.0).errors == {"HTTP 404": 3}
+
+
+async def test_a_scenario_is_metered_and_reported(sim: Service, tmp_path: Path) -> None:
+    target = _target(sim)
+    deployment = Deployment("floor", {"zero": target}, {"zero": [Role("sim", (sim.process.pid,))]})
+    scenario = Scenario("unary-c4", "unary", "zero", Workload(), 4, 12, 4, cap_s=30)
+    result = await run_scenario(deployment, sim.process.pid, scenario, Progress())
+    assert (result.summary.ok, result.capped) == (12, False)
+    assert result.usage["sim"].peak_rss > 0
+    assert result.usage["sim"].cpu_s >= 0
+    run = Run(results=[result], duration_s=1.0)
+    info = machine()
+    assert info["logical_cores"]
+    text = markdown(run, info, "test")
+    assert "| floor | unary-c4 | 12/12 |" in text
+    doc = document(run, info, "test")
+    assert doc["results"][0]["summary"]["ok"] == 12
+    assert plot(run.results, tmp_path / "plot.png").stat().st_size > 0
+
+
+def test_the_meter_follows_a_process_tree(sim: Service) -> None:
+    meter = Meter([Role("sim", (sim.process.pid,)), Role("gone", (2**22 + 7,))])
+    meter.start()
+    usage = meter.stop()
+    assert usage["sim"].processes == 1
+    assert usage["sim"].peak_rss >= usage["sim"].end_rss > 0
+    assert usage["gone"].processes == 0
+
+
+@pytest.mark.slow
+def test_the_command_runs_the_floor_and_switchyard_and_writes_its_files(tmp_path: Path) -> None:
+    """`python -m switchyard.bench`, cut down to a few requests, without LiteLLM."""
+    out = tmp_path / "results"
+    command = [
+        sys.executable, "-m", "switchyard.bench",
+        "--paths", "floor,switchyard-1w",
+        "--scenarios", "unary-c1,stream-c1",
+        "--scale", "0.01",
+        "--out", str(out),
+    ]  # fmt: skip
+    done = subprocess.run(command, cwd=ROOT, capture_output=True, text=True, timeout=110)
+    assert done.returncode == 0, done.stderr[-3000:]
+    assert "| switchyard-1w | stream-c1 |" in done.stdout
+    (report,) = out.glob("*.json")
+    doc = json.loads(report.read_text())
+    assert {(r["path"], r["scenario"]["name"]) for r in doc["results"]} == {
+        (p, s) for p in ("floor", "switchyard-1w") for s in ("unary-c1", "stream-c1")
+    }
+    assert all(r["summary"]["ok"] == r["summary"]["requests"] for r in doc["results"])
+    assert all(r["added_p50_s"] is not None for r in doc["results"] if r["path"] != "floor")
+    assert len(list(out.glob("*.png"))) == len(list(out.glob("*.md"))) == 1

@@ -1,0 +1,215 @@
+"""The children of each example: valid Kubernetes objects, with the shape the platform needs."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import kopf
+import kubernetes_validate
+import pytest
+
+from switchyard.operator import naming
+from switchyard.operator.api import ModelBackendSpec
+from switchyard.operator.children import Children, render, template_hash
+from tests.operator.harness import EXAMPLES, example, operator_settings
+
+K8S_VERSION = "1.33"
+SETTINGS = operator_settings("models")
+
+
+def children(name: str, replicas: int = 2, **changes: Any) -> Children:
+    raw = example(name)
+    spec = ModelBackendSpec.model_validate({**raw["spec"], **changes})
+    return render(raw["metadata"]["name"], "models", spec, SETTINGS, replicas)
+
+
+def containers(objs: Children) -> dict[str, dict[str, Any]]:
+    return {c["name"]: c for c in objs.deployment["spec"]["template"]["spec"]["containers"]}
+
+
+@pytest.mark.parametrize("name", EXAMPLES)
+def test_children_are_valid_kubernetes_objects(name: str) -> None:
+    objs = children(name)
+    owner = {
+        "apiVersion": "switchyard.dev/v1alpha1",
+        "kind": "ModelBackend",
+        "metadata": {"name": "x", "namespace": "models", "uid": "1234"},
+    }
+    kopf.adopt(objs.all(), owner=kopf.Body(owner))  # type: ignore[arg-type]
+    for obj in objs.all():
+        kubernetes_validate.validate(obj, K8S_VERSION, strict=True)
+
+
+@pytest.mark.parametrize("name", EXAMPLES)
+def test_every_child_and_the_pods_carry_the_labels(name: str) -> None:
+    raw = example(name)
+    objs = children(name)
+    expected = {
+        "app.kubernetes.io/name": "model-backend",
+        "app.kubernetes.io/instance": raw["metadata"]["name"],
+        "app.kubernetes.io/managed-by": "switchyard-operator",
+        "app.kubernetes.io/part-of": "switchyard",
+        "switchyard.dev/model-backend": raw["metadata"]["name"],
+        "switchyard.dev/engine": raw["spec"]["engine"],
+    }
+    for obj in objs.all():
+        assert obj["metadata"]["labels"] == expected
+    assert objs.deployment["spec"]["template"]["metadata"]["labels"] == expected
+
+
+@pytest.mark.parametrize("name", EXAMPLES)
+def test_names_and_selectors(name: str) -> None:
+    backend = example(name)["metadata"]["name"]
+    objs = children(name)
+    selector = {"app.kubernetes.io/name": "model-backend", "app.kubernetes.io/instance": backend}
+    assert objs.deployment["metadata"]["name"] == backend
+    assert objs.deployment["spec"]["selector"] == {"matchLabels": selector}
+    assert objs.service["metadata"]["name"] == f"{backend}-adapter"
+    assert objs.service["spec"]["selector"] == selector
+    assert objs.service["spec"]["type"] == "ClusterIP"
+    assert objs.service["spec"]["ports"] == [
+        {
+            "name": "grpc",
+            "port": 50051,
+            "targetPort": "grpc",
+            "protocol": "TCP",
+            "appProtocol": "kubernetes.io/h2c",
+        }
+    ]
+    assert objs.pdb["metadata"]["name"] == backend
+    assert objs.pdb["spec"]["selector"] == {"matchLabels": selector}
+    assert objs.pdb["spec"]["maxUnavailable"] == 1
+
+
+@pytest.mark.parametrize("name", EXAMPLES)
+def test_the_adapter_sidecar(name: str) -> None:
+    raw = example(name)
+    engine = raw["spec"]["engine"]
+    served = raw["spec"].get("servedModelName", raw["metadata"]["name"])
+    adapter = containers(children(name))["adapter"]
+    engine_port = {"vllm": 8000, "sglang": 30000, "tgi": 3000}[engine]
+    assert adapter["image"] == f"adapter-{engine}:test"
+    assert adapter["env"] == [
+        {"name": "ADAPTER_ENGINE_URL", "value": f"http://127.0.0.1:{engine_port}"},
+        {"name": "ADAPTER_SERVED_MODEL_NAME", "value": served},
+        {"name": "ADAPTER_PORT", "value": "50051"},
+        {"name": "ADAPTER_METRICS_PORT", "value": "9090"},
+    ]
+    assert adapter["readinessProbe"]["grpc"] == {"port": 50051}
+    assert adapter["livenessProbe"]["tcpSocket"] == {"port": "grpc"}
+    assert {"name": "grpc", "containerPort": 50051, "protocol": "TCP"} in adapter["ports"]
+    assert adapter["securityContext"]["runAsNonRoot"] is True
+    assert adapter["securityContext"]["readOnlyRootFilesystem"] is True
+
+
+@pytest.mark.parametrize("name", ["vllm-gpu", "sglang-gpu", "tgi-gpu"])
+def test_gpu_backends_request_their_gpus(name: str) -> None:
+    raw = example(name)
+    objs = children(name)
+    engine = containers(objs)["engine"]
+    gpus = str(raw["spec"]["resources"]["gpus"])
+    assert engine["resources"]["limits"]["nvidia.com/gpu"] == gpus
+    assert engine["resources"]["requests"]["nvidia.com/gpu"] == gpus
+    assert engine["resources"]["limits"]["memory"] == raw["spec"]["resources"]["memory"]
+    assert "cpu" not in engine["resources"]["limits"]  # never throttle the engine
+    pod = objs.deployment["spec"]["template"]["spec"]
+    assert pod["tolerations"] == raw["spec"]["tolerations"]
+    mounts = {m["mountPath"]: m["name"] for m in engine["volumeMounts"]}
+    assert mounts == {"/dev/shm": "dshm", "/models": "model-cache"}
+    volumes = {v["name"]: v for v in pod["volumes"]}
+    assert volumes["dshm"]["emptyDir"] == {
+        "medium": "Memory",
+        "sizeLimit": raw["spec"].get("shmSize", "2Gi"),
+    }
+    assert "adapter" not in str(engine["resources"])
+
+
+def test_scheduling_and_cache_of_the_sglang_example() -> None:
+    objs = children("sglang-gpu")
+    pod = objs.deployment["spec"]["template"]["spec"]
+    assert pod["nodeSelector"] == {"nvidia.com/gpu.product": "NVIDIA-H100-80GB-HBM3"}
+    assert pod["runtimeClassName"] == "nvidia"
+    volumes = {v["name"]: v for v in pod["volumes"]}
+    assert volumes["model-cache"] == {"name": "model-cache", "emptyDir": {"sizeLimit": "100Gi"}}
+    assert "--tp-size" in containers(objs)["engine"]["args"]
+
+
+def test_a_claimed_cache() -> None:
+    pod = children("vllm-gpu").deployment["spec"]["template"]["spec"]
+    volumes = {v["name"]: v for v in pod["volumes"]}
+    assert volumes["model-cache"]["persistentVolumeClaim"] == {"claimName": "hf-cache"}
+
+
+@pytest.mark.parametrize("name", ["vllm-sim", "sglang-sim", "tgi-sim"])
+def test_simulated_backends_run_on_cpu_anywhere(name: str) -> None:
+    objs = children(name)
+    pod = objs.deployment["spec"]["template"]["spec"]
+    engine = containers(objs)["engine"]
+    assert engine["image"] == "enginesim:test"
+    assert "gpu" not in str(engine["resources"])
+    assert engine["resources"]["requests"] == {"cpu": "100m", "memory": "512Mi"}
+    assert "nodeSelector" not in pod
+    assert "runtimeClassName" not in pod
+    assert [v["name"] for v in pod["volumes"]] == ["tmp"]
+
+
+def test_simulated_ignores_gpu_scheduling_of_a_gpu_spec() -> None:
+    objs = children("sglang-gpu", simulated=True)
+    pod = objs.deployment["spec"]["template"]["spec"]
+    assert "runtimeClassName" not in pod
+    assert "nodeSelector" not in pod
+    assert "gpu" not in str(containers(objs)["engine"]["resources"])
+
+
+@pytest.mark.parametrize("name", EXAMPLES)
+def test_engine_probes_and_ports(name: str) -> None:
+    engine = containers(children(name))["engine"]
+    assert engine["ports"][0]["name"] == "http"
+    for probe in ("startupProbe", "readinessProbe", "livenessProbe"):
+        assert engine[probe]["httpGet"]["port"] == "http"
+    assert engine["lifecycle"] == {"preStop": {"sleep": {"seconds": SETTINGS.drain_s}}}
+    pod = children(name).deployment["spec"]["template"]["spec"]
+    assert pod["terminationGracePeriodSeconds"] > SETTINGS.drain_s
+    assert pod["enableServiceLinks"] is False
+
+
+def test_scaling_changes_only_the_replicas() -> None:
+    base = children("vllm-gpu", replicas=1)
+    scaled = children(
+        "vllm-gpu", replicas=3, scaling={"minReplicas": 2, "maxReplicas": 8, "warmReplicas": 2}
+    )
+    assert base.deployment["spec"]["template"] == scaled.deployment["spec"]["template"]
+    assert base.deployment["metadata"] == scaled.deployment["metadata"]
+    assert scaled.deployment["spec"]["replicas"] == 3
+
+
+@pytest.mark.parametrize(
+    "change",
+    [
+        {"model": "meta-llama/Llama-3.1-70B-Instruct"},
+        {"engine": "sglang"},
+        {"maxModelLen": 4096},
+        {"args": ["--enforce-eager"]},
+        {"image": "vllm/vllm-openai:v0.34.0"},
+    ],
+)
+def test_serving_changes_roll_the_pods(change: dict[str, Any]) -> None:
+    base = children("vllm-gpu")
+    changed = children("vllm-gpu", **change)
+    old = base.deployment["spec"]["template"]
+    new = changed.deployment["spec"]["template"]
+    assert old != new
+    annotation = naming.TEMPLATE_HASH_ANNOTATION
+    assert changed.deployment["metadata"]["annotations"][annotation] == template_hash(new)
+    assert base.deployment["metadata"]["annotations"][annotation] != template_hash(new)
+    # The selector never changes (it is immutable in a Deployment).
+    assert base.deployment["spec"]["selector"] == changed.deployment["spec"]["selector"]
+
+
+def test_adapter_image_overrides() -> None:
+    objs = children("vllm-sim", adapter={"image": "mine/adapter:1"})
+    assert containers(objs)["adapter"]["image"] == "mine/adapter:1"
+    settings = operator_settings("models", adapter_images={"vllm": "reg/adapter-vllm@sha256:abc"})
+    spec = ModelBackendSpec.model_validate(example("vllm-sim")["spec"])
+    objs = render("demo-vllm", "models", spec, settings, 1)
+    assert containers(objs)["adapter"]["image"] == "reg/adapter-vllm@sha256:abc"

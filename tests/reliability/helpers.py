@@ -1,0 +1,149 @@
+"""What every reliability scenario needs: the edge's resources before and after, and streams
+read event by event.
+
+After each scenario the edge must be back where it started: no request in flight
+(`switchyard_edge_in_flight_requests` is 0) and as many open file descriptors as before,
+give or take `FD_SLACK`. The slack is for connections the edge keeps on purpose and may
+have re-opened meanwhile (a gRPC channel reconnecting to an adapter, a pooled Redis
+connection): a leak per request would show as dozens, since every scenario sends dozens.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from dataclasses import dataclass, field
+from typing import Any
+
+import httpx
+import orjson
+import psutil
+
+from tests.support.edge import Edge
+
+FD_SLACK = 2
+SETTLE_S = 20.0
+
+
+def edge_process(edge: Edge) -> psutil.Process:
+    return psutil.Process(edge.service.process.pid)
+
+
+async def _stable_fds(process: psutil.Process) -> int:
+    """The descriptor count once two reads 100 ms apart agree (connections closing settle)."""
+    last = -1
+    for _ in range(50):
+        now = await asyncio.to_thread(process.num_fds)
+        if now == last:
+            return now
+        last = now
+        await asyncio.sleep(0.1)
+    return last
+
+
+@dataclass
+class Baseline:
+    """The edge's open descriptors once warmed up; `settled()` checks it is back there."""
+
+    edge: Edge
+    fds: int
+
+    @classmethod
+    async def take(cls, edge: Edge, key: str = "full") -> Baseline:
+        """Warm the edge up (one request, so its channels are open) and count its fds."""
+        async with httpx.AsyncClient(timeout=30) as client:
+            response = await client.post(
+                f"{edge.url}/v1/completions",
+                json={"model": "demo-vllm", "prompt": "warm up", "max_tokens": 2},
+                headers=edge.auth(key),
+            )
+            assert response.status_code == 200, response.text
+        return cls(edge, await _stable_fds(edge_process(edge)))
+
+    async def settled(self, within_s: float = SETTLE_S) -> None:
+        """Nothing in flight and the descriptors back to the baseline (polls up to `within_s`)."""
+        process = edge_process(self.edge)
+        deadline = time.monotonic() + within_s
+        while True:
+            in_flight = await self.edge.in_flight()
+            fds = await _stable_fds(process)
+            if in_flight == 0 and fds <= self.fds + FD_SLACK:
+                return
+            if time.monotonic() > deadline:
+                connections = await asyncio.to_thread(process.net_connections)
+                raise AssertionError(
+                    f"edge not settled after {within_s}s: {in_flight} in flight, "
+                    f"{fds} fds (baseline {self.fds} + {FD_SLACK}); connections: {connections}"
+                )
+            await asyncio.sleep(0.1)
+
+
+@dataclass
+class StreamOutcome:
+    """A streamed answer as the client saw it."""
+
+    status: int
+    headers: httpx.Headers
+    chunks: list[dict[str, Any]] = field(default_factory=list)  # data events (JSON)
+    error: dict[str, Any] | None = None  # an error event's `error`
+    done: bool = False  # `data: [DONE]` arrived
+    body: bytes = b""  # a non-200 answer's body
+
+    @property
+    def text(self) -> str:
+        return "".join(
+            c["choices"][0]["delta"].get("content") or "" for c in self.chunks if c.get("choices")
+        )
+
+    @property
+    def finish_reason(self) -> str | None:
+        reasons = [c["choices"][0].get("finish_reason") for c in self.chunks if c.get("choices")]
+        return next((r for r in reasons if r), None)
+
+
+async def read_stream(
+    client: httpx.AsyncClient,
+    edge: Edge,
+    body: dict[str, Any],
+    *,
+    key: str = "full",
+    first_chunk: asyncio.Event | None = None,
+) -> StreamOutcome:
+    """POST a streaming chat completion and read it to its end, event by event.
+    `first_chunk` is set when the first text arrives."""
+    async with client.stream(
+        "POST",
+        f"{edge.url}/v1/chat/completions",
+        json={**body, "stream": True},
+        headers=edge.auth(key),
+    ) as response:
+        outcome = StreamOutcome(response.status_code, response.headers)
+        if response.status_code != 200:
+            outcome.body = await response.aread()
+            return outcome
+        async for line in response.aiter_lines():
+            if not line.startswith("data: "):
+                continue
+            payload = line.removeprefix("data: ")
+            if payload == "[DONE]":
+                outcome.done = True
+                continue
+            event = orjson.loads(payload)
+            if "error" in event:
+                outcome.error = event["error"]
+                continue
+            outcome.chunks.append(event)
+            if first_chunk is not None and outcome.text:
+                first_chunk.set()
+    return outcome
+
+
+def chat(max_tokens: int, **extra: Any) -> dict[str, Any]:
+    """A demo-vllm chat body of exactly `max_tokens` tokens."""
+    return {
+        "model": "demo-vllm",
+        "messages": [{"role": "user", "content": "go"}],
+        "max_tokens": max_tokens,
+        "ignore_eos": True,
+        **extra,
+    }

@@ -1,0 +1,185 @@
+"""The load generator: aiohttp on uvloop, one process, nothing blocking on its event loop.
+
+Closed loop (`closed_loop`): N workers, each sending its next request when the last one
+ends, until a fixed number was sent. Open loop (`open_loop`): requests start at a fixed
+rate whatever happens to the earlier ones, and their latency counts from when they were
+due, so a server that falls behind shows it (no coordinated omission).
+
+Every request becomes one `Sample`; nothing here aggregates (see `stats`).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass
+
+import aiohttp
+
+from switchyard.bench.wire import StreamReader, Workload, completion_tokens, request_body
+
+#: No request of the bench may take longer than this.
+REQUEST_TIMEOUT_S = 120.0
+
+
+@dataclass(frozen=True, slots=True)
+class Target:
+    """Where a path serves a model."""
+
+    base_url: str
+    model: str
+    api_key: str | None = None
+
+    def headers(self) -> dict[str, str]:
+        headers = {"content-type": "application/json"}
+        if self.api_key:
+            headers["authorization"] = f"Bearer {self.api_key}"
+        return headers
+
+
+@dataclass(frozen=True, slots=True)
+class Sample:
+    """One request: when it was due (perf_counter), how long it took, what came back."""
+
+    due: float
+    latency_s: float
+    ttft_s: float | None  # streams: until the first text chunk
+    tokens: int
+    status: int  # HTTP status; 0 when no answer came (connection error, timeout)
+    error: str | None = None  # None: a complete, successful answer
+
+    @property
+    def ok(self) -> bool:
+        return self.error is None
+
+
+def session(concurrency: int) -> aiohttp.ClientSession:
+    """A client session keeping up to `concurrency` connections alive."""
+    connector = aiohttp.TCPConnector(limit=concurrency, limit_per_host=0, force_close=False)
+    return aiohttp.ClientSession(
+        connector=connector,
+        timeout=aiohttp.ClientTimeout(total=REQUEST_TIMEOUT_S),
+        auto_decompress=False,
+        skip_auto_headers=("User-Agent", "Accept-Encoding"),
+    )
+
+
+class Sender:
+    """Sends one workload to one target; the body and headers are built once."""
+
+    def __init__(self, client: aiohttp.ClientSession, target: Target, workload: Workload) -> None:
+        self._client = client
+        self._url = target.base_url + workload.path
+        self._headers = target.headers()
+        self._body = request_body(workload, target.model)
+        self._stream = workload.stream
+
+    async def send(self, due: float | None = None) -> Sample:
+        started = time.perf_counter()
+        due = started if due is None else due
+        try:
+            async with self._client.post(
+                self._url, data=self._body, headers=self._headers
+            ) as response:
+                if response.status != 200:
+                    body = await response.read()
+                    error = f"HTTP {response.status}: {body[:200].decode(errors='replace')}"
+                    return Sample(due, time.perf_counter() - due, None, 0, response.status, error)
+                if self._stream:
+                    return await self._read_stream(response, due)
+                body = await response.read()
+                latency = time.perf_counter() - due
+                try:
+                    tokens = completion_tokens(body)
+                except ValueError as exc:
+                    return Sample(due, latency, None, 0, 200, str(exc))
+                return Sample(due, latency, None, tokens, 200)
+        except (aiohttp.ClientError, TimeoutError) as exc:
+            return Sample(due, time.perf_counter() - due, None, 0, 0, f"{type(exc).__name__}")
+
+    @staticmethod
+    async def _read_stream(response: aiohttp.ClientResponse, due: float) -> Sample:
+        reader = StreamReader()
+        ttft: float | None = None
+        async for data in response.content.iter_any():
+            if reader.feed(data) and ttft is None:
+                ttft = time.perf_counter() - due
+        latency = time.perf_counter() - due
+        error = reader.error
+        if error is None and not reader.done:
+            error = "stream ended without [DONE]"
+        return Sample(due, latency, ttft, reader.tokens, 200, error)
+
+
+Progress = Callable[[int], None]
+
+
+async def closed_loop(
+    sender: Sender,
+    concurrency: int,
+    requests: int,
+    *,
+    deadline: float | None = None,
+    progress: Progress | None = None,
+) -> list[Sample]:
+    """`requests` requests from `concurrency` workers; none starts after `deadline`
+    (perf_counter), so a slow path cannot overrun the bench's time budget."""
+    samples: list[Sample] = []
+    left = requests
+
+    async def worker() -> None:
+        nonlocal left
+        while left > 0 and (deadline is None or time.perf_counter() < deadline):
+            left -= 1
+            samples.append(await sender.send())
+            if progress is not None:
+                progress(len(samples))
+
+    await asyncio.gather(*(worker() for _ in range(min(concurrency, requests))))
+    return samples
+
+
+async def open_loop(
+    sender: Sender,
+    rate_per_s: float,
+    requests: int,
+    *,
+    max_outstanding: int = 1024,
+    deadline: float | None = None,
+    progress: Progress | None = None,
+) -> list[Sample]:
+    """`requests` requests started `rate_per_s` per second. A request due while
+    `max_outstanding` are open is not sent: it counts as an error ("client overloaded")."""
+    samples: list[Sample] = []
+    tasks: set[asyncio.Task[None]] = set()
+    start = time.perf_counter()
+
+    async def one(due: float) -> None:
+        samples.append(await sender.send(due))
+        if progress is not None:
+            progress(len(samples))
+
+    for i in range(requests):
+        due = start + i / rate_per_s
+        now = time.perf_counter()
+        if deadline is not None and now >= deadline:
+            break
+        if due > now:
+            await asyncio.sleep(due - now)
+        if len(tasks) >= max_outstanding:
+            samples.append(Sample(due, 0.0, None, 0, 0, "client overloaded"))
+            continue
+        task = asyncio.create_task(one(due))
+        tasks.add(task)
+        task.add_done_callback(tasks.discard)
+    if tasks:
+        await asyncio.gather(*tasks)
+    return samples
+
+
+async def timed(run: Awaitable[list[Sample]]) -> tuple[list[Sample], float]:
+    """The samples of `run` and its wall-clock duration."""
+    started = time.perf_counter()
+    samples = await run
+    return samples, time.perf_counter() - started

@@ -1,0 +1,208 @@
+"""The paths measured, each started from the same command lines as `make run`.
+
+- the engine simulators, one per latency profile (`SIMS`), serve every path: the floor
+  is a simulator's own OpenAI API;
+- Switchyard: the edge (1 or more uvicorn workers) → one vLLM adapter per simulator;
+- LiteLLM: its proxy → each simulator's OpenAI API (`hosted_vllm/` provider).
+
+A `Deployment` says where each path serves each simulator's model and which processes
+are the path's own (metered for CPU and memory).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import shutil
+from collections.abc import AsyncIterator, Mapping
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import yaml
+
+from switchyard.bench import litellm
+from switchyard.bench.loadgen import Target
+from switchyard.bench.procs import Proc, Processes, free_port, wait_ready
+from switchyard.bench.procstats import Role
+from switchyard.devstack.components import (
+    EngineOptions,
+    adapter_args,
+    adapter_env,
+    edge_args,
+    edge_env,
+    sim_args,
+    write_private,
+)
+from switchyard.devstack.supervisor import grpc_serving, http_ok, redis_ping
+from switchyard.edge.auth import generate_key, hash_key
+from switchyard.edge.auth.keysfile import KeyEntry, render_keys
+
+HOST = "127.0.0.1"
+#: Room for every bench request at once (and more): no engine queue, no edge refusals.
+_CAPACITY = 8192
+
+#: The simulators: no latency (overhead runs), a realistic one (streams), and a slow one
+#: (long-lived streams that cost little CPU, for the memory run).
+SIMS: dict[str, EngineOptions] = {
+    "zero": EngineOptions(max_running=_CAPACITY, ttft_s=0.0, itl_s=0.0),
+    "stream": EngineOptions(max_running=_CAPACITY, ttft_s=0.05, itl_s=0.01),
+    "idle": EngineOptions(max_running=_CAPACITY, ttft_s=0.05, itl_s=0.5),
+}
+
+
+def model_name(sim: str) -> str:
+    return f"bench-{sim}"
+
+
+@dataclass
+class Sim:
+    kind: str
+    proc: Proc
+    url: str
+
+
+@dataclass
+class Deployment:
+    name: str
+    targets: dict[str, Target]  # by simulator kind
+    roles: dict[str, list[Role]]  # the path's own processes, by simulator kind
+    notes: list[str] = field(default_factory=list)
+    startup_s: float = 0.0
+
+
+async def start_sims(procs: Processes) -> dict[str, Sim]:
+    sims: dict[str, Sim] = {}
+    for kind, opts in SIMS.items():
+        port = free_port()
+        args = sim_args("vllm", HOST, port, model_name(kind), opts)
+        proc = await procs.start_python(f"sim-{kind}", args)
+        sims[kind] = Sim(kind, proc, f"http://{HOST}:{port}")
+    for sim in sims.values():
+        await wait_ready(sim.proc, http_ok(f"{sim.url}/health"))
+    return sims
+
+
+def floor(sims: Mapping[str, Sim]) -> Deployment:
+    return Deployment(
+        name="floor",
+        targets={k: Target(s.url, model_name(k)) for k, s in sims.items()},
+        roles={k: [Role("sim", (s.proc.pid,))] for k, s in sims.items()},
+    )
+
+
+@contextlib.asynccontextmanager
+async def redis_server(procs: Processes) -> AsyncIterator[tuple[str, str | None]]:
+    """A local redis-server's URL (and a note if there is none)."""
+    executable = shutil.which("redis-server")
+    if executable is None:
+        # The bench key has no limits, so the edge never asks the store anyway.
+        yield "redis://127.0.0.1:1/0", "no redis-server: the 2-worker edge ran without one"
+        return
+    port = free_port()
+    args = [executable, "--port", str(port), "--bind", HOST, "--save", "", "--appendonly", "no"]
+    proc = await procs.start("redis", args)
+    try:
+        await wait_ready(proc, redis_ping(HOST, port))
+        yield f"redis://{HOST}:{port}/0", None
+    finally:
+        await procs.stop(proc)
+
+
+def _write_keys(state_dir: Path) -> tuple[str, Path]:
+    key = generate_key()
+    entry = KeyEntry(name="bench", tenant="bench", sha256=hash_key(key), models=["*"])
+    keys_file = state_dir / "keys.yaml"
+    write_private(keys_file, render_keys([entry]))
+    return key, keys_file
+
+
+async def _start_adapters(
+    procs: Processes, sims: Mapping[str, Sim], name: str, state_dir: Path
+) -> tuple[dict[str, Proc], Path]:
+    """One vLLM adapter per simulator, and the routes file serving each simulator's model."""
+    adapters: dict[str, Proc] = {}
+    routes = []
+    for kind, sim in sims.items():
+        port = free_port()
+        settings = {
+            "ADAPTER_SERVED_MODEL_NAME": model_name(kind),
+            "ADAPTER_LOG_LEVEL": "WARNING",
+            "ADAPTER_MAX_CONNECTIONS": str(_CAPACITY),
+        }
+        env = adapter_env("vllm", sim.url, HOST, port, extra=settings)
+        adapter = await procs.start_python(f"{name}-adapter-{kind}", adapter_args("vllm"), env)
+        await wait_ready(adapter, grpc_serving(f"{HOST}:{port}"))
+        adapters[kind] = adapter
+        routes.append({"name": model_name(kind), "engine": "vllm", "endpoints": [f"{HOST}:{port}"]})
+    routes_file = state_dir / f"{name}-routes.yaml"
+    routes_file.write_text(yaml.safe_dump({"models": routes}, sort_keys=False))
+    return adapters, routes_file
+
+
+@contextlib.asynccontextmanager
+async def switchyard(
+    sims: Mapping[str, Sim], state_dir: Path, workers: int
+) -> AsyncIterator[Deployment]:
+    """The edge with `workers` uvicorn workers in front of one vLLM adapter per simulator."""
+    started = asyncio.get_running_loop().time()
+    name = f"switchyard-{workers}w"
+    notes: list[str] = []
+    procs = Processes(state_dir)
+    async with contextlib.AsyncExitStack() as stack:
+        stack.push_async_callback(procs.stop_all)
+        adapters, routes_file = await _start_adapters(procs, sims, name, state_dir)
+        key, keys_file = _write_keys(state_dir)
+        settings = {
+            "EDGE_LOG_LEVEL": "WARNING",
+            "EDGE_MAX_IN_FLIGHT": str(_CAPACITY),
+            "EDGE_MAX_IN_FLIGHT_PER_MODEL": str(_CAPACITY),
+            "EDGE_MAX_QUEUE": str(_CAPACITY),
+        }
+        redis_url = None
+        if workers > 1:
+            redis_url, note = await stack.enter_async_context(redis_server(procs))
+            notes += [note] if note else []
+            # Where the workers share their metrics (the edge would make a temporary one).
+            metrics_dir = state_dir / f"{name}-metrics"
+            metrics_dir.mkdir(exist_ok=True)
+            settings["PROMETHEUS_MULTIPROC_DIR"] = str(metrics_dir)
+        port = free_port()
+        env = edge_env(
+            HOST, port, keys_file, routes_file, workers=workers, redis_url=redis_url, extra=settings
+        )
+        edge = await procs.start_python(f"{name}-edge", edge_args(), env)
+        url = f"http://{HOST}:{port}"
+        await wait_ready(edge, http_ok(f"{url}/readyz"))
+        yield Deployment(
+            name=name,
+            targets={k: Target(url, model_name(k), key) for k in sims},
+            roles={
+                k: [Role("edge", (edge.pid,)), Role("adapter", (a.pid,))]
+                for k, a in adapters.items()
+            },
+            notes=notes,
+            startup_s=asyncio.get_running_loop().time() - started,
+        )
+
+
+@contextlib.asynccontextmanager
+async def litellm_proxy(
+    sims: Mapping[str, Sim], state_dir: Path, venv: Path
+) -> AsyncIterator[Deployment]:
+    """LiteLLM's proxy in front of every simulator (its virtualenv must exist)."""
+    started = asyncio.get_running_loop().time()
+    config = state_dir / "litellm.yaml"
+    litellm.write_config(config, {model_name(k): s.url for k, s in sims.items()})
+    port = free_port()
+    procs = Processes(state_dir)
+    async with contextlib.AsyncExitStack() as stack:
+        stack.push_async_callback(procs.stop_all)
+        proxy = await procs.start("litellm", litellm.argv(venv, config, port), litellm.env())
+        url = f"http://{HOST}:{port}"
+        await wait_ready(proxy, http_ok(f"{url}/health/readiness"), timeout_s=180)
+        yield Deployment(
+            name="litellm",
+            targets={k: Target(url, model_name(k), litellm.MASTER_KEY) for k in sims},
+            roles={k: [Role("proxy", (proxy.pid,))] for k in sims},
+            startup_s=asyncio.get_running_loop().time() - started,
+        )

@@ -1,0 +1,298 @@
+"""The results: a markdown report (tables and the issue's targets) and a JSON document."""
+
+from __future__ import annotations
+
+import math
+import os
+import platform
+import subprocess
+from collections.abc import Iterable, Sequence
+from dataclasses import asdict
+from pathlib import Path
+from typing import Any
+
+import orjson
+import psutil
+
+from switchyard.bench.paths import SIMS
+from switchyard.bench.runner import Result, Run
+from switchyard.bench.scenarios import CONCURRENCY
+from switchyard.bench.stats import added
+
+MIB = 1024 * 1024
+_GROUPS = {
+    "unary": "Non-streaming, 16 tokens, simulator without latency (overhead)",
+    "stream": "Streaming, 256 tokens, simulator at TTFT {ttft} ms / ITL {itl} ms",
+    "open": "Open loop, non-streaming, simulator without latency",
+    "memory": "Memory: 1,000 concurrent long-lived streams (TTFT {ttft_idle} ms / ITL {itl_idle} ms)",
+}
+
+
+def machine() -> dict[str, Any]:
+    model = platform.processor() or platform.machine()
+    try:
+        with open("/proc/cpuinfo") as f:
+            model = next(
+                (line.split(":", 1)[1].strip() for line in f if line.startswith("model name")),
+                model,
+            )
+    except OSError:
+        pass
+    return {
+        "cpu": model,
+        "logical_cores": os.cpu_count(),
+        "physical_cores": psutil.cpu_count(logical=False),
+        "memory_gib": round(psutil.virtual_memory().total / 2**30, 1),
+        "python": platform.python_version(),
+        "platform": platform.platform(),
+        "commit": _commit(),
+    }
+
+
+def _commit() -> str | None:
+    try:
+        head = subprocess.run(
+            ["git", "rev-parse", "--short", "HEAD"], capture_output=True, text=True, check=True
+        ).stdout.strip()
+        dirty = subprocess.run(
+            ["git", "status", "--porcelain", "--untracked-files=no"],
+            capture_output=True,
+            text=True,
+            check=True,
+        ).stdout.strip()
+    except (OSError, subprocess.CalledProcessError):
+        return None
+    return head + ("+dirty" if dirty else "")
+
+
+def _ms(seconds: float) -> str:
+    if math.isnan(seconds):
+        return "-"
+    return f"{seconds * 1e3:.1f}" if abs(seconds) < 10 else f"{seconds * 1e3:.0f}"
+
+
+def _rate(value: float) -> str:
+    return "-" if math.isnan(value) else f"{value:,.0f}"
+
+
+def _floor_of(results: Sequence[Result], result: Result) -> Result | None:
+    return next(
+        (r for r in results if r.path == "floor" and r.scenario.name == result.scenario.name),
+        None,
+    )
+
+
+def _cpu_per_1k(result: Result) -> float:
+    cpu = sum(u.cpu_s for u in result.usage.values())
+    return cpu / result.summary.ok * 1000 if result.summary.ok else math.nan
+
+
+def _rss(result: Result) -> str:
+    return " + ".join(f"{role} {u.peak_rss / MIB:.0f}" for role, u in result.usage.items())
+
+
+def _client_cpu(result: Result) -> float:
+    duration = result.summary.duration_s
+    return result.client_cpu_s / duration * 100 if duration > 0 else math.nan
+
+
+def _others_cpu(result: Result) -> float:
+    duration = result.summary.duration_s
+    return result.others_cpu_s / duration * 100 if duration > 0 else math.nan
+
+
+def _row(results: Sequence[Result], r: Result) -> str:
+    s = r.summary
+    base = _floor_of(results, r)
+    if base is None or r.path == "floor":
+        add50 = add99 = "-"
+    else:
+        delta = added(s, base.summary)
+        add50, add99 = _ms(delta.p50_s), _ms(delta.p99_s)
+    ok = f"{s.ok}/{s.requests}" + (" ⏱" if r.capped else "")
+    if s.errors:
+        ok += " (" + ", ".join(f"{k}: {v}" for k, v in s.errors.items()) + ")"
+    cells = [
+        r.path,
+        r.scenario.name,
+        ok,
+        _ms(s.latency_p50_s),
+        _ms(s.latency_p99_s),
+        add50,
+        add99,
+        _ms(s.ttft_p50_s),
+        _ms(s.ttft_p99_s),
+        _rate(s.requests_per_s),
+        _rate(s.tokens_per_s),
+        f"{_cpu_per_1k(r):.2f}",
+        _rss(r),
+        f"{_client_cpu(r):.0f}",
+        f"{_others_cpu(r):.0f}",
+    ]
+    return "| " + " | ".join(cells) + " |"
+
+
+_HEADER = (
+    "| path | scenario | ok/sent | p50 ms | p99 ms | added p50 ms | added p99 ms "
+    "| TTFT p50 ms | TTFT p99 ms | req/s | tokens/s | CPU s / 1k req | peak RSS MiB "
+    "| client CPU % | others CPU % |\n|" + "---|" * 15
+)
+
+
+def _group_title(group: str) -> str:
+    stream, idle = SIMS["stream"], SIMS["idle"]
+    return _GROUPS[group].format(
+        ttft=round(stream.ttft_s * 1e3),
+        itl=round(stream.itl_s * 1e3),
+        ttft_idle=round(idle.ttft_s * 1e3),
+        itl_idle=round(idle.itl_s * 1e3),
+    )
+
+
+def _memory_rows(results: Iterable[Result]) -> list[str]:
+    rows = [
+        "| path | role | RSS before MiB | peak RSS MiB | RSS after MiB | processes |",
+        "|---|---|---|---|---|---|",
+    ]
+    for r in results:
+        for role, u in r.usage.items():
+            rows.append(
+                f"| {r.path} | {role} | {u.start_rss / MIB:.0f} | {u.peak_rss / MIB:.0f} "
+                f"| {u.end_rss / MIB:.0f} "
+                f"| {u.processes} |"
+            )
+    return rows
+
+
+def targets(results: Sequence[Result]) -> list[dict[str, Any]]:
+    """The issue's targets, checked for each Switchyard path against LiteLLM."""
+    checks: list[dict[str, Any]] = []
+    by_key = {(r.path, r.scenario.name): r for r in results}
+    paths = sorted({r.path for r in results if r.path.startswith("switchyard-")})
+    for path in paths:
+        for group in ("unary", "stream"):
+            for c in CONCURRENCY:
+                name = f"{group}-c{c}"
+                ours, peer, base = (by_key.get((p, name)) for p in (path, "litellm", "floor"))
+                if ours is None or peer is None or base is None:
+                    continue
+                mine, theirs = added(ours.summary, base.summary), added(peer.summary, base.summary)
+                for q, a, b in (
+                    ("p50", mine.p50_s, theirs.p50_s),
+                    ("p99", mine.p99_s, theirs.p99_s),
+                ):
+                    checks.append(
+                        {
+                            "path": path,
+                            "target": f"added latency {q} ≤ ½ LiteLLM's, {name}",
+                            "ours_ms": round(a * 1e3, 2),
+                            "litellm_ms": round(b * 1e3, 2),
+                            "holds": bool(a <= b / 2),
+                        }
+                    )
+        for name in ("unary-c64", "stream-c64"):
+            ours, peer = by_key.get((path, name)), by_key.get(("litellm", name))
+            if ours is None or peer is None:
+                continue
+            a, b = ours.summary.requests_per_s, peer.summary.requests_per_s
+            checks.append(
+                {
+                    "path": path,
+                    "target": f"requests/s ≥ 3x LiteLLM's, {name}",
+                    "ours": round(a, 1),
+                    "litellm": round(b, 1),
+                    "holds": bool(a >= 3 * b),
+                }
+            )
+    return checks
+
+
+def markdown(run: Run, info: dict[str, Any], command: str) -> str:
+    lines = [
+        "# Switchyard bench",
+        "",
+        f"`{command}` — {run.duration_s / 60:.1f} min, "
+        f"{info['cpu']}, {info['logical_cores']} cores, {info['memory_gib']} GiB, "
+        f"Python {info['python']}, commit {info['commit']}; load average before the run "
+        f"{run.load_before[0]:.1f} / {run.load_before[1]:.1f} / {run.load_before[2]:.1f}.",
+        "",
+        "Paths: **floor** = the vLLM simulator's own OpenAI API; **switchyard-Nw** = edge "
+        "(N uvicorn workers) → adapter-vllm → the same simulator; **litellm** = LiteLLM "
+        f"{run.litellm_version or '(not installed)'} proxy (1 worker) → the same simulator. "
+        "Added latency = the path's percentile minus the floor's, same scenario, same run. "
+        "CPU s / 1k req and peak RSS count the path's own processes (edge + adapter, proxy, "
+        "or the simulator for the floor); client CPU % is the load generator's own use of "
+        "one core; others CPU % is what every other process on the machine used meanwhile "
+        "(the idle servers of the bench, and anything else: high values mean a noisy run). "
+        "Servers log at WARNING (the edge's per-request INFO line is off). "
+        "⏱ = the scenario's time cap stopped it early.",
+        "",
+    ]
+    for status in run.paths:
+        if status.notes or not status.measured:
+            note = "; ".join(status.notes) or "not measured"
+            lines.append(f"- **{status.name}**: {note}")
+    lines.append("")
+    for group in ("unary", "open", "stream", "memory"):
+        rows = [r for r in run.results if r.scenario.group == group]
+        if not rows:
+            continue
+        lines += [f"## {_group_title(group)}", "", _HEADER]
+        lines += [_row(run.results, r) for r in rows]
+        lines.append("")
+        if group == "memory":
+            lines += _memory_rows(rows)
+            lines.append("")
+    checks = targets(run.results)
+    if checks:
+        lines += ["## The issue's targets", "", "| path | target | Switchyard | LiteLLM | holds |"]
+        lines.append("|---|---|---|---|---|")
+        for c in checks:
+            ours = f"{c['ours_ms']} ms" if "ours_ms" in c else f"{c['ours']} req/s"
+            theirs = f"{c['litellm_ms']} ms" if "litellm_ms" in c else f"{c['litellm']} req/s"
+            lines.append(
+                f"| {c['path']} | {c['target']} | {ours} | {theirs} | {'yes' if c['holds'] else 'NO'} |"
+            )
+        lines.append("")
+    return "\n".join(lines)
+
+
+def _result_json(results: Sequence[Result], r: Result) -> dict[str, Any]:
+    base = _floor_of(results, r)
+    delta = added(r.summary, base.summary) if base is not None and r.path != "floor" else None
+    return {
+        "path": r.path,
+        "scenario": asdict(r.scenario),
+        "summary": asdict(r.summary),
+        "added_p50_s": delta.p50_s if delta else None,
+        "added_p99_s": delta.p99_s if delta else None,
+        "cpu_s_per_1k_requests": _cpu_per_1k(r),
+        "usage": {role: asdict(u) for role, u in r.usage.items()},
+        "engine_usage": asdict(r.engine),
+        "client_cpu_s": r.client_cpu_s,
+        "others_cpu_s": r.others_cpu_s,
+        "capped": r.capped,
+    }
+
+
+def document(run: Run, info: dict[str, Any], command: str) -> dict[str, Any]:
+    return {
+        "command": command,
+        "machine": info,
+        "started": run.started,
+        "duration_s": run.duration_s,
+        "load_before": run.load_before,
+        "litellm_version": run.litellm_version,
+        "simulators": {k: asdict(v) for k, v in SIMS.items()},
+        "paths": [asdict(p) for p in run.paths],
+        "results": [_result_json(run.results, r) for r in run.results],
+        "targets": targets(run.results),
+    }
+
+
+def write(directory: Path, stem: str, text: str, doc: dict[str, Any]) -> tuple[Path, Path]:
+    directory.mkdir(parents=True, exist_ok=True)
+    md, js = directory / f"{stem}.md", directory / f"{stem}.json"
+    md.write_text(text + "\n")
+    js.write_bytes(orjson.dumps(doc, option=orjson.OPT_INDENT_2))
+    return md, js

@@ -1,0 +1,81 @@
+"""What the bench runs on every path: the issue's scenarios, sized to fit ten minutes.
+
+- `unary-c{1,16,64,256}`: non-streaming chat completions of 16 tokens from the simulator
+  without latency: what remains is the path's own overhead.
+- `open-50rps`: non-streaming requests arriving at 50 per second whatever happens (an
+  open loop), on the simulator without latency.
+- `stream-c{1,16,64,256}`: streamed chat completions of 256 tokens at a realistic pace
+  (50 ms to the first token, then 10 ms per token).
+- `memory-1000`: 1,000 streams open at once, each long-lived and mostly idle (10 tokens,
+  one every 500 ms).
+
+Every scenario has a fixed number of requests (the same on every path), after a warm-up
+at the same concurrency that is not measured, and a time cap: no request starts after it,
+so that a path slower than expected cannot overrun the budget (the table says so).
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass, replace
+from typing import Literal
+
+from switchyard.bench.wire import Workload
+
+Group = Literal["unary", "stream", "open", "memory"]
+CONCURRENCY = (1, 16, 64, 256)
+UNARY = Workload(api="chat", stream=False, max_tokens=16)
+STREAM = Workload(api="chat", stream=True, max_tokens=256)
+LONG_LIVED = Workload(api="chat", stream=True, max_tokens=10)
+
+
+@dataclass(frozen=True, slots=True)
+class Scenario:
+    name: str
+    group: Group
+    sim: str  # which simulator (`paths.SIMS`)
+    workload: Workload
+    concurrency: int  # closed loop: workers; open loop: the most requests open at once
+    requests: int
+    warmup: int
+    cap_s: float
+    rate_per_s: float | None = None  # open loop
+
+    @property
+    def warmup_workload(self) -> Workload:
+        """Warm-ups only open the connections and wake the code paths: short answers."""
+        return replace(self.workload, max_tokens=min(self.workload.max_tokens, 4))
+
+    def scaled(self, factor: float) -> Scenario:
+        """The same scenario with `factor` times the requests (at least one round)."""
+        requests = max(math.ceil(self.requests * factor), min(self.concurrency, self.requests))
+        return replace(self, requests=requests, warmup=min(self.warmup, requests))
+
+
+_UNARY_REQUESTS = {1: 300, 16: 800, 64: 1280, 256: 2048}
+_STREAM_REQUESTS = {1: 4, 16: 48, 64: 128, 256: 256}
+
+
+def default_plan() -> list[Scenario]:
+    plan = [
+        Scenario(f"unary-c{c}", "unary", "zero", UNARY, c, n, max(2 * c, 50), cap_s=40)
+        for c, n in _UNARY_REQUESTS.items()
+    ]
+    plan.append(Scenario("open-50rps", "open", "zero", UNARY, 1024, 300, 50, 20, rate_per_s=50))
+    plan += [
+        Scenario(f"stream-c{c}", "stream", "stream", STREAM, c, n, c, cap_s=60)
+        for c, n in _STREAM_REQUESTS.items()
+    ]
+    plan.append(Scenario("memory-1000", "memory", "idle", LONG_LIVED, 1000, 1000, 50, cap_s=60))
+    return plan
+
+
+def select(plan: list[Scenario], names: list[str] | None) -> list[Scenario]:
+    """The scenarios named (by name or group), in plan order; all when `names` is None."""
+    if not names:
+        return plan
+    chosen = [s for s in plan if s.name in names or s.group in names]
+    unknown = set(names) - {s.name for s in plan} - {s.group for s in plan}
+    if unknown:
+        raise ValueError(f"unknown scenario(s): {', '.join(sorted(unknown))}")
+    return chosen

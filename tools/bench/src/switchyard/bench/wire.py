@@ -1,0 +1,109 @@
+"""What goes over the wire: OpenAI request bodies, and reading the answers (JSON or SSE).
+
+Pure functions, so that the load generator's accounting can be tested without a server.
+A stream's tokens are its chunks that carry text: every engine here (and every path in
+front of one) sends one token per chunk.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any, Literal
+
+import orjson
+
+Api = Literal["chat", "completions"]
+PROMPT = "Write a short story about a switchyard at night."
+
+
+@dataclass(frozen=True, slots=True)
+class Workload:
+    """One kind of request."""
+
+    api: Api = "chat"
+    stream: bool = False
+    max_tokens: int = 16
+
+    @property
+    def path(self) -> str:
+        return "/v1/chat/completions" if self.api == "chat" else "/v1/completions"
+
+
+def request_body(workload: Workload, model: str) -> bytes:
+    """The body: `ignore_eos`, so that every answer has exactly `max_tokens` tokens."""
+    body: dict[str, Any] = {
+        "model": model,
+        "max_tokens": workload.max_tokens,
+        "ignore_eos": True,
+        "stream": workload.stream,
+    }
+    if workload.api == "chat":
+        body["messages"] = [{"role": "user", "content": PROMPT}]
+    else:
+        body["prompt"] = PROMPT
+    return orjson.dumps(body)
+
+
+def completion_tokens(body: bytes) -> int:
+    """A whole answer's completion tokens (its usage). Raises ValueError if it has none."""
+    try:
+        data = orjson.loads(body)
+        tokens = data["usage"]["completion_tokens"]
+    except (orjson.JSONDecodeError, KeyError, TypeError) as exc:
+        raise ValueError(f"not a completion: {body[:200]!r}") from exc
+    if not isinstance(tokens, int):
+        raise ValueError(f"not a completion: {body[:200]!r}")
+    return tokens
+
+
+@dataclass(slots=True)
+class StreamReader:
+    """Reads an SSE stream as it arrives: counts text chunks, notes the first, `[DONE]`
+    and an error event. Feed it bytes as they come (`feed` returns the text chunks in them)."""
+
+    tokens: int = 0
+    done: bool = False
+    error: str | None = None
+    _buffer: bytes = b""
+
+    def feed(self, data: bytes) -> int:
+        buffer = self._buffer + data
+        texts = 0
+        start = 0
+        while (end := buffer.find(b"\n\n", start)) >= 0:
+            texts += self._event(buffer[start:end])
+            start = end + 2
+        self._buffer = buffer[start:]
+        self.tokens += texts
+        return texts
+
+    def _event(self, event: bytes) -> int:
+        texts = 0
+        for line in event.split(b"\n"):
+            if not line.startswith(b"data:"):
+                continue  # comments (keep-alives), event names, ids
+            payload = line[5:].strip()
+            if payload == b"[DONE]":
+                self.done = True
+                continue
+            texts += self._data(payload)
+        return texts
+
+    def _data(self, payload: bytes) -> int:
+        try:
+            data = orjson.loads(payload)
+        except orjson.JSONDecodeError:
+            self.error = f"bad event: {payload[:200]!r}"
+            return 0
+        if not isinstance(data, dict):
+            self.error = f"bad event: {payload[:200]!r}"
+            return 0
+        if "error" in data:
+            self.error = f"error event: {payload[:300].decode(errors='replace')}"
+            return 0
+        for choice in data.get("choices") or ():
+            delta = choice.get("delta")
+            text = delta.get("content") if isinstance(delta, dict) else choice.get("text")
+            if text:
+                return 1
+        return 0
