@@ -6,7 +6,6 @@ import re
 from typing import Any
 
 import grpc
-import httpx
 import orjson
 import pytest
 
@@ -14,6 +13,7 @@ from switchyard.adapter.translation import Delta, StreamParser
 from switchyard.adapter_sglang.translation import SglangTranslation, choice_regex
 from switchyard.common.errors import InferenceError
 from switchyard.inference.v1 import inference_pb2 as pb
+from tests.support.engine_http import RecordingEngine
 
 T = SglangTranslation("qwen")
 
@@ -553,46 +553,33 @@ def test_error_bodies(
 
 
 async def test_max_model_len_comes_from_v1_models() -> None:
-    def handler(request: httpx.Request) -> httpx.Response:
-        assert request.url.path == "/v1/models"
-        cards = [
-            {
-                "id": "lora-a",
-                "object": "model",
-                "owned_by": "sglang",
-                "root": "/a",
-                "parent": "qwen",
-                "max_model_len": None,
-            },
-            {
-                "id": "qwen",
-                "object": "model",
-                "owned_by": "sglang",
-                "root": "qwen",
-                "parent": None,
-                "max_model_len": 32768,
-            },
-        ]
-        return httpx.Response(200, json={"object": "list", "data": cards})
-
-    async with httpx.AsyncClient(
-        transport=httpx.MockTransport(handler), base_url="http://e"
-    ) as client:
-        assert await T.max_model_len(client) == 32768
+    cards = [
+        {
+            "id": "lora-a",
+            "object": "model",
+            "owned_by": "sglang",
+            "root": "/a",
+            "parent": "qwen",
+            "max_model_len": None,
+        },
+        {
+            "id": "qwen",
+            "object": "model",
+            "owned_by": "sglang",
+            "root": "qwen",
+            "parent": None,
+            "max_model_len": 32768,
+        },
+    ]
+    engine = RecordingEngine({("GET", "/v1/models"): {"object": "list", "data": cards}})
+    assert await T.max_model_len(engine) == 32768
+    assert engine.calls == [("GET", "/v1/models", None)]
 
 
 async def test_abort_posts_the_rid() -> None:
-    seen: list[Any] = []
-
-    def handler(request: httpx.Request) -> httpx.Response:
-        seen.append((request.method, request.url.path, orjson.loads(request.content)))
-        return httpx.Response(200)
-
-    async with httpx.AsyncClient(
-        transport=httpx.MockTransport(handler), base_url="http://e"
-    ) as client:
-        await T.abort(client, "r-9")
-    assert seen == [("POST", "/abort_request", {"rid": "r-9"})]
+    engine = RecordingEngine()
+    await T.abort(engine, "r-9")
+    assert engine.calls == [("POST", "/abort_request", {"rid": "r-9"})]
 
 
 def test_load_metrics_are_sglangs_gauges() -> None:

@@ -8,7 +8,6 @@ import re
 from typing import Any
 
 import grpc
-import httpx
 import orjson
 import pytest
 from hypothesis import given
@@ -19,6 +18,7 @@ from switchyard.adapter_tgi.stops import StopTrimmer, cut_at_stop
 from switchyard.adapter_tgi.translation import TgiTranslation, regex_literal
 from switchyard.common.errors import InferenceError
 from switchyard.inference.v1 import inference_pb2 as pb
+from tests.support.engine_http import RecordingEngine
 
 T = TgiTranslation("m")
 
@@ -497,14 +497,11 @@ def test_other_statuses_are_engine_failures() -> None:
 
 
 async def test_max_model_len_reads_info() -> None:
-    def handler(request: httpx.Request) -> httpx.Response:
-        assert request.url.path == "/info"
-        return httpx.Response(200, json={"max_total_tokens": 8192, "max_input_tokens": 8191})
-
-    async with httpx.AsyncClient(
-        transport=httpx.MockTransport(handler), base_url="http://tgi"
-    ) as client:
-        assert await T.max_model_len(client) == 8192
+    engine = RecordingEngine(
+        {("GET", "/info"): {"max_total_tokens": 8192, "max_input_tokens": 8191}}
+    )
+    assert await T.max_model_len(engine) == 8192
+    assert engine.calls == [("GET", "/info", None)]
 
 
 def test_engine_facts() -> None:

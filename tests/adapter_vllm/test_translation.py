@@ -5,7 +5,6 @@ from __future__ import annotations
 from typing import Any
 
 import grpc
-import httpx
 import orjson
 import pytest
 
@@ -13,6 +12,7 @@ from switchyard.adapter.translation import Delta
 from switchyard.adapter_vllm.translation import VllmTranslation
 from switchyard.common.errors import InferenceError
 from switchyard.inference.v1 import inference_pb2 as pb
+from tests.support.engine_http import RecordingEngine
 
 T = VllmTranslation("llama")
 
@@ -254,14 +254,10 @@ async def test_max_model_len_from_the_models_route() -> None:
         {"id": "llama", "object": "model", "owned_by": "vllm", "max_model_len": 8192},
     ]}  # fmt: skip
 
-    def handler(request: httpx.Request) -> httpx.Response:
-        assert request.url.path == "/v1/models"
-        return httpx.Response(200, json=cards)
-
-    async with httpx.AsyncClient(transport=httpx.MockTransport(handler), base_url="http://e") as c:
-        assert await T.max_model_len(c) == 8192
-        with pytest.raises(LookupError, match="not 'other'"):
-            await VllmTranslation("other").max_model_len(c)
+    engine = RecordingEngine({("GET", "/v1/models"): cards})
+    assert await T.max_model_len(engine) == 8192
+    with pytest.raises(LookupError, match="not 'other'"):
+        await VllmTranslation("other").max_model_len(engine)
 
 
 def test_load_metrics_names() -> None:

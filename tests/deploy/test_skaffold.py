@@ -21,7 +21,7 @@ from tests.support.workspace import (
     template_var,
 )
 
-SCHEMA = ROOT.parent / "shared" / "reference" / "skaffold-v4beta14.schema.json"
+SCHEMA = Path(__file__).with_name("data") / "skaffold-v4beta14.schema.json"
 
 
 def releases(section: dict[str, Any]) -> list[dict[str, Any]]:

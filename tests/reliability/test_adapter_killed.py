@@ -20,13 +20,13 @@ from tests.support.edge import Edge, start_edge
 from tests.support.processes import wait_serving
 from tests.support.stacks import Stack, options, start_adapter, start_stack
 
-LONG = chat(1000)  # 1000 tokens at 2 ms: two seconds of stream
+LONG = chat(1000)  # 1000 tokens at 10 ms: ten seconds of stream, killed after its first
 
 
 @pytest.fixture
 async def two_adapters(tmp_path: Path) -> AsyncIterator[tuple[Stack, Stack, Edge]]:
     """One vLLM simulator behind two adapters, and an edge routing demo-vllm to both."""
-    first = await asyncio.to_thread(start_stack, "vllm", tmp_path, options(itl_s=0.002))
+    first = await asyncio.to_thread(start_stack, "vllm", tmp_path, options(itl_s=0.01))
     stacks = [first]
     edge: Edge | None = None
     try:

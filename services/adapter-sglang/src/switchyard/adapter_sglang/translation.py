@@ -24,12 +24,12 @@ from __future__ import annotations
 import re
 from typing import Any, ClassVar, Final
 
-import httpx
 import orjson
 
 from switchyard.adapter.translation import (
     Completion,
     Delta,
+    EngineHTTP,
     EngineRequest,
     FinishReason,
     LoadMetrics,
@@ -351,11 +351,9 @@ class SglangTranslation(Translation):
     def error(self, status: int, body: bytes) -> InferenceError:
         return _by_status(status, _body_message(body) or f"HTTP {status}")
 
-    async def max_model_len(self, client: httpx.AsyncClient) -> int:
+    async def max_model_len(self, engine: EngineHTTP) -> int:
         """From `/v1/models` (SGLang's `/model_info` has no context length)."""
-        response = await client.get("/v1/models")
-        response.raise_for_status()
-        cards = response.json().get("data") or []
+        cards = (await engine.get_json("/v1/models") or {}).get("data") or []
         for card in cards:
             if card.get("id") == self.served_model_name and isinstance(
                 card.get("max_model_len"), int
@@ -363,6 +361,5 @@ class SglangTranslation(Translation):
                 return int(card["max_model_len"])
         return 0
 
-    async def abort(self, client: httpx.AsyncClient, request_id: str) -> None:
-        response = await client.post("/abort_request", json={"rid": request_id})
-        response.raise_for_status()
+    async def abort(self, engine: EngineHTTP, request_id: str) -> None:
+        await engine.post_json("/abort_request", {"rid": request_id})

@@ -20,12 +20,12 @@ from __future__ import annotations
 
 from typing import Any, Final
 
-import httpx
 import orjson
 
 from switchyard.adapter.translation import (
     Completion,
     Delta,
+    EngineHTTP,
     EngineRequest,
     FinishReason,
     LoadMetrics,
@@ -344,8 +344,6 @@ class TgiTranslation(Translation):
             return classify(message, error_type)
         return InferenceError.engine_failed(f"TGI answered HTTP {status}: {message}")
 
-    async def max_model_len(self, client: httpx.AsyncClient) -> int:
-        response = await client.get("/info")
-        response.raise_for_status()
-        info = response.json()
+    async def max_model_len(self, engine: EngineHTTP) -> int:
+        info = await engine.get_json("/info")
         return int(info["max_total_tokens"])

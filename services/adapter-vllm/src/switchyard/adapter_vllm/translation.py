@@ -11,12 +11,12 @@ from __future__ import annotations
 from typing import Any, ClassVar, Final
 
 import grpc
-import httpx
 import orjson
 
 from switchyard.adapter.translation import (
     Completion,
     Delta,
+    EngineHTTP,
     EngineRequest,
     FinishReason,
     LoadMetrics,
@@ -262,10 +262,8 @@ class VllmTranslation(Translation):
         _, message, param = _error_fields(payload)
         return _error_from(status, message, param)
 
-    async def max_model_len(self, client: httpx.AsyncClient) -> int:
-        response = await client.get(MODELS)
-        response.raise_for_status()
-        cards = response.json().get("data") or []
+    async def max_model_len(self, engine: EngineHTTP) -> int:
+        cards = (await engine.get_json(MODELS) or {}).get("data") or []
         for card in cards:
             if card.get("id") == self.served_model_name:
                 return int(card.get("max_model_len") or 0)

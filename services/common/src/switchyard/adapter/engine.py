@@ -1,9 +1,10 @@
 """The adapter's HTTP client to its engine: calls, streams, health, metrics and aborts.
 
-One pooled `httpx.AsyncClient` per adapter, instrumented so every call carries the
-caller's trace context (`traceparent`) to the engine. Streams are read event by event
-and never buffered; leaving a stream early closes its connection, which is how every
-engine learns that the client went away.
+One pooled aiohttp session per adapter (httpx's pool bookkeeping grew with every pooled
+connection and was most of the adapter's CPU under load), traced so that every call
+carries the caller's trace context (`traceparent`) to the engine. Streams are read chunk
+by chunk and never buffered; leaving a stream early closes its connection, which is how
+every engine learns that the client went away.
 """
 
 from __future__ import annotations
@@ -12,15 +13,15 @@ import asyncio
 from collections.abc import AsyncGenerator
 from typing import Any
 
-import httpx
+import aiohttp
 import orjson
 import structlog
-from opentelemetry.instrumentation.httpx import HTTPXClientInstrumentor
+from opentelemetry.instrumentation.aiohttp_client import create_trace_config
 
 from switchyard.adapter.settings import AdapterSettings
-from switchyard.adapter.translation import Completion, Delta, Translation
+from switchyard.adapter.translation import Completion, Delta, EngineHTTPError, Translation
 from switchyard.common.errors import InferenceError
-from switchyard.common.sse import iter_events
+from switchyard.common.sse import LineTooLong, iter_events, iter_lines
 from switchyard.inference.v1 import inference_pb2 as pb
 
 log = structlog.get_logger(__name__)
@@ -28,34 +29,36 @@ log = structlog.get_logger(__name__)
 _JSON = {"content-type": "application/json", "accept": "application/json"}
 _SSE = {"content-type": "application/json", "accept": "text/event-stream"}
 _ABORT_TIMEOUT_S = 2.0
+_DONE = b"[DONE]"
 
 
 class EngineClient:
+    """Implements `EngineHTTP` for the translation, and the generation calls for the servicer.
+
+    Create it inside the running event loop (aiohttp binds its session to the loop).
+    """
+
     def __init__(self, settings: AdapterSettings, translation: Translation) -> None:
         self.base_url = settings.engine_base_url
         self.translation = translation
-        self._http = httpx.AsyncClient(
+        self._session = aiohttp.ClientSession(
             base_url=self.base_url,
+            connector=aiohttp.TCPConnector(limit=settings.max_connections, limit_per_host=0),
             # No read timeout: a stream may be silent while the engine queues it; the
             # request's deadline bounds the whole call instead.
-            timeout=httpx.Timeout(
-                connect=settings.connect_timeout_s, read=None, write=30.0, pool=None
-            ),
-            limits=httpx.Limits(
-                max_connections=settings.max_connections,
-                max_keepalive_connections=settings.max_connections,
-            ),
+            timeout=aiohttp.ClientTimeout(total=None, sock_connect=settings.connect_timeout_s),
+            trace_configs=[create_trace_config()],
+            auto_decompress=False,
         )
-        HTTPXClientInstrumentor.instrument_client(self._http)
-        self._health_timeout = settings.health_timeout_s
+        self._health_timeout = aiohttp.ClientTimeout(total=settings.health_timeout_s)
         self._aborts: set[asyncio.Task[None]] = set()
 
     async def aclose(self) -> None:
         if self._aborts:
             await asyncio.wait(self._aborts, timeout=_ABORT_TIMEOUT_S)
-        await self._http.aclose()
+        await self._session.close()
 
-    def _unreachable(self, exc: httpx.TransportError) -> InferenceError:
+    def _unreachable(self, exc: BaseException) -> InferenceError:
         return InferenceError.unavailable(
             f"engine at {self.base_url} is not reachable: {type(exc).__name__}"
         )
@@ -63,41 +66,43 @@ class EngineClient:
     async def complete(self, request: pb.GenerateRequest) -> Completion:
         call = self.translation.request(request, stream=False)
         try:
-            response = await self._http.post(
-                call.path, content=orjson.dumps(call.body), headers=_JSON
-            )
-        except httpx.TransportError as exc:
+            async with self._session.post(
+                call.path, data=orjson.dumps(call.body), headers=_JSON
+            ) as response:
+                body = await response.read()
+        except (aiohttp.ClientError, TimeoutError) as exc:
             raise self._unreachable(exc) from None
-        if response.status_code >= 400:
-            raise self.translation.error(response.status_code, response.content)
-        return self.translation.completion(request, _json(response.content))
+        if response.status >= 400:
+            raise self.translation.error(response.status, body)
+        return self.translation.completion(request, _json(body))
 
     async def stream(self, request: pb.GenerateRequest) -> AsyncGenerator[Delta, None]:
         call = self.translation.request(request, stream=True)
         parser = self.translation.stream_parser(request)
-        http_request = self._http.build_request(
-            "POST", call.path, content=orjson.dumps(call.body), headers=_SSE
-        )
         try:
-            response = await self._http.send(http_request, stream=True)
-        except httpx.TransportError as exc:
+            response = await self._session.post(
+                call.path, data=orjson.dumps(call.body), headers=_SSE
+            )
+        except (aiohttp.ClientError, TimeoutError) as exc:
             raise self._unreachable(exc) from None
         try:
-            if response.status_code >= 400:
-                raise self.translation.error(response.status_code, await response.aread())
-            async for event in iter_events(response.aiter_lines()):
-                if event.data == "[DONE]":
+            if response.status >= 400:
+                raise self.translation.error(response.status, await response.read())
+            async for event in iter_events(iter_lines(response.content.iter_any())):
+                if event.data == _DONE:
                     return
                 delta = parser.feed(event.event, _json(event.data))
                 if delta is not None:
                     yield delta
-        except httpx.TransportError as exc:
+        except (aiohttp.ClientError, LineTooLong) as exc:
             raise InferenceError.unavailable(
                 f"lost the engine at {self.base_url} mid-stream: {type(exc).__name__}"
             ) from None
         finally:
-            # Closing an unfinished response drops its connection: the engine aborts.
-            await response.aclose()
+            if response.content.at_eof():
+                response.release()  # finished: the connection goes back to the pool
+            else:
+                response.close()  # left early: drop the connection, so the engine aborts
 
     def abort_in_background(self, request_id: str) -> None:
         """Ask the engine to abort now, without holding up the cancelled caller."""
@@ -108,31 +113,72 @@ class EngineClient:
     async def _abort(self, request_id: str) -> None:
         try:
             async with asyncio.timeout(_ABORT_TIMEOUT_S):
-                await self.translation.abort(self._http, request_id)
-        except (httpx.HTTPError, TimeoutError) as exc:
+                await self.translation.abort(self, request_id)
+        except (EngineHTTPError, TimeoutError) as exc:
             log.warning("engine_abort_failed", request_id=request_id, error=type(exc).__name__)
+
+    # -- EngineHTTP, for the translation --------------------------------------------------
+
+    async def _call(self, method: str, path: str, body: Any = None) -> Any:
+        data = None if body is None else orjson.dumps(body)
+        try:
+            async with self._session.request(
+                method, path, data=data, headers=_JSON, timeout=self._health_timeout
+            ) as response:
+                raw = await response.read()
+        except (aiohttp.ClientError, TimeoutError) as exc:
+            raise EngineHTTPError(f"{method} {path}: {type(exc).__name__}") from None
+        if response.status >= 400:
+            raise EngineHTTPError(f"{method} {path}: HTTP {response.status}", response.status)
+        try:
+            return orjson.loads(raw) if raw else None
+        except orjson.JSONDecodeError:
+            raise EngineHTTPError(
+                f"{method} {path}: the body is not JSON", response.status
+            ) from None
+
+    async def get_json(self, path: str) -> Any:
+        return await self._call("GET", path)
+
+    async def post_json(self, path: str, body: Any) -> Any:
+        return await self._call("POST", path, body)
+
+    # -- health and load ------------------------------------------------------------------
 
     async def healthy(self) -> bool:
         """Whether the engine says it can generate. Refused connections (loading vLLM, TGI) are False."""
         try:
-            response = await self._http.get(
+            async with self._session.get(
                 self.translation.health_path, timeout=self._health_timeout
-            )
-        except httpx.HTTPError:
+            ) as response:
+                await response.read()
+                return response.status == 200
+        except (aiohttp.ClientError, TimeoutError):
             return False
-        return response.status_code == 200
 
     async def max_model_len(self) -> int:
-        length: int = await self.translation.max_model_len(self._http)
+        length: int = await self.translation.max_model_len(self)
         return length
 
     async def metrics_text(self) -> str:
-        response = await self._http.get(self.translation.metrics_path, timeout=self._health_timeout)
-        response.raise_for_status()
-        return response.text
+        """The engine's Prometheus exposition; EngineHTTPError when it cannot be read."""
+        try:
+            async with self._session.get(
+                self.translation.metrics_path, timeout=self._health_timeout
+            ) as response:
+                text = await response.text()
+        except (aiohttp.ClientError, TimeoutError) as exc:
+            raise EngineHTTPError(
+                f"GET {self.translation.metrics_path}: {type(exc).__name__}"
+            ) from None
+        if response.status >= 400:
+            raise EngineHTTPError(
+                f"GET {self.translation.metrics_path}: HTTP {response.status}", response.status
+            )
+        return text
 
 
-def _json(raw: bytes | str) -> Any:
+def _json(raw: bytes) -> Any:
     try:
         return orjson.loads(raw)
     except orjson.JSONDecodeError:

@@ -13,10 +13,8 @@ import math
 import time
 from dataclasses import dataclass
 
-import httpx
-
 from switchyard.adapter.engine import EngineClient
-from switchyard.adapter.translation import LoadMetrics
+from switchyard.adapter.translation import EngineHTTPError, LoadMetrics
 
 
 @dataclass(frozen=True, slots=True)
@@ -85,7 +83,7 @@ class LoadReader:
                 return self._last
             try:
                 self._last = engine_load(await self._engine.metrics_text(), self._metrics)
-            except httpx.HTTPError:
+            except EngineHTTPError:
                 self._last = None
             self._read_at = time.monotonic()
             return self._last

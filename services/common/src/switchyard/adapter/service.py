@@ -190,18 +190,23 @@ class InferenceServicer(pb_grpc.InferenceServiceServicer):
     ) -> AsyncIterator[pb.GenerateStreamResponse]:
         call = _Call(self, request, "GenerateStream")
         completion_tokens: int | None = None
+        # One timer for the whole request (not a timeout around every token's read): when
+        # it fires it cancels this RPC's task, and the cancellation is reported as
+        # DEADLINE_EXCEEDED below.
+        task = asyncio.current_task()
+        assert task is not None
+        expired = asyncio.Event()
+
+        def expire() -> None:
+            expired.set()
+            task.cancel()
+
+        timer = asyncio.get_running_loop().call_at(self._deadline(context), expire)
         try:
             validate(request, self.served_model_name)
-            deadline = self._deadline(context)
             stream = self._engine.stream(request)
             try:
-                while True:
-                    # A timeout around each read, not around the yields: the caller's
-                    # own slowness is bounded by its gRPC deadline.
-                    async with asyncio.timeout_at(deadline):
-                        delta = await anext(stream, None)
-                    if delta is None:
-                        break
+                async for delta in stream:
                     if delta.prompt_tokens is not None:
                         call.prompt_tokens = delta.prompt_tokens
                     if delta.completion_tokens is not None:
@@ -230,12 +235,15 @@ class InferenceServicer(pb_grpc.InferenceServiceServicer):
             yield last
         except InferenceError as error:
             await self._fail(call, context, error)
-        except TimeoutError:
-            await self._fail(call, context, _deadline_error())
         except asyncio.CancelledError:
-            self._cancelled(call)
-            raise
+            if not expired.is_set():
+                self._cancelled(call)
+                raise
+            task.uncancel()
+            self._engine.abort_in_background(request.request_id)
+            await self._fail(call, context, _deadline_error())
         finally:
+            timer.cancel()
             call.end()
 
     async def ListModels(

@@ -10,9 +10,7 @@ from __future__ import annotations
 
 from abc import ABC, abstractmethod
 from dataclasses import dataclass
-from typing import Any, ClassVar, TypeAlias
-
-import httpx
+from typing import Any, ClassVar, Protocol, TypeAlias
 
 from switchyard.common.errors import InferenceError
 from switchyard.inference.v1 import inference_pb2 as pb
@@ -62,6 +60,23 @@ class LoadMetrics:
     kv_cache_usage: str | None = None
 
 
+class EngineHTTP(Protocol):
+    """What a translation may ask of its engine besides generating: JSON in, JSON out.
+
+    Both raise `EngineHTTPError` for an error status or an engine that cannot be reached.
+    """
+
+    async def get_json(self, path: str) -> Any: ...
+
+    async def post_json(self, path: str, body: Any) -> Any: ...
+
+
+class EngineHTTPError(Exception):
+    def __init__(self, message: str, status: int | None = None) -> None:
+        super().__init__(message)
+        self.status = status
+
+
 class StreamParser(ABC):
     """Reads one request's stream events; may keep state (e.g. cumulative text)."""
 
@@ -107,10 +122,10 @@ class Translation(ABC):
         """Map an engine error response (status >= 400) to the contract's error."""
 
     @abstractmethod
-    async def max_model_len(self, client: httpx.AsyncClient) -> int:
+    async def max_model_len(self, engine: EngineHTTP) -> int:
         """The context length the engine serves, read from its info routes (0 if unknown)."""
 
-    async def abort(self, client: httpx.AsyncClient, request_id: str) -> None:  # noqa: B027
+    async def abort(self, engine: EngineHTTP, request_id: str) -> None:  # noqa: B027
         """Tell the engine to stop a request, where it has a route for it.
 
         Closing the HTTP connection already cancels in every engine; engines with an explicit

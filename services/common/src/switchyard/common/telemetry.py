@@ -8,8 +8,10 @@
 - `OTEL_SDK_DISABLED=true`: no SDK at all (no spans, no propagation).
 - `OTEL_EXPORTER_OTLP_*`, `OTEL_BSP_*`, `OTEL_TRACES_SAMPLER*`: read by the SDK itself.
 
-Spans are recorded (and trace context propagated) even with exporter `none`, so the
-trace ids in logs and in the `traceparent` sent downstream stay meaningful.
+Without an exporter nothing would read the spans, so unless `OTEL_TRACES_SAMPLER` says
+otherwise, new traces are not sampled (`parentbased_always_off`): spans stay non-recording
+and cost next to nothing, yet keep real trace and span ids, so logs carry trace ids and
+`traceparent` still goes downstream (with the caller's sampling decision, when it sent one).
 """
 
 from __future__ import annotations
@@ -25,6 +27,7 @@ from opentelemetry.sdk.trace.export import (
     SimpleSpanProcessor,
     SpanExporter,
 )
+from opentelemetry.sdk.trace.sampling import ALWAYS_OFF, ParentBased
 
 _KNOWN_EXPORTERS = {"otlp", "console", "none"}
 
@@ -62,8 +65,12 @@ def configure_tracing(service_name: str) -> TracerProvider | None:
     if os.environ.get("OTEL_SDK_DISABLED", "").strip().lower() == "true":
         return None
     attributes = {} if os.environ.get("OTEL_SERVICE_NAME") else {SERVICE_NAME: service_name}
-    provider = TracerProvider(resource=Resource.create(attributes))
-    for name in _exporter_names():
+    exporters = _exporter_names()
+    sampler = None  # the SDK reads OTEL_TRACES_SAMPLER itself
+    if not exporters and not os.environ.get("OTEL_TRACES_SAMPLER"):
+        sampler = ParentBased(ALWAYS_OFF)
+    provider = TracerProvider(resource=Resource.create(attributes), sampler=sampler)
+    for name in exporters:
         if name == "otlp":
             provider.add_span_processor(BatchSpanProcessor(_otlp_exporter()))
         else:
