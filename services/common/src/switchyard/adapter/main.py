@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import gc
 import signal
 
 import grpc
@@ -76,6 +77,9 @@ async def serve(settings: AdapterSettings, translation: Translation) -> None:
     if settings.metrics_port:
         start_http_server(settings.metrics_port, addr=settings.host)
     await server.start()
+    # Everything built so far lives as long as the process: keep it out of the cyclic GC's
+    # full collections, whose pauses would otherwise land on requests' tail latency.
+    gc.freeze()
 
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()
