@@ -13,26 +13,23 @@ from switchyard.adapter.translation import Delta, StreamParser
 from switchyard.adapter_sglang.translation import SglangTranslation, choice_regex
 from switchyard.common.errors import InferenceError
 from switchyard.inference.v1 import inference_pb2 as pb
+from tests.support.canonical import generate_request
 from tests.support.engine_http import RecordingEngine
 
 T = SglangTranslation("qwen")
 
 
 def prompt_request(**sampling: Any) -> pb.GenerateRequest:
-    request = pb.GenerateRequest(request_id="r-1", model="qwen", prompt="Once upon")
-    for name, value in sampling.items():
-        if name == "stop":
-            request.sampling.stop.extend(value)
-        else:
-            setattr(request.sampling, name, value)
-    return request
+    return generate_request("qwen", prompt="Once upon", request_id="r-1", **sampling)
 
 
 def chat_request(**sampling: Any) -> pb.GenerateRequest:
-    request = prompt_request(**sampling)
-    request.chat.messages.add(role="system", content="Be brief.")
-    request.chat.messages.add(role="user", content="Hi", name="ann")
-    return request
+    return generate_request(
+        "qwen",
+        messages=[("system", "Be brief."), ("user", "Hi", "ann")],
+        request_id="r-1",
+        **sampling,
+    )
 
 
 def _meta(completion: int, finish: Any = None, rid: str = "r-1", prompt: int = 3) -> dict[str, Any]:

@@ -18,26 +18,20 @@ from switchyard.adapter_tgi.stops import StopTrimmer, cut_at_stop
 from switchyard.adapter_tgi.translation import TgiTranslation, regex_literal
 from switchyard.common.errors import InferenceError
 from switchyard.inference.v1 import inference_pb2 as pb
+from tests.support.canonical import generate_request
 from tests.support.engine_http import RecordingEngine
 
 T = TgiTranslation("m")
 
 
 def prompt(**sampling: Any) -> pb.GenerateRequest:
-    request = pb.GenerateRequest(model="m", prompt="Once upon")
-    for name, value in sampling.items():
-        if name == "stop":
-            request.sampling.stop.extend(value)
-        else:
-            setattr(request.sampling, name, value)
-    return request
+    return generate_request("m", prompt="Once upon", **sampling)
 
 
 def chat(**sampling: Any) -> pb.GenerateRequest:
-    request = prompt(**sampling)
-    request.chat.messages.add(role="system", content="Be brief.")
-    request.chat.messages.add(role="user", content="Hi", name="ann")
-    return request
+    return generate_request(
+        "m", messages=[("system", "Be brief."), ("user", "Hi", "ann")], **sampling
+    )
 
 
 def _refused(request: pb.GenerateRequest, param: str) -> InferenceError:

@@ -12,26 +12,23 @@ from switchyard.adapter.translation import Delta
 from switchyard.adapter_vllm.translation import VllmTranslation
 from switchyard.common.errors import InferenceError
 from switchyard.inference.v1 import inference_pb2 as pb
+from tests.support.canonical import generate_request
 from tests.support.engine_http import RecordingEngine
 
 T = VllmTranslation("llama")
 
 
 def prompt_request(**sampling: Any) -> pb.GenerateRequest:
-    request = pb.GenerateRequest(request_id="r-1", model="llama", prompt="Once upon")
-    for name, value in sampling.items():
-        if name == "stop":
-            request.sampling.stop.extend(value)
-        else:
-            setattr(request.sampling, name, value)
-    return request
+    return generate_request("llama", prompt="Once upon", request_id="r-1", **sampling)
 
 
 def chat_request(**sampling: Any) -> pb.GenerateRequest:
-    request = prompt_request(**sampling)
-    request.chat.messages.add(role="system", content="Be brief.")
-    request.chat.messages.add(role="user", content="Hi", name="ann")
-    return request
+    return generate_request(
+        "llama",
+        messages=[("system", "Be brief."), ("user", "Hi", "ann")],
+        request_id="r-1",
+        **sampling,
+    )
 
 
 def test_prompt_request_maps_every_sampling_field() -> None:

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import re
 from enum import StrEnum
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 import grpc
 import orjson
@@ -15,6 +15,7 @@ from pydantic import BaseModel
 from switchyard.common.errors import from_rpc_error
 from switchyard.inference.v1 import inference_pb2 as pb
 from tests.contract.conftest import sim_stats
+from tests.support.canonical import generate_request
 from tests.support.stacks import Stack
 
 if TYPE_CHECKING:
@@ -44,22 +45,13 @@ class TicketAnalysis(BaseModel):
     requires_human: bool
 
 
-def prompt_request(stack: Stack, **sampling: object) -> pb.GenerateRequest:
-    request = pb.GenerateRequest(model=stack.model, prompt="The switchyard at dawn was")
-    for name, value in sampling.items():
-        if name == "stop":
-            request.sampling.stop.extend(value)  # type: ignore[arg-type]
-        else:
-            setattr(request.sampling, name, value)
-    return request
+def prompt_request(stack: Stack, **sampling: Any) -> pb.GenerateRequest:
+    return generate_request(stack.model, prompt="The switchyard at dawn was", **sampling)
 
 
-def chat_request(stack: Stack, **sampling: object) -> pb.GenerateRequest:
-    request = prompt_request(stack, **sampling)
-    request.ClearField("prompt")
-    request.chat.messages.add(role="system", content="You are terse.")
-    request.chat.messages.add(role="user", content="Describe a switchyard in one sentence.")
-    return request
+def chat_request(stack: Stack, **sampling: Any) -> pb.GenerateRequest:
+    messages = [("system", "You are terse."), ("user", "Describe a switchyard in one sentence.")]
+    return generate_request(stack.model, messages=messages, **sampling)
 
 
 BUILDERS = {"prompt": prompt_request, "chat": chat_request}
