@@ -9,7 +9,7 @@ import grpc
 import orjson
 import pytest
 
-from switchyard.adapter.translation import Delta, StreamParser
+from switchyard.adapter.translation import Delta, EngineRequest, StreamParser
 from switchyard.adapter_sglang.translation import SglangTranslation, choice_regex
 from switchyard.common.errors import InferenceError
 from switchyard.inference.v1 import inference_pb2 as pb
@@ -56,7 +56,8 @@ def test_a_prompt_goes_to_generate_with_every_sampling_field() -> None:
     call = T.request(request, stream=True)
     assert call.path == "/generate"
     params = call.body.pop("sampling_params")
-    assert call.body == {"text": "Once upon", "rid": "r-1", "stream": True}
+    assert _rid_of(call) == call.body.pop("rid")
+    assert call.body == {"text": "Once upon", "stream": True}
     for name, value in (
         ("temperature", 0.5), ("top_p", 0.9), ("presence_penalty", 0.1),
         ("frequency_penalty", -0.2), ("repetition_penalty", 1.1),
@@ -73,7 +74,24 @@ def test_a_prompt_goes_to_generate_with_every_sampling_field() -> None:
 
 def test_unset_fields_are_left_to_sglang() -> None:
     call = T.request(prompt_request(), stream=False)
-    assert call.body == {"text": "Once upon", "rid": "r-1", "stream": False, "sampling_params": {}}
+    assert _rid_of(call) == call.body.pop("rid")
+    assert call.body == {"text": "Once upon", "stream": False, "sampling_params": {}}
+
+
+def _rid_of(call: EngineRequest) -> str:
+    """The call's rid: the request id with a suffix of its own, and the id its abort uses."""
+    rid = call.body["rid"]
+    assert rid.startswith("r-1-")
+    assert len(rid) > len("r-1-")
+    assert call.abort_id == rid
+    return str(rid)
+
+
+def test_every_call_has_its_own_rid() -> None:
+    """SGLang refuses a rid in flight and aborts a finished stream's rid ~2 s later."""
+    rids = {T.request(prompt_request(), stream=s).body["rid"] for s in (True, False, True)}
+    rids |= {T.request(chat_request(), stream=s).body["rid"] for s in (True, False)}
+    assert len(rids) == 5
 
 
 def _with(request: pb.GenerateRequest, kind: str, value: Any = None) -> pb.GenerateRequest:
@@ -106,13 +124,13 @@ def test_a_chat_goes_to_chat_completions() -> None:
     request = chat_request(max_tokens=16, seed=3, temperature=0.0, top_k=5, stop=["."])
     call = T.request(request, stream=True)
     assert call.path == "/v1/chat/completions"
+    assert _rid_of(call) == call.body.pop("rid")
     assert call.body == {
         "model": "qwen",
         "messages": [
             {"role": "system", "content": "Be brief."},
             {"role": "user", "content": "Hi", "name": "ann"},
         ],
-        "rid": "r-1",
         "stream": True,
         "max_completion_tokens": 16,
         "seed": 3,

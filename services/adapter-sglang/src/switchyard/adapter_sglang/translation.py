@@ -1,7 +1,8 @@
 """SGLang's HTTP API in the terms of the inference contract (SGLang 0.5.23).
 
-- Prompts go to the native `POST /generate` with `rid` = the request id, so that
-  `/abort_request` can stop them. Its stream is **cumulative**: every event repeats the
+- Prompts go to the native `POST /generate` with a `rid` of its own per call (the request
+  id plus a random suffix: SGLang refuses duplicates), so that `/abort_request` can stop
+  them. Its stream is **cumulative**: every event repeats the
   whole text and `output_ids` so far; the parser turns that into deltas. (An engine
   started with --incremental-streaming-output sends deltas instead; the parser tells the
   two apart by `len(output_ids) < meta_info.completion_tokens` and reads both.) Token
@@ -22,11 +23,14 @@
 from __future__ import annotations
 
 import re
+import secrets
+from collections.abc import Mapping
 from typing import Any, ClassVar, Final
 
 import orjson
 
 from switchyard.adapter.translation import (
+    NO_HEADERS,
     Completion,
     Delta,
     EngineHTTP,
@@ -115,7 +119,17 @@ def _chat_constraint(so: pb.StructuredOutput) -> dict[str, Any]:
     return {}
 
 
-def _chat_body(request: pb.GenerateRequest, model: str, stream: bool) -> dict[str, Any]:
+def engine_rid(request: pb.GenerateRequest) -> str:
+    """SGLang's `rid` for one call: unique per call, never the caller's id verbatim.
+
+    SGLang refuses a `rid` already in flight (400 "Duplicate request ID detected") and aborts
+    whatever holds a `rid` about two seconds after a stream with it ended; a caller's id
+    reused by a retry or a second request would collide either way.
+    """
+    return f"{request.request_id}-{secrets.token_hex(6)}"
+
+
+def _chat_body(request: pb.GenerateRequest, model: str, stream: bool, rid: str) -> dict[str, Any]:
     messages = []
     for m in request.chat.messages:
         message = {"role": m.role, "content": m.content}
@@ -125,7 +139,7 @@ def _chat_body(request: pb.GenerateRequest, model: str, stream: bool) -> dict[st
     body: dict[str, Any] = {
         "model": model,
         "messages": messages,
-        "rid": request.request_id,
+        "rid": rid,
         "stream": stream,
     }
     params = _sampling_params(request.sampling)
@@ -308,22 +322,24 @@ class SglangTranslation(Translation):
     )
 
     def request(self, request: pb.GenerateRequest, *, stream: bool) -> EngineRequest:
+        rid = engine_rid(request)
         if request.WhichOneof("input") == "chat":
-            return EngineRequest(
-                "/v1/chat/completions", _chat_body(request, self.served_model_name, stream)
-            )
+            body = _chat_body(request, self.served_model_name, stream, rid)
+            return EngineRequest("/v1/chat/completions", body, abort_id=rid)
         params = _sampling_params(request.sampling)
         if request.HasField("structured_output"):
             params.update(_native_constraint(request.structured_output))
         body = {
             "text": request.prompt,
-            "rid": request.request_id,
+            "rid": rid,
             "stream": stream,
             "sampling_params": params,
         }
-        return EngineRequest("/generate", body)
+        return EngineRequest("/generate", body, abort_id=rid)
 
-    def completion(self, request: pb.GenerateRequest, body: Any) -> Completion:
+    def completion(
+        self, request: pb.GenerateRequest, body: Any, headers: Mapping[str, str] = NO_HEADERS
+    ) -> Completion:
         body = _require_dict(body)
         if request.WhichOneof("input") == "chat":
             choices = body.get("choices")
@@ -361,5 +377,5 @@ class SglangTranslation(Translation):
                 return int(card["max_model_len"])
         return 0
 
-    async def abort(self, engine: EngineHTTP, request_id: str) -> None:
-        await engine.post_json("/abort_request", {"rid": request_id})
+    async def abort(self, engine: EngineHTTP, abort_id: str) -> None:
+        await engine.post_json("/abort_request", {"rid": abort_id})

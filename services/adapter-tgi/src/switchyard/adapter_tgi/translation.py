@@ -18,11 +18,13 @@ to `/v1/chat/completions` (`model: "tgi"`, usage requested). TGI's traps handled
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from typing import Any, Final
 
 import orjson
 
 from switchyard.adapter.translation import (
+    NO_HEADERS,
     Completion,
     Delta,
     EngineHTTP,
@@ -289,7 +291,9 @@ class TgiTranslation(Translation):
             out["frequency_penalty"] = s.frequency_penalty
 
     # Responses.
-    def completion(self, request: pb.GenerateRequest, body: Any) -> Completion:
+    def completion(
+        self, request: pb.GenerateRequest, body: Any, headers: Mapping[str, str] = NO_HEADERS
+    ) -> Completion:
         stops = list(request.sampling.stop)
         body = _object(body, "response")
         try:

@@ -8,12 +8,14 @@ token count is the difference of the engine's own cumulative counts.
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from typing import Any, ClassVar, Final
 
 import grpc
 import orjson
 
 from switchyard.adapter.translation import (
+    NO_HEADERS,
     Completion,
     Delta,
     EngineHTTP,
@@ -226,7 +228,9 @@ class VllmTranslation(Translation):
             body["stream_options"] = {"include_usage": True, "continuous_usage_stats": True}
         return EngineRequest(CHAT_COMPLETIONS if chat else COMPLETIONS, body)
 
-    def completion(self, request: pb.GenerateRequest, body: Any) -> Completion:
+    def completion(
+        self, request: pb.GenerateRequest, body: Any, headers: Mapping[str, str] = NO_HEADERS
+    ) -> Completion:
         try:
             choice = body["choices"][0]
             if request.WhichOneof("input") == "chat":

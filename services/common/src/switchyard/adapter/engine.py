@@ -3,8 +3,9 @@
 One pooled aiohttp session per adapter (httpx's pool bookkeeping grew with every pooled
 connection and was most of the adapter's CPU under load), traced so that every call
 carries the caller's trace context (`traceparent`) to the engine. Streams are read chunk
-by chunk and never buffered; leaving a stream early closes its connection, which is how
-every engine learns that the client went away.
+by chunk and never buffered; leaving a call early (the caller cancelled, or its deadline
+passed) closes its connection, which is how every engine learns that the client went away,
+and where the engine has an abort route, calls it with that call's own `abort_id`.
 """
 
 from __future__ import annotations
@@ -19,7 +20,13 @@ import structlog
 from opentelemetry.instrumentation.aiohttp_client import create_trace_config
 
 from switchyard.adapter.settings import AdapterSettings
-from switchyard.adapter.translation import Completion, Delta, EngineHTTPError, Translation
+from switchyard.adapter.translation import (
+    Completion,
+    Delta,
+    EngineHTTPError,
+    EngineRequest,
+    Translation,
+)
 from switchyard.common.errors import InferenceError
 from switchyard.common.sse import LineTooLong, iter_events, iter_lines
 from switchyard.inference.v1 import inference_pb2 as pb
@@ -28,6 +35,8 @@ log = structlog.get_logger(__name__)
 
 _JSON = {"content-type": "application/json", "accept": "application/json"}
 _SSE = {"content-type": "application/json", "accept": "text/event-stream"}
+#: Engines refuse a missing or wrong `--api-key` with these.
+_AUTH_REFUSED = (401, 403)
 _ABORT_TIMEOUT_S = 2.0
 _DONE = b"[DONE]"
 
@@ -41,8 +50,11 @@ class EngineClient:
     def __init__(self, settings: AdapterSettings, translation: Translation) -> None:
         self.base_url = settings.engine_base_url
         self.translation = translation
+        key = settings.engine_api_key
         self._session = aiohttp.ClientSession(
             base_url=self.base_url,
+            # The engine's --api-key, on every call (engines ignore it where they need none).
+            headers={"authorization": f"Bearer {key.get_secret_value()}"} if key else None,
             connector=aiohttp.TCPConnector(limit=settings.max_connections, limit_per_host=0),
             # No read timeout: a stream may be silent while the engine queues it; the
             # request's deadline bounds the whole call instead.
@@ -63,6 +75,14 @@ class EngineClient:
             f"engine at {self.base_url} is not reachable: {type(exc).__name__}"
         )
 
+    def _error(self, status: int, body: bytes) -> InferenceError:
+        if status in _AUTH_REFUSED:
+            return InferenceError.engine_failed(
+                f"the engine at {self.base_url} refused the adapter's credentials (HTTP {status}): "
+                "set ADAPTER_ENGINE_API_KEY to the engine's --api-key"
+            )
+        return self.translation.error(status, body)
+
     async def complete(self, request: pb.GenerateRequest) -> Completion:
         call = self.translation.request(request, stream=False)
         try:
@@ -72,9 +92,12 @@ class EngineClient:
                 body = await response.read()
         except (aiohttp.ClientError, TimeoutError) as exc:
             raise self._unreachable(exc) from None
+        except BaseException:  # cancelled (the caller left, or its deadline passed)
+            self._abort_left(call)
+            raise
         if response.status >= 400:
-            raise self.translation.error(response.status, body)
-        return self.translation.completion(request, _json(body))
+            raise self._error(response.status, body)
+        return self.translation.completion(request, _json(body), response.headers)
 
     async def stream(self, request: pb.GenerateRequest) -> AsyncGenerator[Delta, None]:
         call = self.translation.request(request, stream=True)
@@ -85,15 +108,28 @@ class EngineClient:
             )
         except (aiohttp.ClientError, TimeoutError) as exc:
             raise self._unreachable(exc) from None
+        except BaseException:  # cancelled before the engine answered
+            self._abort_left(call)
+            raise
+        # Whether the engine is done with this call: only a call left early is aborted
+        # (never one that finished or failed in the engine; its id may be reused there).
+        ended = False
         try:
             if response.status >= 400:
-                raise self.translation.error(response.status, await response.read())
+                ended = True
+                raise self._error(response.status, await response.read())
             async for event in iter_events(iter_lines(response.content.iter_any())):
                 if event.data == _DONE:
+                    ended = True
                     return
-                delta = parser.feed(event.event, _json(event.data))
+                try:
+                    delta = parser.feed(event.event, _json(event.data))
+                except InferenceError:
+                    ended = True
+                    raise
                 if delta is not None:
                     yield delta
+            ended = True
         except (aiohttp.ClientError, LineTooLong) as exc:
             raise InferenceError.unavailable(
                 f"lost the engine at {self.base_url} mid-stream: {type(exc).__name__}"
@@ -103,19 +139,25 @@ class EngineClient:
                 response.release()  # finished: the connection goes back to the pool
             else:
                 response.close()  # left early: drop the connection, so the engine aborts
+            if not ended:
+                self._abort_left(call)
 
-    def abort_in_background(self, request_id: str) -> None:
+    def _abort_left(self, call: EngineRequest) -> None:
+        if call.abort_id is not None:
+            self.abort_in_background(call.abort_id)
+
+    def abort_in_background(self, abort_id: str) -> None:
         """Ask the engine to abort now, without holding up the cancelled caller."""
-        task = asyncio.create_task(self._abort(request_id))
+        task = asyncio.create_task(self._abort(abort_id))
         self._aborts.add(task)
         task.add_done_callback(self._aborts.discard)
 
-    async def _abort(self, request_id: str) -> None:
+    async def _abort(self, abort_id: str) -> None:
         try:
             async with asyncio.timeout(_ABORT_TIMEOUT_S):
-                await self.translation.abort(self, request_id)
+                await self.translation.abort(self, abort_id)
         except (EngineHTTPError, TimeoutError) as exc:
-            log.warning("engine_abort_failed", request_id=request_id, error=type(exc).__name__)
+            log.warning("engine_abort_failed", abort_id=abort_id, error=type(exc).__name__)
 
     # -- EngineHTTP, for the translation --------------------------------------------------
 

@@ -155,8 +155,8 @@ class InferenceServicer(pb_grpc.InferenceServiceServicer):
         raise AssertionError("abort_with_status returns only by raising")  # pragma: no cover
 
     def _cancelled(self, call: _Call) -> None:
+        # The engine client has already dropped the engine call (and aborted it).
         call.code = grpc.StatusCode.CANCELLED
-        self._engine.abort_in_background(call.request.request_id)
 
     async def Generate(self, request: pb.GenerateRequest, context: Context) -> pb.GenerateResponse:
         call = _Call(self, request, "Generate")
@@ -240,7 +240,6 @@ class InferenceServicer(pb_grpc.InferenceServiceServicer):
                 self._cancelled(call)
                 raise
             task.uncancel()
-            self._engine.abort_in_background(request.request_id)
             await self._fail(call, context, _deadline_error())
         finally:
             timer.cancel()

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from pydantic import AnyHttpUrl, Field, field_validator
+from pydantic import AnyHttpUrl, Field, SecretStr, field_validator
 from pydantic_settings import SettingsConfigDict
 
 from switchyard.common.settings import ServiceSettings
@@ -13,6 +13,9 @@ class AdapterSettings(ServiceSettings):
 
     #: The engine beside this adapter (the same pod, so localhost in a cluster).
     engine_url: AnyHttpUrl = AnyHttpUrl("http://127.0.0.1:8000")
+    #: The engine's `--api-key`, sent as a Bearer token (in a cluster: from the Secret the
+    #: ModelBackend names).
+    engine_api_key: SecretStr | None = None
     #: The model name clients send; requests for any other name get NOT_FOUND.
     served_model_name: str = Field(min_length=1)
     host: str = "0.0.0.0"

@@ -9,21 +9,30 @@ look, how it reports readiness and load.
 from __future__ import annotations
 
 from abc import ABC, abstractmethod
+from collections.abc import Mapping
 from dataclasses import dataclass
-from typing import Any, ClassVar, Protocol, TypeAlias
+from types import MappingProxyType
+from typing import Any, ClassVar, Final, Protocol, TypeAlias
 
 from switchyard.common.errors import InferenceError
 from switchyard.inference.v1 import inference_pb2 as pb
 
 FinishReason: TypeAlias = pb.FinishReason.ValueType
+NO_HEADERS: Final[Mapping[str, str]] = MappingProxyType({})
 
 
 @dataclass(frozen=True, slots=True)
 class EngineRequest:
-    """One HTTP call to the engine: a POST of a JSON body."""
+    """One HTTP call to the engine: a POST of a JSON body.
+
+    `abort_id` is what the engine's abort route takes for this call (SGLang's `rid`), set by
+    translations whose engine has one. It must be unique per engine call, never the caller's
+    request id verbatim: two calls with one id collide in the engine.
+    """
 
     path: str
     body: dict[str, Any]
+    abort_id: str | None = None
 
 
 @dataclass(frozen=True, slots=True)
@@ -110,8 +119,10 @@ class Translation(ABC):
         """
 
     @abstractmethod
-    def completion(self, request: pb.GenerateRequest, body: Any) -> Completion:
-        """Read a successful non-streaming response body."""
+    def completion(
+        self, request: pb.GenerateRequest, body: Any, headers: Mapping[str, str] = NO_HEADERS
+    ) -> Completion:
+        """Read a successful non-streaming response (its JSON body and its HTTP headers)."""
 
     @abstractmethod
     def stream_parser(self, request: pb.GenerateRequest) -> StreamParser:
@@ -125,8 +136,8 @@ class Translation(ABC):
     async def max_model_len(self, engine: EngineHTTP) -> int:
         """The context length the engine serves, read from its info routes (0 if unknown)."""
 
-    async def abort(self, engine: EngineHTTP, request_id: str) -> None:  # noqa: B027
-        """Tell the engine to stop a request, where it has a route for it.
+    async def abort(self, engine: EngineHTTP, abort_id: str) -> None:  # noqa: B027
+        """Tell the engine to stop the call whose `EngineRequest.abort_id` this is.
 
         Closing the HTTP connection already cancels in every engine; engines with an explicit
         abort route (SGLang) override this to free the slot without waiting for detection.
