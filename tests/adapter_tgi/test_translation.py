@@ -13,7 +13,8 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from switchyard.adapter.translation import Delta
+from switchyard.adapter.translation import Delta, EngineHTTPError
+from switchyard.adapter_tgi.json_object import json_object_regex
 from switchyard.adapter_tgi.stops import StopTrimmer, cut_at_stop
 from switchyard.adapter_tgi.translation import TgiTranslation, regex_literal
 from switchyard.common.errors import InferenceError
@@ -50,9 +51,10 @@ def _refused(request: pb.GenerateRequest, param: str) -> InferenceError:
 def test_prompt_unary_and_stream_routes() -> None:
     unary = T.request(prompt(), stream=False)
     assert unary.path == "/generate"
+    # No `decoder_input_details`: the prompt's length comes in a header (prefill is empty).
     assert unary.body == {
         "inputs": "Once upon",
-        "parameters": {"details": True, "decoder_input_details": True, "do_sample": True},
+        "parameters": {"details": True, "do_sample": True},
     }
     stream = T.request(prompt(), stream=True)
     assert stream.path == "/generate_stream"
@@ -93,13 +95,26 @@ def test_temperature_zero_is_greedy() -> None:
     assert "temperature" not in body
 
 
+def test_greedy_sends_no_warper_that_would_make_tgi_sample() -> None:
+    # TGI samples when top_p or top_k is set, do_sample or not; the top token is the
+    # greedy choice whatever they would cut, so leaving them out changes nothing else.
+    request = prompt(temperature=0.0, top_p=0.5, top_k=3)
+    assert T.request(request, stream=False).body["parameters"] == {
+        "details": True,
+        "do_sample": False,
+    }
+    body = T.request(chat(temperature=0.0, top_p=0.5), stream=False).body
+    assert (body["temperature"], "top_p" in body) == (0.0, False)
+    assert T.request(chat(temperature=0.3, top_p=0.5), stream=False).body["top_p"] == 0.5
+
+
 def test_negative_seeds_become_distinct_u64s() -> None:
     seed = T.request(prompt(seed=-1), stream=True).body["parameters"]["seed"]
     assert seed == 2**64 - 1
 
 
 def test_chat_request() -> None:
-    request = chat(max_tokens=5, temperature=0.0, top_p=0.5, seed=3, stop=["x"])
+    request = chat(max_tokens=5, temperature=0.2, top_p=0.5, seed=3, stop=["x"])
     call = T.request(request, stream=True)
     assert call.path == "/v1/chat/completions"
     assert call.body == {
@@ -111,7 +126,7 @@ def test_chat_request() -> None:
         "stream": True,
         "stream_options": {"include_usage": True},
         "max_tokens": 5,
-        "temperature": 0.0,
+        "temperature": pytest.approx(0.2),
         "top_p": 0.5,
         "seed": 3,
         "stop": ["x"],
@@ -149,8 +164,8 @@ def test_structured_outputs() -> None:
         "value": schema,
     }
     assert grammar(_constrained(json_object=True)) == {
-        "type": "json",
-        "value": {"type": "object", "properties": {}},
+        "type": "regex",
+        "value": json_object_regex(),
     }
     assert grammar(_constrained(regex=r"\d+")) == {"type": "regex", "value": r"\d+"}
     choice = grammar(_constrained(choice=["a.b", "c|d", "(e)"]))
@@ -184,19 +199,28 @@ def test_native_completion() -> None:
             "finish_reason": "stop_sequence",
             "generated_tokens": 4,
             "seed": None,
-            "prefill": [
-                {"id": 1, "text": "Once", "logprob": None},
-                {"id": 2, "text": " upon", "logprob": -1.0},
-            ],
+            "prefill": [],  # as TGI sends it unless --enable-prefill-logprobs
             "tokens": [],
         },
     }
-    completion = T.completion(prompt(stop=["STOP"]), body)
+    headers = {"x-prompt-tokens": "2", "x-generated-tokens": "4"}
+    completion = T.completion(prompt(stop=["STOP"]), body, headers)
     assert (completion.text, completion.finish_reason) == ("Hello world ", pb.FINISH_REASON_STOP)
     assert (completion.prompt_tokens, completion.completion_tokens) == (2, 4)
     body["details"]["finish_reason"] = "length"
     body["generated_text"] = "Hello world"
-    assert T.completion(prompt(), body).finish_reason == pb.FINISH_REASON_LENGTH
+    assert T.completion(prompt(), body, headers).finish_reason == pb.FINISH_REASON_LENGTH
+
+
+def test_a_native_answer_without_its_prompt_count_is_an_engine_failure() -> None:
+    body = {
+        "generated_text": "Hi",
+        "details": {"finish_reason": "length", "generated_tokens": 1, "prefill": []},
+    }
+    for headers in ({}, {"x-prompt-tokens": "many"}):
+        with pytest.raises(InferenceError) as caught:
+            T.completion(prompt(), body, headers)
+        assert caught.value.code == grpc.StatusCode.INTERNAL
 
 
 def test_a_stop_tgi_missed_inside_a_token_is_still_cut() -> None:
@@ -209,7 +233,7 @@ def test_a_stop_tgi_missed_inside_a_token_is_still_cut() -> None:
             "tokens": [],
         },
     }
-    completion = T.completion(prompt(stop=["et"]), body)
+    completion = T.completion(prompt(stop=["et"]), body, {"x-prompt-tokens": "2"})
     assert (completion.text, completion.finish_reason) == ("alpha b", pb.FINISH_REASON_STOP)
 
 
@@ -490,12 +514,33 @@ def test_other_statuses_are_engine_failures() -> None:
     assert error.code == grpc.StatusCode.INTERNAL
 
 
-async def test_max_model_len_reads_info() -> None:
-    engine = RecordingEngine(
-        {("GET", "/info"): {"max_total_tokens": 8192, "max_input_tokens": 8191}}
-    )
+_INFO = {("GET", "/info"): {"max_total_tokens": 8192, "max_input_tokens": 8191}}
+
+
+async def test_max_model_len_reads_info_and_proves_the_key() -> None:
+    engine = RecordingEngine(_INFO)
     assert await T.max_model_len(engine) == 8192
-    assert engine.calls == [("GET", "/info", None)]
+    assert engine.calls == [("GET", "/info", None), ("POST", "/tokenize", {"inputs": "ready"})]
+
+
+class _Refusing(RecordingEngine):
+    def __init__(self, status: int | None) -> None:
+        super().__init__(_INFO)
+        self.status = status
+
+    async def post_json(self, path: str, body: Any) -> Any:
+        raise EngineHTTPError(f"POST {path}: HTTP {self.status}", self.status)
+
+
+async def test_a_refused_key_keeps_the_adapter_from_serving() -> None:
+    for status in (401, 403):
+        with pytest.raises(EngineHTTPError) as caught:
+            await T.max_model_len(_Refusing(status))
+        assert "ADAPTER_ENGINE_API_KEY" in str(caught.value)
+    with pytest.raises(EngineHTTPError):  # unreachable: not ready either
+        await T.max_model_len(_Refusing(None))
+    # Any other refusal still says the key was accepted.
+    assert await T.max_model_len(_Refusing(404)) == 8192
 
 
 def test_engine_facts() -> None:
@@ -506,3 +551,84 @@ def test_engine_facts() -> None:
         "tgi_queue_size",
     )
     assert T.load_metrics.kv_cache_usage is None
+
+
+# max_tokens past 1024: TGI generates whole 1024-token chunks and can run past it.
+
+
+def _native_events(texts: list[str]) -> list[dict[str, Any]]:
+    events = [_token(t) for t in texts[:-1]]
+    events.append(_last(texts[-1], "length", len(texts)))
+    return events
+
+
+def test_a_native_stream_is_cut_at_max_tokens() -> None:
+    deltas = _feed(prompt(max_tokens=3), _native_events(["a", " b", " c", " d", " e"]))
+    assert "".join(d.text for d in deltas) == "a b c"
+    assert sum(d.token_count for d in deltas) == 3
+    # The third token ends the output; TGI's surplus is dropped, its last event counted.
+    assert [bool(d.finish_reason) for d in deltas] == [False, False, True, True]
+    assert {d.finish_reason for d in deltas[2:]} == {pb.FINISH_REASON_LENGTH}
+    assert (deltas[-1].prompt_tokens, deltas[-1].completion_tokens) == (3, 3)
+    # A stop string found first keeps its reason; what it held back is not lost.
+    deltas = _feed(prompt(max_tokens=3, stop=["b"]), _native_events(["a", " b", " c", " d"]))
+    assert "".join(d.text for d in deltas) == "a "
+    assert deltas[-1].finish_reason == pb.FINISH_REASON_STOP
+    deltas = _feed(prompt(max_tokens=2, stop=["xyz"]), _native_events(["a", " x", " c"]))
+    assert "".join(d.text for d in deltas) == "a x"
+
+
+def test_a_chat_stream_is_cut_at_max_tokens() -> None:
+    usage = {
+        **_chunk(""),
+        "choices": [],
+        "usage": {"prompt_tokens": 9, "completion_tokens": 5, "total_tokens": 14},
+    }
+    chunks = [_chunk("a"), _chunk(" b"), _chunk(" c"), _chunk(" d"), _chunk(" e", "length")]
+    deltas = _feed(chat(max_tokens=3), [*chunks, usage])
+    assert "".join(d.text for d in deltas) == "a b c"
+    assert sum(d.token_count for d in deltas) == 3
+    assert [d.finish_reason for d in deltas if d.finish_reason] == [pb.FINISH_REASON_LENGTH]
+    assert (deltas[-1].prompt_tokens, deltas[-1].completion_tokens) == (9, 3)
+
+
+def test_a_unary_answer_is_cut_at_max_tokens() -> None:
+    tokens = [
+        {"id": i, "text": t, "logprob": -1.0, "special": False} for i, t in enumerate("abcde")
+    ]
+    body = {
+        "generated_text": "abcde",
+        "details": {"finish_reason": "length", "generated_tokens": 5, "tokens": tokens},
+    }
+    completion = T.completion(prompt(max_tokens=3), body, {"x-prompt-tokens": "2"})
+    assert (completion.text, completion.completion_tokens) == ("abc", 3)
+    assert completion.finish_reason == pb.FINISH_REASON_LENGTH
+    answer: dict[str, Any] = {
+        "choices": [
+            {
+                "index": 0,
+                "message": {"role": "assistant", "content": "abcde"},
+                "logprobs": {"content": [{"token": t, "logprob": -1.0} for t in "abcde"]},
+                "finish_reason": "length",
+            }
+        ],
+        "usage": {"prompt_tokens": 7, "completion_tokens": 5, "total_tokens": 12},
+    }
+    completion = T.completion(chat(max_tokens=3), answer)
+    assert (completion.text, completion.completion_tokens) == ("abc", 3)
+    answer["choices"][0]["logprobs"] = None  # nothing to cut at: never relayed too long
+    with pytest.raises(InferenceError) as caught:
+        T.completion(chat(max_tokens=3), answer)
+    assert caught.value.code == grpc.StatusCode.INTERNAL
+
+
+def test_unary_chat_asks_for_the_tokens_only_where_tgi_can_run_past_max_tokens() -> None:
+    def asks(max_tokens: int, stream: bool = False) -> bool:
+        return "logprobs" in T.request(chat(max_tokens=max_tokens), stream=stream).body
+
+    assert asks(1500)
+    assert asks(1025)
+    assert not asks(1024)  # one whole chunk
+    assert not asks(2048)  # two whole chunks
+    assert not asks(500)
+    assert not asks(1500, stream=True)  # a stream brings every token anyway

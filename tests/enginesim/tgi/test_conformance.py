@@ -7,7 +7,8 @@ from typing import Any
 import httpx
 import pytest
 
-from tests.enginesim.tgi.conftest import MODEL, sse_data, sse_json
+from switchyard.enginesim.tgi.config import parse
+from tests.enginesim.tgi.conftest import MODEL, asgi_client, make_app, sse_data, sse_json
 from tests.enginesim.tgi.openapi import check
 
 SCHEMA = {
@@ -65,12 +66,36 @@ async def test_generate(client: httpx.AsyncClient, parameters: dict[str, Any]) -
         assert len(body["details"]["best_of_sequences"]) == 1
     if parameters.get("top_n_tokens"):
         assert all(len(t) == 3 for t in body["details"]["top_tokens"])
-    if parameters.get("decoder_input_details"):
+    if parameters.get("details") or parameters.get("decoder_input_details"):
+        # Asked for or not, a flash model computes no prompt logprobs by default.
+        assert body["details"]["prefill"] == []
+    if parameters.get("details"):
+        assert int(response.headers["x-generated-tokens"]) == len(body["details"]["tokens"])
+    assert response.headers["x-prompt-tokens"] == "1"
+
+
+@pytest.mark.parametrize("how", ["flag", "env"])
+async def test_prefill_only_with_enable_prefill_logprobs(
+    how: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    if how == "env":
+        monkeypatch.setenv("ENABLE_PREFILL_LOGPROBS", "true")
+    app = make_app("--enable-prefill-logprobs") if how == "flag" else make_app()
+    async with asgi_client(app) as client:
+        asked = {"max_new_tokens": 4, "decoder_input_details": True}
+        body = (await _post(client, "/generate", {"inputs": "Hello", "parameters": asked})).json()
         prefill = body["details"]["prefill"]
         assert [t["text"] for t in prefill] == ["Hello"]
         assert prefill[0]["logprob"] is None
-    if parameters.get("details"):
-        assert int(response.headers["x-generated-tokens"]) == len(body["details"]["tokens"])
+        # Not asked for: still empty.
+        plain = {"inputs": "Hello", "parameters": {"max_new_tokens": 4, "details": True}}
+        assert (await _post(client, "/generate", plain)).json()["details"]["prefill"] == []
+
+
+def test_prefill_logprobs_env_spellings_of_false(monkeypatch: pytest.MonkeyPatch) -> None:
+    for value in ("false", "0", "off", ""):
+        monkeypatch.setenv("ENABLE_PREFILL_LOGPROBS", value)
+        assert not parse(["--model-id", MODEL])[0].enable_prefill_logprobs
 
 
 async def test_compat_route_answers_a_list_with_the_prompt(client: httpx.AsyncClient) -> None:
@@ -199,3 +224,43 @@ async def test_error_bodies(client: httpx.AsyncClient, path: str, body: dict[str
 async def test_metrics_route_is_text(client: httpx.AsyncClient) -> None:
     response = await client.get("/metrics")
     assert response.headers["content-type"].startswith("text/plain")
+
+
+_COUNTS = ("x-prompt-tokens", "x-generated-tokens")
+_TIMINGS = ("x-total-time", "x-validation-time", "x-queue-time", "x-inference-time")
+_CHAT = {"messages": [{"role": "user", "content": "Hi there"}], "max_tokens": 6}
+
+
+async def test_unary_answers_carry_the_token_counts(client: httpx.AsyncClient) -> None:
+    native = {"inputs": "Hello world", "parameters": {"max_new_tokens": 5, "details": True}}
+    for path in ("/generate", "/"):
+        response = await _post(client, path, native)
+        details = (response.json()[0] if path == "/" else response.json())["details"]
+        assert response.headers["x-prompt-tokens"] == "2", path
+        assert response.headers["x-generated-tokens"] == str(details["generated_tokens"])
+        assert all(name in response.headers for name in (*_TIMINGS, "x-compute-time"))
+    response = await _post(client, "/v1/chat/completions", _CHAT)
+    usage = response.json()["usage"]
+    assert int(response.headers["x-prompt-tokens"]) == usage["prompt_tokens"] > 0
+    assert int(response.headers["x-generated-tokens"]) == usage["completion_tokens"]
+    # Summed over the prompts, and without x-compute-time.
+    response = await _post(client, "/v1/completions", {"prompt": ["Hi", "Hello world"]})
+    usage = response.json()["usage"]
+    assert int(response.headers["x-prompt-tokens"]) == usage["prompt_tokens"] == 3
+    assert int(response.headers["x-generated-tokens"]) == usage["completion_tokens"]
+    assert response.headers["x-compute-characters"] == "13"
+    assert "x-compute-time" not in response.headers
+    assert all(name in response.headers for name in _TIMINGS)
+
+
+async def test_streams_carry_no_token_counts(client: httpx.AsyncClient) -> None:
+    for path, body in (
+        ("/generate_stream", {"inputs": "Hello world", "parameters": {"max_new_tokens": 3}}),
+        ("/", {"inputs": "Hello world", "stream": True, "parameters": {"max_new_tokens": 3}}),
+        ("/v1/chat/completions", {**_CHAT, "stream": True}),
+        ("/v1/completions", {"prompt": "Hello world", "max_tokens": 3, "stream": True}),
+    ):
+        response = await _post(client, path, body)
+        assert response.headers["x-accel-buffering"] == "no", path
+        assert response.headers["x-compute-type"] == "gpu+optimized"
+        assert not any(name in response.headers for name in (*_COUNTS, *_TIMINGS))

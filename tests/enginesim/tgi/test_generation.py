@@ -201,3 +201,79 @@ async def test_chat_temperature_zero_is_greedy(client: httpx.AsyncClient) -> Non
     a = (await client.post("/v1/chat/completions", json=body)).json()
     b = (await client.post("/v1/chat/completions", json=body)).json()
     assert a["choices"][0]["message"] == b["choices"][0]["message"]
+
+
+# outlines-core reads `properties` before anything else: listed keys only, nothing more.
+_ONLY_LISTED = [
+    ({"type": "object", "properties": {}}, set()),
+    ({"type": "object", "properties": {}, "additionalProperties": True}, set()),
+    (
+        {"properties": {"a": {"type": "integer"}}, "minProperties": 2, "required": ["a", "z"]},
+        {"a"},
+    ),
+    (
+        {"type": "object", "properties": {"in": {"type": "object", "properties": {}}}},
+        {"in"},
+    ),
+]
+
+
+@pytest.mark.parametrize(("schema", "keys"), _ONLY_LISTED)
+async def test_json_grammars_admit_only_the_listed_properties(
+    client: httpx.AsyncClient, schema: dict[str, Any], keys: set[str]
+) -> None:
+    grammar = {"type": "json", "value": schema}
+    for seed in range(6):
+        body = await _generate(client, grammar=grammar, seed=seed, do_sample=True)
+        document = json.loads(body["generated_text"])
+        assert isinstance(document, dict)
+        assert set(document) <= keys, document
+        if "in" in document:
+            assert document["in"] == {}
+        if "a" in schema.get("required", []):
+            assert "a" in document
+
+
+async def test_a_schema_node_outlines_cannot_read_is_refused(client: httpx.AsyncClient) -> None:
+    value = {"type": "object", "properties": {"a": {"description": "anything"}}}
+    body = {"inputs": PROMPT, "parameters": {"grammar": {"type": "json", "value": value}}}
+    response = await client.post("/generate", json=body)
+    assert response.status_code == 422
+    assert response.json()["error"].startswith(
+        "Input validation error: cannot compile regex from schema: "
+        'Unsupported JSON Schema structure {"description":"anything"} \nMake sure it is valid'
+    )
+
+
+async def test_a_regex_grammar_can_write_any_object(client: httpx.AsyncClient) -> None:
+    # What JSON mode needs on TGI: a regex, not a schema (a small one here).
+    pattern = r'\{( ?"[a-z]{1,8}": ?([0-9]{1,3}|true|null)(, ?"[a-z]{1,8}": ?[0-9]{1,3})*)? ?\}'
+    grammar = {"type": "regex", "value": pattern}
+    documents = []
+    for seed in range(6):
+        body = await _generate(client, grammar=grammar, seed=seed, do_sample=True)
+        assert re.fullmatch(pattern, body["generated_text"])
+        documents.append(json.loads(body["generated_text"]))
+    assert all(isinstance(d, dict) for d in documents)
+    assert any(d for d in documents), "some objects have keys"
+
+
+async def test_any_warper_makes_the_shard_sample(client: httpx.AsyncClient) -> None:
+    # `do_sample: false` is greedy only while no warper (top_p, top_k, ...) is on.
+    greedy = [await _generate(client, max_new_tokens=30, seed=s) for s in range(3)]
+    assert len({g["generated_text"] for g in greedy}) == 1
+    assert all(g["details"]["seed"] is None for g in greedy)
+    for warper in ({"top_p": 0.5}, {"top_k": 5}, {"typical_p": 0.5}):
+        sampled = [await _generate(client, max_new_tokens=30, seed=s, **warper) for s in range(3)]
+        assert len({s["generated_text"] for s in sampled}) > 1, warper
+        assert [s["details"]["seed"] for s in sampled] == [0, 1, 2]
+
+
+async def test_chat_temperature_zero_with_top_p_samples(client: httpx.AsyncClient) -> None:
+    base = {"messages": [{"role": "user", "content": "Hi"}], "temperature": 0, "max_tokens": 30}
+    texts = set()
+    for seed in range(3):
+        body = {**base, "top_p": 0.5, "seed": seed}
+        out = (await client.post("/v1/chat/completions", json=body)).json()
+        texts.add(out["choices"][0]["message"]["content"])
+    assert len(texts) > 1

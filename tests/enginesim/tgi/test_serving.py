@@ -202,14 +202,37 @@ async def test_traceparent_and_request_id_are_recorded(client: httpx.AsyncClient
     assert recent[1]["traceparent"] == tp
 
 
+_GUARDED = {
+    "/": {"inputs": "Hi"},
+    "/generate": {"inputs": "Hi"},
+    "/generate_stream": {"inputs": "Hi"},
+    "/tokenize": {"inputs": "Hi"},
+    "/v1/chat/completions": {"messages": [{"role": "user", "content": "Hi"}]},
+    "/v1/completions": {"prompt": "Hi"},
+}
+
+
 async def test_api_key_guards_generation_only() -> None:
     async with asgi_client(make_app("--api-key", "s3cret")) as client:
-        assert (await client.post("/generate", json={"inputs": "Hi"})).status_code == 401
-        ok = await client.post(
-            "/generate", json={"inputs": "Hi"}, headers={"authorization": "Bearer s3cret"}
-        )
-        assert ok.status_code == 200
-        assert (await client.get("/info")).status_code == 200
+        for path, body in _GUARDED.items():
+            for auth in ({}, {"authorization": "Bearer wrong"}, {"authorization": "s3cret"}):
+                refused = await client.post(path, json=body, headers=auth)
+                # axum's bare 401: no body, no content type.
+                assert (refused.status_code, refused.content) == (401, b""), (path, auth)
+                assert "content-type" not in refused.headers
+            # TGI compares the whole header case-insensitively.
+            ok = await client.post(path, json=body, headers={"authorization": "BEARER S3CRET"})
+            assert ok.status_code == 200, path
+        # The info routes stay open: health alone cannot tell a client's key is wrong.
+        for path in ("/health", "/info", "/v1/models", "/metrics", "/ping", "/"):
+            assert (await client.get(path)).status_code == 200, path
+        chat = {"messages": [{"role": "user", "content": "Hi"}]}
+        assert (await client.post("/chat_tokenize", json=chat)).status_code == 200
+
+
+def test_api_key_from_the_environment(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("API_KEY", "from-env")
+    assert parse(["--model-id", "m"])[0].api_key == "from-env"
 
 
 async def test_prometheus_port(start_sim: Start) -> None:

@@ -1,19 +1,29 @@
 """The TGI translation: the contract's requests onto TGI 3.3's HTTP API, and back.
 
-Prompts go to the native `/generate` and `/generate_stream` (`details: true`, so the
-last event carries the finish reason, the token count and the prompt length); chat goes
-to `/v1/chat/completions` (`model: "tgi"`, usage requested). TGI's traps handled here:
+Prompts go to the native `/generate` and `/generate_stream` (`details: true`: the last
+stream event carries the finish reason, the token count and the prompt length); a unary
+answer's prompt length is its `x-prompt-tokens` header, as `details.prefill` is empty
+unless TGI runs with `--enable-prefill-logprobs`. Chat goes to `/v1/chat/completions`
+(`model: "tgi"`, usage requested). TGI's traps handled here:
 - its ranges are stricter: `top_p` must be < 1 (1 means off, so it is left out),
-  `temperature` > 0 (0 means greedy: `do_sample: false`); the native API is greedy
+  `temperature` > 0 (0 means greedy: `do_sample: false`). TGI samples whenever a warper
+  (`top_p`, `top_k`) is on, so a greedy request sends none; the native API is greedy
   unless asked to sample, so an unset temperature samples as the OpenAI API does;
+- without `max_tokens` nothing is sent and TGI generates until EOS or the context is
+  full (the project's one behaviour, on both routes); above 1024 it may run past
+  `max_tokens` to the next multiple of 1024, so outputs are cut here (`budget`);
 - what TGI lacks is refused, never dropped: EBNF grammars, `ignore_eos`,
   `presence_penalty`, and on its chat API `top_k` and `repetition_penalty`;
-- structured outputs use its `grammar` / `response_format` shape `{type, value}`;
+- structured outputs use its `grammar` / `response_format` shape `{type, value}`; JSON
+  mode is a regex grammar (`json_object`): TGI's object schemas either list the keys or
+  are refused;
 - stop strings stay in TGI's output and are found only at token ends, so they are cut
   here (`stops`);
 - `/generate_stream` reports every failure, overload included, as an event inside an
   HTTP 200 (`{"error", "error_type"}`), the chat stream as
-  `{"error": {"message", "http_status_code": 422}}` whatever the cause.
+  `{"error": {"message", "http_status_code": 422}}` whatever the cause;
+- `--api-key` guards generation but not `/health` or `/info`, so readiness also proves
+  the adapter's key on a guarded route (`max_model_len`).
 """
 
 from __future__ import annotations
@@ -28,6 +38,7 @@ from switchyard.adapter.translation import (
     Completion,
     Delta,
     EngineHTTP,
+    EngineHTTPError,
     EngineRequest,
     FinishReason,
     LoadMetrics,
@@ -35,6 +46,8 @@ from switchyard.adapter.translation import (
     Translation,
 )
 from switchyard.adapter.validation import parse_json_schema
+from switchyard.adapter_tgi.budget import Budget, may_overrun
+from switchyard.adapter_tgi.json_object import JSON_OBJECT_REGEX
 from switchyard.adapter_tgi.stops import StopTrimmer, cut_at_stop
 from switchyard.common.errors import InferenceError
 from switchyard.inference.v1 import inference_pb2 as pb
@@ -52,6 +65,10 @@ _CONTEXT_MARKERS: Final = (
 )
 _REGEX_SPECIAL: Final = frozenset("\\^$.|?*+()[]{}")
 _U64: Final = (1 << 64) - 1
+
+
+def _greedy(s: pb.SamplingParams) -> bool:
+    return s.HasField("temperature") and s.temperature == 0
 
 
 def finish_reason(name: object) -> FinishReason:
@@ -89,6 +106,32 @@ def stream_error(data: dict[str, Any]) -> InferenceError:
     return classify(str(error), str(data.get("error_type", "")))
 
 
+def _max_tokens(request: pb.GenerateRequest) -> int | None:
+    s = request.sampling
+    return s.max_tokens if s.HasField("max_tokens") else None
+
+
+def _first_tokens(tokens: list[str], limit: int, generated: int) -> str:
+    """The text of the first `limit` of an output's `generated` tokens (TGI ran past them)."""
+    if len(tokens) != generated:
+        raise InferenceError.engine_failed(
+            f"TGI generated {generated} tokens past max_tokens ({limit}) without listing them"
+        )
+    return "".join(tokens[:limit])
+
+
+def _prompt_tokens(headers: Mapping[str, str]) -> int:
+    """The prompt's length from `/generate`'s `x-prompt-tokens` header.
+
+    The body has it only as `details.prefill`, which is empty unless TGI was started with
+    `--enable-prefill-logprobs` (and then costs a token entry per prompt token).
+    """
+    value = headers.get("x-prompt-tokens")
+    if value is None:
+        raise InferenceError.engine_failed("TGI sent no x-prompt-tokens header")
+    return int(value)
+
+
 def _object(body: Any, what: str) -> dict[str, Any]:
     if not isinstance(body, dict):
         raise InferenceError.engine_failed(f"TGI sent an unexpected {what}")
@@ -98,8 +141,10 @@ def _object(body: Any, what: str) -> dict[str, Any]:
 class NativeStreamParser(StreamParser):
     """`/generate_stream`: one event per token, the last one with `details`."""
 
-    def __init__(self, stops: list[str]) -> None:
+    def __init__(self, stops: list[str], max_tokens: int | None = None) -> None:
         self._trimmer = StopTrimmer(stops)
+        self._budget = Budget(max_tokens)
+        self._reason: FinishReason = pb.FINISH_REASON_LENGTH
 
     def feed(self, event: str, data: Any) -> Delta | None:
         data = _object(data, "stream event")
@@ -111,11 +156,18 @@ class NativeStreamParser(StreamParser):
             details = data.get("details")
         except (KeyError, TypeError):
             raise InferenceError.engine_failed("TGI sent a stream event without a token") from None
+        if details is None and data.get("generated_text") is not None:
+            raise InferenceError.engine_failed("TGI's last stream event has no details")
+        if self._budget.spent:  # TGI's surplus past max_tokens; the last event ends the call
+            return None if details is None else self._surplus_end(details)
+        last_allowed = self._budget.take()
         was_stopped = self._trimmer.stopped
         out = self._trimmer.push(text)
         if details is None:
-            if data.get("generated_text") is not None:
-                raise InferenceError.engine_failed("TGI's last stream event has no details")
+            if last_allowed:  # max_tokens reached, though TGI goes on
+                out += self._trimmer.flush()
+                self._reason = pb.FINISH_REASON_STOP if self._trimmer.stopped else self._reason
+                return Delta(text=out, token_count=1, finish_reason=self._reason)
             just_stopped = self._trimmer.stopped and not was_stopped
             reason = pb.FINISH_REASON_STOP if just_stopped else pb.FINISH_REASON_UNSPECIFIED
             return Delta(text=out, token_count=1, finish_reason=reason)
@@ -129,7 +181,17 @@ class NativeStreamParser(StreamParser):
                 token_count=1,
                 finish_reason=reason,
                 prompt_tokens=int(details["input_length"]),
-                completion_tokens=int(details["generated_tokens"]),
+                completion_tokens=self._budget.cap(int(details["generated_tokens"])),
+            )
+        except (KeyError, TypeError, ValueError):
+            raise InferenceError.engine_failed("TGI sent malformed stream details") from None
+
+    def _surplus_end(self, details: Any) -> Delta:
+        try:
+            return Delta(
+                finish_reason=self._reason,
+                prompt_tokens=int(details["input_length"]),
+                completion_tokens=self._budget.cap(int(details["generated_tokens"])),
             )
         except (KeyError, TypeError, ValueError):
             raise InferenceError.engine_failed("TGI sent malformed stream details") from None
@@ -138,8 +200,9 @@ class NativeStreamParser(StreamParser):
 class ChatStreamParser(StreamParser):
     """`/v1/chat/completions` streamed: one chunk per token, then a usage chunk, then `[DONE]`."""
 
-    def __init__(self, stops: list[str]) -> None:
+    def __init__(self, stops: list[str], max_tokens: int | None = None) -> None:
         self._trimmer = StopTrimmer(stops)
+        self._budget = Budget(max_tokens)
 
     def feed(self, event: str, data: Any) -> Delta | None:
         data = _object(data, "stream event")
@@ -150,14 +213,15 @@ class ChatStreamParser(StreamParser):
         if isinstance(usage, dict):
             try:
                 prompt_tokens = int(usage["prompt_tokens"])
-                completion_tokens = int(usage["completion_tokens"])
+                completion_tokens = self._budget.cap(int(usage["completion_tokens"]))
             except (KeyError, TypeError, ValueError):
                 raise InferenceError.engine_failed("TGI sent malformed usage") from None
         choices = data.get("choices") or []
-        if not choices:
+        if not choices or self._budget.spent:  # a usage chunk, or TGI's surplus past max_tokens
             if prompt_tokens is None:
                 return None
             return Delta(prompt_tokens=prompt_tokens, completion_tokens=completion_tokens)
+        last_allowed = self._budget.take()
         try:
             choice = choices[0]
             content = choice["delta"].get("content") or ""
@@ -170,7 +234,10 @@ class ChatStreamParser(StreamParser):
         if finish:
             reason = finish_reason(finish)
             out += self._trimmer.flush()
-        if self._trimmer.stopped and (finish or not was_stopped):
+        elif last_allowed:  # max_tokens reached, though TGI goes on
+            reason = pb.FINISH_REASON_LENGTH
+            out += self._trimmer.flush()
+        if self._trimmer.stopped and (finish or last_allowed or not was_stopped):
             reason = pb.FINISH_REASON_STOP
         return Delta(
             text=out,
@@ -210,8 +277,8 @@ class TgiTranslation(Translation):
         if kind == "json_schema":
             return {"type": "json", "value": parse_json_schema(so.json_schema)}
         if kind == "json_object":
-            # Any object: TGI insists on a `properties` field, and none are required.
-            return {"type": "json", "value": {"type": "object", "properties": {}}}
+            # Not a schema: TGI's only object schemas either list the keys or are refused.
+            return {"type": "regex", "value": JSON_OBJECT_REGEX}
         if kind == "regex":
             return {"type": "regex", "value": so.regex}
         if kind == "choice":
@@ -230,20 +297,20 @@ class TgiTranslation(Translation):
     ) -> dict[str, Any]:
         s = request.sampling
         params: dict[str, Any] = {"details": True}
-        if not stream:
-            params["decoder_input_details"] = True  # prefill tokens: the prompt's length
         if s.HasField("max_tokens"):
             params["max_new_tokens"] = s.max_tokens
-        if s.HasField("temperature") and s.temperature == 0:
+        if _greedy(s):
+            # Any warper (top_p, top_k) would make TGI sample even with do_sample off, and
+            # greedy decoding picks the top token whatever they would have cut.
             params["do_sample"] = False
         else:
             params["do_sample"] = True
             if s.HasField("temperature"):
                 params["temperature"] = s.temperature
-        if s.HasField("top_p") and s.top_p < 1:
-            params["top_p"] = s.top_p
-        if s.HasField("top_k"):
-            params["top_k"] = s.top_k
+            if s.HasField("top_p") and s.top_p < 1:
+                params["top_p"] = s.top_p
+            if s.HasField("top_k"):
+                params["top_k"] = s.top_k
         if s.HasField("repetition_penalty") and s.repetition_penalty != 1:
             params["repetition_penalty"] = s.repetition_penalty
         self._common(s, params)
@@ -272,10 +339,12 @@ class TgiTranslation(Translation):
             body["stream_options"] = {"include_usage": True}
         if s.HasField("max_tokens"):
             body["max_tokens"] = s.max_tokens
+            if not stream and may_overrun(s.max_tokens):
+                body["logprobs"] = True  # the tokens, to cut TGI's output at max_tokens
         if s.HasField("temperature"):
             body["temperature"] = s.temperature  # TGI's chat API reads 0 as greedy itself
-        if s.HasField("top_p") and s.top_p < 1:
-            body["top_p"] = s.top_p
+        if s.HasField("top_p") and s.top_p < 1 and not _greedy(s):
+            body["top_p"] = s.top_p  # with temperature 0 it would make TGI sample
         self._common(s, body)
         if grammar is not None:
             body["response_format"] = grammar
@@ -295,6 +364,7 @@ class TgiTranslation(Translation):
         self, request: pb.GenerateRequest, body: Any, headers: Mapping[str, str] = NO_HEADERS
     ) -> Completion:
         stops = list(request.sampling.stop)
+        limit = _max_tokens(request)
         body = _object(body, "response")
         try:
             if request.WhichOneof("input") == "chat":
@@ -304,14 +374,22 @@ class TgiTranslation(Translation):
                 usage = body["usage"]
                 prompt_tokens = int(usage["prompt_tokens"])
                 completion_tokens = int(usage["completion_tokens"])
+                if limit is not None and completion_tokens > limit:
+                    listed = (choice.get("logprobs") or {}).get("content", [])
+                    text = _first_tokens([t["token"] for t in listed], limit, completion_tokens)
             else:
                 text = body["generated_text"]
                 details = body["details"]
                 reason = finish_reason(details["finish_reason"])
-                prompt_tokens = len(details["prefill"])
                 completion_tokens = int(details["generated_tokens"])
-        except (KeyError, TypeError, ValueError, IndexError):
+                prompt_tokens = _prompt_tokens(headers)
+                if limit is not None and completion_tokens > limit:
+                    listed = [t["text"] if not t["special"] else "" for t in details["tokens"]]
+                    text = _first_tokens(listed, limit, completion_tokens)
+        except (KeyError, TypeError, ValueError, IndexError, AttributeError):
             raise InferenceError.engine_failed("TGI sent a malformed response") from None
+        if limit is not None and completion_tokens > limit:  # TGI ran past max_tokens
+            reason, completion_tokens = pb.FINISH_REASON_LENGTH, limit
         text, stopped = cut_at_stop(text, stops)
         return Completion(
             text=text,
@@ -323,8 +401,8 @@ class TgiTranslation(Translation):
     def stream_parser(self, request: pb.GenerateRequest) -> StreamParser:
         stops = list(request.sampling.stop)
         if request.WhichOneof("input") == "chat":
-            return ChatStreamParser(stops)
-        return NativeStreamParser(stops)
+            return ChatStreamParser(stops, _max_tokens(request))
+        return NativeStreamParser(stops, _max_tokens(request))
 
     def error(self, status: int, body: bytes) -> InferenceError:
         message, error_type = body.decode("utf-8", "replace")[:2000], ""
@@ -349,5 +427,24 @@ class TgiTranslation(Translation):
         return InferenceError.engine_failed(f"TGI answered HTTP {status}: {message}")
 
     async def max_model_len(self, engine: EngineHTTP) -> int:
+        """`/info`'s `max_total_tokens`, once the adapter's credentials are known to work.
+
+        Readiness asks this before the adapter serves. TGI's `--api-key` guards only the
+        generation routes (`/health` and `/info` stay open), so a missing or wrong key
+        would otherwise pass readiness and fail every request: prove it first on
+        `/tokenize`, guarded like generation and as cheap as a request gets.
+        """
         info = await engine.get_json("/info")
+        try:
+            await engine.post_json("/tokenize", {"inputs": "ready"})
+        except EngineHTTPError as exc:
+            if exc.status is None:  # not reached at all: not ready
+                raise
+            if exc.status in (401, 403):
+                raise EngineHTTPError(
+                    f"TGI refused the adapter's credentials on POST /tokenize (HTTP "
+                    f"{exc.status}): set ADAPTER_ENGINE_API_KEY to the engine's --api-key",
+                    exc.status,
+                ) from None
+            # Anything else (a model without a tokenizer, ...) says the key was accepted.
         return int(info["max_total_tokens"])

@@ -16,12 +16,11 @@ from starlette.routing import Route
 
 from switchyard.enginesim.scheduler import Overloaded
 from switchyard.enginesim.serving import ClientDisconnected, OrjsonResponse, until_disconnected
+from switchyard.enginesim.tgi import headers, payloads
 from switchyard.enginesim.tgi import openai_payloads as oai
-from switchyard.enginesim.tgi import payloads
 from switchyard.enginesim.tgi.chat_request import ChatRequest, chat_inputs, parse_chat_request
 from switchyard.enginesim.tgi.engine import TgiEngine
 from switchyard.enginesim.tgi.errors import BodyRejection, InferError
-from switchyard.enginesim.tgi.native import compute_type
 from switchyard.enginesim.tgi.runs import Incoming, run_unary, steps, tracked
 from switchyard.enginesim.tgi.sse import sse_response
 from switchyard.enginesim.tgi.wire import read_json
@@ -69,12 +68,7 @@ class ChatRoutes:
                 InferError.openai_sse,
                 tail=oai.done(),
             )
-            headers = {
-                "x-compute-type": compute_type(),
-                "x-compute-characters": str(len(inputs)),
-                "x-accel-buffering": "no",
-            }
-            return sse_response(events, engine.config.keep_alive_s, headers)
+            return sse_response(events, engine.config.keep_alive_s, headers.stream(len(inputs)))
         try:
             with (
                 engine.stats.track(incoming.request_id, incoming.traceparent),
@@ -90,7 +84,10 @@ class ChatRoutes:
             return InferError("overloaded").response()
         except InferError as error:
             return error.response()
-        return OrjsonResponse(oai.chat_completion(model, outcome, chat.logprobs))
+        return OrjsonResponse(
+            oai.chat_completion(model, outcome, chat.logprobs),
+            headers=headers.generation(incoming.received_at, outcome, len(inputs)),
+        )
 
     async def _events(
         self, incoming: Incoming, chat: ChatRequest, inputs: str

@@ -93,7 +93,7 @@ def parse_chat_request(body: object) -> ChatRequest:
         max_new_tokens=max_tokens,
         stop=tuple(f.strings("stop", nullable=True) or ()),
         details=True,
-        decoder_input_details=not f.flag("stream"),
+        decoder_input_details=False,  # unlike `/v1/completions`
         seed=f.integer("seed", "u64"),
         top_n_tokens=f.integer("top_logprobs", "u32"),
         grammar=parse_grammar(f.raw("response_format"), "response_format"),

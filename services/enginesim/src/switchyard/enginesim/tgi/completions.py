@@ -20,10 +20,10 @@ from starlette.routing import Route
 from switchyard.enginesim.scheduler import Overloaded
 from switchyard.enginesim.serde import unexpected
 from switchyard.enginesim.serving import ClientDisconnected, OrjsonResponse, until_disconnected
+from switchyard.enginesim.tgi import headers
 from switchyard.enginesim.tgi import openai_payloads as oai
 from switchyard.enginesim.tgi.engine import TgiEngine
 from switchyard.enginesim.tgi.errors import BodyRejection, InferError, data_error
-from switchyard.enginesim.tgi.native import compute_type
 from switchyard.enginesim.tgi.params import Parameters
 from switchyard.enginesim.tgi.runs import Incoming, all_or_none, run_unary, steps, tracked
 from switchyard.enginesim.tgi.sse import merged, sse_response
@@ -113,13 +113,9 @@ class CompletionRoutes:
                 )
                 for i, p in enumerate(req.prompts)
             ]
-            headers = {
-                "x-compute-type": compute_type(),
-                "x-compute-characters": str(sum(len(p) for p in req.prompts)),
-                "x-accel-buffering": "no",
-            }
+            characters = sum(len(p) for p in req.prompts)
             events = _then_done(merged(streams))
-            return sse_response(events, engine.config.keep_alive_s, headers)
+            return sse_response(events, engine.config.keep_alive_s, headers.stream(characters))
         return await self._unary(request, req)
 
     async def _events(
@@ -162,7 +158,10 @@ class CompletionRoutes:
                 choices,
                 sum(o.valid.input_length for o in outcomes),
                 sum(o.decoded.generated_tokens for o in outcomes),
-            )
+            ),
+            headers=headers.completions(
+                incoming.received_at, outcomes, sum(len(p) for p in req.prompts)
+            ),
         )
 
 

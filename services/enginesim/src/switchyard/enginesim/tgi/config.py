@@ -34,8 +34,10 @@ _IGNORED_WITH_VALUE: Final = (
 )  # fmt: skip
 _IGNORED_SWITCHES: Final = (
     "--sharded", "--trust-remote-code", "--disable-custom-kernels", "--json-output",
-    "--enable-prefill-logprobs", "--disable-usage-stats", "--disable-crash-reports",
+    "--disable-usage-stats", "--disable-crash-reports",
 )  # fmt: skip
+#: clap's spellings of false for a boolean flag's environment variable.
+_FALSE: Final = frozenset({"", "0", "n", "no", "f", "false", "off"})
 
 
 @dataclass(frozen=True, slots=True)
@@ -54,6 +56,8 @@ class TgiConfig:
     payload_limit: int
     disable_grammar_support: bool
     api_key: str | None
+    #: Without it the shards drop prompt logprobs: `details.prefill` stays empty.
+    enable_prefill_logprobs: bool
     prometheus_port: int | None
     keep_alive_s: float
     validation_workers: int = 2
@@ -68,6 +72,10 @@ class TgiConfig:
 
 def _env(name: str, default: str | None) -> str | None:
     return os.environ.get(name, default)
+
+
+def _env_flag(name: str) -> bool:
+    return os.environ.get(name, "").strip().lower() not in _FALSE
 
 
 def _positive_float(text: str) -> float:
@@ -99,6 +107,10 @@ def parser() -> argparse.ArgumentParser:
     p.add_argument("--payload-limit", type=int, default=2_000_000)
     p.add_argument("--disable-grammar-support", action="store_true")
     p.add_argument("--api-key", default=_env("API_KEY", None))
+    p.add_argument(
+        "--enable-prefill-logprobs", action="store_true",
+        default=_env_flag("ENABLE_PREFILL_LOGPROBS"),
+    )  # fmt: skip
     p.add_argument(
         "--prometheus-port", type=int, default=None,
         help="also serve /metrics on this port (TGI: 9000; here off unless given, so "
@@ -154,6 +166,7 @@ def parse(argv: Sequence[str] | None = None) -> tuple[TgiConfig, SimOptions]:
         payload_limit=args.payload_limit,
         disable_grammar_support=args.disable_grammar_support,
         api_key=args.api_key,
+        enable_prefill_logprobs=args.enable_prefill_logprobs,
         prometheus_port=args.prometheus_port,
         keep_alive_s=args.sim_keep_alive,
     )

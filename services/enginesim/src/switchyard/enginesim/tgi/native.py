@@ -7,8 +7,6 @@ overloaded server, a validation error or a failed generation arrive as one
 
 from __future__ import annotations
 
-import os
-import time
 from collections.abc import AsyncGenerator
 from dataclasses import replace
 
@@ -18,36 +16,13 @@ from starlette.routing import Route
 
 from switchyard.enginesim.scheduler import Overloaded
 from switchyard.enginesim.serving import ClientDisconnected, OrjsonResponse, until_disconnected
-from switchyard.enginesim.tgi import payloads
-from switchyard.enginesim.tgi.engine import Outcome, TgiEngine
+from switchyard.enginesim.tgi import headers, payloads
+from switchyard.enginesim.tgi.engine import TgiEngine
 from switchyard.enginesim.tgi.errors import BodyRejection, InferError, validation
 from switchyard.enginesim.tgi.params import GenerateRequest, parse_generate_request
 from switchyard.enginesim.tgi.runs import Incoming, run_best_of, steps, tracked
 from switchyard.enginesim.tgi.sse import sse_response
 from switchyard.enginesim.tgi.wire import read_json
-
-
-def compute_type() -> str:
-    return os.environ.get("COMPUTE_TYPE", "gpu+optimized")
-
-
-def _headers(incoming: Incoming, outcome: Outcome, inputs: str) -> dict[str, str]:
-    """The timing headers `/generate` adds (`generate_internal`)."""
-    total = time.perf_counter() - incoming.received_at
-    inference = time.perf_counter() - outcome.started_at
-    tokens = max(outcome.decoded.generated_tokens, 1)
-    return {
-        "x-compute-type": compute_type(),
-        "x-compute-time": f"{total}",
-        "x-compute-characters": str(len(inputs)),
-        "x-total-time": str(int(total * 1000)),
-        "x-validation-time": str(int(outcome.validated_s * 1000)),
-        "x-queue-time": str(int(outcome.queued_s * 1000)),
-        "x-inference-time": str(int(inference * 1000)),
-        "x-time-per-token": str(int(inference / tokens * 1000)),
-        "x-prompt-tokens": str(outcome.valid.input_length),
-        "x-generated-tokens": str(outcome.decoded.generated_tokens),
-    }
 
 
 class NativeRoutes:
@@ -118,20 +93,15 @@ class NativeRoutes:
             with_details=p.details or p.decoder_input_details,
             best_of=others,
         )
-        headers = _headers(incoming, best, req.inputs)
-        return OrjsonResponse([body] if wrap else body, headers=headers)
+        out = headers.generation(incoming.received_at, best, len(req.inputs))
+        return OrjsonResponse([body] if wrap else body, headers=out)
 
     def stream(self, request: Request, req: GenerateRequest) -> Response:
         engine = self.engine
         engine.metrics.request_count += 1
         incoming = Incoming.of(request)
         events = tracked(engine, incoming, self._events(incoming, req), InferError.sse)
-        headers = {
-            "x-compute-type": compute_type(),
-            "x-compute-characters": str(len(req.inputs)),
-            "x-accel-buffering": "no",
-        }
-        return sse_response(events, engine.config.keep_alive_s, headers)
+        return sse_response(events, engine.config.keep_alive_s, headers.stream(len(req.inputs)))
 
     async def _events(
         self, incoming: Incoming, req: GenerateRequest

@@ -24,7 +24,7 @@ def details(outcome: Outcome, best_of: Sequence[Outcome] = ()) -> dict[str, Any]
         "finish_reason": outcome.decoded.finish_reason,
         "generated_tokens": outcome.decoded.generated_tokens,
         "seed": outcome.seed,
-        "prefill": outcome.prefill() if outcome.valid.decoder_input_details else [],
+        "prefill": outcome.prefill() if outcome.valid.prefill_logprobs else [],
         "tokens": [t.json() for t in outcome.decoded.tokens],
     }
     if best_of:

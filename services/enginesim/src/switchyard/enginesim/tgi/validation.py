@@ -20,10 +20,12 @@ from switchyard.enginesim import tokenizer
 from switchyard.enginesim.structured import Constraint, ConstraintError
 from switchyard.enginesim.tgi.config import TgiConfig
 from switchyard.enginesim.tgi.errors import InferError, validation
+from switchyard.enginesim.tgi.outlines import OutlinesError, outlines_schema
 from switchyard.enginesim.tgi.params import Grammar, Parameters
 
 DEFAULT_GENERATION_LENGTH: Final = 1024
-"""Without `max_new_tokens` TGI generates up to the context, re-queued every this many."""
+"""TGI generates in chunks of at most this many tokens, re-queueing the request (its prompt
+grown by the output so far) after each: only one chunk is checked against the context."""
 _ENTROPY: Final = random.SystemRandom()
 
 
@@ -33,8 +35,8 @@ class ValidRequest:
 
     inputs: str  # the text the model reads (after left truncation)
     input_ids: tuple[int, ...]
-    max_new_tokens: int  # as checked against the context (at most 1024 when not asked for)
-    max_total_new_tokens: int  # the effective limit: the context's rest when not asked for
+    max_new_tokens: int  # one chunk, as checked against the context (at most 1024)
+    max_total_new_tokens: int  # the effective limit, over all the chunks
     do_sample: bool
     temperature: float
     top_k: int
@@ -45,7 +47,9 @@ class ValidRequest:
     #: A grammar the shard fails to compile: TGI reports it as a generation error (424).
     constraint_error: str | None
     details: bool
-    decoder_input_details: bool
+    #: Whether the shard computes prompt logprobs (`details.prefill`): asked for, and the
+    #: launcher ran with `--enable-prefill-logprobs`.
+    prefill_logprobs: bool
     top_n_tokens: int
 
     @property
@@ -160,16 +164,29 @@ class Validator:
             constraint=constraint,
             constraint_error=constraint_error,
             details=p.details,
-            decoder_input_details=p.decoder_input_details,
+            prefill_logprobs=p.decoder_input_details and c.enable_prefill_logprobs,
             top_n_tokens=p.top_n_tokens or 0,
         )
 
     def _lengths(self, input_length: int, requested: int | None) -> tuple[int, int]:
-        """(`max_new_tokens` as checked, the effective limit)."""
-        if requested is not None:
-            return requested, requested
-        room = max(0, self._config.max_total_tokens - input_length)
-        return min(room, DEFAULT_GENERATION_LENGTH), room
+        """(the chunk checked against the context, the effective limit).
+
+        Without `max_new_tokens` each chunk takes what is left of the context (at most
+        1024), so the output may fill it. With it, every chunk asks for
+        `min(max_new_tokens, 1024)` more tokens, and TGI re-queues while fewer than
+        `max_new_tokens` were generated and prompt, output and a chunk still fit: above
+        1024 the output stops at a multiple of 1024, short of the context or past
+        `max_new_tokens` (`infer/mod.rs:generate_stream`).
+        """
+        total = self._config.max_total_tokens
+        if requested is None:
+            room = max(0, total - input_length)
+            return min(room, DEFAULT_GENERATION_LENGTH), room
+        chunk = min(requested, DEFAULT_GENERATION_LENGTH)
+        chunks = 1
+        while chunks * chunk < requested and input_length + (chunks + 1) * chunk <= total:
+            chunks += 1
+        return chunk, chunks * chunk
 
     def _grammar(self, grammar: Grammar | None) -> tuple[Constraint | None, str | None]:
         if grammar is None:
@@ -184,8 +201,8 @@ class Validator:
                 return None, str(exc)
         schema = _schema(grammar.value)
         try:
-            return Constraint("json_schema", schema), None
-        except ConstraintError as exc:
+            return Constraint("json_schema", outlines_schema(schema)), None
+        except (OutlinesError, ConstraintError) as exc:
             raise validation(f"cannot compile regex from schema: {exc}") from None
 
 
