@@ -72,10 +72,18 @@ def test_a_prompt_goes_to_generate_with_every_sampling_field() -> None:
     }
 
 
-def test_unset_fields_are_left_to_sglang() -> None:
+def test_unset_fields_are_left_to_sglang_but_max_tokens_runs_to_the_context() -> None:
+    """Absent, /generate stops at 128 tokens; an explicit null runs to the context's end."""
     call = T.request(prompt_request(), stream=False)
     assert _rid_of(call) == call.body.pop("rid")
-    assert call.body == {"text": "Once upon", "stream": False, "sampling_params": {}}
+    assert call.body == {
+        "text": "Once upon",
+        "stream": False,
+        "sampling_params": {"max_new_tokens": None},
+    }
+    chat = T.request(chat_request(), stream=False).body
+    assert "max_completion_tokens" not in chat  # the chat route's absent already does
+    assert "max_tokens" not in chat
 
 
 def _rid_of(call: EngineRequest) -> str:
@@ -117,7 +125,7 @@ def _with(request: pb.GenerateRequest, kind: str, value: Any = None) -> pb.Gener
 )
 def test_native_constraints(kind: str, value: Any, expected: dict[str, str]) -> None:
     call = T.request(_with(prompt_request(), kind, value), stream=False)
-    assert call.body["sampling_params"] == expected
+    assert call.body["sampling_params"] == {"max_new_tokens": None, **expected}
 
 
 def test_a_chat_goes_to_chat_completions() -> None:
@@ -587,8 +595,8 @@ async def test_max_model_len_comes_from_v1_models() -> None:
         },
     ]
     engine = RecordingEngine({("GET", "/v1/models"): {"object": "list", "data": cards}})
-    assert await T.max_model_len(engine) == 32768
-    assert engine.calls == [("GET", "/v1/models", None)]
+    assert await SglangTranslation("qwen").max_model_len(engine) == 32768
+    assert ("GET", "/v1/models", None) in engine.calls
 
 
 async def test_abort_posts_the_rid() -> None:

@@ -238,3 +238,71 @@ def test_json_object_is_a_small_object() -> None:
         value = json.loads(json_object(random.Random(seed)))
         assert isinstance(value, dict)
         assert 1 <= len(value) <= 3
+
+
+# An object schema that names no properties admits any object: it gets keys of its own
+# (SGLang's json_object is the schema {"type": "object"}; xgrammar then allows any keys).
+
+ANY_OBJECT: dict[str, Any] = {
+    "plain": {"type": "object"},
+    "no type": {"minProperties": 1},
+    "bounded": {"type": "object", "minProperties": 4, "maxProperties": 5},
+    "required only": {"type": "object", "required": ["a", "b"]},
+    "typed values": {"type": "object", "additionalProperties": {"type": "integer", "minimum": 7}},
+    "property names": {"type": "object", "propertyNames": {"pattern": "^[a-z]{2}$"}},
+    "named by enum": {"type": "object", "propertyNames": {"enum": ["x", "y", "z"]}},
+    "patterns only": {
+        "type": "object",
+        "patternProperties": {"^n_[0-9]+$": {"type": "integer"}},
+        "additionalProperties": False,
+    },
+    "patterns and more": {
+        "type": "object",
+        "patternProperties": {"^flag": {"type": "boolean"}},
+        "additionalProperties": {"type": "string"},
+    },
+}  # fmt: skip
+
+
+@pytest.mark.parametrize("schema", ANY_OBJECT.values(), ids=ANY_OBJECT.keys())
+def test_an_object_schema_without_properties_gets_keys(schema: dict[str, Any]) -> None:
+    values = [json.loads(json_from_schema(schema, random.Random(seed))) for seed in SEEDS]
+    for value in values:
+        jsonschema.validate(value, schema)
+        assert value, "an object with keys"
+    assert len({json.dumps(v, sort_keys=True) for v in values}) > 1, "keys vary with the seed"
+    assert json_from_schema(schema, random.Random(4)) == json_from_schema(schema, random.Random(4))
+
+
+def test_keys_of_its_own_stay_within_the_bounds() -> None:
+    sizes = {
+        len(json.loads(json_from_schema({"type": "object"}, random.Random(seed)))) for seed in SEEDS
+    }
+    assert sizes == {1, 2, 3}
+    schema = {"type": "object", "minProperties": 4, "maxProperties": 5}
+    assert all(
+        4 <= len(json.loads(json_from_schema(schema, random.Random(seed)))) <= 5 for seed in SEEDS
+    )
+
+
+@pytest.mark.parametrize(
+    "schema",
+    [
+        {"type": "object", "properties": {}},  # declared: none (as xgrammar's strict mode)
+        {"type": "object", "additionalProperties": False},
+        {"type": "object", "unevaluatedProperties": False},
+        {"type": "object", "maxProperties": 0},
+        {"type": "object", "propertyNames": False},
+        {"type": "object", "not": {"minProperties": 1}},  # keys fail: the last draw adds none
+    ],
+    ids=["empty-properties", "closed", "unevaluated", "max-0", "no-names", "not"],
+)
+def test_an_object_that_admits_no_key_of_its_own_is_empty(schema: dict[str, Any]) -> None:
+    for seed in SEEDS:
+        assert json_from_schema(schema, random.Random(seed)) == "{}"
+
+
+def test_declared_properties_get_no_undeclared_neighbours() -> None:
+    schema = {"type": "object", "properties": {"a": {"type": "integer"}}}
+    for seed in SEEDS:
+        assert set(json.loads(json_from_schema(schema, random.Random(seed)))) <= {"a"}

@@ -24,14 +24,19 @@ BASE = ("--model-path", "org/sim-model", "--served-model-name", MODEL, "--contex
 FAST = ("--sim-ttft", "0", "--sim-itl", "0")
 #: Slow enough that a request is still running while a test looks at it.
 SLOW = ("--sim-ttft", "0.05", "--sim-itl", "0.05")
+#: Seeds count only in SGLang's deterministic mode: tests that compare seeded outputs use it.
+DETERMINISTIC = ("--enable-deterministic-inference",)
 
 MakeApp = Callable[..., Starlette]
 
 
 def make_app(*extra: str) -> Starlette:
-    """A simulator with extra flags (fast unless they say otherwise)."""
+    """A simulator with extra flags (fast unless they say otherwise). The abort after a
+    stream's end comes at once unless they say otherwise: httpx's ASGI transport answers
+    only once the app has returned, background task included."""
     latency = () if any(flag.startswith("--sim-itl") for flag in extra) else FAST
-    return build_app(parse_args([*BASE, *latency, *extra]))
+    delay = () if "--sim-abort-delay" in extra else ("--sim-abort-delay", "0")
+    return build_app(parse_args([*BASE, *latency, *delay, *extra]))
 
 
 def runtime_of(app: Starlette) -> Runtime:
@@ -45,7 +50,7 @@ def asgi(app: Starlette) -> httpx.AsyncClient:
 
 @pytest.fixture
 async def client() -> AsyncIterator[httpx.AsyncClient]:
-    async with asgi(make_app("--enable-metrics")) as c:
+    async with asgi(make_app("--enable-metrics", *DETERMINISTIC)) as c:
         yield c
 
 
@@ -76,7 +81,7 @@ def events(body: str) -> list[Any]:
     return out
 
 
-async def until(predicate: Callable[[], bool], within_s: float = 5.0) -> None:
+async def until(predicate: Callable[[], bool], within_s: float = 30.0) -> None:
     deadline = asyncio.get_running_loop().time() + within_s
     while not predicate():
         assert asyncio.get_running_loop().time() < deadline, "condition not met in time"

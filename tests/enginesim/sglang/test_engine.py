@@ -15,7 +15,7 @@ from switchyard.enginesim.stats import SimStats
 def _engine(itl_s: float = 0.0) -> SglangEngine:
     scheduler = Scheduler(4, None, LatencyModel(itl_s=itl_s))
     scheduler.start()
-    return SglangEngine(scheduler, SimStats(), max_total_tokens=4096)
+    return SglangEngine(scheduler, SimStats(), max_total_tokens=4096, deterministic=True)
 
 
 def _job(rid: str = "r", max_new_tokens: int = 20) -> Job:

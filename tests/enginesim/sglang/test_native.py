@@ -12,7 +12,7 @@ from jsonschema import validate
 
 from switchyard.enginesim import tokenizer
 from switchyard.enginesim.tokenizer import EOS_TOKEN_ID
-from tests.enginesim.sglang.conftest import asgi, events, make_app
+from tests.enginesim.sglang.conftest import DETERMINISTIC, asgi, events, make_app
 
 PROMPT = "The switchyard at dawn was"
 LONG = " ".join(["word"] * 1100)  # 1100 tokens
@@ -102,7 +102,7 @@ async def test_the_stream_is_cumulative(client: httpx.AsyncClient) -> None:
 
 async def test_incremental_streaming_output_sends_deltas() -> None:
     params = {"max_new_tokens": 8, "sampling_seed": 5}
-    async with asgi(make_app("--incremental-streaming-output")) as client:
+    async with asgi(make_app("--incremental-streaming-output", *DETERMINISTIC)) as client:
         outs = events((await generate(client, stream=True, sampling_params=params)).text)
         whole = (await generate(client, sampling_params=params)).json()
     assert all(len(o["output_ids"]) == 1 for o in outs)

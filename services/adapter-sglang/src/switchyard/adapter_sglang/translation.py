@@ -1,19 +1,31 @@
 """SGLang's HTTP API in the terms of the inference contract (SGLang 0.5.23).
 
-- Prompts go to the native `POST /generate` with a `rid` of its own per call (the request
-  id plus a random suffix: SGLang refuses duplicates), so that `/abort_request` can stop
-  them. Its stream is **cumulative**: every event repeats the
-  whole text and `output_ids` so far; the parser turns that into deltas. (An engine
-  started with --incremental-streaming-output sends deltas instead; the parser tells the
-  two apart by `len(output_ids) < meta_info.completion_tokens` and reads both.) Token
+- Every engine call has a `rid` of its own (the request id plus a random suffix), never
+  the caller's id verbatim: SGLang refuses a rid already in flight (400 "Duplicate request
+  ID detected"), aborts whatever holds a streamed request's rid about 2 s after that stream
+  ended, and aborts by rid *prefix*. The adapter aborts a call it left by that rid
+  (`/abort_request`).
+- Prompts go to the native `POST /generate`. Its stream is **cumulative**: every event
+  repeats the whole text and `output_ids` so far; the parser turns that into deltas. (An
+  engine started with --incremental-streaming-output sends deltas instead; the parser tells
+  the two apart by `len(output_ids) < meta_info.completion_tokens` and reads both.) Token
   counts come from `meta_info.completion_tokens`, which is cumulative either way.
 - Chat goes to `POST /v1/chat/completions`; streams ask for
   `stream_options: {include_usage, continuous_usage_stats}` so that every content chunk
   carries the exact cumulative `completion_tokens`, and the final usage chunk accounts
   for tokens that produced no text (end of sequence, stop strings).
+- No `max_tokens`: generate until a stop or the end of the context. The chat route does
+  that when the field is absent; `/generate` would stop at 128, so it gets an explicit
+  `"max_new_tokens": null` (the scheduler then allows context - prompt - 2 tokens).
+- `seed` is passed on as `sampling_seed`, which SGLang reads only when started with
+  --enable-deterministic-inference (a ModelBackend's `args`). Without the flag it is ignored;
+  that is within OpenAI's own contract for `seed` ("best effort", determinism not
+  guaranteed), so it is documented rather than refused: refusing would break every client
+  that always sends a seed.
 - Structured outputs: native `sampling_params.json_schema` (the schema as a JSON string),
   `regex`, `ebnf`; chat `response_format` and the `regex` / `ebnf` extras. `json_object`
-  is SGLang's own mapping, the schema `{"type": "object"}`; a choice is an alternation regex.
+  is SGLang's own mapping, the schema `{"type": "object"}` (xgrammar: any object); a
+  choice is an alternation regex.
 - Errors: OpenAI routes answer a flat `{"object":"error","message",...}`; `/generate`
   answers `{"error":{"message"}}` (or `{"error":"..."}` from its JSON contract gate);
   streams end with an abort `finish_reason` (a full queue: `status_code` 503) or an
@@ -65,10 +77,9 @@ def choice_regex(choices: list[str]) -> str:
 
 
 def _sampling_params(s: pb.SamplingParams) -> dict[str, Any]:
-    """Native `sampling_params`; unset fields are left to SGLang (max_new_tokens: 128)."""
-    params: dict[str, Any] = {}
-    if s.HasField("max_tokens"):
-        params["max_new_tokens"] = s.max_tokens
+    """Native `sampling_params`; unset fields are left to SGLang, except max_new_tokens."""
+    # Absent, SGLang stops at 128; null lets the request run to the end of the context.
+    params: dict[str, Any] = {"max_new_tokens": s.max_tokens if s.HasField("max_tokens") else None}
     for name in ("temperature", "top_p", "top_k", "presence_penalty", "frequency_penalty"):
         if s.HasField(name):
             params[name] = getattr(s, name)
@@ -124,7 +135,9 @@ def engine_rid(request: pb.GenerateRequest) -> str:
 
     SGLang refuses a `rid` already in flight (400 "Duplicate request ID detected") and aborts
     whatever holds a `rid` about two seconds after a stream with it ended; a caller's id
-    reused by a retry or a second request would collide either way.
+    reused by a retry or a second request would collide either way. Its scheduler aborts
+    every request whose rid *starts with* the aborted one: the random suffix keeps one
+    call's abort from reaching another call (whose id would have to begin with this rid).
     """
     return f"{request.request_id}-{secrets.token_hex(6)}"
 
@@ -143,8 +156,10 @@ def _chat_body(request: pb.GenerateRequest, model: str, stream: bool, rid: str) 
         "stream": stream,
     }
     params = _sampling_params(request.sampling)
-    if "max_new_tokens" in params:
-        body["max_completion_tokens"] = params.pop("max_new_tokens")
+    # Absent on the chat route already means "up to the end of the context".
+    max_tokens = params.pop("max_new_tokens")
+    if max_tokens is not None:
+        body["max_completion_tokens"] = max_tokens
     if "sampling_seed" in params:
         body["seed"] = params.pop("sampling_seed")
     body.update(params)

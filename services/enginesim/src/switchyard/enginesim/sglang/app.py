@@ -22,7 +22,7 @@ from switchyard.enginesim.sglang.errors import (
 from switchyard.enginesim.sglang.info import InfoApi
 from switchyard.enginesim.sglang.limits import ContextLimits
 from switchyard.enginesim.sglang.metrics import SglangMetrics
-from switchyard.enginesim.sglang.native import NativeApi
+from switchyard.enginesim.sglang.native import NativeApi, aborts_route
 from switchyard.enginesim.sglang.runtime import Runtime
 from switchyard.enginesim.sglang.tokenization import TokenizeApi
 from switchyard.enginesim.stats import SimStats, stats_route
@@ -32,7 +32,12 @@ def build_runtime(args: ServerArgs) -> Runtime:
     scheduler = Scheduler(args.max_running_requests, args.max_queued_requests, args.sim.latency)
     stats = SimStats()
     engine = SglangEngine(
-        scheduler, stats, max_total_tokens=args.max_total_tokens, default_seed=args.sim.seed
+        scheduler,
+        stats,
+        max_total_tokens=args.max_total_tokens,
+        default_seed=args.sim.seed,
+        deterministic=args.enable_deterministic_inference,
+        abort_delay_s=args.abort_delay_s,
     )
     runtime = Runtime(
         args=args,
@@ -57,6 +62,7 @@ def build_app(args: ServerArgs) -> Starlette:
         *CompletionsApi(runtime).routes(),
         *TokenizeApi(runtime).routes(),
         stats_route(runtime.stats),
+        aborts_route(runtime.engine),
         faults_route(runtime.scheduler.faults),
     ]
     if runtime.metrics is not None:

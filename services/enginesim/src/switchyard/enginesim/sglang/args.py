@@ -9,10 +9,12 @@ SGLang refuses them.
 from __future__ import annotations
 
 import argparse
+import math
 from collections.abc import Sequence
 from dataclasses import dataclass
 
 from switchyard.enginesim.cli import SimOptions, add_sim_arguments, sim_options
+from switchyard.enginesim.sglang.engine import STREAM_END_ABORT_DELAY_S
 
 #: The simulated model's own context length (its config.json), used without --context-length.
 MODEL_CONTEXT_LENGTH = 8192
@@ -38,9 +40,13 @@ class ServerArgs:
     stream_response_default_include_usage: bool
     enable_cache_report: bool
     enable_trace: bool
+    #: Whether `sampling_seed` counts (SGLang ignores it otherwise).
+    enable_deterministic_inference: bool
     tp_size: int
     mem_fraction_static: float | None
     sim: SimOptions
+    #: Simulator only: the delay of SGLang's abort after a stream's end (2 s in SGLang).
+    abort_delay_s: float = STREAM_END_ABORT_DELAY_S
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -65,6 +71,11 @@ def build_parser() -> argparse.ArgumentParser:
     add("--stream-response-default-include-usage", action="store_true")
     add("--enable-cache-report", action="store_true")
     add("--enable-trace", action="store_true", help="accepted; requests' traceparent is recorded")
+    add(
+        "--enable-deterministic-inference",
+        action="store_true",
+        help="sample with each request's sampling_seed (42 without one); ignored otherwise",
+    )
     add("--otlp-traces-endpoint", default="localhost:4317", help="accepted and ignored")
     add("--tp-size", "--tensor-parallel-size", type=_positive, default=1, help="ignored")
     add("--mem-fraction-static", type=float, default=None, help="ignored")
@@ -73,6 +84,11 @@ def build_parser() -> argparse.ArgumentParser:
     add("--dtype", default="auto", help="ignored")
     add("--log-level", default="info", help="ignored")
     add_sim_arguments(parser)
+    add(
+        "--sim-abort-delay", type=_seconds, default=STREAM_END_ABORT_DELAY_S, metavar="S",
+        help="simulator only: seconds after a stream's end before its rid is aborted "
+        f"(SGLang: {STREAM_END_ABORT_DELAY_S:g})",
+    )  # fmt: skip
     return parser
 
 
@@ -97,9 +113,11 @@ def parse_args(argv: Sequence[str] | None = None) -> ServerArgs:
         stream_response_default_include_usage=args.stream_response_default_include_usage,
         enable_cache_report=args.enable_cache_report,
         enable_trace=args.enable_trace,
+        enable_deterministic_inference=args.enable_deterministic_inference,
         tp_size=args.tp_size,
         mem_fraction_static=args.mem_fraction_static,
         sim=sim_options(args),
+        abort_delay_s=args.sim_abort_delay,
     )
 
 
@@ -119,6 +137,16 @@ def _positive(text: str) -> int:
 
 def _non_negative(text: str) -> int:
     return _int(text, 0)
+
+
+def _seconds(text: str) -> float:
+    try:
+        value = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"not a number of seconds: {text!r}") from None
+    if not math.isfinite(value) or value < 0:
+        raise argparse.ArgumentTypeError(f"must be a finite number >= 0, got {text!r}")
+    return value
 
 
 def _port(text: str) -> int:

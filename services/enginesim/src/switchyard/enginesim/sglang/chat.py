@@ -16,7 +16,7 @@ from typing import Any
 
 import orjson
 from starlette.requests import Request
-from starlette.responses import Response, StreamingResponse
+from starlette.responses import Response
 from starlette.routing import Route
 
 from switchyard.enginesim.chat_template import render
@@ -58,9 +58,7 @@ class ChatApi(OpenAIServing):
         except ValueError as exc:
             return openai_error(str(exc))
         if body.stream:
-            return StreamingResponse(
-                self._stream(handle, job, body), media_type="text/event-stream"
-            )
+            return self.streaming(self._stream(handle, job, body), job)
         update = await self.wait(request, handle)
         if isinstance(update, Response):
             return update

@@ -14,7 +14,7 @@ from typing import Any
 
 import orjson
 from starlette.requests import Request
-from starlette.responses import Response, StreamingResponse
+from starlette.responses import Response
 from starlette.routing import Route
 
 from switchyard.enginesim.serving import OrjsonResponse, sse_done, sse_event
@@ -55,9 +55,7 @@ class CompletionsApi(OpenAIServing):
             return openai_error(str(exc))
         echo = prompt.text if body.echo else ""
         if body.stream:
-            return StreamingResponse(
-                self._stream(handle, job, body, echo), media_type="text/event-stream"
-            )
+            return self.streaming(self._stream(handle, job, body, echo), job)
         update = await self.wait(request, handle)
         if isinstance(update, Response):
             return update

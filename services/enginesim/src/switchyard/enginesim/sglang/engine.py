@@ -9,6 +9,19 @@ scheduler process there) while the HTTP handler reads its outputs; an abort, fro
 - refused by a full queue: `{"type":"abort","status_code":503,"message":"The request queue is full."}`;
 - a grammar that does not compile: an abort with status 400 and err_type BadRequestError.
 
+Request ids (`rid`) follow SGLang's tokenizer manager and scheduler:
+
+- a rid is held from the moment a request arrives (before tokenizing and validation) until
+  it finishes; a second request with a held rid is refused, "Duplicate request ID detected";
+- an abort by rid is dispatched only if the rid is held, once per request, and then ends
+  every live request whose rid *starts with* it (the scheduler matches by prefix);
+- after a streamed response ends, SGLang aborts its rid(s) again `abort_delay_s` (2 s)
+  later (`create_abort_task`), hitting whatever request holds that rid by then.
+
+Seeds follow the sampler: `sampling_seed` counts only with --enable-deterministic-inference,
+where a request without one samples with seed 42; otherwise every request samples freshly
+(or from the simulator's --sim-seed, for reproducible test runs).
+
 Outputs are coalesced like SGLang's `ReqState`: a reader that falls behind gets one
 update with everything new, so memory per request stays bounded by its output.
 """
@@ -17,9 +30,10 @@ from __future__ import annotations
 
 import asyncio
 import time
-from collections.abc import AsyncGenerator
+from collections import deque
+from collections.abc import AsyncGenerator, Awaitable, Callable, Sequence
 from dataclasses import dataclass, field, replace
-from typing import Any, Final
+from typing import Any, Final, Literal
 
 from switchyard.enginesim import generation, tokenizer
 from switchyard.enginesim.generation import Generation
@@ -35,6 +49,24 @@ FinishReason = dict[str, Any]
 #: Generations longer than this (tokens) are decided on a worker thread.
 _LARGE_OUTPUT: Final = 2048
 _QUEUED_ABORT: Final[FinishReason] = {"type": "abort", "message": "Abort in waiting queue"}
+#: The seed SGLang's deterministic sampler gives requests that bring none.
+DETERMINISTIC_DEFAULT_SEED: Final = 42
+#: Seconds after a stream's end before SGLang aborts its rid (`create_abort_task`).
+STREAM_END_ABORT_DELAY_S: Final = 2.0
+_RECENT_ABORTS: Final = 256
+
+#: Who asked: `/abort_request`, its `abort_all`, a client that went away, the abort after a
+#: stream's end, or a request refused after some of its prompts had started.
+AbortSource = Literal["abort_request", "abort_all", "disconnect", "stream_end", "failure"]
+
+
+@dataclass(frozen=True, slots=True)
+class AbortRecord:
+    """One abort the engine was asked for, and the live requests it ended."""
+
+    rid: str
+    source: AbortSource
+    ended: tuple[str, ...]
 
 
 @dataclass(frozen=True, slots=True)
@@ -146,10 +178,10 @@ class Handle:
         await self._request.done.wait()
         return self._request.take()
 
-    def abort(self) -> None:
-        """The client went away: abort, as SGLang does on a disconnect."""
+    def abort(self, source: AbortSource = "disconnect") -> None:
+        """Abort unless finished (by default: the client went away, as SGLang does then)."""
         if not self.finished:
-            self._engine.abort(self.rid)
+            self._engine.abort(self.rid, source)
 
 
 class SglangEngine:
@@ -160,12 +192,22 @@ class SglangEngine:
         *,
         max_total_tokens: int,
         default_seed: int | None = None,
+        deterministic: bool = False,
+        abort_delay_s: float = STREAM_END_ABORT_DELAY_S,
     ) -> None:
         self.scheduler = scheduler
         self.stats = stats
         self.metrics: SglangMetrics | None = None
         self.max_total_tokens = max_total_tokens
         self._default_seed = default_seed
+        self.deterministic = deterministic
+        self.abort_delay_s = abort_delay_s
+        #: How the stream-end abort waits out its delay: a clock tests may replace.
+        self.sleep: Callable[[float], Awaitable[None]] = asyncio.sleep
+        #: The aborts asked for, newest last (what tests and /sim/aborts look at).
+        self.aborts: deque[AbortRecord] = deque(maxlen=_RECENT_ABORTS)
+        #: SGLang's `rid_to_state`: every held rid, and whether an abort was sent for it.
+        self._held: dict[str, bool] = {}
         self._requests: dict[str, _Request] = {}
         self._used_tokens = 0
         self._throughput = Throughput()
@@ -183,33 +225,88 @@ class SglangEngine:
     def used_tokens(self) -> int:
         return self._used_tokens
 
+    @property
+    def live_rids(self) -> tuple[str, ...]:
+        """The rids of the requests submitted and not finished, oldest first."""
+        return tuple(self._requests)
+
     def gen_throughput(self) -> float:
         return self._throughput.rate()
 
+    def hold(self, rids: Sequence[str]) -> None:
+        """Take `rids` for a request that just arrived (`_init_req_state`); ValueError with
+        SGLang's message if one is held already, or repeated."""
+        seen: set[str] = set()
+        for rid in rids:
+            if rid in self._held or rid in seen:
+                raise ValueError(f"Duplicate request ID detected: {rid}")
+            seen.add(rid)
+        self._held.update(dict.fromkeys(rids, False))
+
+    def release(self, rid: str) -> None:
+        """Give back a held rid whose request never reached the scheduler (refused)."""
+        if rid not in self._requests:
+            self._held.pop(rid, None)
+
     def submit(self, job: Job) -> Handle:
-        """Start a request; ValueError if its rid is in use (SGLang's message)."""
-        if job.rid in self._requests:
-            raise ValueError(f"Duplicate request ID detected: {job.rid}")
+        """Start a request whose rid the caller holds (or hold it now: ValueError if live)."""
+        if job.rid in self._requests or job.rid not in self._held:
+            self.hold([job.rid])
         request = _Request(job)
         self._requests[job.rid] = request
         request.task = asyncio.create_task(self._run(request), name=f"sglang-{job.rid}")
         return Handle(self, request)
 
-    def abort(self, rid: str) -> bool:
-        """Abort a live request (`/abort_request`, disconnects); False if there is none."""
-        request = self._requests.get(rid)
-        if request is None or request.task is None or request.finish is not None:
+    def abort(self, rid: str, source: AbortSource = "abort_request") -> bool:
+        """SGLang's `abort_request(rid)`: dispatched only for a held rid, once; it then ends
+        every live request whose rid starts with `rid`. False if nothing was dispatched."""
+        if not rid or self._held.get(rid, True):  # not held, or already sent
+            self.aborts.append(AbortRecord(rid, source, ()))
             return False
+        self._held[rid] = True
         if self.metrics is not None:
             self.metrics.aborted()
+        ended = tuple(r for r in list(self._requests) if r.startswith(rid) and self._cancel(r))
+        self.aborts.append(AbortRecord(rid, source, ended))
+        return True
+
+    def abort_all(self) -> int:
+        """`abort_request(abort_all=True)`: one dispatch that ends every live request."""
+        if self.metrics is not None:
+            self.metrics.aborted()
+        ended = tuple(r for r in list(self._requests) if self._cancel(r))
+        self.aborts.append(AbortRecord("", "abort_all", ended))
+        return len(ended)
+
+    async def abort_after_stream(self, rids: Sequence[str]) -> None:
+        """`create_abort_task`: a streamed response has ended; after the delay, abort its
+        rids in whatever request holds them by then."""
+        await self.sleep(self.abort_delay_s)
+        for rid in rids:
+            self.abort(rid, "stream_end")
+
+    def _finish(self, request: _Request, reason: FinishReason) -> None:
+        """The request's last output: its rid is free from now on (SGLang drops the state
+        when the finished output arrives, before the handler has read it)."""
+        if request.finish is None:
+            request.end(reason)
+            self._forget(request)
+
+    def _forget(self, request: _Request) -> None:
+        rid = request.job.rid
+        if self._requests.get(rid) is request:  # not a newer request with the same rid
+            del self._requests[rid]
+            self._held.pop(rid, None)
+
+    def _cancel(self, rid: str) -> bool:
+        request = self._requests[rid]
+        if request.task is None or request.finish is not None:
+            return False
         if request.started:
             request.task.cancel()
         else:  # a task cancelled before its first step would skip its own clean-up
             request.abort_pending = True
         return True
-
-    def abort_all(self) -> int:
-        return sum(self.abort(rid) for rid in list(self._requests))
 
     async def _run(self, request: _Request) -> None:
         job = request.job
@@ -224,16 +321,16 @@ class SglangEngine:
                     request.admitted = request.scheduled = True
                     await self._generate(request, gen)
         except QueueFull as exc:
-            request.end({"type": "abort", "status_code": 503, "message": str(exc)})
+            self._finish(request, {"type": "abort", "status_code": 503, "message": str(exc)})
         except ConstraintError as exc:
             key = job.sampling.grammar.key if job.sampling.grammar else "grammar"
             message = f"Failed to compile {key} grammar: {exc}"
-            request.end(_abort(message, 400, "BadRequestError"))
+            self._finish(request, _abort(message, 400, "BadRequestError"))
         except asyncio.CancelledError:
             # Aborted on purpose (engine.abort): end the output instead of propagating.
-            request.end(_abort("Aborted") if request.admitted else dict(_QUEUED_ABORT))
+            self._finish(request, _abort("Aborted") if request.admitted else dict(_QUEUED_ABORT))
         finally:
-            self._requests.pop(job.rid, None)
+            self._forget(request)  # after an unexpected error too: never leak a held rid
             if request.admitted and self.metrics is not None:
                 self.metrics.finished(
                     job.stream, job.prompt_tokens, request.generated, request.e2e_latency
@@ -255,10 +352,17 @@ class SglangEngine:
             params = replace(params, constraint=job.sampling.grammar.build())
         return generation.generate(
             job.prompt,
-            params,
+            replace(params, seed=self._seed(job.sampling.seed)),
             default_max_tokens=job.max_new_tokens,
-            default_seed=self._default_seed,
+            default_seed=None if self.deterministic else self._default_seed,
         )
+
+    def _seed(self, requested: int | None) -> int | None:
+        """The seed the sampler uses: SGLang reads `sampling_seed` only in deterministic
+        mode (42 when the request has none) and ignores it otherwise."""
+        if not self.deterministic:
+            return None
+        return DETERMINISTIC_DEFAULT_SEED if requested is None else requested
 
     async def _generate(self, request: _Request, gen: Generation) -> None:
         job = request.job
@@ -282,7 +386,7 @@ class SglangEngine:
                 self._used_tokens += 1
                 self._throughput.add()
                 request.push(pieces[i] if i < len(pieces) else "", ids[i])
-            request.end(finish)
+            self._finish(request, finish)
         finally:
             self._used_tokens -= job.prompt_tokens + request.generated
 

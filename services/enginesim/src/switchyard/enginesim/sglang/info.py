@@ -102,6 +102,7 @@ class InfoApi:
             "incremental_streaming_output": args.incremental_streaming_output,
             "allow_auto_truncate": args.allow_auto_truncate,
             "enable_trace": args.enable_trace,
+            "enable_deterministic_inference": args.enable_deterministic_inference,
         }
         engine = rt.engine
         return OrjsonResponse(

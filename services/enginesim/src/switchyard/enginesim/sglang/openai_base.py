@@ -6,12 +6,13 @@ from __future__ import annotations
 import json
 import time
 import uuid
-from collections.abc import Mapping
+from collections.abc import AsyncIterator, Mapping
 from typing import Any, TypeVar
 
 from pydantic import BaseModel, ValidationError
+from starlette.background import BackgroundTask
 from starlette.requests import Request
-from starlette.responses import Response
+from starlette.responses import Response, StreamingResponse
 
 from switchyard.enginesim.serving import ClientDisconnected, until_disconnected
 from switchyard.enginesim.sglang.engine import Handle, Job, Update
@@ -49,18 +50,35 @@ class OpenAIServing:
         rid: str | list[str] | None,
         stream: bool,
     ) -> tuple[Handle, Job]:
-        """Start the generation; ValueError (HTTP 400) for what the engine refuses."""
+        """Start the generation; ValueError (HTTP 400) for what the engine refuses. The rid
+        is held before the request is checked, as SGLang's tokenizer manager does."""
         if isinstance(rid, list):
             raise ValueError("The SGLang simulator serves one prompt per request.")
-        job = await build_job(
-            self.rt.limits,
-            prompt,
-            sampling_params,
-            rid=rid or uuid.uuid4().hex,
-            stream=stream,
-            traceparent=request.headers.get("traceparent"),
+        rid = rid or uuid.uuid4().hex
+        engine = self.rt.engine
+        engine.hold([rid])
+        try:
+            job = await build_job(
+                self.rt.limits,
+                prompt,
+                sampling_params,
+                rid=rid,
+                stream=stream,
+                traceparent=request.headers.get("traceparent"),
+            )
+        except BaseException:
+            engine.release(rid)
+            raise
+        return engine.submit(job), job
+
+    def streaming(self, body: AsyncIterator[bytes], job: Job) -> StreamingResponse:
+        """The SSE response of a stream that started; once it has ended, SGLang aborts its
+        rid again after a delay (`create_abort_task`), whatever holds it by then."""
+        return StreamingResponse(
+            body,
+            media_type="text/event-stream",
+            background=BackgroundTask(self.rt.engine.abort_after_stream, [job.rid]),
         )
-        return self.rt.engine.submit(job), job
 
     async def wait(self, request: Request, handle: Handle) -> Update | Response:
         """The whole output, or the error response SGLang gives for it."""

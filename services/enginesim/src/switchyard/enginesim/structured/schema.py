@@ -4,6 +4,15 @@ A value is built top-down from the schema (combinators resolved first: `$ref`, `
 merged, one `anyOf`/`oneOf` branch picked), then checked with `jsonschema`; a candidate
 that fails (a keyword this writer does not steer, such as `not` or `if`) is drawn again a
 few times before giving up with UnsupportedSchema. So what is returned always validates.
+
+Objects: a schema that declares `properties` gets those (the required ones, some of the
+others), as grammar engines generate them (xgrammar in strict mode and outlines-core add
+no undeclared key). A schema without `properties` means any object, as `{"type":
+"object"}` does for SGLang's `json_object` (xgrammar: any keys, any values): it gets one
+to three keys of its own, named by `propertyNames` or a `patternProperties` pattern when
+the schema has them (otherwise words), within `minProperties`/`maxProperties`, with
+values from the matching `patternProperties` or `additionalProperties` schemas. If such
+keys keep failing validation, a last draw adds none.
 """
 
 from __future__ import annotations
@@ -36,6 +45,7 @@ _SOFT_VALUES: Final = 64  # likewise past this many values, so recursive schemas
 _HARD_DEPTH: Final = 40  # past this, assume a recursive $ref with no way out
 _MAX_PARTS: Final = 200  # subschemas one schema may expand into via $ref/allOf
 _ATTEMPTS: Final = 16  # draws before giving up on keywords not steered (oneOf overlap, not)
+_NEW_KEYS: Final = (1, 3)  # keys of its own for an object schema that declares no properties
 
 _OBJECT_KEYS: Final = ("properties", "required", "additionalProperties", "patternProperties")
 _OBJECT_KEYS_MORE: Final = ("minProperties", "maxProperties", "propertyNames")
@@ -96,9 +106,11 @@ class SchemaWriter:
     def write(self, rng: random.Random) -> str:
         """A compact JSON instance of the schema."""
         problem = ""
-        for _ in range(_ATTEMPTS):
+        for attempt in range(_ATTEMPTS + 1):
+            # The last draw invents no keys: only what the schema names or needs.
+            new_keys = attempt < _ATTEMPTS
             try:
-                value = _Builder(self._root, rng).value(self._root, 0)
+                value = _Builder(self._root, rng, new_keys=new_keys).value(self._root, 0)
             except UnsupportedSchema as exc:
                 problem = str(exc)
                 continue
@@ -126,12 +138,21 @@ def _words(rng: random.Random, lo: int, hi: int) -> str:
     return " ".join(rng.choice(WORDS) for _ in range(rng.randint(lo, hi)))
 
 
+def _scalar(rng: random.Random) -> Any:
+    """A value for a schema that allows anything (below the top): words, a number, a flag."""
+    kind = rng.randrange(3)
+    if kind == 0:
+        return _words(rng, 1, 2)
+    return rng.randint(0, 100) if kind == 1 else rng.random() < 0.5
+
+
 class _Builder:
     """One attempt at an instance: a walk down the schema with one random generator."""
 
-    def __init__(self, root: Mapping[str, Any], rng: random.Random) -> None:
+    def __init__(self, root: Mapping[str, Any], rng: random.Random, *, new_keys: bool) -> None:
         self._root = root
         self._rng = rng
+        self._new_keys = new_keys
         self._values = 0
 
     def _frugal(self, depth: int) -> bool:
@@ -166,7 +187,7 @@ class _Builder:
             case "null":
                 return None
             case _:  # no type keyword: anything goes
-                return _small_object(self._rng) if depth == 0 else _words(self._rng, 1, 2)
+                return _small_object(self._rng) if depth == 0 else _scalar(self._rng)
 
     def _flatten(self, schema: object, depth: int) -> dict[str, Any]:
         """One schema equivalent to `schema`'s conjunction, with no $ref/allOf/anyOf/oneOf."""
@@ -249,22 +270,65 @@ class _Builder:
         hi: int | None = s.get("maxProperties")
         spare = [n for n in props if n not in names]
         names += spare[: max(0, lo - len(names))]
-        if len(names) < lo and s.get("additionalProperties", True) is not False:
-            taken = set(names) | set(props)
-            names += [w for w in WORDS if w not in taken][: lo - len(names)]
+        want = lo
+        if "properties" not in s and self._new_keys and not frugal:
+            want = max(lo, self._rng.randint(*_NEW_KEYS))  # any object: keys of its own
+        if hi is not None:
+            want = min(want, hi)
+        if len(names) < want:
+            names += self._invent_keys(s, set(names) | set(props), want - len(names), depth)
         if hi is not None and len(names) > hi:
             optional = [n for n in names if n not in required]
             drop = set(optional[len(optional) - (len(names) - hi) :])
             names = [n for n in names if n not in drop]
         return {n: self.value(self._property_schema(s, n), depth + 1) for n in names}
 
+    def _invent_keys(
+        self, s: Mapping[str, Any], taken: set[str], count: int, depth: int
+    ) -> list[str]:
+        """Up to `count` new keys the schema admits besides its declared properties."""
+        patterns = list(s.get("patternProperties", {}))
+        closed = s.get("additionalProperties") is False or s.get("unevaluatedProperties") is False
+        if closed and not patterns:
+            return []
+        names_schema = s.get("propertyNames")
+        keys: list[str] = []
+        for _ in range(4 * count + 4):  # room for collisions; bounded
+            if len(keys) >= count:
+                break
+            key = self._key(names_schema, patterns if closed else (), depth)
+            if key is None:
+                break
+            if key not in taken and key not in keys:
+                keys.append(key)
+        return keys
+
+    def _key(self, names_schema: object, patterns: Sequence[str], depth: int) -> str | None:
+        """A key valid under `propertyNames`, else matching one of `patterns` (when the
+        object admits no other key), else a word; None if none can be made."""
+        rng = self._rng
+        try:
+            if names_schema is not None:
+                key = self.value({"allOf": [names_schema, {"type": "string"}]}, depth + 1)
+            elif patterns:
+                key = text_from_regex(rng.choice(patterns), rng)
+            else:
+                key = rng.choice(WORDS)
+        except (UnsupportedSchema, ConstraintError):
+            return None
+        return key if isinstance(key, str) else None
+
     def _property_schema(self, s: Mapping[str, Any], name: str) -> object:
         props: Mapping[str, Any] = s.get("properties", {})
         if name in props:
             return props[name]
-        for pattern, sub in s.get("patternProperties", {}).items():
-            if _matches(pattern, name):
-                return sub
+        matching = [
+            sub
+            for pattern, sub in s.get("patternProperties", {}).items()
+            if _matches(pattern, name)
+        ]
+        if matching:  # a key must satisfy every pattern it matches
+            return matching[0] if len(matching) == 1 else {"allOf": matching}
         return s.get("additionalProperties", True)
 
     def _array(self, s: Mapping[str, Any], depth: int) -> list[Any]:
