@@ -2,20 +2,52 @@
 
 from __future__ import annotations
 
+import asyncio
 from typing import Any
 
 import grpc
 import orjson
 import pytest
 
-from switchyard.adapter.translation import Delta
+from switchyard.adapter.translation import Delta, EngineHTTPError
 from switchyard.adapter_vllm.translation import VllmTranslation
 from switchyard.common.errors import InferenceError
 from switchyard.inference.v1 import inference_pb2 as pb
 from tests.support.canonical import generate_request
 from tests.support.engine_http import RecordingEngine
 
-T = VllmTranslation("llama")
+CONTEXT = 8192
+
+
+def models_page(context: int = CONTEXT) -> dict[str, Any]:
+    return {"object": "list", "data": [
+        {"id": "alias", "object": "model", "owned_by": "vllm", "max_model_len": 4096},
+        {"id": "llama", "object": "model", "owned_by": "vllm", "max_model_len": context},
+    ]}  # fmt: skip
+
+
+def ready_translation(context: int = CONTEXT) -> VllmTranslation:
+    """A translation that has read its engine's context length, as a ready adapter's has."""
+    translation = VllmTranslation("llama")
+    engine = RecordingEngine({("GET", "/v1/models"): models_page(context)})
+    assert asyncio.run(translation.max_model_len(engine)) == context
+    return translation
+
+
+class RefusingEngine:
+    """An engine whose info routes answer an error status (e.g. 401 from `--api-key`)."""
+
+    def __init__(self, status: int) -> None:
+        self.status = status
+
+    async def get_json(self, path: str) -> Any:
+        raise EngineHTTPError(f"GET {path}: HTTP {self.status}", self.status)
+
+    async def post_json(self, path: str, body: Any) -> Any:
+        raise EngineHTTPError(f"POST {path}: HTTP {self.status}", self.status)
+
+
+T = ready_translation()
 
 
 def prompt_request(**sampling: Any) -> pb.GenerateRequest:
@@ -57,9 +89,34 @@ def test_prompt_request_maps_every_sampling_field() -> None:
     }
 
 
-def test_unset_fields_are_left_to_the_engine() -> None:
+def test_unset_fields_are_left_to_the_engine_but_the_output_limit() -> None:
+    # vLLM would stop a completion at 16 tokens (absent or null); the whole context is
+    # what the policy means, and vLLM clamps it to what the prompt leaves.
     body = T.request(prompt_request(), stream=False).body
-    assert body == {"model": "llama", "prompt": "Once upon", "request_id": "r-1", "stream": False}
+    assert body == {
+        "model": "llama",
+        "prompt": "Once upon",
+        "max_tokens": CONTEXT,
+        "request_id": "r-1",
+        "stream": False,
+    }
+    # Chat's absent limit would fall back to the model's generation_config.json.
+    chat = T.request(chat_request(), stream=True).body
+    assert chat["max_completion_tokens"] == CONTEXT
+    assert "max_tokens" not in chat
+
+
+def test_without_a_known_context_an_unlimited_request_is_refused() -> None:
+    fresh = VllmTranslation("llama")
+    with pytest.raises(InferenceError) as caught:
+        fresh.request(prompt_request(), stream=False)
+    assert (caught.value.code, caught.value.reason) == (
+        grpc.StatusCode.UNAVAILABLE,
+        pb.ENGINE_UNAVAILABLE,
+    )
+    assert "context length is not known" in caught.value.message
+    # A request that gives its own limit needs no context length.
+    assert fresh.request(prompt_request(max_tokens=5), stream=False).body["max_tokens"] == 5
 
 
 def test_chat_request_and_stream_options() -> None:
@@ -246,15 +303,33 @@ def test_other_errors() -> None:
 
 
 async def test_max_model_len_from_the_models_route() -> None:
-    cards = {"object": "list", "data": [
-        {"id": "alias", "object": "model", "owned_by": "vllm", "max_model_len": 4096},
-        {"id": "llama", "object": "model", "owned_by": "vllm", "max_model_len": 8192},
-    ]}  # fmt: skip
-
-    engine = RecordingEngine({("GET", "/v1/models"): cards})
-    assert await T.max_model_len(engine) == 8192
+    engine = RecordingEngine({("GET", "/v1/models"): models_page(2048)})
+    translation = VllmTranslation("llama")
+    assert await translation.max_model_len(engine) == 2048
+    assert translation.request(prompt_request(), stream=False).body["max_tokens"] == 2048
     with pytest.raises(LookupError, match="not 'other'"):
         await VllmTranslation("other").max_model_len(engine)
+
+
+@pytest.mark.parametrize("status", [401, 403])
+async def test_refused_credentials_are_named_as_the_cause(status: int) -> None:
+    translation = VllmTranslation("llama")
+    with pytest.raises(EngineHTTPError) as caught:
+        await translation.max_model_len(RefusingEngine(status))
+    assert caught.value.status == status
+    assert f"refused the adapter's credentials on GET /v1/models (HTTP {status})" in str(
+        caught.value
+    )
+    assert "ADAPTER_ENGINE_API_KEY" in str(caught.value)
+    # A request that needs the context length says why it is unknown.
+    with pytest.raises(InferenceError) as refused:
+        translation.request(prompt_request(), stream=False)
+    assert "ADAPTER_ENGINE_API_KEY" in refused.value.message
+
+
+async def test_other_info_failures_pass_through() -> None:
+    with pytest.raises(EngineHTTPError, match=r"^GET /v1/models: HTTP 500$"):
+        await VllmTranslation("llama").max_model_len(RefusingEngine(500))
 
 
 def test_load_metrics_names() -> None:

@@ -36,7 +36,8 @@ async def simulator() -> AsyncIterator[Factory]:
     clients: list[httpx.AsyncClient] = []
 
     async def make(*extra: str) -> tuple[httpx.AsyncClient, VllmSimulator]:
-        app = create_app(parse_config(argv(*(extra or FAST))))
+        # No environment: a VLLM_API_KEY in the caller's would guard every test's routes.
+        app = create_app(parse_config(argv(*(extra or FAST)), environ={}))
         client = httpx.AsyncClient(transport=httpx.ASGITransport(app=app), base_url="http://sim")
         clients.append(client)
         return client, app.state.sim

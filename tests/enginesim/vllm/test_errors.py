@@ -8,7 +8,10 @@ from typing import Any
 import httpx
 import pytest
 
-from tests.enginesim.vllm.conftest import MODEL, Factory, events
+from switchyard.enginesim.vllm.api import create_app
+from switchyard.enginesim.vllm.cli import parse_config
+from tests.enginesim.vllm.conftest import FAST, MODEL, Factory, argv, events
+from tests.support.polling import eventually
 
 
 def error_of(response: httpx.Response, status: int) -> dict[str, Any]:
@@ -171,11 +174,12 @@ async def test_queue_full_is_503_and_counted(simulator: Factory) -> None:
         "--max-num-seqs", "1", "--max-num-queued-reqs", "2", "--sim-ttft", "0", "--sim-itl", "0.05"
     )
     body = {"model": MODEL, "prompt": "x", "max_tokens": 20, "ignore_eos": True}
+    # The running request holds its slot (stalled) until the third has been refused.
+    await client.post("/sim/faults", json={"stall_after": 1, "count": 1})
     running = [asyncio.create_task(client.post("/v1/completions", json=body)) for _ in range(2)]
-    for _ in range(100):
-        if sim.scheduler.running == 1 and sim.scheduler.waiting == 1:
-            break
-        await asyncio.sleep(0.01)
+    await eventually(
+        lambda: (sim.scheduler.running, sim.scheduler.waiting) == (1, 1), what="1 running, 1 queued"
+    )
     refused = await client.post("/v1/completions", json=body)
     error = error_of(refused, 503)
     assert error == {
@@ -190,6 +194,7 @@ async def test_queue_full_is_503_and_counted(simulator: Factory) -> None:
         'vllm:admission_rejections_total{model_name="demo",reason="max_num_queued_reqs"} 1.0'
         in metrics
     )
+    await client.delete("/sim/faults")
     assert all(r.status_code == 200 for r in await asyncio.gather(*running))
     stats = (await client.get("/sim/stats")).json()
     assert (stats["rejected"], stats["completed"], stats["in_flight"]) == (1, 2, 0)
@@ -203,3 +208,39 @@ async def test_api_key(simulator: Factory) -> None:
     assert (await client.get("/health")).status_code == 200
     ok = await client.get("/v1/models", headers={"authorization": "Bearer s3cret"})
     assert ok.status_code == 200
+
+
+@pytest.mark.parametrize(
+    ("flag", "environ", "accepted", "refused"),
+    [
+        ((), {"VLLM_API_KEY": "from-env"}, "from-env", "other"),
+        (("--api-key", "from-flag"), {"VLLM_API_KEY": "from-env"}, "from-flag", "from-env"),
+        (("--api-key", "a", "b"), {}, "b", "c"),
+    ],
+    ids=["env", "flag-wins", "several-keys"],
+)
+async def test_api_key_sources(
+    flag: tuple[str, ...], environ: dict[str, str], accepted: str, refused: str
+) -> None:
+    # vLLM's init_entrypoints_middleware: `args.api_key or [envs.VLLM_API_KEY]`.
+    app = create_app(parse_config(argv(*flag, *FAST), environ))
+    async with httpx.AsyncClient(
+        transport=httpx.ASGITransport(app=app), base_url="http://sim"
+    ) as client:
+        for path in ("/v1/models", "/v2/anything", "/inference/v1/generate", "/cohere/x"):
+            refusal = await client.get(path, headers={"authorization": f"Bearer {refused}"})
+            assert (refusal.status_code, refusal.json()) == (401, {"error": "Unauthorized"})
+        ok = await client.get("/v1/models", headers={"authorization": f"Bearer {accepted}"})
+        assert ok.status_code == 200
+        assert (
+            await client.get("/v1/models", headers={"authorization": accepted})
+        ).status_code == 401
+        assert (await client.get("/version")).status_code == 200  # outside the prefixes
+
+
+async def test_an_empty_api_key_variable_guards_nothing() -> None:
+    app = create_app(parse_config(argv(*FAST), {"VLLM_API_KEY": ""}))
+    async with httpx.AsyncClient(
+        transport=httpx.ASGITransport(app=app), base_url="http://sim"
+    ) as client:
+        assert (await client.get("/v1/models")).status_code == 200

@@ -4,6 +4,14 @@ Prompts go to `/v1/completions`, chats to `/v1/chat/completions`. Constraints tr
 `structured_outputs` (never the removed `guided_*` fields, which vLLM silently ignores).
 Streams always ask for usage in every chunk (`continuous_usage_stats`), so each delta's
 token count is the difference of the engine's own cumulative counts.
+
+A request without `max_tokens` generates until a stop or a full context (the contract's
+policy). vLLM has no field that says so on completions: absent and `null` both mean 16
+(`CompletionRequest.normalize_null_max_tokens`), and chat's absent limit falls back to the
+model's `generation_config.json`. So the adapter always sends a limit: the engine's
+`max_model_len` (read from `/v1/models` before the adapter is ready), which vLLM accepts
+(it refuses only a limit above `max_model_len`) and clamps to what the prompt leaves
+(`serve/utils/api_utils.py:get_max_tokens`).
 """
 
 from __future__ import annotations
@@ -19,6 +27,7 @@ from switchyard.adapter.translation import (
     Completion,
     Delta,
     EngineHTTP,
+    EngineHTTPError,
     EngineRequest,
     FinishReason,
     LoadMetrics,
@@ -49,6 +58,8 @@ _SAMPLING_FIELDS: Final = (
     "frequency_penalty",
     "repetition_penalty",
 )
+#: What an engine started with `--api-key` answers without the right Bearer token.
+_AUTH_REFUSED: Final = frozenset({401, 403})
 # Texts of vLLM's context-overflow errors (`renderers/params.py`): params and a phrase.
 _CONTEXT_PARAMS: Final = frozenset({"input_tokens", "input_text"})
 _CONTEXT_PHRASE: Final = "maximum context length"
@@ -195,6 +206,25 @@ class VllmTranslation(Translation):
         kv_cache_usage="vllm:kv_cache_usage_perc",
     )
 
+    def __init__(self, served_model_name: str) -> None:
+        super().__init__(served_model_name)
+        #: The engine's context length, once `max_model_len` has read it (0: not yet).
+        self._context = 0
+        #: Why it could not be read, for the error of a request that needs it.
+        self._context_unknown = "the engine's model info has not been read yet"
+
+    def _output_limit(self, s: pb.SamplingParams) -> int:
+        """The caller's `max_tokens`, or the whole context, which vLLM clamps to what is left."""
+        if s.HasField("max_tokens"):
+            return s.max_tokens
+        if not self._context:
+            # Sending nothing would stop a completion at vLLM's 16 tokens: refuse instead.
+            raise InferenceError.unavailable(
+                f"the engine's context length is not known, so a request without max_tokens "
+                f"cannot be sized: {self._context_unknown}"
+            )
+        return self._context
+
     def request(self, request: pb.GenerateRequest, *, stream: bool) -> EngineRequest:
         chat = request.WhichOneof("input") == "chat"
         body: dict[str, Any] = {"model": self.served_model_name}
@@ -209,9 +239,8 @@ class VllmTranslation(Translation):
         else:
             body["prompt"] = request.prompt
         s = request.sampling
-        if s.HasField("max_tokens"):
-            # Chat deprecates max_tokens for max_completion_tokens; completions has only it.
-            body["max_completion_tokens" if chat else "max_tokens"] = s.max_tokens
+        # Chat deprecates max_tokens for max_completion_tokens; completions has only it.
+        body["max_completion_tokens" if chat else "max_tokens"] = self._output_limit(s)
         for name in _SAMPLING_FIELDS:
             if s.HasField(name):
                 body[name] = getattr(s, name)
@@ -267,7 +296,31 @@ class VllmTranslation(Translation):
         return _error_from(status, message, param)
 
     async def max_model_len(self, engine: EngineHTTP) -> int:
-        cards = (await engine.get_json(MODELS) or {}).get("data") or []
+        """`max_model_len` of the served name's card in `/v1/models`, remembered for requests.
+
+        `/v1/models` is behind `--api-key` (`/health` is not): reading it is also what keeps
+        an adapter without the right key from reporting ready while every call gets 401.
+        """
+        try:
+            self._context = await self._read_max_model_len(engine)
+        except Exception as exc:
+            self._context_unknown = str(exc)
+            raise
+        if not self._context:
+            self._context_unknown = f"the engine's {MODELS} gives no max_model_len"
+        return self._context
+
+    async def _read_max_model_len(self, engine: EngineHTTP) -> int:
+        try:
+            cards = (await engine.get_json(MODELS) or {}).get("data") or []
+        except EngineHTTPError as exc:
+            if exc.status in _AUTH_REFUSED:
+                raise EngineHTTPError(
+                    f"the engine refused the adapter's credentials on GET {MODELS} "
+                    f"(HTTP {exc.status}): set ADAPTER_ENGINE_API_KEY to the engine's --api-key",
+                    exc.status,
+                ) from None
+            raise
         for card in cards:
             if card.get("id") == self.served_model_name:
                 return int(card.get("max_model_len") or 0)

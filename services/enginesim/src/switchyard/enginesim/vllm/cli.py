@@ -1,16 +1,18 @@
 """`vllm serve`'s command line, parsed into a `ServeConfig`.
 
 The flags that shape behaviour (names, limits, context length, KV cache size, headers,
-API keys) are honoured; other common vLLM flags are accepted and ignored, so a `vllm
-serve` command line from a real deployment runs unchanged against the simulator.
+API keys, also from `VLLM_API_KEY`) are honoured; other common vLLM flags are accepted
+and ignored, so a `vllm serve` command line from a real deployment runs unchanged against
+the simulator.
 """
 
 from __future__ import annotations
 
 import argparse
 import math
+import os
 import re
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 
 from switchyard.enginesim.cli import SimOptions, add_sim_arguments, sim_options
@@ -131,7 +133,17 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
-def parse_config(argv: Sequence[str] | None = None) -> ServeConfig:
+def api_keys(flag: Sequence[str] | None, environ: Mapping[str, str]) -> tuple[str, ...]:
+    """The keys the API prefixes require: `--api-key`, else `VLLM_API_KEY` (empty ones ignored).
+
+    As vLLM's `init_entrypoints_middleware`: the flag wins over the variable entirely.
+    """
+    return tuple(key for key in (flag or [environ.get("VLLM_API_KEY")]) if key)
+
+
+def parse_config(
+    argv: Sequence[str] | None = None, environ: Mapping[str, str] | None = None
+) -> ServeConfig:
     parser = build_parser()
     args = parser.parse_args(argv)
     model = args.model or args.model_tag
@@ -157,7 +169,7 @@ def parse_config(argv: Sequence[str] | None = None) -> ServeConfig:
         tensor_parallel_size=args.tensor_parallel_size,
         pipeline_parallel_size=args.pipeline_parallel_size,
         data_parallel_size=args.data_parallel_size,
-        api_keys=tuple(args.api_key or ()),
+        api_keys=api_keys(args.api_key, os.environ if environ is None else environ),
         enable_request_id_headers=args.enable_request_id_headers,
         enable_server_load_tracking=args.enable_server_load_tracking,
         enable_force_include_usage=args.enable_force_include_usage,
