@@ -5,9 +5,12 @@ Run by the chart tests in the `.venv-chart` interpreter (`make chart-env`):
 
     HELM_DRIVER=memory .venv-chart/bin/python -m tests.chart.render CASES.json OUT.json
 
-CASES.json: {"chart": PATH, "cases": [{"name", "namespace", "values"}]}. OUT.json:
-{"lint": <helm's lint result>, "cases": {name: {"manifest": [objects], "notes": str} or
-{"error": str}}}. The assertions live in the tests (Python 3.11), which read OUT.json.
+CASES.json: {"chart": PATH, "cases": [{"name", "namespace", "values", "upgrade"?}]}.
+OUT.json: {"lint": <helm's lint result>, "cases": {name: {"manifest": [objects], "notes":
+str, "hooks": [{"events", "delete_policies", "object"}], "backends": [the ModelBackends in
+the emulator after the install], "upgraded_backends": [... after `helm upgrade` with the
+case's "upgrade" values, when it has them]} or {"error": str}}}. The assertions live in the
+tests (Python 3.11), which read OUT.json.
 """
 
 from __future__ import annotations
@@ -25,6 +28,7 @@ import yaml
 
 # Standalone: this runs in the chart's own environment (no lightkube, no workspace).
 MODEL_BACKENDS = "switchyard.dev/v1alpha1/modelbackends"
+BACKENDS = kmock.resource("switchyard.dev", "v1alpha1", "modelbackends")
 #: Custom resources the chart may render besides its own (Prometheus Operator's).
 MONITORING = {
     "monitoring.coreos.com/v1/servicemonitors": ("ServiceMonitor", "servicemonitor"),
@@ -40,9 +44,25 @@ KUBERNETES_VERSION = (1, 33)
 
 
 class Emulator(kmock.KubernetesEmulator):
-    """Two fixes to kmock 0.8's discovery: it answers /api/v1 with groupVersion "/v1" (for
-    "v1"), so Helm's REST mapper finds no core kind ("no matches for kind ConfigMap in version
-    v1"); and it claims Kubernetes 1.26, older than the chart's kubeVersion."""
+    """Fixes to kmock 0.8 for Helm: it answers /api/v1 with groupVersion "/v1" (for "v1"), so
+    Helm's REST mapper finds no core kind ("no matches for kind ConfigMap in version v1"); it
+    claims Kubernetes 1.26, older than the chart's kubeVersion; and its lists have no `kind`,
+    which Helm's status watcher needs to follow hook resources. `serve_openapi` adds the
+    OpenAPI documents Helm downloads to validate hooks (it always validates them): empty ones,
+    which validate nothing (no kind has a schema), as for a kind a server does not document."""
+
+    def serve_openapi(self) -> None:
+        self.fallback["get /openapi/v2"] << b""  # an empty protobuf Document
+        self.fallback["get /openapi/v3"] << {"paths": {}}
+
+    async def _serve_list(self, request: Any) -> Any:
+        listing = await super()._serve_list(request)
+        if isinstance(listing, dict) and request.resource is not None:
+            info = self.resources[request.resource]
+            listing["kind"] = f"{info.kind}List"
+            group, version = request.resource.group, request.resource.version
+            listing["apiVersion"] = f"{group}/{version}" if group else version
+        return listing
 
     async def _serve_server_version(self, request: Any) -> Any:
         doc: dict[str, Any] = dict(await super()._serve_server_version(request))  # type: ignore[arg-type]
@@ -71,6 +91,7 @@ def kubeconfig_for(url: str) -> str:
 
 async def install(chart: str, case: dict[str, Any], workdir: Path) -> dict[str, Any]:
     async with Emulator() as emulator, kmock.Server(emulator) as server:
+        emulator.serve_openapi()
         emulator.resources.load_bundled()
         emulator.resources[MODEL_BACKENDS] = kmock.ResourceInfo(
             kind="ModelBackend",
@@ -99,7 +120,37 @@ async def install(chart: str, case: dict[str, Any], workdir: Path) -> dict[str, 
             return {"error": str(exc)}
         manifest = [doc for doc in yaml.safe_load_all(release.get("manifest", "")) if doc]
         info = release.get("info") or {}
-        return {"manifest": manifest, "notes": info.get("notes", "")}
+        out = {
+            "manifest": manifest,
+            "notes": info.get("notes", ""),
+            "hooks": [
+                {
+                    "events": hook.get("events") or [],
+                    "delete_policies": hook.get("delete_policies") or [],
+                    "object": yaml.safe_load(hook.get("manifest", "")),
+                }
+                for hook in release.get("hooks") or []
+            ],
+            "backends": backends_in(emulator),
+        }
+        if "upgrade" in case:
+            try:
+                await helm_sdkpy.Upgrade(config).run(
+                    "switchyard", chart, values=case["upgrade"] or None, wait=False, timeout=60
+                )
+            except helm_sdkpy.HelmError as exc:
+                return {"error": f"upgrade: {exc}"}
+            out["upgraded_backends"] = backends_in(emulator)
+        return out
+
+
+def backends_in(emulator: kmock.KubernetesEmulator) -> list[dict[str, Any]]:
+    """The ModelBackends the emulator holds now."""
+    return [
+        dict(obj.raw)
+        for (resource, _, _), obj in emulator.objects.items()
+        if resource == BACKENDS and not obj.deleted
+    ]
 
 
 async def render(spec: dict[str, Any], workdir: Path) -> dict[str, Any]:

@@ -39,6 +39,18 @@ EVENTS: Final = kmock.resource("", "v1", "events")
 WITH_STATUS: Final = frozenset({BACKENDS, DEPLOYMENTS, PODS})
 
 
+def _selects(selector: str, labels: dict[str, str]) -> bool:
+    for term in selector.split(","):
+        key, equals, value = term.partition("=")
+        if equals and labels.get(key) != value:
+            return False
+        if not equals and term.startswith("!") and term[1:] in labels:
+            return False
+        if not equals and not term.startswith("!") and term not in labels:
+            return False
+    return True
+
+
 def merge_patch(target: Any, patch: Any) -> Any:
     """RFC 7386 JSON merge patch."""
     if not isinstance(patch, dict):
@@ -56,6 +68,9 @@ class ApiServer(kmock.KubernetesEmulator):
     _versions = itertools.count(1)
     #: Whether ModelBackends are checked against the CRD (off: a cluster whose CRD is older).
     validation = True
+    #: Added to the wall clock for creationTimestamp: a test moves it to create objects
+    #: "later" (the API server stamps whole seconds) without waiting.
+    clock_offset_s = 0.0
 
     def register_crd(self) -> None:
         self.resources.load_bundled()
@@ -83,18 +98,14 @@ class ApiServer(kmock.KubernetesEmulator):
         return None
 
     async def _serve_list(self, request: kmock.Request) -> Any:
-        """kmock's list, narrowed by an equality-based `labelSelector`."""
+        """kmock's list, narrowed by a `labelSelector` of `k=v`, `k` and `!k` terms."""
         listing = await super()._serve_list(request)
         selector = request.params.get("labelSelector")
         if selector and isinstance(listing, dict):
-            wanted = dict(term.split("=", 1) for term in selector.split(","))
             listing["items"] = [
                 item
                 for item in listing["items"]
-                if all(
-                    (item.get("metadata", {}).get("labels") or {}).get(key) == value
-                    for key, value in wanted.items()
-                )
+                if _selects(selector, (item.get("metadata", {}).get("labels") or {}))
             ]
         return listing
 
@@ -125,7 +136,8 @@ class ApiServer(kmock.KubernetesEmulator):
         if not meta.get("name") and meta.get("generateName"):
             meta["name"] = meta["generateName"] + secrets.token_hex(3)
         meta["uid"] = str(uuid.uuid4())
-        meta["creationTimestamp"] = dt.datetime.now(dt.UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
+        created = dt.datetime.now(dt.UTC) + dt.timedelta(seconds=self.clock_offset_s)
+        meta["creationTimestamp"] = created.strftime("%Y-%m-%dT%H:%M:%SZ")
         meta["generation"] = 1
         meta["resourceVersion"] = str(next(self._versions))
         if resource in WITH_STATUS:

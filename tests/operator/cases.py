@@ -33,4 +33,7 @@ INVALID: list[tuple[dict[str, Any], str]] = [
     (spec(resources={"memory": "lots"}), "resources.memory"),
     (spec(unknownField=1), "unknownField"),
     (spec(tolerations=[{"operator": "Maybe"}]), "tolerations"),
+    (spec(apiKeySecret={"name": "Engine_Key", "key": "token"}), "apiKeySecret.name"),
+    (spec(apiKeySecret={"name": "engine-key"}), "apiKeySecret.key"),
+    (spec(apiKeySecret={"name": "engine-key", "key": "a/b"}), "apiKeySecret.key"),
 ]

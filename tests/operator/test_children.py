@@ -86,7 +86,7 @@ def test_the_adapter_sidecar(name: str) -> None:
     raw = example(name)
     engine = raw["spec"]["engine"]
     served = raw["spec"].get("servedModelName", raw["metadata"]["name"])
-    adapter = containers(children(name))["adapter"]
+    adapter = containers(children(name, apiKeySecret=None))["adapter"]
     engine_port = {"vllm": 8000, "sglang": 30000, "tgi": 3000}[engine]
     assert adapter["image"] == f"adapter-{engine}:test"
     assert adapter["env"] == [
@@ -213,3 +213,51 @@ def test_adapter_image_overrides() -> None:
     spec = ModelBackendSpec.model_validate(example("vllm-sim")["spec"])
     objs = render("demo-vllm", "models", spec, settings, 1)
     assert containers(objs)["adapter"]["image"] == "reg/adapter-vllm@sha256:abc"
+
+
+KEY_REF = {"secretKeyRef": {"name": "engine-key", "key": "token"}}
+#: Where each engine takes its key (verified in each engine's code, see engines.py).
+ENGINE_KEY_ENV = {"vllm": "VLLM_API_KEY", "sglang": "SWITCHYARD_ENGINE_API_KEY", "tgi": "API_KEY"}
+
+
+def env_refs(container: dict[str, Any]) -> dict[str, Any]:
+    return {e["name"]: e.get("valueFrom") for e in container["env"]}
+
+
+@pytest.mark.parametrize("name", EXAMPLES)
+def test_an_api_key_secret_reaches_the_engine_and_the_adapter_by_reference(name: str) -> None:
+    objs = children(name, apiKeySecret={"name": "engine-key", "key": "token"})
+    kubernetes_validate.validate(objs.deployment, K8S_VERSION, strict=True)
+    found = containers(objs)
+    engine = example(name)["spec"]["engine"]
+    assert env_refs(found["engine"])[ENGINE_KEY_ENV[engine]] == KEY_REF
+    assert env_refs(found["adapter"])["ADAPTER_ENGINE_API_KEY"] == KEY_REF
+    args = found["engine"]["args"]
+    if engine == "sglang":  # a flag only: the kubelet expands the variable into it
+        at = args.index("--api-key")
+        assert args[at + 1] == "$(SWITCHYARD_ENGINE_API_KEY)"
+    else:  # the engine reads its own variable: no flag at all
+        assert "--api-key" not in args
+    # Only references: no value of any key-carrying variable is in the Deployment.
+    for container in found.values():
+        for item in container["env"]:
+            if "KEY" in item["name"]:
+                assert "value" not in item, item
+
+
+@pytest.mark.parametrize("name", EXAMPLES)
+def test_without_an_api_key_secret_there_is_no_key(name: str) -> None:
+    found = containers(children(name, apiKeySecret=None))
+    for container in found.values():
+        assert not [e for e in container["env"] if "API_KEY" in e["name"]]
+        assert "--api-key" not in container.get("args", [])
+
+
+def test_a_new_api_key_secret_rolls_the_pods() -> None:
+    before = children("vllm-sim")
+    after = children("vllm-sim", apiKeySecret={"name": "engine-key", "key": "token"})
+    hash_of = naming.TEMPLATE_HASH_ANNOTATION
+    assert (
+        before.deployment["metadata"]["annotations"][hash_of]
+        != after.deployment["metadata"]["annotations"][hash_of]
+    )

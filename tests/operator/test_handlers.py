@@ -161,6 +161,7 @@ async def test_status_follows_the_deployment(
     assert {c["type"]: c["status"] for c in ready["conditions"]} == {
         "Ready": "True",
         "Available": "True",
+        "Served": "True",
     }
     assert ready["readyReplicas"] == 2
     assert ready["warmReplicas"] == 2  # no load: both idle

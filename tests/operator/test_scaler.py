@@ -129,6 +129,30 @@ async def test_scale_to_zero_and_wake_up_on_demand(
     await replicas_become(api, name, 1)
 
 
+async def test_a_wake_from_zero_is_timed_for_the_edge(
+    api: ApiServer, client: AsyncClient, operator: OperatorThread, clock: FakeClock
+) -> None:
+    """From the scale-up to the first ready replica, on the operator's clock: the edge's
+    Retry-After for the next wake."""
+    clock.now = float(int(clock.now))  # the status keeps whole seconds
+    name = "demo-tgi"  # min 0, warm 0
+    await create(client, example("tgi-sim"))
+    await settled(api, name, "Pending")
+    assert "lastWakeSeconds" not in status_of(api, name)
+
+    woke_at = clock.now
+    await annotate_demand(client, name, woke_at)
+    await replicas_become(api, name, 1)
+    waking = await eventually(lambda: status_of(api, name).get("wakingSince"), what="waking")
+    assert waking == rfc3339(woke_at)
+
+    clock.advance(9)
+    await set_deployment_status(client, name, replicas=1, readyReplicas=1, updatedReplicas=1)
+    ready = await settled(api, name, "Ready")
+    assert ready["lastWakeSeconds"] == 9
+    assert "wakingSince" not in ready
+
+
 async def test_replicas_that_do_not_report_hold_the_count(
     api: ApiServer, client: AsyncClient, operator: OperatorThread, load: FakeLoad, clock: FakeClock
 ) -> None:

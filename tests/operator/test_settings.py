@@ -11,6 +11,7 @@ from switchyard.operator.settings import OperatorSettings
 def test_defaults(monkeypatch: pytest.MonkeyPatch) -> None:
     settings = OperatorSettings()
     assert settings.namespaces == []
+    assert settings.served_namespaces == []
     assert settings.adapter_image("vllm") == f"adapter-vllm:{settings.image_tag}"
     assert settings.enginesim_image() == f"enginesim:{settings.image_tag}"
     assert settings.engine_image("tgi").startswith("ghcr.io/huggingface/text-generation-inference:")
@@ -27,8 +28,10 @@ def test_from_the_environment(monkeypatch: pytest.MonkeyPatch) -> None:
         "OPERATOR_ADAPTER_ENV", '{"OTEL_EXPORTER_OTLP_ENDPOINT": "http://otel:4317"}'
     )
     monkeypatch.setenv("OPERATOR_SCALE_INTERVAL_S", "2.5")
+    monkeypatch.setenv("OPERATOR_SERVED_NAMESPACES", "models")
     settings = OperatorSettings()
     assert settings.namespaces == ["models", "team-a"]
+    assert settings.served_namespaces == ["models"]
     assert settings.adapter_image("vllm") == "ghcr.io/acme/adapter-vllm:1.2.3"
     assert settings.adapter_image("tgi") == "local/adapter-tgi:dev"
     assert settings.enginesim_image() == "ghcr.io/acme/enginesim:1.2.3"

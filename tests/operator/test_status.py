@@ -7,9 +7,11 @@ from typing import Any
 import pytest
 
 from switchyard.operator.api import ModelBackendSpec, ModelBackendStatus
+from switchyard.operator.claims import Verdict
 from switchyard.operator.scaling import PendingScaleDown
 from switchyard.operator.status import (
     ScalingView,
+    WakeView,
     backend_status,
     changed,
     observe,
@@ -71,8 +73,13 @@ def test_invalid_spec_is_failed() -> None:
     )
 
 
+SERVED = Verdict(True, "Served", "the edge routes llama to this backend")
+CONFLICT = Verdict(False, "NameConflict", "model name 'llama' is served by ModelBackend a/llama")
+
+
 def status(dep: dict[str, Any] | None, previous: dict[str, Any] | None = None, now: float = T0,
-           view: ScalingView | None = None) -> dict[str, Any]:  # fmt: skip
+           view: ScalingView | None = None, served: Verdict | None = SERVED,
+           wake: WakeView | None = None) -> dict[str, Any]:  # fmt: skip
     return backend_status(
         name="llama",
         namespace="models",
@@ -82,6 +89,8 @@ def status(dep: dict[str, Any] | None, previous: dict[str, Any] | None = None, n
         scaling=view or ScalingView(demand=0, pending=None),
         previous=previous or {},
         now=now,
+        served=served,
+        wake=wake,
     )
 
 
@@ -95,6 +104,9 @@ def test_the_whole_status() -> None:
              "observedGeneration": 3},
             {"type": "Available", "status": "True", "reason": "ReplicasAvailable",
              "message": "2 serving", "lastTransitionTime": rfc3339(T0), "observedGeneration": 3},
+            {"type": "Served", "status": "True", "reason": "Served",
+             "message": "the edge routes llama to this backend", "lastTransitionTime": rfc3339(T0),
+             "observedGeneration": 3},
         ],
         "observedGeneration": 3,
         "replicas": 2,
@@ -106,6 +118,8 @@ def test_the_whole_status() -> None:
         "endpoint": "llama-adapter.models.svc:50051",
         "servedModelName": "llama",
         "engine": "vllm",
+        "wakingSince": None,
+        "lastWakeSeconds": None,
     }  # fmt: skip
     ModelBackendStatus.model_validate({k: v for k, v in result.items() if v is not None})
 
@@ -146,3 +160,54 @@ def test_timestamps() -> None:
     assert parse_rfc3339("2023-11-14T22:13:20+00:00") == T0
     assert parse_rfc3339("2023-11-14T22:13:20") == T0
     assert parse_rfc3339("yesterday") is None
+
+
+@pytest.mark.parametrize(
+    ("dep", "phase"),
+    [(deployment(2, 2), "NotServed"), (deployment(0), "NotServed"),
+     (deployment(2, 0, **PROGRESS_DEADLINE), "Failed")],
+)  # fmt: skip
+def test_a_backend_whose_names_go_elsewhere_is_not_served(dep: dict[str, Any], phase: str) -> None:
+    """Whatever its replicas do, it does not claim Ready for traffic it does not get (a
+    failure still says Failed: that is the more urgent news)."""
+    result = status(dep, served=CONFLICT)
+    assert result["phase"] == phase
+    conditions = {c["type"]: c for c in result["conditions"]}
+    assert conditions["Served"]["status"] == "False"
+    assert conditions["Served"]["reason"] == "NameConflict"
+    assert "a/llama" in conditions["Served"]["message"]
+    assert conditions["Ready"]["status"] == "False"
+    if phase == "NotServed":
+        assert conditions["Ready"]["reason"] == "NameConflict"
+
+
+def test_replicas_stay_available_while_not_served() -> None:
+    conditions = {c["type"]: c for c in status(deployment(2, 2), served=CONFLICT)["conditions"]}
+    assert conditions["Available"]["status"] == "True"
+
+
+def test_a_wake_is_timed_from_the_scale_up_to_the_first_ready_replica() -> None:
+    woke = status(deployment(1, 0), wake=WakeView().started(T0))
+    assert woke["wakingSince"] == rfc3339(T0)
+    assert woke["lastWakeSeconds"] is None
+    applied = {k: v for k, v in woke.items() if v is not None}
+    still = status(deployment(1, 0), previous=applied, now=T0 + 5)
+    assert still["wakingSince"] == rfc3339(T0)
+    ready = status(deployment(1, 1), previous=applied, now=T0 + 11.5)
+    assert (ready["wakingSince"], ready["lastWakeSeconds"]) == (None, 12)
+    # The measurement stays until the next wake replaces it.
+    done = {k: v for k, v in ready.items() if v is not None}
+    assert status(deployment(0), previous=done, now=T0 + 900)["lastWakeSeconds"] == 12
+    rewake = status(deployment(1, 0), previous=done, now=T0 + 1000,
+                    wake=WakeView.from_status(done).started(T0 + 1000))  # fmt: skip
+    assert (rewake["wakingSince"], rewake["lastWakeSeconds"]) == (rfc3339(T0 + 1000), 12)
+
+
+def test_a_wake_abandoned_at_zero_is_not_timed() -> None:
+    woke = {k: v for k, v in status(deployment(1, 0), wake=WakeView().started(T0)).items() if v}
+    back = status(deployment(0), previous=woke, now=T0 + 30)
+    assert (back["wakingSince"], back["lastWakeSeconds"]) == (None, None)
+
+
+def test_a_wake_under_way_keeps_its_start() -> None:
+    assert WakeView(since=T0).started(T0 + 10) == WakeView(since=T0)

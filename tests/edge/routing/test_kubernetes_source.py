@@ -3,8 +3,9 @@
 from __future__ import annotations
 
 import asyncio
+import datetime as dt
 import time
-from collections.abc import AsyncIterator, Callable
+from collections.abc import AsyncIterator, Callable, Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -13,6 +14,7 @@ from lightkube.models.discovery_v1 import Endpoint, EndpointConditions, Endpoint
 from lightkube.models.meta_v1 import ObjectMeta
 from lightkube.resources.discovery_v1 import EndpointSlice
 from lightkube.types import PatchType
+from structlog.testing import capture_logs
 
 from switchyard.edge.routing.kubernetes_source import (
     BACKEND_LABEL,
@@ -26,17 +28,32 @@ from tests.support.kube import MODEL_BACKENDS, Cluster, emulated_cluster
 NS = "models"
 
 
-def backend(name: str, engine: str = "vllm", **spec: Any) -> Any:
-    return ModelBackend(
-        metadata=ObjectMeta(name=name, namespace=NS), spec={"engine": engine, "model": "m", **spec}
-    )
+T0 = dt.datetime(2026, 12, 1, 12, 0, tzinfo=dt.UTC)
+
+
+def backend(
+    name: str,
+    engine: str = "vllm",
+    *,
+    namespace: str = NS,
+    created: dt.datetime | None = None,
+    status: dict[str, Any] | None = None,
+    **spec: Any,
+) -> Any:
+    """A ModelBackend as the API server keeps it (the emulator stores the creation time and
+    status it is given; a real server sets both itself)."""
+    meta = ObjectMeta(name=name, namespace=namespace, creationTimestamp=created)
+    spec = {"engine": engine, "model": "m", **spec}
+    if status is None:
+        return ModelBackend(metadata=meta, spec=spec)
+    return ModelBackend(metadata=meta, spec=spec, status=status)
 
 
 def endpoint_slice(
-    name: str, owner: str, ready: dict[str, bool], port: int = 50051
+    name: str, owner: str, ready: dict[str, bool], port: int = 50051, namespace: str = NS
 ) -> EndpointSlice:
     return EndpointSlice(
-        metadata=ObjectMeta(name=name, namespace=NS, labels={BACKEND_LABEL: owner}),
+        metadata=ObjectMeta(name=name, namespace=namespace, labels={BACKEND_LABEL: owner}),
         addressType="IPv4",
         endpoints=[
             Endpoint(addresses=[ip], conditions=EndpointConditions(ready=ok))
@@ -77,6 +94,11 @@ async def eventually(
 
 def route(table: RouteTable, name: str) -> Route | None:
     return table.resolve(name)
+
+
+def endpoints_of(table: RouteTable, name: str) -> tuple[str, ...]:
+    found = table.resolve(name)
+    return found.endpoints if found is not None else ()
 
 
 async def test_a_backend_and_its_ready_endpoints_become_a_route(
@@ -137,17 +159,153 @@ async def test_served_name_defaults_to_the_object_name_and_bad_engines_are_skipp
     assert route(routes.table, "weird") is None
 
 
-async def test_a_name_claimed_twice_keeps_the_first_backend(
+async def until_logged(
+    logs: Sequence[Mapping[str, Any]], event: str, within_s: float = 5.0
+) -> None:
+    deadline = time.monotonic() + within_s
+    while not any(entry["event"] == event for entry in logs):
+        if time.monotonic() > deadline:
+            raise AssertionError(f"{event} never logged: {[e['event'] for e in logs]}")
+        await asyncio.sleep(0.02)
+
+
+async def test_a_newer_backend_in_another_namespace_does_not_take_a_name_over(
     cluster: Cluster, routes: KubernetesRoutes
 ) -> None:
-    await cluster.client.create(backend("a", aliases=["shared"]))
-    await cluster.client.create(backend("b", engine="tgi", servedModelName="shared"))
-    await eventually(lambda t: route(t, "a") is not None, routes)
-    await asyncio.sleep(0.1)
+    """Issue 10: `models/demo-vllm` (applied later) took all traffic of the release's
+    `switchyard/demo-vllm` because "models" sorts first. The first claimant keeps the name;
+    the conflict is logged once, however often routes are published, and once resolved."""
+    original = backend("demo-vllm", namespace="switchyard", created=T0)
+    await cluster.client.create(original)
+    await cluster.client.create(
+        endpoint_slice(
+            "demo-vllm-adapter-a", "demo-vllm", {"10.0.0.1": True}, namespace="switchyard"
+        )
+    )
+    await eventually(
+        lambda t: (r := route(t, "demo-vllm")) is not None and r.endpoints == ("10.0.0.1:50051",),
+        routes,
+    )
+    with capture_logs() as logs:
+        await cluster.client.create(
+            backend("demo-vllm", namespace="models", created=T0 + dt.timedelta(hours=1))
+        )
+        await cluster.client.create(
+            endpoint_slice(
+                "demo-vllm-adapter-b", "demo-vllm", {"10.9.9.9": True}, namespace="models"
+            )
+        )
+        await until_logged(logs, "model_name_conflict")
+        # More publishes (each slice event is one, and the slices are seen in order, so
+        # these come after demo-vllm-adapter-b): the conflict is not logged again.
+        await cluster.client.create(backend("other", created=T0))
+        for n in range(5):
+            await cluster.client.create(
+                endpoint_slice(f"other-{n}", "other", {f"10.1.0.{n}": True})
+            )
+        await eventually(lambda t: len(endpoints_of(t, "other")) == 5, routes)
+        found = route(routes.table, "demo-vllm")
+        assert found is not None
+        assert found.endpoints == ("10.0.0.1:50051",)  # ...and traffic stays on the original
+        conflicts = [e for e in logs if e["event"] == "model_name_conflict"]
+        assert conflicts == [
+            {
+                "event": "model_name_conflict",
+                "log_level": "warning",
+                "backend": "models/demo-vllm",
+                "name": "demo-vllm",
+                "served_by": "switchyard/demo-vllm",
+            }
+        ]
+
+        # The owner goes: the next claimant in line gets the name.
+        await cluster.client.delete(ModelBackend, "demo-vllm", namespace="switchyard")
+        await eventually(
+            lambda t: (
+                (r := route(t, "demo-vllm")) is not None and r.endpoints == ("10.9.9.9:50051",)
+            ),
+            routes,
+        )
+        resolved = [e for e in logs if e["event"] == "model_name_conflict_resolved"]
+        assert [e["backend"] for e in resolved] == ["models/demo-vllm"]
+
+
+async def test_an_alias_claimed_later_loses_the_whole_backend(
+    cluster: Cluster, routes: KubernetesRoutes
+) -> None:
+    with capture_logs() as logs:
+        await cluster.client.create(backend("b", created=T0, aliases=["shared"]))
+        later = T0 + dt.timedelta(seconds=1)
+        await cluster.client.create(backend("a", engine="tgi", created=later,
+                                            aliases=["shared", "mine"]))  # fmt: skip
+        await until_logged(logs, "model_name_conflict")
+        await cluster.client.create(backend("c", created=T0 + dt.timedelta(seconds=2)))
+        await eventually(lambda t: route(t, "c") is not None, routes)
     shared = route(routes.table, "shared")
     assert shared is not None
-    assert shared.name == "a"
-    assert route(routes.table, "b") is None
+    assert shared.name == "b"
+    assert route(routes.table, "a") is None
+    assert route(routes.table, "mine") is None
+    assert [e["backend"] for e in logs if e["event"] == "model_name_conflict"] == ["models/a"]
+
+
+async def test_equal_creation_times_go_by_namespace_then_name(
+    cluster: Cluster, routes: KubernetesRoutes
+) -> None:
+    await cluster.client.create(backend("b", created=T0, servedModelName="m"))
+    await cluster.client.create(backend("a", created=T0, engine="tgi", servedModelName="m"))
+    await cluster.client.create(backend("z", created=T0, namespace="a-ns", engine="sglang",
+                                        servedModelName="m"))  # fmt: skip
+    await eventually(lambda t: (r := route(t, "m")) is not None and r.engine == "sglang", routes)
+
+
+async def test_a_served_name_repeated_in_the_aliases_is_one_name(
+    cluster: Cluster, routes: KubernetesRoutes
+) -> None:
+    await cluster.client.create(backend("llama", aliases=["llama", "l", "l"]))
+    await eventually(lambda t: (r := route(t, "llama")) is not None and r.aliases == ("l",), routes)
+
+
+async def test_a_namespaced_source_serves_names_only_from_its_namespace(
+    cluster: Cluster,
+) -> None:
+    """EDGE_KUBERNETES_NAMESPACE: the older claimant in team-b is not even seen."""
+    source = KubernetesRoutes(cluster.client, lambda table: None, namespace=NS)
+    task = asyncio.create_task(source.run())
+    try:
+        await asyncio.wait_for(source.synced.wait(), 5)
+        await cluster.client.create(backend("outside", namespace="team-b", created=T0))
+        later = T0 + dt.timedelta(seconds=1)
+        await cluster.client.create(backend("inside", "tgi", created=later,
+                                            servedModelName="outside"))  # fmt: skip
+        await eventually(lambda t: (r := route(t, "outside")) is not None and r.engine == "tgi",
+                         source)  # fmt: skip
+        assert len(source.table) == 1
+    finally:
+        task.cancel()
+        with pytest.raises(asyncio.CancelledError):
+            await task
+
+
+async def test_the_route_carries_the_operators_wake_measure(
+    cluster: Cluster, routes: KubernetesRoutes
+) -> None:
+    await cluster.client.create(
+        backend(
+            "sleepy",
+            created=T0,
+            status={"lastWakeSeconds": 12, "wakingSince": "2026-12-01T12:00:05Z"},
+        )
+    )
+    await eventually(lambda t: route(t, "sleepy") is not None, routes)
+    found = route(routes.table, "sleepy")
+    assert found is not None
+    assert found.waking
+    assert (found.last_wake_s, found.waking_since) == (
+        12,
+        (T0 + dt.timedelta(seconds=5)).timestamp(),
+    )
+    assert found.wake_retry_after_s(10, now=(T0 + dt.timedelta(seconds=9)).timestamp()) == 8
 
 
 async def test_demand_stamps_the_backend_at_most_once_per_interval(

@@ -30,3 +30,26 @@ def test_tables_compare_by_content() -> None:
     other = RouteTable([Route("b", "vllm", ("h:2",)), Route("a", "vllm", ("h:1",))])
     assert one == other
     assert one != RouteTable([Route("a", "vllm", ("h:9",))])
+
+
+T0 = 1_700_000_000.0
+
+
+@pytest.mark.parametrize(
+    ("last_wake_s", "waking_since", "now", "expected"),
+    [
+        (None, None, T0, 10),  # never measured: the setting's default
+        (None, T0 - 3, T0, 10),
+        (14, None, T0, 14),  # measured, the operator has not scaled up yet: the whole wake
+        (14, T0 - 5, T0, 9),  # 5 s into a 14 s wake
+        (14, T0 - 4.5, T0, 10),  # rounded up, never early
+        (14, T0 - 30, T0, 1),  # overdue: soon
+        (14, T0 + 3, T0, 14),  # a clock behind the operator's: nothing has passed
+        (600, T0, T0, 60),  # a long wake: capped at what the openai SDK honours
+    ],
+)
+def test_a_waking_route_asks_for_the_rest_of_the_expected_wake(
+    last_wake_s: int | None, waking_since: float | None, now: float, expected: int
+) -> None:
+    route = Route("a", "vllm", (), waking=True, last_wake_s=last_wake_s, waking_since=waking_since)
+    assert route.wake_retry_after_s(10, now=now) == expected

@@ -36,8 +36,10 @@ SHORT_NAMES: Final = ("mb",)
 
 Engine = Literal["vllm", "sglang", "tgi"]
 ENGINES: Final[tuple[Engine, ...]] = ("vllm", "sglang", "tgi")
-Phase = Literal["Pending", "Loading", "Ready", "Degraded", "Failed"]
-PHASES: Final[tuple[Phase, ...]] = ("Pending", "Loading", "Ready", "Degraded", "Failed")
+Phase = Literal["Pending", "Loading", "Ready", "Degraded", "Failed", "NotServed"]
+PHASES: Final[tuple[Phase, ...]] = (
+    "Pending", "Loading", "Ready", "Degraded", "Failed", "NotServed",
+)  # fmt: skip
 
 #: A Kubernetes quantity without a sign ("8", "500m", "48Gi"); YAML integers are accepted.
 QUANTITY_PATTERN: Final = (
@@ -96,6 +98,18 @@ def _enforce(model: Any, rules: Sequence[Rule]) -> None:
     failed = [rule.message for rule in rules if not rule.check(model)]
     if failed:
         raise ValueError("; ".join(failed))
+
+
+def _full_default(model: type[BaseModel]) -> dict[str, Any]:
+    """The schema `default` of an object-valued field: every field of the model's default.
+
+    The API server evaluates a node's CEL rules on its `default` as written, without first
+    filling the default's own fields from their defaults (`{}` would fail every rule that
+    reads a field). Written out in full, the default passes the rules and is also what
+    nested defaulting would make of `{}`: the same object either way.
+    """
+    full: dict[str, Any] = model().model_dump(mode="json", by_alias=True, exclude_none=True)
+    return full
 
 
 class ApiModel(BaseModel):
@@ -184,6 +198,22 @@ class AdapterOverrides(ApiModel):
 
     image: NonEmpty | None = None
     """Adapter image; default: the operator's `adapter-<engine>` image."""
+
+
+class SecretKeyRef(ApiModel):
+    """One key of a Secret in the ModelBackend's namespace."""
+
+    name: Annotated[
+        str,
+        StringConstraints(
+            min_length=1, max_length=253, pattern=r"^[a-z0-9]([-a-z0-9.]*[a-z0-9])?$"
+        ),
+    ]
+    """The Secret's name."""
+    key: Annotated[
+        str, StringConstraints(min_length=1, max_length=253, pattern=r"^[-._a-zA-Z0-9]+$")
+    ]
+    """The key in the Secret whose value is used."""
 
 
 ENV_RULES: Final = (
@@ -290,12 +320,22 @@ class ModelBackendSpec(ApiModel):
     env: list[EnvVar] = Field(default_factory=list)
     """Extra environment of the engine container (after the operator's), e.g. HF_TOKEN."""
     adapter: AdapterOverrides | None = None
-    resources: Resources = Field(default_factory=Resources, json_schema_extra={"default": {}})
-    parallelism: Parallelism = Field(default_factory=Parallelism, json_schema_extra={"default": {}})
+    api_key_secret: SecretKeyRef | None = None
+    """The engine's API key, from a Secret in the same namespace. The engine then requires it
+    as a Bearer token (vLLM `VLLM_API_KEY`, SGLang `--api-key`, TGI `API_KEY`) and the adapter
+    sends it (`ADAPTER_ENGINE_API_KEY`); the Deployment only names the Secret."""
+    resources: Resources = Field(
+        default_factory=Resources, json_schema_extra={"default": _full_default(Resources)}
+    )
+    parallelism: Parallelism = Field(
+        default_factory=Parallelism, json_schema_extra={"default": _full_default(Parallelism)}
+    )
     max_model_len: int | None = Field(default=None, ge=1)
     """Context length in tokens (vLLM `--max-model-len`, SGLang `--context-length`, TGI
     `--max-total-tokens`); default: the model's own."""
-    scaling: Scaling = Field(default_factory=Scaling, json_schema_extra={"default": {}})
+    scaling: Scaling = Field(
+        default_factory=Scaling, json_schema_extra={"default": _full_default(Scaling)}
+    )
     node_selector: dict[str, str] = Field(default_factory=dict)
     """Node labels the engine pods require (ignored when simulated)."""
     tolerations: list[Toleration] = Field(default_factory=list)
@@ -343,12 +383,15 @@ class ModelBackendStatus(ApiModel):
     phase: Phase | None = None
     """Pending (nothing asked for yet, or scaled to zero), Loading (no replica ready yet),
     Ready (all desired replicas ready), Degraded (serving, but fewer ready replicas than
-    desired), Failed (invalid spec, or the rollout failed with nothing serving)."""
+    desired), Failed (invalid spec, or the rollout failed with nothing serving), NotServed
+    (the edge sends this model name to another ModelBackend, or does not serve names from
+    this namespace: see the Served condition; the replicas are kept as specified)."""
     conditions: list[Condition] = Field(
         default_factory=list,
         json_schema_extra={"x-kubernetes-list-type": "map", "x-kubernetes-list-map-keys": ["type"]},
     )
-    """Ready (all desired replicas serving) and Available (at least one replica serving)."""
+    """Ready (all desired replicas serving), Available (at least one replica serving) and
+    Served (the edge routes this backend's model names to it)."""
     observed_generation: int | None = Field(default=None, ge=0)
     """The metadata.generation this status describes."""
     replicas: int | None = Field(default=None, ge=0)
@@ -367,6 +410,11 @@ class ModelBackendStatus(ApiModel):
     served_model_name: str | None = None
     """The model name clients send (spec.servedModelName or metadata.name)."""
     engine: Engine | None = None
+    waking_since: str | None = Field(default=None, json_schema_extra={"format": "date-time"})
+    """When the operator scaled the backend up from zero replicas, while none is ready yet."""
+    last_wake_seconds: int | None = Field(default=None, ge=0)
+    """How long the last wake from zero took: scale-up to the first ready replica. The edge
+    bases its Retry-After on it while the backend wakes."""
 
 
 ROOT_RULES: Final = (

@@ -16,7 +16,7 @@ from typing import Any, Final
 
 from switchyard.operator import naming
 from switchyard.operator.api import ModelBackendSpec
-from switchyard.operator.engines import MODEL_CACHE_PATH, EngineLaunch, engine_launch
+from switchyard.operator.engines import MODEL_CACHE_PATH, EngineLaunch, api_key_env, engine_launch
 from switchyard.operator.settings import OperatorSettings
 
 Obj = dict[str, Any]
@@ -203,6 +203,8 @@ def adapter_container(
         {"name": "ADAPTER_METRICS_PORT", "value": str(naming.ADAPTER_METRICS_PORT)},
     ]
     env += [{"name": key, "value": value} for key, value in sorted(settings.adapter_env.items())]
+    # The engine's key, sent as a Bearer token; from the Secret, like the engine's own.
+    env += api_key_env(spec, "ADAPTER_ENGINE_API_KEY")
     return {
         "name": "adapter",
         "image": image,

@@ -18,6 +18,10 @@ from switchyard.operator.settings import OperatorSettings
 #: Where the model cache is mounted in the engine container (HF_HOME points here).
 MODEL_CACHE_PATH: Final = "/models"
 STARTUP_PERIOD_S: Final = 10
+#: The engine container's copy of spec.apiKeySecret, for an engine that takes its key only
+#: as a flag: `--api-key $(SWITCHYARD_ENGINE_API_KEY)`, which the kubelet expands, so the
+#: Deployment shows the variable's name and never the key.
+API_KEY_VARIABLE: Final = "SWITCHYARD_ENGINE_API_KEY"
 
 
 @dataclass(frozen=True, slots=True)
@@ -34,6 +38,8 @@ class EngineKind:
     liveness_path: str
     #: SGLang's /health runs a one-token generation and may take up to its own 20 s timeout.
     health_timeout_s: int
+    #: The environment variable the engine reads its API key from (None: only `--api-key`).
+    api_key_env: str | None
 
 
 ENGINE_KINDS: Final[dict[Engine, EngineKind]] = {
@@ -47,6 +53,8 @@ ENGINE_KINDS: Final[dict[Engine, EngineKind]] = {
         readiness_path="/health",
         liveness_path="/health",
         health_timeout_s=5,
+        # vllm/entrypoints/serve/middleware/register.py: `args.api_key or [VLLM_API_KEY]`.
+        api_key_env="VLLM_API_KEY",
     ),
     "sglang": EngineKind(
         name="sglang",
@@ -59,6 +67,8 @@ ENGINE_KINDS: Final[dict[Engine, EngineKind]] = {
         readiness_path="/ready",
         liveness_path="/health",
         health_timeout_s=30,
+        # srt/arg_groups/fields/serving.py: `api_key`, a flag with no environment variable.
+        api_key_env=None,
     ),
     "tgi": EngineKind(
         name="tgi",
@@ -70,6 +80,8 @@ ENGINE_KINDS: Final[dict[Engine, EngineKind]] = {
         readiness_path="/health",
         liveness_path="/health",
         health_timeout_s=10,
+        # launcher/src/main.rs: `#[clap(long, env)] api_key`, i.e. --api-key or API_KEY.
+        api_key_env="API_KEY",
     ),
 }
 
@@ -112,7 +124,17 @@ def engine_args(spec: ModelBackendSpec, served_name: str) -> list[str]:
             args += ["--max-input-tokens", str(length - 1), "--max-total-tokens", str(length)]
         elif length:
             args += ["--max-total-tokens", str(length)]
+    if spec.api_key_secret is not None and kind.api_key_env is None:
+        args += ["--api-key", f"$({API_KEY_VARIABLE})"]
     return args + list(spec.args)
+
+
+def api_key_env(spec: ModelBackendSpec, name: str) -> list[dict[str, Any]]:
+    """`name` set from spec.apiKeySecret (nothing without one)."""
+    ref = spec.api_key_secret
+    if ref is None:
+        return []
+    return [{"name": name, "valueFrom": {"secretKeyRef": {"name": ref.name, "key": ref.key}}}]
 
 
 def _http_probe(path: str, *, period: int, timeout: int, failures: int) -> dict[str, Any]:
@@ -136,6 +158,7 @@ def engine_launch(
         image = spec.image or settings.engine_image(spec.engine)
         command = list(kind.command)
         env = [{"name": "HF_HOME", "value": MODEL_CACHE_PATH}]
+    env += api_key_env(spec, kind.api_key_env or API_KEY_VARIABLE)
     env += [item.model_dump(exclude_none=True) for item in spec.env]
     timeout = kind.health_timeout_s
     return EngineLaunch(

@@ -21,11 +21,20 @@ from pydantic import ValidationError
 from switchyard.operator import children as rendering
 from switchyard.operator import naming
 from switchyard.operator.api import ModelBackendSpec
+from switchyard.operator.claims import Claims
 from switchyard.operator.kube import Kube
 from switchyard.operator.load import BackendRef, LoadSource
 from switchyard.operator.scaling import Decision, Load, Policy, decide
 from switchyard.operator.settings import OperatorSettings
-from switchyard.operator.status import ScalingView, backend_status, changed, observe, parse_rfc3339
+from switchyard.operator.status import (
+    ScalingView,
+    WakeView,
+    backend_status,
+    changed,
+    not_served,
+    observe,
+    parse_rfc3339,
+)
 
 log = structlog.get_logger(__name__)
 
@@ -120,6 +129,11 @@ def _deleting(backend: Obj) -> bool:
     return bool((backend.get("metadata") or {}).get("deletionTimestamp"))
 
 
+def _condition(status: Obj, type_: str) -> Obj:
+    found = [c for c in status.get("conditions") or () if c.get("type") == type_]
+    return found[0] if found else {}
+
+
 def _reconcile_pending(backend: Obj) -> bool:
     """Whether the spec changed since the last reconcile (whose status write is to come)."""
     generation = (backend.get("metadata") or {}).get("generation")
@@ -159,10 +173,13 @@ class Backend:
             except InvalidSpec:
                 return  # reported by the reconcile handler
             view = ScalingView.from_status(backend.get("status") or {})
-            await self._write_status(backend, spec, deployment, view, reconciled=False)
+            await self._write_status(
+                backend, spec, deployment, view, await self._claims(), reconciled=False
+            )
 
-    async def scale(self) -> Decision | None:
-        """Read the load, decide, move the replicas; None when there was nothing to scale."""
+    async def scale(self, claims: Claims | None = None) -> Decision | None:
+        """Read the load, decide, move the replicas; None when there was nothing to scale.
+        `claims`: the scaling pass's view of every backend's names (else listed here)."""
         load = await self.deps.load.read(self.ref)
         async with self.deps.locks.hold(self.ref):
             backend = await self.deps.kube.get_backend(self.ref.namespace, self.ref.name)
@@ -195,7 +212,9 @@ class Backend:
                 spec,
                 deployment,
                 ScalingView(decision.demand, decision.pending),
+                claims or await self._claims(),
                 reconciled=False,
+                woke=current == 0 and decision.desired > 0,
             )
             return decision
 
@@ -249,7 +268,13 @@ class Backend:
             "reconciled", namespace=ns, name=name, engine=spec.engine, replicas=decision.desired
         )
         await self._write_status(
-            backend, spec, deployment, ScalingView(view.demand, decision.pending), reconciled=True
+            backend,
+            spec,
+            deployment,
+            ScalingView(view.demand, decision.pending),
+            await self._claims(),
+            reconciled=True,
+            woke=existing is not None and current == 0 and decision.desired > 0,
         )
 
     async def _scaled_event(
@@ -280,17 +305,21 @@ class Backend:
         spec: ModelBackendSpec,
         deployment: Obj,
         view: ScalingView,
+        claims: Claims,
         *,
         reconciled: bool,
+        woke: bool = False,
     ) -> None:
         """Publish the status; only a reconcile, which applied this spec to the children,
-        moves observedGeneration forward."""
+        moves observedGeneration forward. `woke`: this call scaled up from zero replicas."""
         previous = backend.get("status") or {}
         generation = (
             (backend.get("metadata") or {}).get("generation")
             if reconciled
             else previous.get("observedGeneration")
         )
+        now = self.deps.clock()
+        served = claims.verdict(backend)
         patch = backend_status(
             name=self.ref.name,
             namespace=self.ref.namespace,
@@ -299,9 +328,12 @@ class Backend:
             deployment=deployment,
             scaling=view,
             previous=previous,
-            now=self.deps.clock(),
+            now=now,
+            served=served,
+            wake=WakeView.from_status(previous).started(now) if woke else None,
         )
-        await self._publish(backend, previous, patch, observe(deployment).message)
+        message = not_served(observe(deployment), served).message
+        await self._publish(backend, previous, patch, message)
 
     async def _write_invalid(self, backend: Obj, message: str) -> None:
         previous = backend.get("status") or {}
@@ -322,12 +354,19 @@ class Backend:
             )
             await self.deps.kube.patch_backend_status(self.ref.namespace, self.ref.name, patch)
 
+    async def _claims(self) -> Claims:
+        """Who serves which model name, from every backend the operator can see."""
+        settings = self.deps.settings
+        backends = await self.deps.kube.list_backends(settings.namespaces)
+        return Claims.of(backends, settings.served_namespaces)
+
     async def _publish(self, backend: Obj, previous: Obj, patch: Obj, message: str) -> None:
         if not changed(patch, previous):
             return
         await self.deps.kube.patch_backend_status(self.ref.namespace, self.ref.name, patch)
+        await self._served_event(backend, previous, patch)
         phase = patch["phase"]
-        if phase != previous.get("phase"):
+        if phase != previous.get("phase") and phase != "NotServed":  # said by _served_event
             await self.deps.events.event(
                 backend, warning=phase in ("Degraded", "Failed"), reason=phase, message=message
             )
@@ -335,3 +374,22 @@ class Backend:
                 "phase", namespace=self.ref.namespace, name=self.ref.name, phase=phase,
                 previous=previous.get("phase"),
             )  # fmt: skip
+
+    async def _served_event(self, backend: Obj, previous: Obj, patch: Obj) -> None:
+        """One event when the edge stops serving this backend's names (and why), one when it
+        serves them again; nothing while it stays the same."""
+        now, before = _condition(patch, "Served"), _condition(previous, "Served")
+        if not now or now.get("status") == before.get("status"):
+            return
+        if now["status"] == "False":
+            await self.deps.events.event(
+                backend, warning=True, reason=now["reason"], message=now["message"]
+            )
+            log.warning(
+                "not_served", namespace=self.ref.namespace, name=self.ref.name,
+                reason=now["reason"], message=now["message"],
+            )  # fmt: skip
+        elif before:
+            await self.deps.events.event(
+                backend, warning=False, reason="Served", message=now["message"]
+            )

@@ -12,6 +12,7 @@ import asyncio
 
 import structlog
 
+from switchyard.operator.claims import Claims
 from switchyard.operator.load import BackendRef
 from switchyard.operator.reconcile import Backend, Deps
 
@@ -40,12 +41,15 @@ class Scaler:
             for b in backends
             if not (b.get("metadata") or {}).get("deletionTimestamp")
         ]
-        await asyncio.gather(*(self._scale_one(ref) for ref in refs))
+        # One listing judges every backend's names for the pass (a name freed by a deletion
+        # goes to the next claimant within one interval).
+        claims = Claims.of(backends, self._deps.settings.served_namespaces)
+        await asyncio.gather(*(self._scale_one(ref, claims) for ref in refs))
 
-    async def _scale_one(self, ref: BackendRef) -> None:
+    async def _scale_one(self, ref: BackendRef, claims: Claims) -> None:
         async with self._limit:
             try:
-                await Backend(self._deps, ref).scale()
+                await Backend(self._deps, ref).scale(claims)
             except Exception as error:  # one backend's trouble must not stop the others
                 log.warning(
                     "scale_failed", namespace=ref.namespace, name=ref.name, error=repr(error)

@@ -24,6 +24,9 @@ class OperatorSettings(ServiceSettings):
 
     #: Namespaces whose ModelBackends are managed, comma-separated; empty: all namespaces.
     namespaces: Annotated[list[str], NoDecode] = Field(default_factory=list)
+    #: Namespaces whose ModelBackends the edge serves model names from (its
+    #: EDGE_KUBERNETES_NAMESPACE), comma-separated; empty: all. Others are NotServed.
+    served_namespaces: Annotated[list[str], NoDecode] = Field(default_factory=list)
 
     #: Switchyard's own images: `<prefix>adapter-<engine>:<tag>` and `<prefix>enginesim:<tag>`.
     adapter_image_prefix: str = ""
@@ -68,14 +71,14 @@ class OperatorSettings(ServiceSettings):
     #: unset: standalone (the chart runs one replica with the Recreate strategy).
     peering: str | None = None
 
-    @field_validator("namespaces", mode="before")
+    @field_validator("namespaces", "served_namespaces", mode="before")
     @classmethod
     def _split(cls, value: object) -> object:
         if isinstance(value, str):
             return [part.strip() for part in value.split(",") if part.strip()]
         return value
 
-    @field_validator("namespaces")
+    @field_validator("namespaces", "served_namespaces")
     @classmethod
     def _plain_names(cls, value: list[str]) -> list[str]:
         for name in value:

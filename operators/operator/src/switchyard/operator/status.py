@@ -1,25 +1,34 @@
-"""A ModelBackend's status: a pure function of its spec, its Deployment and the scaler's view.
+"""A ModelBackend's status: a pure function of its spec, its Deployment, the scaler's view,
+whether the edge serves its names, and the wake in progress.
 
 Phases: Pending (no Deployment yet, or scaled to zero), Loading (replicas asked for, none
 ready), Ready (every desired replica ready), Degraded (serving, but fewer ready replicas than
 desired: one is starting, failing or being rescheduled), Failed (the spec cannot be served,
-or the rollout gave up with nothing serving). Conditions: `Ready` (phase Ready) and
-`Available` (at least one replica serving), with reasons the edge and users can act on.
+or the rollout gave up with nothing serving), NotServed (the replicas run as specified, but
+the edge routes this backend's names elsewhere: another backend claimed one first, or its
+namespace serves no names). Conditions: `Ready` (phase Ready: ready for traffic),
+`Available` (at least one replica serving) and `Served` (the edge routes the names here),
+with reasons the edge and users can act on.
+
+A wake (scale-up from zero replicas) is timed from the scale-up to the first ready replica:
+`wakingSince` while it lasts, `lastWakeSeconds` after; the edge's Retry-After follows it.
 """
 
 from __future__ import annotations
 
 import datetime as dt
-from dataclasses import dataclass
+import math
+from dataclasses import dataclass, replace
 from typing import Any, Final
 
 from switchyard.operator import naming
 from switchyard.operator.api import ModelBackendSpec, Phase
+from switchyard.operator.claims import Verdict
 from switchyard.operator.scaling import PendingScaleDown
 
 Obj = dict[str, Any]
 
-CONDITION_TYPES: Final = ("Ready", "Available")
+CONDITION_TYPES: Final = ("Ready", "Available", "Served")
 
 
 def rfc3339(epoch: float) -> str:
@@ -58,6 +67,39 @@ class ScalingView:
                 pending = PendingScaleDown(since=since, replicas=raw["replicas"])
         demand = status.get("demandReplicas")
         return cls(demand=demand if isinstance(demand, int) else 0, pending=pending)
+
+
+@dataclass(frozen=True, slots=True)
+class WakeView:
+    """A wake from zero: when the scale-up began (while no replica is ready yet) and how long
+    the last one took, both kept in the status between passes and restarts."""
+
+    since: float | None = None
+    last_s: int | None = None
+
+    @classmethod
+    def from_status(cls, status: Obj) -> WakeView:
+        raw = status.get("wakingSince")
+        last = status.get("lastWakeSeconds")
+        return cls(
+            since=parse_rfc3339(raw) if isinstance(raw, str) else None,
+            last_s=last if isinstance(last, int) else None,
+        )
+
+    def started(self, now: float) -> WakeView:
+        """The operator scaled up from zero now (a wake already under way keeps its start)."""
+        return replace(self, since=self.since if self.since is not None else now)
+
+    def observed(self, ready: int, desired: int, now: float) -> WakeView:
+        """After looking at the Deployment: a ready replica ends the wake (and times it);
+        going back to zero before one was ready abandons it."""
+        if self.since is None:
+            return self
+        if ready > 0:
+            return WakeView(None, max(0, math.ceil(now - self.since)))
+        if desired == 0:
+            return WakeView(None, self.last_s)
+        return self
 
 
 @dataclass(frozen=True, slots=True)
@@ -137,8 +179,20 @@ def _condition(
     return condition
 
 
+def not_served(observation: Observation, served: Verdict | None) -> Observation:
+    """The phase, reason and message once the edge's routing is known: a backend whose names
+    go elsewhere is NotServed (unless it failed, which says more), whatever its replicas."""
+    if served is None or served.served or observation.phase == "Failed":
+        return observation
+    return replace(observation, phase="NotServed", reason=served.reason, message=served.message)
+
+
 def conditions(
-    observation: Observation, generation: int | None, now: str, previous: Obj
+    observation: Observation,
+    generation: int | None,
+    now: str,
+    previous: Obj,
+    served: Verdict | None = None,
 ) -> list[Obj]:
     available = observation.ready > 0
     if available:
@@ -147,18 +201,20 @@ def conditions(
         avail_reason, avail_message = observation.reason, observation.message
     else:
         avail_reason, avail_message = "NoReplicasAvailable", observation.message
-    return [
+    shown = not_served(observation, served)
+    out = [
         _condition(
-            "Ready",
-            observation.phase == "Ready",
-            observation.reason,
-            observation.message,
-            generation,
-            now,
-            previous,
+            "Ready", shown.phase == "Ready", shown.reason, shown.message, generation, now, previous
         ),
         _condition("Available", available, avail_reason, avail_message, generation, now, previous),
     ]
+    if served is not None:
+        out.append(
+            _condition(
+                "Served", served.served, served.reason, served.message, generation, now, previous
+            )
+        )
+    return out
 
 
 def backend_status(
@@ -172,17 +228,23 @@ def backend_status(
     previous: Obj,
     now: float,
     invalid: str | None = None,
+    served: Verdict | None = None,
+    wake: WakeView | None = None,
 ) -> Obj:
-    """The whole status, as a merge patch (None removes a field)."""
+    """The whole status, as a merge patch (None removes a field). `served` None: not judged
+    (an invalid spec), the Served condition is left out; `wake` None: the one in `previous`."""
     observation = observe(deployment, invalid)
     stamp = rfc3339(now)
     status: Obj = {
-        "phase": observation.phase,
-        "conditions": conditions(observation, generation, stamp, previous),
+        "phase": not_served(observation, served).phase,
+        "conditions": conditions(observation, generation, stamp, previous, served),
         "observedGeneration": generation,
     }
     if spec is None:
         return status
+    woken = (wake or WakeView.from_status(previous)).observed(
+        observation.ready, observation.desired, now
+    )
     pending = scaling.pending
     status |= {
         "replicas": observation.replicas,
@@ -196,6 +258,8 @@ def backend_status(
         "endpoint": naming.endpoint(name, namespace),
         "servedModelName": spec.effective_served_name(name),
         "engine": spec.engine,
+        "wakingSince": rfc3339(woken.since) if woken.since is not None else None,
+        "lastWakeSeconds": woken.last_s,
     }
     return status
 

@@ -8,7 +8,16 @@ among replicas by load instead of hiding them behind a Service address.
 
 A backend with no ready endpoint is a *waking* route (scaled to zero, or loading): the edge
 answers 503 with Retry-After at once and signals demand by stamping the annotation
-`switchyard.dev/demanded-at` on the ModelBackend, which the operator reads to scale up.
+`switchyard.dev/demanded-at` on the ModelBackend, which the operator reads to scale up. The
+route carries the operator's measure of the backend's wakes (status.lastWakeSeconds,
+status.wakingSince), so Retry-After says how long the wake should still take.
+
+A model name (served name or alias) belongs to the first ModelBackend that claimed it:
+earliest metadata.creationTimestamp, ties broken by (namespace, name); a backend with any
+name already taken is not routed at all. The operator applies the same rule
+(`switchyard.operator.claims`) and says in the loser's status why it is not served; here a
+conflict is logged once when it appears and once when it is resolved. With a namespace set,
+only that namespace's backends serve names.
 
 Both kinds are followed like an informer: list for a snapshot, watch from its resource
 version, and on any failure list again and replace the state wholesale (so nothing deleted
@@ -20,8 +29,9 @@ from __future__ import annotations
 
 import asyncio
 import datetime as dt
+import math
 import time
-from collections.abc import AsyncIterable, Callable
+from collections.abc import AsyncIterable, Callable, Mapping
 from dataclasses import dataclass
 from typing import Any
 
@@ -49,20 +59,71 @@ Labels = dict[str, Any] | None  # lightkube label selector: None value = "the la
 
 
 @dataclass(frozen=True, slots=True)
-class _Backend:
+class BackendClaim:
+    """What the edge reads of a ModelBackend: the names it claims and how to route them."""
+
     served: str
     engine: str
     aliases: tuple[str, ...]
+    #: metadata.creationTimestamp (epoch seconds; unknown: after every known one).
+    created: float = math.inf
+    last_wake_s: int | None = None
+    waking_since: float | None = None
+
+    @property
+    def names(self) -> tuple[str, ...]:
+        return (self.served, *self.aliases)
 
 
-def _backend(obj: Any) -> _Backend | None:
-    raw = obj if isinstance(obj, dict) else obj.to_dict()
-    spec = raw.get("spec") or {}
-    engine = spec.get("engine")
-    if engine not in ("vllm", "sglang", "tgi"):
+def _epoch(raw: object) -> float | None:
+    if not isinstance(raw, str):
         return None
-    served = spec.get("servedModelName") or raw["metadata"]["name"]
-    return _Backend(served, engine, tuple(spec.get("aliases") or ()))
+    try:
+        return dt.datetime.fromisoformat(raw.replace("Z", "+00:00")).timestamp()
+    except ValueError:
+        return None
+
+
+def backend_of(obj: Any) -> BackendClaim | None:
+    raw = obj if isinstance(obj, dict) else obj.to_dict()
+    meta = raw.get("metadata") or {}
+    spec = raw.get("spec") or {}
+    status = raw.get("status") or {}
+    engine = spec.get("engine")
+    if engine not in ("vllm", "sglang", "tgi") or meta.get("deletionTimestamp"):
+        return None
+    served = spec.get("servedModelName") or meta["name"]
+    aliases = tuple(a for a in dict.fromkeys(spec.get("aliases") or ()) if a != served)
+    created = meta.get("creationTimestamp")
+    if isinstance(created, dt.datetime):  # lightkube parses it
+        created = created.isoformat()
+    last_wake = status.get("lastWakeSeconds")
+    return BackendClaim(
+        served,
+        engine,
+        aliases,
+        created=_epoch(created) or math.inf,
+        last_wake_s=last_wake if isinstance(last_wake, int) else None,
+        waking_since=_epoch(status.get("wakingSince")),
+    )
+
+
+Conflicts = dict[Key, tuple[str, Key]]  # a backend left out → (a name of its, that name's owner)
+
+
+def assign_names(backends: Mapping[Key, BackendClaim]) -> tuple[dict[str, Key], Conflicts]:
+    """Who serves each name: the first claimant keeps it (earliest creation, then namespace
+    and name); a backend with any name taken is left out whole. The operator's rule too."""
+    owners: dict[str, Key] = {}
+    conflicts: Conflicts = {}
+    for key in sorted(backends, key=lambda k: (backends[k].created, *k)):
+        names = backends[key].names
+        taken = [n for n in names if n in owners]
+        if taken:
+            conflicts[key] = (taken[0], owners[taken[0]])
+        else:
+            owners.update(dict.fromkeys(names, key))
+    return owners, conflicts
 
 
 def _ready_addresses(obj: Any) -> frozenset[str]:
@@ -99,9 +160,11 @@ class KubernetesRoutes:
         self._on_change = on_change
         self._namespace = namespace or ALL_NS
         self._demand_interval_s = demand_interval_s
-        self._backends: dict[Key, _Backend] = {}
+        self._backends: dict[Key, BackendClaim] = {}
         self._slices: dict[Key, tuple[Key, frozenset[str]]] = {}  # slice → (its backend, addresses)
         self._by_route: dict[str, Key] = {}
+        #: Backends not routed because a name of theirs is taken: (the name, its owner).
+        self._conflicts: Conflicts = {}
         self._demanded: dict[Key, float] = {}
         self._pending: set[asyncio.Task[None]] = set()
         self.table = RouteTable()
@@ -172,13 +235,13 @@ class KubernetesRoutes:
 
     def _reset_backends(self, objs: list[Any]) -> None:
         self._backends = {
-            k: b for obj in objs if (b := _backend(obj)) is not None for k in [_key(obj)]
+            k: b for obj in objs if (b := backend_of(obj)) is not None for k in [_key(obj)]
         }
         self._publish()
 
     def _backend_event(self, op: str, obj: Any) -> None:
         key = _key(obj)
-        backend = None if op == "DELETED" else _backend(obj)
+        backend = None if op == "DELETED" else backend_of(obj)
         if backend is None:
             self._backends.pop(key, None)
         else:
@@ -211,29 +274,45 @@ class KubernetesRoutes:
         for backend_key, addresses in self._slices.values():
             endpoints.setdefault(backend_key, set()).update(addresses)
         routes: list[Route] = []
-        taken: set[str] = set()
         by_route: dict[str, Key] = {}
-        for key in sorted(
-            self._backends
-        ):  # deterministic: the first in (namespace, name) order wins
-            backend = self._backends[key]
-            names = [backend.served, *backend.aliases]
-            clash = [n for n in names if n in taken]
-            if clash:
-                log.error("model_name_clash", backend=f"{key[0]}/{key[1]}", names=clash)
+        _, conflicts = assign_names(self._backends)
+        for key, backend in sorted(self._backends.items()):
+            if key in conflicts:
                 continue
-            taken.update(names)
             ready = tuple(sorted(endpoints.get(key, ())))
             routes.append(
-                Route(backend.served, backend.engine, ready, backend.aliases, waking=not ready)
+                Route(
+                    backend.served,
+                    backend.engine,
+                    ready,
+                    backend.aliases,
+                    waking=not ready,
+                    last_wake_s=backend.last_wake_s,
+                    waking_since=backend.waking_since,
+                )
             )
             by_route[backend.served] = key
+        self._log_conflicts(conflicts)
         table = RouteTable(routes)
         self._by_route = by_route
         self._demanded = {k: t for k, t in self._demanded.items() if k in self._backends}
         if table != self.table:
             self.table = table
             self._on_change(table)
+
+    def _log_conflicts(self, conflicts: Conflicts) -> None:
+        """Once when a conflict appears (or changes), once when it is gone: not per publish."""
+        for key, (name, owner) in conflicts.items():
+            if self._conflicts.get(key) != (name, owner):
+                log.warning(
+                    "model_name_conflict",
+                    backend=f"{key[0]}/{key[1]}",
+                    name=name,
+                    served_by=f"{owner[0]}/{owner[1]}",
+                )
+        for key in self._conflicts.keys() - conflicts.keys():
+            log.info("model_name_conflict_resolved", backend=f"{key[0]}/{key[1]}")
+        self._conflicts = conflicts
 
     # -- demand ---------------------------------------------------------------------------
 

@@ -2,8 +2,16 @@
 
 from __future__ import annotations
 
+import math
+import time
 from collections.abc import Iterable
 from dataclasses import dataclass
+from typing import Final
+
+#: The longest Retry-After to send. The openai SDK honours one of up to 120 s and does not
+#: retry at all past that (3.x `_base_client.py`: `_calculate_retry_timeout`, `_should_retry`,
+#: MAX_RETRY_AFTER_DELAY); older 1.x releases honour up to 60 s and back off briefly beyond.
+MAX_RETRY_AFTER_S: Final = 60
 
 
 @dataclass(frozen=True, slots=True)
@@ -17,10 +25,27 @@ class Route:
     #: The backend exists but has no ready replica yet (scaled to zero or loading): the edge
     #: answers 503 with Retry-After instead of queueing (Kubernetes source only).
     waking: bool = False
+    #: How long the backend's last wake from zero took (status.lastWakeSeconds), and since
+    #: when (epoch seconds) the one under way runs (status.wakingSince): the operator's.
+    last_wake_s: int | None = None
+    waking_since: float | None = None
 
     @property
     def names(self) -> tuple[str, ...]:
         return (self.name, *self.aliases)
+
+    def wake_retry_after_s(self, default_s: int, now: float | None = None) -> int:
+        """Retry-After for a request that finds this route waking: the expected rest of the
+        wake (as long as the last one took, less what has passed), `default_s` when no wake
+        was ever measured; at least 1 s, at most what the SDK honours."""
+        if self.last_wake_s is None:
+            expected = float(default_s)
+        elif self.waking_since is None:  # the operator has not scaled up yet
+            expected = float(self.last_wake_s)
+        else:
+            elapsed = (time.time() if now is None else now) - self.waking_since
+            expected = self.last_wake_s - max(elapsed, 0.0)
+        return max(1, min(MAX_RETRY_AFTER_S, math.ceil(expected)))
 
 
 class RouteTable:
