@@ -3,7 +3,9 @@
 A background task asks the engine (its health route, then its model info once) and sets
 the standard `grpc.health.v1` status for the whole server and for the inference service.
 A request that finds the engine unreachable wakes the checker at once, so routers learn of
-it without waiting for the next tick.
+it without waiting for the next tick. The adapter publishes exactly what it believes:
+readiness changes only through a check, and every check's answer is published (a request
+that failed once on a healthy engine, e.g. one reset connection, leaves it SERVING).
 """
 
 from __future__ import annotations
@@ -64,14 +66,13 @@ class Readiness:
     async def run(self) -> None:
         await self._set(False)
         while True:
+            self._wake.clear()  # before the check: a failure during it asks for another
             await self.check()
-            self._wake.clear()
             with contextlib.suppress(TimeoutError):
                 async with asyncio.timeout(self._interval_s):
                     await self._wake.wait()
 
     def engine_unreachable(self) -> None:
-        """Called when a request could not reach the engine."""
-        if self.ready:
-            self.ready = False
-            self._wake.set()
+        """Called when a request could not reach the engine: check it now. Readiness is
+        not changed here; the check decides, and publishes NOT_SERVING if it fails."""
+        self._wake.set()

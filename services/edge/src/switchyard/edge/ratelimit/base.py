@@ -33,7 +33,9 @@ class Decision:
     `remaining_*` and `reset_*_s` describe the state after this request's charge (or,
     when refused, without it); `reset_*_s` is the time until the limit is back to its
     full allowance. All three fields of a limit are None when that limit is unlimited,
-    and `remaining_*`/`reset_*_s` are None when the store could not be asked (fail-open).
+    and `remaining_*`/`reset_*_s` are None when no store was asked (a too-large request
+    refused while Redis is away). In fail-open mode without Redis, they (and `limit_*`)
+    are those of this process's fallback share.
     """
 
     allowed: bool
@@ -75,6 +77,9 @@ class RateLimiter(ABC):
         """Correct the token charge of an admitted request by `used - reserved`: refund
         when negative, charge the extra unconditionally when positive (it was consumed,
         so it may put the key in debt). Never raises for a store failure."""
+
+    async def start(self) -> None:  # noqa: B027  # optional: most stores need nothing
+        """Get ready before the first request (open the store's connections)."""
 
     @abstractmethod
     async def aclose(self) -> None:

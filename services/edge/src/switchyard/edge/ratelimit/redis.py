@@ -6,18 +6,31 @@ nor disagree about time. A subject's two keys share a hash tag (`{subject}`), so
 script also runs on Redis Cluster; each key expires at its TAT, so an idle subject leaves
 nothing behind. When Redis cannot be reached or answers too late, the
 configured failure mode decides: "closed" raises `LimiterUnavailable` (the edge answers
-503), "open" admits with unknown remaining counts.
+503); "open" falls back to a limiter in this process's memory that enforces this
+process's share of each limit (1/`fallback_processes`, for that many edge processes), so
+an outage neither refuses everything nor lifts every limit. The fallback's counts start
+empty and are not carried back to Redis when it returns.
+
+Connections: a bounded pool, all opened (and the script loaded) by `start`, before the
+edge answers its first request, so a burst on a fresh edge does not open them all at once.
+Opening one (TCP connect, AUTH, the handshake) has its own timeout, `connect_timeout_s`,
+and waiting for a free one its own, `pool_timeout_s`: neither is Redis being slow to
+answer, which only `timeout_s` (each command's reply) decides.
 """
 
 from __future__ import annotations
 
+import asyncio
 import hashlib
+import time
+from collections.abc import Callable
 from importlib.resources import files
 from typing import Any, Literal
 
 import structlog
 from prometheus_client import Counter
 from redis.asyncio import BlockingConnectionPool, Redis
+from redis.asyncio.connection import AbstractConnection
 from redis.asyncio.retry import Retry
 from redis.backoff import NoBackoff
 from redis.exceptions import ConnectionError as BrokenConnection
@@ -31,6 +44,7 @@ from switchyard.edge.ratelimit.base import (
     Limits,
     RateLimiter,
 )
+from switchyard.edge.ratelimit.memory import MemoryRateLimiter
 from switchyard.edge.ratelimit.reporting import ACQUIRE_ERRORS, SETTLE_ERRORS, LogThrottle
 
 FailureMode = Literal["closed", "open"]
@@ -42,6 +56,21 @@ SCRIPT_SHA = hashlib.sha1(SCRIPT.encode(), usedforsecurity=False).hexdigest()
 _STORE_ERRORS = (RedisError, OSError)
 
 
+async def _handshake(connection: AbstractConnection) -> None:
+    """redis-py's own set-up of a new connection (AUTH, SELECT, CLIENT SETINFO), with
+    the connect timeout instead of the command timeout for its replies."""
+    command_timeout = connection.socket_timeout
+    connection.socket_timeout = connection.socket_connect_timeout
+    try:
+        await connection.on_connect()
+    finally:
+        connection.socket_timeout = command_timeout
+
+
+def _share(limit: int | None, processes: int) -> int | None:
+    return None if limit is None else -(-limit // processes)
+
+
 class RedisRateLimiter(RateLimiter):
     def __init__(
         self,
@@ -50,37 +79,73 @@ class RedisRateLimiter(RateLimiter):
         failure_mode: FailureMode = "closed",
         key_prefix: str = "switchyard:ratelimit",
         timeout_s: float = 0.25,
+        connect_timeout_s: float = 2.0,
+        pool_timeout_s: float = 5.0,
         period_s: float = 60.0,
         max_connections: int = 64,
+        fallback_processes: int = 1,
         warn_interval_s: float = 10.0,
+        clock: Callable[[], float] = time.monotonic,
     ) -> None:
-        """`url`: redis://, rediss:// or unix://. `timeout_s` bounds connecting, each
-        reply and the wait for a free connection; `max_connections` bounds the pool."""
+        """`url`: redis://, rediss:// or unix://. `timeout_s` bounds each reply,
+        `connect_timeout_s` opening a connection, `pool_timeout_s` the wait for a free
+        one; `max_connections` bounds the pool. `fallback_processes` and `clock` (seconds,
+        monotonic) are the fail-open fallback's."""
         if failure_mode not in ("closed", "open"):
             raise ValueError(f"failure_mode must be 'closed' or 'open', not {failure_mode!r}")
-        self._fail_open = failure_mode == "open"
+        if fallback_processes < 1:
+            raise ValueError("fallback_processes must be at least 1")
         self._failure_mode = failure_mode
         self._period = gcra.period_ms(period_s)
         # "<prefix>:{<subject>}:rpm": the braces make the subject the hash tag (a "}"
         # inside a subject shortens the tag, but equally for both keys).
         self._key_start = f"{key_prefix}:{{"
-        # A blocking pool: a burst waits (up to timeout_s) for one of a bounded number of
-        # connections instead of opening one per request. One immediate retry, and only
-        # for a broken connection (a pooled one that a restarted server closed): never
-        # after a timeout, whose script may have run, so nothing is charged twice and a
-        # caller waits a few timeout_s at most.
-        pool = BlockingConnectionPool.from_url(
+        # A blocking pool: a burst waits for one of a bounded number of connections
+        # instead of opening one per request. One immediate retry, and only for a broken
+        # connection (a pooled one that a restarted server closed): never after a
+        # timeout, whose script may have run, so nothing is charged twice.
+        self._pool = BlockingConnectionPool.from_url(
             url,
             max_connections=max_connections,
-            timeout=timeout_s,
+            timeout=pool_timeout_s,
             socket_timeout=timeout_s,
-            socket_connect_timeout=timeout_s,
+            socket_connect_timeout=connect_timeout_s,
+            redis_connect_func=_handshake,
             retry=Retry(NoBackoff(), 1, supported_errors=(BrokenConnection,)),
         )
-        self._redis = Redis.from_pool(pool)
+        self._max_connections = max_connections
+        self._redis = Redis.from_pool(self._pool)
+        self._fallback = (
+            MemoryRateLimiter(period_s=period_s, clock=clock) if failure_mode == "open" else None
+        )
+        self._fallback_processes = fallback_processes
         self._warnings = LogThrottle(warn_interval_s)
         self._recoveries = LogThrottle(warn_interval_s)
         self._degraded = False
+
+    async def start(self) -> None:
+        """Open every connection of the pool and load the script. A Redis that cannot be
+        reached now is no reason not to start: then connections open on demand."""
+        opened = await asyncio.gather(
+            *(self._pool.get_connection() for _ in range(self._max_connections)),
+            return_exceptions=True,
+        )
+        errors = [c for c in opened if isinstance(c, BaseException)]
+        for connection in opened:
+            if not isinstance(connection, BaseException):
+                await self._pool.release(connection)
+        try:
+            if not errors:
+                await self._redis.script_load(SCRIPT)
+        except _STORE_ERRORS as exc:
+            errors.append(exc)
+        if errors:
+            structlog.get_logger(__name__).warning(
+                "ratelimit_store_not_warmed",
+                opened=len(opened) - len(errors),
+                error=f"{type(errors[0]).__name__}: {errors[0]}",
+                hint="connections will be opened on demand",
+            )
 
     async def acquire(self, subject: str, limits: Limits, tokens: int) -> Decision:
         if tokens < 0:
@@ -102,9 +167,15 @@ class RedisRateLimiter(RateLimiter):
         except _STORE_ERRORS as exc:
             self._failed(ACQUIRE_ERRORS, "acquire", exc)
             # A too-large request is refused either way: no store is needed to know it.
-            if self._fail_open or (tpm is not None and tokens > tpm):
+            if tpm is not None and tokens > tpm:
                 return gcra.without_store(limits, tokens)
-            raise LimiterUnavailable() from exc
+            if self._fallback is None:
+                raise LimiterUnavailable() from exc
+            share = self._share(limits)
+            # A request bigger than this process's share of the TPM (not of the whole)
+            # passes only while the share is untouched, and uses all of it.
+            cost = tokens if share.tpm is None else min(tokens, share.tpm)
+            return await self._fallback.acquire(subject, share, cost)
         if self._degraded:
             self._recovered()
         return gcra.decide(limits, tokens, self._period, allowed == 1, requests, token_level)
@@ -128,12 +199,21 @@ class RedisRateLimiter(RateLimiter):
             )
         except Exception as exc:  # the response is already out: never fail the caller
             self._failed(SETTLE_ERRORS, "settle", exc)
+            if self._fallback is not None:
+                await self._fallback.settle(subject, self._share(limits), reserved, used)
             return
         if self._degraded:
             self._recovered()
 
     async def aclose(self) -> None:
         await self._redis.aclose()
+        if self._fallback is not None:
+            await self._fallback.aclose()
+
+    def _share(self, limits: Limits) -> Limits:
+        """This process's part of `limits` while Redis is away (rounded up)."""
+        n = self._fallback_processes
+        return Limits(_share(limits.rpm, n), _share(limits.tpm, n))
 
     async def _eval(self, *keys_and_args: str | int) -> Any:
         try:
