@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import grpc
+import orjson
 import pytest
 
 from switchyard.adapter.validation import validate
@@ -127,6 +128,24 @@ def test_valid_constraints_pass() -> None:
 def test_invalid_constraints(kind: dict[str, object], fragment: str) -> None:
     error = _reject(_constrained(**kind))
     assert error.code == grpc.StatusCode.INVALID_ARGUMENT
+    assert fragment in error.message
+
+
+@pytest.mark.parametrize(
+    ("schema", "fragment"),
+    [
+        ({"type": "object", "properties": {f"p{i}": {} for i in range(1001)}}, "1000 properties"),
+        ({"anyOf": [{} for _ in range(2001)]}, "2000 objects and arrays"),
+        ({"description": "x" * (129 * 1024)}, "131072 bytes"),
+    ],
+    ids=["properties", "nodes", "bytes"],
+)
+def test_schemas_past_the_contract_s_limits_are_rejected(
+    schema: dict[str, object], fragment: str
+) -> None:
+    error = _reject(_constrained(json_schema=orjson.dumps(schema).decode()))
+    assert error.code == grpc.StatusCode.INVALID_ARGUMENT
+    assert error.metadata["param"] == "json_schema"
     assert fragment in error.message
 
 

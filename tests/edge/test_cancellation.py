@@ -3,12 +3,16 @@
 from __future__ import annotations
 
 import asyncio
+import uuid
+from typing import Any
 
 import httpx
+import orjson
 import pytest
 
 from tests.edge.conftest import settled
 from tests.support.edge import Edge
+from tests.support.polling import eventually
 from tests.support.stacks import Stack
 
 LONG = {"max_tokens": 1000, "ignore_eos": True}  # 1000 tokens at 2 ms: two seconds of stream
@@ -63,3 +67,40 @@ async def test_client_leaving_a_unary_request_aborts_the_engine(
             await client.post(f"{edge.url}/v1/completions", json=body, headers=edge.auth())
     await _until_aborted(engines["vllm"], before)
     await settled(edge, engines)
+
+
+async def test_client_leaving_mid_upload_is_one_info_record_and_no_error(edge: Edge) -> None:
+    request_id = uuid.uuid4().hex
+    log = edge.service.log_path
+    offset = log.stat().st_size
+    before = await _requests_with_status(edge, "499")
+    _, writer = await asyncio.open_connection("127.0.0.1", edge.service.port)
+    writer.write(
+        b"POST /v1/chat/completions HTTP/1.1\r\nHost: edge\r\nContent-Type: application/json\r\n"
+        b"Content-Length: 100000\r\n"
+        + f"Authorization: Bearer {edge.keys['full']}\r\nX-Request-Id: {request_id}\r\n\r\n".encode()
+        + b'{"model": "demo-vllm", "messages": ['
+    )
+    await writer.drain()
+    writer.close()  # gone before the body's end
+    await writer.wait_closed()
+
+    def records() -> list[dict[str, Any]]:
+        text = log.read_bytes()[offset:].decode(errors="replace")
+        return [orjson.loads(line) for line in text.splitlines() if line.startswith("{")]
+
+    (record,) = await eventually(
+        lambda: [r for r in records() if r.get("request_id") == request_id],
+        what="the request's record",
+    )
+    assert (record["level"], record["status"], record["client_disconnected"]) == ("info", 499, True)
+    assert await _requests_with_status(edge, "499") == before + 1
+    assert not [r for r in records() if r["level"] in ("error", "critical")]
+
+
+async def _requests_with_status(edge: Edge, status: str) -> float:
+    return sum(
+        value
+        for (name, labels), value in (await edge.metrics()).items()
+        if name == "switchyard_edge_requests_total" and ("status", status) in labels
+    )

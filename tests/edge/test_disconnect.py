@@ -1,4 +1,5 @@
-"""ClientWatch: a disconnect cancels the work and ends the block quietly; nothing else does."""
+"""ClientWatch: a disconnect, or the end of a shutdown's grace period, cancels the work and
+ends the block quietly; nothing else does."""
 
 from __future__ import annotations
 
@@ -9,7 +10,9 @@ from typing import Any
 import pytest
 
 from switchyard.edge.disconnect import ClientWatch
+from switchyard.edge.draining import Drain
 from switchyard.edge.responses import KEEPALIVE
+from tests.support.polling import eventually
 
 
 class _Client:
@@ -112,3 +115,52 @@ async def test_no_watcher_task_is_left_behind() -> None:
             await asyncio.sleep(0)
     await asyncio.sleep(0)
     assert len(asyncio.all_tasks()) == before
+
+
+async def test_the_end_of_a_shutdown_s_grace_ends_the_block_quietly() -> None:
+    client = _Client()
+    drain = Drain(grace_s=0)
+    cancelled_inside = False
+    async with ClientWatch(client.receive, drain=drain) as watch:
+        assert drain.running == {watch}
+        drain.begin()
+        try:
+            await asyncio.sleep(10)
+        except asyncio.CancelledError:
+            cancelled_inside = True
+            raise
+    assert cancelled_inside
+    assert (watch.shut_down, watch.disconnected) == (True, False)
+    assert not drain.running
+    current = asyncio.current_task()
+    assert current is not None
+    assert current.cancelling() == 0
+
+
+async def test_a_request_starting_after_the_grace_period_is_ended_at_once() -> None:
+    client = _Client()
+    drain = Drain(grace_s=0)
+    drain.begin()
+    await eventually(lambda: drain.over, what="the grace period over")
+    async with ClientWatch(client.receive, drain=drain) as watch:
+        await asyncio.sleep(10)
+    assert watch.shut_down
+
+
+async def test_the_end_of_grace_spares_a_response_that_is_finishing() -> None:
+    client = _Client()
+    drain = Drain(grace_s=0)
+    async with ClientWatch(client.receive, drain=drain) as watch:
+        watch.stop()  # its last message is being sent
+        drain.begin()
+        await asyncio.sleep(0.01)
+    assert not watch.shut_down
+
+
+async def test_no_grace_period_runs_out_before_a_shutdown_begins() -> None:
+    client = _Client()
+    drain = Drain(grace_s=0)
+    async with ClientWatch(client.receive, drain=drain) as watch:
+        await asyncio.sleep(0.01)
+    assert not watch.shut_down
+    drain.close()

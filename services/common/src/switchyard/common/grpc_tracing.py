@@ -1,21 +1,36 @@
-"""OpenTelemetry client spans and W3C trace context for `grpc.aio` calls that stay cancellable.
+"""OpenTelemetry for `grpc.aio`: client spans that stay cancellable, and server spans whose
+streams end in their own task.
 
-Why not opentelemetry-instrumentation-grpc's aio client interceptor: for unary calls it
+Client side — why not opentelemetry-instrumentation-grpc's aio client interceptor: for unary calls it
 awaits the whole call inside the interceptor (to read its status), so cancelling the
 caller's await, or the call itself, only cancels the interceptor and the RPC runs on to
 the end — a client that goes away would not stop its generation. This interceptor returns
 the call at once and ends the span from a separate task, so `call.cancel()` and task
 cancellation reach the server as they do without tracing. Attributes follow the OTel RPC
 conventions, so the spans read like the contrib ones.
+
+Server side — contrib's aio server interceptor, inside `EndStreamsInTheirTask`: grpc.aio
+consumes a streaming handler's async generator with a bare `async for`, so when the RPC's
+task is cancelled while a message is being sent (the client left), the generator is left
+suspended and later closed by the event loop's finalizer, in another task and another
+contextvars Context. The contrib interceptor holds the trace context and the span attached
+across the whole stream; detaching them there fails ("Failed to detach context", an ERROR
+with a traceback for every stream a client cancels), and the handler's own cleanup runs
+late. (grpc/grpc#42295 proposes the same fix inside grpc.)
 """
 
 from __future__ import annotations
 
 import asyncio
-from typing import Any
+import contextlib
+import inspect
+import types
+from collections.abc import AsyncGenerator, Awaitable, Callable
+from typing import Any, TypeVar
 
 import grpc
 from opentelemetry import propagate, trace
+from opentelemetry.instrumentation.grpc import aio_server_interceptor, filters
 from opentelemetry.trace import SpanKind, Status, StatusCode
 
 _tracer = trace.get_tracer("switchyard.grpc.client")
@@ -103,3 +118,77 @@ def client_interceptors(
 ) -> list[grpc.aio.ClientInterceptor]:
     """Interceptors for `grpc.aio.insecure_channel(target, interceptors=...)`."""
     return [TracingUnaryUnary(target, skip_services), TracingUnaryStream(target, skip_services)]
+
+
+TRequest = TypeVar("TRequest")
+TResponse = TypeVar("TResponse")
+
+
+def _written(responses_of: Any) -> Callable[[Any, Any], Awaitable[None]]:
+    """The streaming handler `responses_of`, through grpc's reader/writer API: a coroutine
+    that writes each message, so its generator always ends in the RPC's own task."""
+
+    async def write_all(request: Any, context: grpc.aio.ServicerContext[Any, Any]) -> None:
+        responses: AsyncGenerator[Any, None] = responses_of(request, context)
+        try:
+            async for response in responses:
+                await context.write(response)
+        except asyncio.CancelledError:
+            if isinstance(responses, types.AsyncGeneratorType) and responses.ag_frame:
+                await _cancel_where_it_waits(responses)
+            raise
+        finally:
+            await responses.aclose()
+
+    return write_all
+
+
+async def _cancel_where_it_waits(responses: AsyncGenerator[Any, None]) -> None:
+    """The RPC was cancelled while a message was being written, so the generators (the
+    handler's, inside contrib's) wait at a `yield`, where they would only see a
+    GeneratorExit: resume them and cancel the task again at their first wait (the handler
+    waiting for its engine), so the cancellation goes through them as it would have a
+    moment later. What they produce meanwhile is dropped: the client has gone."""
+    task = asyncio.current_task()
+    assert task is not None
+    asyncio.get_running_loop().call_soon(task.cancel)
+    with contextlib.suppress(asyncio.CancelledError, StopAsyncIteration):
+        while True:
+            await anext(responses)
+
+
+class EndStreamsInTheirTask(grpc.aio.ServerInterceptor):
+    """Serves async-generator streaming handlers through `_written` (place it first)."""
+
+    async def intercept_service(
+        self,
+        continuation: Callable[
+            [grpc.HandlerCallDetails], Awaitable[grpc.RpcMethodHandler[TRequest, TResponse] | None]
+        ],
+        handler_call_details: grpc.HandlerCallDetails,
+    ) -> grpc.RpcMethodHandler[TRequest, TResponse] | None:
+        handler = await continuation(handler_call_details)
+        # Server-streaming handlers written as async generators (the contract has no
+        # client-streaming RPC); a coroutine already writes through its context.
+        if (
+            handler is None
+            or handler.request_streaming
+            or not handler.response_streaming
+            or not inspect.isasyncgenfunction(handler.unary_stream)
+        ):
+            return handler
+        return grpc.unary_stream_rpc_method_handler(
+            _written(handler.unary_stream),
+            request_deserializer=handler.request_deserializer,
+            response_serializer=handler.response_serializer,
+        )
+
+
+def server_interceptors(service_name: str) -> list[grpc.aio.ServerInterceptor]:
+    """Interceptors for `grpc.aio.server(interceptors=...)`: OpenTelemetry server spans for
+    `service_name`'s RPCs (contrib's interceptor; health checks and reflection are noise in
+    traces), with streams ended in their own task."""
+    return [
+        EndStreamsInTheirTask(),
+        aio_server_interceptor(filter_=filters.service_name(service_name)),  # type: ignore[no-untyped-call]
+    ]

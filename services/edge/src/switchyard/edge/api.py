@@ -3,6 +3,8 @@
 The generation routes read and validate their bodies themselves (auth first, a size
 limit, pydantic's Rust JSON parser, OpenAI-shaped errors); their request schemas are
 added to the OpenAPI document by hand so the docs (and schemathesis) still see them.
+The docs (/docs, /openapi.json) are served only when `EDGE_DOCS` is on; the metrics are
+never served here, but on their own port (`switchyard.edge.metrics`).
 """
 
 from __future__ import annotations
@@ -29,6 +31,9 @@ from switchyard.common.telemetry import configure_tracing
 from switchyard.edge import metrics
 from switchyard.edge.admission import Admission
 from switchyard.edge.auth import KeyStore
+from switchyard.edge.checks import Checks
+from switchyard.edge.connections import POLICY, ConnectionPolicy
+from switchyard.edge.draining import Drain
 from switchyard.edge.errors import OpenAIError
 from switchyard.edge.pipeline import handle
 from switchyard.edge.ratelimit import create_limiter
@@ -108,11 +113,16 @@ async def _build_state(settings: EdgeSettings) -> tuple[EdgeState, list[asyncio.
         redis_url=settings.redis_url.get_secret_value() if settings.redis_url else None,
         failure_mode=settings.rate_limit_failure_mode,
         timeout_s=settings.redis_timeout_s,
+        connect_timeout_s=settings.redis_connect_timeout_s,
+        pool_timeout_s=settings.redis_pool_timeout_s,
+        max_connections=settings.redis_max_connections,
+        fallback_processes=settings.rate_limit_fallback_processes,
     )
+    await limiter.start()  # before the first request: see RedisRateLimiter
     state = EdgeState(
         settings=settings,
         keys=keys,
-        pool=EndpointPool(settings.endpoint_close_grace_s),
+        pool=EndpointPool.from_settings(settings),
         limiter=limiter,
         admission=Admission(
             settings.max_in_flight,
@@ -120,6 +130,8 @@ async def _build_state(settings: EdgeSettings) -> tuple[EdgeState, list[asyncio.
             settings.max_queue,
             settings.queue_timeout_s,
         ),
+        checks=Checks(settings.validation_workers, settings.validation_queue),
+        drain=Drain(settings.shutdown_grace_s),
     )
     tasks = [
         asyncio.create_task(keys.watch(settings.reload_interval_s), name="keys watch"),
@@ -200,16 +212,25 @@ def create_app(settings: EdgeSettings | None = None) -> FastAPI:
     tracer_provider = configure_tracing(COMPONENT)
 
     @contextlib.asynccontextmanager
-    async def lifespan(app: FastAPI) -> AsyncIterator[None]:
+    async def lifespan(app: FastAPI) -> AsyncIterator[dict[str, Any]]:
         state, tasks = await _build_state(settings)
         app.state.edge = state
         # Everything built so far lives as long as the process: keep it out of the cyclic
         # GC's full collections, whose pauses would otherwise land on requests' tail latency.
         gc.freeze()
         log.info("edge_started", models=[r.name for r in state.routes.routes], keys=len(state.keys))
+        policy = ConnectionPolicy(
+            max_header_bytes=settings.max_header_bytes,
+            header_timeout_s=settings.header_timeout_s,
+            body_timeout_s=settings.body_timeout_s,
+            max_connections=settings.max_connections,
+            on_shutdown=state.drain.begin,
+        )
         try:
-            yield
+            yield {POLICY: policy}  # to the server's connections (switchyard.edge.connections)
         finally:
+            state.drain.close()
+            state.checks.close()
             for task in tasks:
                 task.cancel()
             await asyncio.gather(*tasks, return_exceptions=True)
@@ -224,6 +245,8 @@ def create_app(settings: EdgeSettings | None = None) -> FastAPI:
         version="0.1.0",
         description="OpenAI-compatible API in front of vLLM, SGLang and TGI.",
         lifespan=lifespan,
+        docs_url="/docs" if settings.docs else None,
+        openapi_url="/openapi.json" if settings.docs else None,
         redoc_url=None,
     )
     app.openapi = lambda: _openapi(app)  # type: ignore[method-assign]
@@ -322,13 +345,7 @@ def create_app(settings: EdgeSettings | None = None) -> FastAPI:
             return JSONResponse({"status": "not ready", "reason": "no routes"}, status_code=503)
         return JSONResponse({"status": "ready", "models": len(edge.routes)})
 
-    @app.get("/metrics", tags=["operations"], response_class=Response)
-    async def prometheus_metrics() -> Response:
-        """Prometheus metrics."""
-        body, content_type = metrics.exposition()
-        return Response(body, media_type=content_type)
-
     FastAPIInstrumentor.instrument_app(
-        app, excluded_urls="healthz,readyz,metrics", exclude_spans=["receive", "send"]
+        app, excluded_urls="healthz,readyz", exclude_spans=["receive", "send"]
     )
     return app

@@ -1,10 +1,17 @@
-"""OpenAI requests → the canonical inference request of the contract."""
+"""OpenAI requests → the canonical inference request of the contract.
+
+Cheap checks only: a response_format schema is measured against the limits here (a
+bounded walk), but checked against its metaschema later, after rate limiting and off the
+event loop (`switchyard.edge.checks`).
+"""
 
 from __future__ import annotations
 
+from typing import Any
+
 import orjson
 
-from switchyard.common.json_schema import InvalidJsonSchema, check_json_schema
+from switchyard.common.json_schema import SchemaLimits, SchemaTooLarge, check_bytes, check_shape
 from switchyard.edge.errors import OpenAIError
 from switchyard.edge.schemas import (
     ChatCompletionRequest,
@@ -41,23 +48,39 @@ def _sampling(
     return s
 
 
+SCHEMA_PARAM = "response_format.json_schema.schema"
+
+
+def response_schema(body: ChatCompletionRequest | CompletionRequest) -> dict[str, Any] | None:
+    """The request's response_format JSON schema, if it has one."""
+    fmt = body.response_format
+    return fmt.json_schema.schema_ if isinstance(fmt, JsonSchemaFormat) else None
+
+
 def _structured(
-    body: ChatCompletionRequest | CompletionRequest, request: pb.GenerateRequest
+    body: ChatCompletionRequest | CompletionRequest,
+    request: pb.GenerateRequest,
+    limits: SchemaLimits,
 ) -> None:
     fmt = body.response_format
     if isinstance(fmt, JsonObjectFormat):
         request.structured_output.json_object.SetInParent()
     elif isinstance(fmt, JsonSchemaFormat):
+        schema = fmt.json_schema.schema_
+        text = orjson.dumps(schema)  # the body's size bounds this one
         try:
-            schema = check_json_schema(fmt.json_schema.schema_)
-        except InvalidJsonSchema as exc:
+            check_bytes(len(text), limits)
+            check_shape(schema, limits)
+        except SchemaTooLarge as exc:
             raise OpenAIError.invalid(
-                f"response_format.json_schema.schema: {exc}", "response_format.json_schema.schema"
+                f"{SCHEMA_PARAM}: {exc}", SCHEMA_PARAM, "schema_too_large"
             ) from None
-        request.structured_output.json_schema = orjson.dumps(schema).decode()
+        request.structured_output.json_schema = text.decode()
 
 
-def chat_request(body: ChatCompletionRequest, model: str, request_id: str) -> pb.GenerateRequest:
+def chat_request(
+    body: ChatCompletionRequest, model: str, request_id: str, limits: SchemaLimits
+) -> pb.GenerateRequest:
     request = pb.GenerateRequest(
         request_id=request_id,
         model=model,
@@ -67,11 +90,13 @@ def chat_request(body: ChatCompletionRequest, model: str, request_id: str) -> pb
     messages = request.chat.messages
     for m in body.messages:
         messages.add(role=_ROLES.get(m.role, m.role), content=m.text, name=m.name or "")
-    _structured(body, request)
+    _structured(body, request, limits)
     return request
 
 
-def completion_request(body: CompletionRequest, model: str, request_id: str) -> pb.GenerateRequest:
+def completion_request(
+    body: CompletionRequest, model: str, request_id: str, limits: SchemaLimits
+) -> pb.GenerateRequest:
     request = pb.GenerateRequest(
         request_id=request_id,
         model=model,
@@ -81,7 +106,7 @@ def completion_request(body: CompletionRequest, model: str, request_id: str) -> 
     )
     if not request.prompt:
         raise OpenAIError.invalid("prompt must not be empty", "prompt")
-    _structured(body, request)
+    _structured(body, request, limits)
     return request
 
 

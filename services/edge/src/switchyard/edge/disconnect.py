@@ -5,6 +5,9 @@
 adapter, the engine's generation), and the `async with` block ends quietly. While a stream
 is silent it also sends SSE keep-alive comments, so proxies do not cut idle streams: both
 jobs share one helper task per request and cost nothing per token.
+
+The same way, a shutdown's end of grace (`Drain`) ends the block quietly, with
+`shut_down` set, so the caller can answer the client with an error of its own.
 """
 
 from __future__ import annotations
@@ -14,12 +17,14 @@ from types import TracebackType
 
 from starlette.types import Receive, Send
 
+from switchyard.edge.draining import Drain
 from switchyard.edge.responses import KEEPALIVE
 
 
 class ClientWatch:
     __slots__ = (
         "_active",
+        "_drain",
         "_keepalive_s",
         "_receive",
         "_send",
@@ -27,18 +32,25 @@ class ClientWatch:
         "_watcher",
         "disconnected",
         "last_write",
+        "shut_down",
     )
 
     def __init__(
-        self, receive: Receive, send: Send | None = None, keepalive_s: float | None = None
+        self,
+        receive: Receive,
+        send: Send | None = None,
+        keepalive_s: float | None = None,
+        drain: Drain | None = None,
     ) -> None:
         self._receive = receive
+        self._drain = drain
         self._send = send
         self._keepalive_s = keepalive_s if send is not None else None
         self._task: asyncio.Task[object] | None = None
         self._watcher: asyncio.Task[None] | None = None
         self._active = False
         self.disconnected = False
+        self.shut_down = False
         self.last_write = 0.0
 
     async def __aenter__(self) -> ClientWatch:
@@ -46,7 +58,15 @@ class ClientWatch:
         self._active = True
         self.last_write = asyncio.get_running_loop().time()
         self._watcher = asyncio.create_task(self._watch())
+        if self._drain is not None:
+            self._drain.add(self)
         return self
+
+    def end_for_shutdown(self) -> None:
+        """The shutdown's grace period is over: cancel the block (unless it is finishing)."""
+        if self._active and self._task is not None and not self.disconnected:
+            self.shut_down = True
+            self._task.cancel()
 
     def touch(self) -> None:
         """Something was just sent: no keep-alive needed for a while."""
@@ -76,7 +96,7 @@ class ClientWatch:
                     self.touch()
                 continue
             if message["type"] == "http.disconnect":
-                if self._active and self._task is not None:
+                if self._active and self._task is not None and not self.shut_down:
                     self.disconnected = True
                     self._task.cancel()
                 return
@@ -88,19 +108,22 @@ class ClientWatch:
         tb: TracebackType | None,
     ) -> bool:
         self._active = False
+        if self._drain is not None:
+            self._drain.discard(self)
         task, watcher = self._task, self._watcher
         assert task is not None
         assert watcher is not None
         watcher.cancel()
+        ours = self.disconnected or self.shut_down
         try:
             await asyncio.wait((watcher,))
         except asyncio.CancelledError:
-            if not self.disconnected:
-                raise  # cancelled from outside (e.g. shutdown): not ours to swallow
-        if not self.disconnected:
+            if not ours:
+                raise  # cancelled from outside (e.g. uvicorn's hard stop): not ours to swallow
+        if not ours:
             return False
-        # We cancelled the task because the client left: withdraw that request, and end the
-        # block quietly unless someone else asked for cancellation too.
+        # We cancelled the task (the client left, or the grace period is over): withdraw that
+        # request, and end the block quietly unless someone else asked for cancellation too.
         task.uncancel()
         if task.cancelling():
             raise asyncio.CancelledError

@@ -117,6 +117,13 @@ class OpenAIError(Exception):
         )
 
     @classmethod
+    def shutting_down(cls, retry_after_s: int) -> OpenAIError:
+        """The shutdown's grace period ended before the request did."""
+        return cls.unavailable(
+            "The server is shutting down; retry the request.", retry_after_s, kind="shutdown"
+        )
+
+    @classmethod
     def internal(
         cls, message: str = "The server had an error while processing your request."
     ) -> OpenAIError:

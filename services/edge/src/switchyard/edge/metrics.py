@@ -1,7 +1,9 @@
 """The edge's Prometheus metrics (names are what dashboards and alerts use: keep them stable).
 
-With several uvicorn workers, prometheus_client's multiprocess mode aggregates them
-(`PROMETHEUS_MULTIPROC_DIR`, set by `switchyard.edge.main` before the workers start).
+They are served on their own port (`EDGE_METRICS_PORT`), never the public one: they name
+every model and its traffic. With several uvicorn workers, prometheus_client's
+multiprocess mode aggregates them (`PROMETHEUS_MULTIPROC_DIR`, set by `switchyard.edge.main`
+before the workers start), and `serve` runs in uvicorn's supervisor process.
 """
 
 from __future__ import annotations
@@ -9,13 +11,13 @@ from __future__ import annotations
 import os
 
 from prometheus_client import (
-    CONTENT_TYPE_LATEST,
+    REGISTRY,
     CollectorRegistry,
     Counter,
     Gauge,
     Histogram,
-    generate_latest,
     multiprocess,
+    start_http_server,
 )
 
 _LATENCY = (0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60)
@@ -89,10 +91,29 @@ ENDPOINTS_READY = Gauge(
 )
 
 
-def exposition() -> tuple[bytes, str]:
-    """The metrics page (aggregated over workers in multiprocess mode)."""
+CHECKS = Counter(
+    "switchyard_edge_request_checks",
+    "Expensive request checks run off the event loop, by check (json_schema) and result.",
+    ("check", "result"),
+)
+OPEN_CONNECTIONS = Gauge(
+    "switchyard_edge_open_connections",
+    "HTTP connections open now.",
+    multiprocess_mode="livesum",
+)
+CONNECTIONS_CLOSED = Counter(
+    "switchyard_edge_connections_closed",
+    "Connections the edge closed on a limit, by reason (header_too_large, header_timeout, "
+    "body_timeout, connection_limit).",
+    ("reason",),
+)
+
+
+def serve(port: int, host: str) -> None:
+    """Serve /metrics on `port` from a thread of this process (aggregated over the workers'
+    files in multiprocess mode)."""
+    registry = REGISTRY
     if os.environ.get("PROMETHEUS_MULTIPROC_DIR"):
         registry = CollectorRegistry()
         multiprocess.MultiProcessCollector(registry)  # type: ignore[no-untyped-call]
-        return generate_latest(registry), CONTENT_TYPE_LATEST
-    return generate_latest(), CONTENT_TYPE_LATEST
+    start_http_server(port, addr=host, registry=registry)
