@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import asyncio
-from collections.abc import Callable
 
 import httpx
 import pytest
@@ -16,14 +15,7 @@ from switchyard.enginesim.vllm.cli import parse_config
 from tests.enginesim.sglang.conftest import make_app as sglang_app
 from tests.enginesim.tgi.conftest import make_app as tgi_app
 from tests.enginesim.vllm.conftest import FAST, MODEL, argv
-
-
-async def _until(condition: Callable[[], bool], what: str) -> None:
-    for _ in range(500):
-        if condition():
-            return
-        await asyncio.sleep(0.01)
-    raise AssertionError(f"never: {what}")
+from tests.support.polling import eventually
 
 
 async def _collect(scheduler: Scheduler, items: list[int], out: list[int]) -> None:
@@ -57,10 +49,10 @@ async def test_a_stream_stalls_after_n_items_until_cleared() -> None:
     scheduler.faults.set_stall(2)
     out: list[int] = []
     task = asyncio.create_task(_collect(scheduler, list(range(5)), out))
-    await _until(lambda: scheduler.faults.stalled == 1, "stalled")
+    await eventually(lambda: scheduler.faults.stalled == 1, what="stalled")
     assert out == [0, 1]
     scheduler.faults.clear()
-    await asyncio.wait_for(task, 5)
+    await asyncio.wait_for(task, 30)
     assert out == [0, 1, 2, 3, 4]
     assert scheduler.faults.snapshot() == {
         "stall_after": None,
@@ -75,7 +67,7 @@ async def test_a_cancelled_stalled_stream_leaves_no_stall_behind() -> None:
     scheduler.faults.set_stall(0)
     out: list[int] = []
     task = asyncio.create_task(_collect(scheduler, [1, 2], out))
-    await _until(lambda: scheduler.faults.stalled == 1, "stalled")
+    await eventually(lambda: scheduler.faults.stalled == 1, what="stalled")
     task.cancel()
     with pytest.raises(asyncio.CancelledError):
         await task
@@ -87,10 +79,10 @@ async def test_a_whole_generation_stalls_too() -> None:
     scheduler = Scheduler(4)
     scheduler.faults.set_stall(1, count=1)
     sleeper = asyncio.create_task(scheduler.sleep_generation(5))
-    await _until(lambda: scheduler.faults.stalled == 1, "stalled")
+    await eventually(lambda: scheduler.faults.stalled == 1, what="stalled")
     assert not sleeper.done()
     scheduler.faults.clear()
-    await asyncio.wait_for(sleeper, 5)
+    await asyncio.wait_for(sleeper, 30)
 
 
 async def test_the_route_sets_shows_and_clears_a_stall() -> None:
@@ -106,19 +98,15 @@ async def test_the_route_sets_shows_and_clears_a_stall() -> None:
 
         body = {"model": MODEL, "prompt": "go", "max_tokens": 8, "ignore_eos": True}
         request = asyncio.create_task(client.post("/v1/completions", json=body))
-        stalled = 0
 
-        async def poll() -> None:
-            nonlocal stalled
-            while not stalled:
-                stalled = (await client.get("/sim/faults")).json()["stalled"]
-                await asyncio.sleep(0.01)
+        async def stalled() -> bool:
+            return bool((await client.get("/sim/faults")).json()["stalled"])
 
-        await asyncio.wait_for(poll(), 5)
+        await eventually(stalled, what="the request stalled")
         assert not request.done()
         cleared = await client.delete("/sim/faults")
         assert cleared.json()["stall_after"] is None
-        response = await asyncio.wait_for(request, 5)
+        response = await asyncio.wait_for(request, 30)
         assert response.status_code == 200
         assert response.json()["usage"]["completion_tokens"] == 8
 

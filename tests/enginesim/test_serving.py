@@ -6,11 +6,10 @@ import asyncio
 import contextlib
 import os
 import signal
-import socket
 import subprocess
 import sys
-import time
 from collections.abc import Iterator
+from pathlib import Path
 
 import httpx
 import pytest
@@ -25,6 +24,8 @@ from switchyard.enginesim.serving import (
     sse_event,
     until_disconnected,
 )
+from tests.support.polling import eventually_sync
+from tests.support.processes import free_port
 
 
 def test_sse_framing_per_engine() -> None:
@@ -138,58 +139,51 @@ serve(Starlette(routes=[Route("/", hello)]), "127.0.0.1", int(sys.argv[1]),
 """
 
 
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        port: int = s.getsockname()[1]
-        return port
-
-
 @contextlib.contextmanager
-def _server(port: int, delay: float) -> Iterator[subprocess.Popen[str]]:
-    proc = subprocess.Popen(
-        [sys.executable, "-c", _APP, str(port), str(delay)],
-        stderr=subprocess.PIPE,
-        text=True,
-        env={**os.environ, "PYTHONUNBUFFERED": "1"},
-    )
+def _server(log: Path, port: int, delay: float) -> Iterator[subprocess.Popen[bytes]]:
+    with log.open("wb") as out:
+        proc = subprocess.Popen(
+            [sys.executable, "-c", _APP, str(port), str(delay)],
+            stderr=out,
+            env={**os.environ, "PYTHONUNBUFFERED": "1"},
+        )
     try:
         yield proc
     finally:
         if proc.poll() is None:
             proc.kill()
         proc.wait()
-        assert proc.stderr is not None
-        proc.stderr.close()
 
 
-def _wait_for_line(proc: subprocess.Popen[str], text: str) -> str:
-    assert proc.stderr is not None
-    deadline = time.monotonic() + 30
-    while time.monotonic() < deadline:
-        line = proc.stderr.readline()
-        if text in line:
-            return line
-        if not line and proc.poll() is not None:
-            break
-    raise AssertionError(f"no log line with {text!r}")
+def _wait_for_line(proc: subprocess.Popen[bytes], log: Path, text: str) -> str:
+    def line() -> str | None:
+        found = [x for x in log.read_text(errors="replace").splitlines() if text in x]
+        if not found and proc.poll() is not None:
+            raise AssertionError(f"exited without a line with {text!r}: {log.read_text()}")
+        return found[0] if found else None
+
+    return eventually_sync(line, what=f"a log line with {text!r}")
 
 
-def test_serve_listens_after_the_delay_and_stops_on_sigterm() -> None:
-    port = _free_port()
-    with _server(port, 1.0) as proc:
-        _wait_for_line(proc, "loading: not listening")
-        with pytest.raises(httpx.ConnectError):
-            httpx.get(f"http://127.0.0.1:{port}/")
-        line = _wait_for_line(proc, "listening on")
+def test_serve_listens_after_the_delay_and_stops_on_sigterm(tmp_path: Path) -> None:
+    log, port = tmp_path / "sim.log", free_port()
+    with _server(log, port, 0.5) as proc:
+        _wait_for_line(proc, log, "loading: not listening")
+        line = _wait_for_line(proc, log, "listening on")
         assert f"test-sim listening on http://127.0.0.1:{port}" in line
+        text = log.read_text()
+        assert text.index("loading: not listening") < text.index(line)
         assert httpx.get(f"http://127.0.0.1:{port}/").text == "hello"
         proc.send_signal(signal.SIGTERM)
-        assert proc.wait(timeout=10) in (0, -signal.SIGTERM)  # uvicorn re-raises the signal
+        assert proc.wait(timeout=30) in (0, -signal.SIGTERM)  # uvicorn re-raises the signal
 
 
-def test_sigterm_while_loading_exits_cleanly() -> None:
-    with _server(_free_port(), 60.0) as proc:
-        _wait_for_line(proc, "loading: not listening")
+def test_the_port_stays_closed_while_loading_and_sigterm_exits_cleanly(tmp_path: Path) -> None:
+    log, port = tmp_path / "sim.log", free_port()
+    # An hour's load: the port stays closed for the whole test, however slow the machine.
+    with _server(log, port, 3600.0) as proc:
+        _wait_for_line(proc, log, "loading: not listening")
+        with pytest.raises(httpx.ConnectError):
+            httpx.get(f"http://127.0.0.1:{port}/", timeout=10.0)
         proc.send_signal(signal.SIGTERM)
-        assert proc.wait(timeout=10) == 0
+        assert proc.wait(timeout=30) == 0

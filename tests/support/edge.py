@@ -62,6 +62,11 @@ class Edge:
     def url(self) -> str:
         return f"http://127.0.0.1:{self.service.port}"
 
+    @property
+    def metrics_url(self) -> str:
+        """The edge's Prometheus page, on its own port (never the public one)."""
+        return f"http://127.0.0.1:{self.service.extra_ports['metrics']}/metrics"
+
     def client(self, key: str = "full") -> AsyncOpenAI:
         """The official SDK, without its own retries (tests see every answer)."""
         return AsyncOpenAI(
@@ -74,7 +79,7 @@ class Edge:
     async def metrics(self) -> dict[tuple[str, tuple[tuple[str, str], ...]], float]:
         """Every sample on /metrics, keyed by (name, sorted labels)."""
         async with httpx.AsyncClient() as client:
-            text = (await client.get(f"{self.url}/metrics")).text
+            text = (await client.get(self.metrics_url)).text
         return {
             (s.name, tuple(sorted(s.labels.items()))): s.value
             for family in text_string_to_metric_families(text)
@@ -105,11 +110,13 @@ def start_edge(
     plain, keys_file = keyring or write_keys(log_dir, keys)
     routes_file = log_dir / f"{name}-routes.yaml"
     write_routes(routes_file, endpoints)
-    port = free_port()
+    port, metrics_port = free_port(), free_port()
     extra = {
         "EDGE_LOG_FORMAT": "json",
         "EDGE_RELOAD_INTERVAL_S": "0.2",
         "EDGE_SHUTDOWN_GRACE_S": "10",
+        "EDGE_METRICS_PORT": str(metrics_port),
+        "EDGE_DOCS": "true",
         **(env or {}),
     }
     service = start(
@@ -118,6 +125,7 @@ def start_edge(
         log_dir,
         port=port,
         env=edge_env("127.0.0.1", port, keys_file, routes_file, redis_url=redis_url, extra=extra),
+        extra_ports={"metrics": int(extra["EDGE_METRICS_PORT"])},
     )
     edge = Edge(service, plain, keys_file, routes_file, extra)
     try:

@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-import asyncio
-import time
 from collections.abc import Iterator
 from dataclasses import dataclass
 from typing import Any
@@ -11,7 +9,11 @@ from typing import Any
 import grpc
 from opentelemetry.proto.collector.trace.v1 import trace_service_pb2, trace_service_pb2_grpc
 
+from tests.support.polling import TIMEOUT_S, NotYet, eventually
 from tests.support.processes import free_port
+
+#: OTLP's SpanKind of a span that handled an incoming request.
+SPAN_KIND_SERVER = 2
 
 
 @dataclass(frozen=True)
@@ -84,19 +86,22 @@ class OtlpCollector:
         return (s for s in self._receiver.spans if s.trace_id == trace_id)
 
     async def wait_for(
-        self, trace_id: str, services: set[str], within_s: float = 10.0
+        self, trace_id: str, services: set[str], within_s: float = TIMEOUT_S
     ) -> list[ExportedSpan]:
-        """The spans of `trace_id` once every service in `services` has exported some."""
-        deadline = time.monotonic() + within_s
-        while time.monotonic() < deadline:
-            spans = list(self.trace(trace_id))
-            if services <= {s.service for s in spans}:
-                await asyncio.sleep(0.2)  # let the last batches in
-                return list(self.trace(trace_id))
-            await asyncio.sleep(0.05)
-        raise AssertionError(
-            f"spans of {trace_id} from {services} not exported; got {self.spans[-10:]}"
-        )
+        """The spans of `trace_id` once every service in `services` has exported its server
+        span of it. A span is exported when it ends and a server span ends after its
+        children, which the same exporter queued before it: so by then every span of that
+        service in the trace has arrived (no grace period to guess)."""
+
+        def servers_in() -> bool:
+            done = {s.service for s in self.trace(trace_id) if s.kind == SPAN_KIND_SERVER}
+            return services <= done
+
+        try:
+            await eventually(servers_in, within_s=within_s, what=f"server spans of {services}")
+        except NotYet as exc:
+            raise AssertionError(f"{exc}; got {self.spans[-10:]}") from None
+        return list(self.trace(trace_id))
 
     async def __aenter__(self) -> OtlpCollector:
         await self._server.start()

@@ -6,13 +6,11 @@ failing test says why the service did not come up.
 
 from __future__ import annotations
 
-import contextlib
 import os
 import signal
 import socket
 import subprocess
 import sys
-import time
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -20,6 +18,8 @@ from pathlib import Path
 import grpc
 import httpx
 from grpc_health.v1 import health_pb2, health_pb2_grpc
+
+from tests.support.polling import NotYet, eventually_sync
 
 SERVING = health_pb2.HealthCheckResponse.SERVING
 
@@ -94,18 +94,21 @@ def start(
 
 def wait_http(service: Service, url: str, timeout: float = 30.0, status: int | None = 200) -> None:
     """Poll `url` until it answers (with `status`, unless None)."""
-    deadline = time.monotonic() + timeout
-    last = "no answer"
-    while time.monotonic() < deadline:
+
+    codes: list[int] = []
+
+    def answered() -> bool:
         if not service.alive():
             raise service.fail(f"exited while waiting for {url}")
-        with contextlib.suppress(httpx.HTTPError):
-            response = httpx.get(url, timeout=2.0)
-            if status is None or response.status_code == status:
-                return
-            last = f"HTTP {response.status_code}"
-        time.sleep(0.05)
-    raise service.fail(f"{url} not ready after {timeout}s (last: {last})")
+        codes.append(httpx.get(url, timeout=2.0).status_code)
+        return status is None or codes[-1] == status
+
+    try:
+        eventually_sync(
+            answered, within_s=timeout, interval=0.05, what=url, ignore=(httpx.HTTPError,)
+        )
+    except NotYet as exc:
+        raise service.fail(f"{exc}; HTTP statuses seen: {sorted(set(codes))}") from None
 
 
 def health_status(address: str, service_name: str = "", timeout: float = 2.0) -> int | None:
@@ -124,16 +127,16 @@ def health_status(address: str, service_name: str = "", timeout: float = 2.0) ->
 
 def wait_health(service: Service, address: str, status: int, timeout: float = 30.0) -> None:
     """Poll the gRPC health of `address` until it answers `status`."""
-    deadline = time.monotonic() + timeout
-    last: int | None = None
-    while time.monotonic() < deadline:
+
+    def answers() -> bool:
         if not service.alive():
             raise service.fail(f"exited while waiting for health status {status}")
-        last = health_status(address)
-        if last == status:
-            return
-        time.sleep(0.05)
-    raise service.fail(f"health status {last}, not {status}, after {timeout}s")
+        return health_status(address) == status
+
+    try:
+        eventually_sync(answers, within_s=timeout, interval=0.05, what=f"health status {status}")
+    except NotYet as exc:
+        raise service.fail(f"{exc}; now {health_status(address)}") from None
 
 
 def wait_serving(service: Service, address: str, timeout: float = 30.0) -> None:

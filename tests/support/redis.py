@@ -17,12 +17,12 @@ import shutil
 import signal
 import subprocess
 import tempfile
-import time
 from collections.abc import Iterator
 from pathlib import Path
 
 import redis
 
+from tests.support.polling import NotYet, eventually_sync
 from tests.support.processes import Service, free_port
 
 
@@ -54,7 +54,7 @@ class RedisServer:
             return f"unix://{self.socket}"
         return f"redis://127.0.0.1:{self.port}/0"
 
-    def start(self, timeout: float = 10.0) -> None:
+    def start(self, timeout: float = 30.0) -> None:
         """Start the server (again) on its address and wait until it answers PING."""
         if self.service is not None and self.service.alive():
             return
@@ -98,22 +98,21 @@ class RedisServer:
             shutil.rmtree(self._socket_dir, ignore_errors=True)
 
     def _wait_ready(self, service: Service, timeout: float) -> None:
-        deadline = time.monotonic() + timeout
-        last = "no answer"
         client = redis.Redis.from_url(self.url, socket_timeout=0.5, socket_connect_timeout=0.5)
+
+        def pong() -> bool:
+            if not service.alive():
+                raise service.fail("exited while starting")
+            return bool(client.ping())
+
         try:
-            while time.monotonic() < deadline:
-                if not service.alive():
-                    raise service.fail("exited while starting")
-                try:
-                    if client.ping():
-                        return
-                except redis.RedisError as exc:
-                    last = repr(exc)
-                time.sleep(0.01)
+            eventually_sync(
+                pong, within_s=timeout, interval=0.01, what="PONG", ignore=(redis.RedisError,)
+            )
+        except NotYet as exc:
+            raise service.fail(str(exc)) from None
         finally:
             client.close()
-        raise service.fail(f"no PONG after {timeout}s (last: {last})")
 
 
 @contextlib.contextmanager

@@ -16,9 +16,14 @@ async def test_a_burst_admits_exactly_the_rpm(backend: Backend) -> None:
 
     decisions = [await limiter.acquire("key", limits, 0) for _ in range(11)]
 
-    assert [d.allowed for d in decisions] == [True] * 10 + [False]
-    assert [d.remaining_requests for d in decisions] == [9, 8, 7, 6, 5, 4, 3, 2, 1, 0, 0]
+    assert [d.allowed for d in decisions[:10]] == [True] * 10
     refused = decisions[-1]
+    assert backend.refused(refused, 6.0)  # one request is 60/10 s
+    remaining = [d.remaining_requests for d in decisions]
+    assert all(
+        backend.count(actual, expected, 6.0)
+        for actual, expected in zip(remaining, [9, 8, 7, 6, 5, 4, 3, 2, 1, 0, 0], strict=True)
+    ), remaining
     assert backend.near(refused.retry_after_s, 60 / 10)
     assert refused.limit_requests == 10
     assert not refused.too_large
@@ -36,8 +41,12 @@ async def test_a_concurrent_burst_admits_exactly_the_rpm(backend: Backend) -> No
 
     decisions = await asyncio.gather(*(limiter.acquire("key", limits, 0) for _ in range(80)))
 
-    assert sum(d.allowed for d in decisions) == 25
-    assert sorted(d.remaining_requests or 0 for d in decisions if d.allowed) == list(range(25))
+    interval = 60 / 25
+    assert backend.count(sum(d.allowed for d in decisions), 25, interval)
+    # Atomic: each admission saw the state the one before left (unless a request came
+    # back in between, which repeats a count).
+    remaining = sorted(d.remaining_requests or 0 for d in decisions if d.allowed)
+    assert backend.refilled(interval) > 0 or remaining == list(range(25))
 
 
 async def test_token_costs_fill_the_tpm(backend: Backend) -> None:
@@ -48,13 +57,17 @@ async def test_token_costs_fill_the_tpm(backend: Backend) -> None:
     refused = await limiter.acquire("key", limits, 30)
     last = await limiter.acquire("key", limits, 10)
 
-    assert [d.remaining_tokens for d in admitted] == [70, 40, 10]
-    assert not refused.allowed
-    assert refused.remaining_tokens == 10
-    # 90 used + 30 asked - 100 allowed = 20 tokens over; one token is 60/100 s.
-    assert backend.near(refused.retry_after_s, 20 * 60 / 100)
+    token = 60 / 100  # seconds: one comes back
+    assert all(
+        backend.count(d.remaining_tokens, expected, token)
+        for d, expected in zip(admitted, [70, 40, 10], strict=True)
+    )
+    # 90 used + 30 asked - 100 allowed = 20 tokens over.
+    assert backend.refused(refused, 20 * token)
+    assert backend.count(refused.remaining_tokens, 10, token)
+    assert backend.near(refused.retry_after_s, 20 * token)
     assert last.allowed
-    assert last.remaining_tokens == 0
+    assert backend.count(last.remaining_tokens, 0, token)
     assert backend.near(last.reset_tokens_s, 60.0)
     assert last.limit_requests is None
     assert last.remaining_requests is None
@@ -69,12 +82,13 @@ async def test_a_token_refusal_charges_no_request(backend: Backend) -> None:
     second = await limiter.acquire("key", limits, 40)
 
     assert first.allowed
-    assert not refused.allowed
-    assert refused.remaining_requests == 1
+    assert backend.refused(refused, 20 * 60 / 100)
+    assert backend.count(refused.remaining_requests, 1, 30.0)
     assert backend.near(refused.retry_after_s, 20 * 60 / 100)
     # Two requests fit, so the refused one was not counted.
     assert second.allowed
-    assert (second.remaining_requests, second.remaining_tokens) == (0, 0)
+    assert backend.count(second.remaining_requests, 0, 30.0)
+    assert backend.count(second.remaining_tokens, 0, 0.6)
 
 
 async def test_a_request_refusal_charges_no_tokens(backend: Backend) -> None:
@@ -87,11 +101,11 @@ async def test_a_request_refusal_charges_no_tokens(backend: Backend) -> None:
     tokens_only = await limiter.acquire("key", Limits(rpm=None, tpm=100), 90)
 
     assert first.allowed
-    assert not refused.allowed
-    assert refused.remaining_tokens == 90
+    assert backend.refused(refused, 60.0)
+    assert backend.count(refused.remaining_tokens, 90, 0.6)
     assert backend.near(refused.retry_after_s, 60.0)
     assert tokens_only.allowed
-    assert tokens_only.remaining_tokens == 0
+    assert backend.count(tokens_only.remaining_tokens, 0, 0.6)
 
 
 async def test_a_request_larger_than_the_tpm_is_never_admissible(backend: Backend) -> None:
@@ -130,14 +144,15 @@ async def test_capacity_comes_back_at_the_retry_time(backend: Backend) -> None:
     for _ in range(5):
         assert (await limiter.acquire("key", limits, 0)).allowed
     refused = await limiter.acquire("key", limits, 0)
+    assert backend.refused(refused, 0.2)
     assert backend.near(refused.retry_after_s, 0.2)
 
     await backend.advance(refused.retry_after_s)
 
     again = await limiter.acquire("key", limits, 0)
     assert again.allowed
-    assert again.remaining_requests == 0
-    assert not (await limiter.acquire("key", limits, 0)).allowed
+    assert backend.count(again.remaining_requests, 0, 0.2)
+    assert backend.refused(await limiter.acquire("key", limits, 0), 0.2)
 
 
 async def test_capacity_comes_back_in_fractions_of_a_ms(backend: Backend) -> None:
@@ -146,6 +161,7 @@ async def test_capacity_comes_back_in_fractions_of_a_ms(backend: Backend) -> Non
     limits = Limits(rpm=None, tpm=7)
     assert (await limiter.acquire("key", limits, 7)).allowed
     refused = await limiter.acquire("key", limits, 1)
+    assert backend.refused(refused, 1 / 7)
     assert backend.near(refused.retry_after_s, 0.143)
 
     await backend.advance(refused.retry_after_s)
@@ -163,7 +179,7 @@ async def test_a_refund_restores_capacity(backend: Backend) -> None:
 
     after = await limiter.acquire("key", limits, 80)
     assert after.allowed
-    assert after.remaining_tokens == 0
+    assert backend.count(after.remaining_tokens, 0, 0.6)
 
 
 async def test_a_refund_never_creates_credit(backend: Backend) -> None:
@@ -178,7 +194,7 @@ async def test_a_refund_never_creates_credit(backend: Backend) -> None:
     for subject in ("key", "fresh"):
         full = await limiter.acquire(subject, limits, 100)
         assert full.allowed
-        assert not (await limiter.acquire(subject, limits, 1)).allowed
+        assert backend.refused(await limiter.acquire(subject, limits, 1), 0.6)
 
 
 async def test_an_extra_charge_puts_the_key_in_debt(backend: Backend) -> None:
@@ -203,7 +219,7 @@ async def test_an_extra_charge_is_taken_even_from_an_empty_bucket(backend: Backe
     await limiter.settle("key", limits, reserved=0, used=100)
 
     refused = await limiter.acquire("key", limits, 1)
-    assert not refused.allowed
+    assert backend.refused(refused, 0.6)
     assert backend.near(refused.retry_after_s, 0.6)
 
 
@@ -218,7 +234,8 @@ async def test_settling_without_a_tpm_or_a_difference_changes_nothing(backend: B
 
     decision = await limiter.acquire("key", Limits(rpm=2, tpm=100), 0)
     assert decision.allowed
-    assert (decision.remaining_requests, decision.remaining_tokens) == (0, 0)
+    assert backend.count(decision.remaining_requests, 0, 30.0)
+    assert backend.count(decision.remaining_tokens, 0, 0.6)
 
 
 async def test_unlimited_limits_admit_everything(backend: Backend) -> None:

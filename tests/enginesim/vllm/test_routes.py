@@ -10,6 +10,7 @@ import pytest
 
 from switchyard.enginesim.vllm.cli import parse_config
 from tests.enginesim.vllm.conftest import MODEL, Factory, argv, events
+from tests.support.polling import eventually
 
 GAUGES = ("vllm:num_requests_running", "vllm:num_requests_waiting", "vllm:kv_cache_usage_perc")
 FAMILIES = (
@@ -104,17 +105,21 @@ async def test_metrics_follow_the_scheduler(simulator: Factory) -> None:
     assert 'engine="0"' in idle
     assert sample(idle, "vllm:num_requests_running") == 0
     body = {"model": MODEL, "prompt": "word " * 20, "max_tokens": 30, "ignore_eos": True}
+    # The first request holds its slot (stalled) until the test has looked.
+    await client.post("/sim/faults", json={"stall_after": 1, "count": 1})
     calls = [asyncio.create_task(client.post("/v1/completions", json=body)) for _ in range(2)]
-    for _ in range(100):
-        if sim.scheduler.waiting == 1:
-            break
-        await asyncio.sleep(0.01)
-    await asyncio.sleep(0.1)
-    busy = (await client.get("/metrics")).text
+
+    async def busy_page() -> str | None:
+        page = (await client.get("/metrics")).text
+        return page if sample(page, "vllm:generation_tokens_total") > 0 else None
+
+    await eventually(lambda: sim.scheduler.waiting == 1, what="one running, one queued")
+    busy = await eventually(busy_page, what="tokens generated")
     assert sample(busy, "vllm:num_requests_running") == 1
     assert sample(busy, "vllm:num_requests_waiting") == 1
     assert 0 < sample(busy, "vllm:kv_cache_usage_perc") <= 1
-    assert 0 < sample(busy, "vllm:generation_tokens_total") < 60
+    assert sample(busy, "vllm:generation_tokens_total") <= 30  # the queued one has none yet
+    await client.delete("/sim/faults")
     await asyncio.gather(*calls)
     done = (await client.get("/metrics")).text
     assert sample(done, "vllm:num_requests_running") == 0
@@ -127,13 +132,19 @@ async def test_metrics_follow_the_scheduler(simulator: Factory) -> None:
 
 
 async def test_server_load_tracking(simulator: Factory) -> None:
-    client, _ = await simulator(
+    client, sim = await simulator(
         "--enable-server-load-tracking", "--sim-ttft", "0", "--sim-itl", "0.02"
     )
     body = {"model": MODEL, "prompt": "x", "max_tokens": 10, "ignore_eos": True}
+    await client.post("/sim/faults", json={"stall_after": 1})  # each holds until cleared
     calls = [asyncio.create_task(client.post("/v1/completions", json=body)) for _ in range(3)]
-    await asyncio.sleep(0.1)
-    assert (await client.get("/load")).json() == {"server_load": 3}
+
+    async def load() -> int:
+        return int((await client.get("/load")).json()["server_load"])
+
+    await eventually(lambda: sim.scheduler.faults.stalled == 3, what="three requests stalled")
+    assert await load() == 3
+    await client.delete("/sim/faults")
     await asyncio.gather(*calls)
     assert (await client.get("/load")).json() == {"server_load": 0}
 

@@ -3,6 +3,11 @@
 Three engine simulators (vLLM, SGLang, TGI), an adapter in front of each, and the edge
 serving `demo-vllm`, `demo-sglang` and `demo-tgi`, with a local API key. Ctrl-C stops all.
 `--edges 3` runs three edge processes sharing rate limits through a local redis-server.
+
+Only the edge's port is the user's. Everything else listens where the OS says is free
+(simulators and adapters on port 0, redis on a private unix socket), so a port already
+taken on this machine (3000 is Grafana's, 8000 many dev servers') never stops the stack
+and never wires its adapters to someone else's server.
 """
 
 from __future__ import annotations
@@ -10,17 +15,22 @@ from __future__ import annotations
 import argparse
 import shutil
 import sys
+import tempfile
 from pathlib import Path
 
 import uvloop
 
 from switchyard.devstack.components import (
+    ADAPTER_LISTENING,
     ENGINES,
+    SIM_LISTENING,
     EngineOptions,
     adapter_args,
     adapter_env,
     edge_args,
     edge_env,
+    free_port,
+    port_in_use,
     served_name,
     sim_args,
     write_private,
@@ -32,7 +42,6 @@ from switchyard.edge.auth.atomic import write_atomic
 from switchyard.edge.auth.keysfile import KeyEntry, render_keys
 
 HOST = "127.0.0.1"
-SIM_PORTS = {"vllm": 8000, "sglang": 30000, "tgi": 3000}  # each engine's own default port
 
 
 def _parser() -> argparse.ArgumentParser:
@@ -49,12 +58,6 @@ def _parser() -> argparse.ArgumentParser:
         type=int,
         default=1,
         help="uvicorn workers per edge (more than one starts redis)",
-    )
-    parser.add_argument(
-        "--redis-port", type=int, default=6379, help="port of the local redis-server, when used"
-    )
-    parser.add_argument(
-        "--adapter-port", type=int, default=50051, help="first adapter port (default 50051)"
     )
     parser.add_argument(
         "--ttft", type=float, default=0.05, help="simulated time to first token, seconds"
@@ -83,8 +86,10 @@ def dev_key(state_dir: Path) -> tuple[str, Path]:
     return key, keys_file
 
 
-def banner(key: str, edge_urls: list[str]) -> str:
+def banner(key: str, edge_urls: list[str], inside: list[tuple[str, str]]) -> str:
     url = edge_urls[0]
+    width = max(len(name) for name, _ in inside)
+    where = "\n".join(f"    {name.ljust(width)}  {address}" for name, address in inside)
     models = ", ".join(served_name(e) for e in ENGINES)
     return f"""
 Switchyard is up: {", ".join(edge_urls)}   models: {models}
@@ -100,18 +105,65 @@ Switchyard is up: {", ".join(edge_urls)}   models: {models}
   print(reply.choices[0].message.content)
   EOF
 
-  API docs: {url}/docs   metrics: {url}/metrics   Ctrl-C stops everything.
+  API docs: {url}/docs
+  Inside, on free ports (new each run):
+{where}
+  Ctrl-C stops everything.
 """
+
+
+async def start_edge(
+    supervisor: Supervisor, name: str, port: int, env: dict[str, str], attempts: int = 3
+) -> str:
+    """Start an edge on `port` (the user's) and its metrics on a free port; its metrics URL.
+
+    The edge has no "any free port" for its metrics (0 turns them off), so the port is
+    picked here and may be taken in the moment before the edge binds it: then the edge
+    exits at once, and another free port is tried.
+    """
+    for attempt in range(1, attempts + 1):
+        metrics_port = free_port(HOST)
+        extra = {"EDGE_METRICS_PORT": str(metrics_port), "EDGE_DOCS": "true"}
+        edge = await supervisor.start_python(name, edge_args(), {**env, **extra})
+        try:
+            await supervisor.wait_ready(edge, http_ok(f"http://{HOST}:{port}/readyz"))
+            return f"http://{HOST}:{metrics_port}/metrics"
+        except RuntimeError:
+            exited = edge.process is not None and edge.process.returncode is not None
+            raced = port_in_use(HOST, metrics_port) and not port_in_use(HOST, port)
+            if attempt == attempts or not (exited and raced):
+                raise
+        await supervisor.discard(edge)
+        print(f"devstack: {name}'s metrics port was taken meanwhile; trying another", flush=True)
+    raise RuntimeError(f"{name} could not start")  # not reached: the last attempt raises
+
+
+def taken_edge_ports(edge_port: int, edges: int) -> list[int]:
+    return [p for p in range(edge_port, edge_port + edges) if port_in_use(HOST, p)]
 
 
 async def run(args: argparse.Namespace, key: str, keys_file: Path) -> int:
     state_dir: Path = args.state_dir
+    # The edge's port is the one the user asked for: check it before starting anything, so
+    # a taken one is a clear message now, not a half-started stack.
+    taken = taken_edge_ports(args.edge_port, args.edges)
+    if taken:
+        where = ", ".join(f"{HOST}:{p}" for p in taken)
+        print(
+            f"devstack: the edge's port is already in use: {where}. Stop what listens there, "
+            f"or choose another: make run RUN_ARGS='--edge-port {args.edge_port + 100}'",
+            file=sys.stderr,
+        )
+        return 1
     supervisor = Supervisor(quiet=args.quiet)
     opts = EngineOptions(ttft_s=args.ttft, itl_s=args.itl)
     shared_limits = args.edges > 1 or args.workers > 1
-    redis_url = f"redis://{HOST}:{args.redis_port}/0" if shared_limits else None
+    # Short and private: a unix socket path must stay under ~100 bytes.
+    sockets_dir = Path(tempfile.mkdtemp(prefix="switchyard-devstack-"))
+    inside: list[tuple[str, str]] = []
     try:
-        if redis_url:
+        redis_url: str | None = None
+        if shared_limits:
             server = shutil.which("redis-server")
             if server is None:
                 print(
@@ -119,53 +171,64 @@ async def run(args: argparse.Namespace, key: str, keys_file: Path) -> int:
                     file=sys.stderr,
                 )
                 return 2
+            socket_path = sockets_dir / "redis.sock"
             redis = await supervisor.start(
                 "redis",
                 [
                     server,
-                    "--port",
-                    str(args.redis_port),
-                    "--bind",
-                    HOST,
-                    "--save",
-                    "",
-                    "--appendonly",
-                    "no",
+                    "--port", "0",  # no TCP at all
+                    "--unixsocket", str(socket_path),
+                    "--unixsocketperm", "700",
+                    "--save", "",
+                    "--appendonly", "no",
                 ],
-            )
-            await supervisor.wait_ready(redis, redis_ping(HOST, args.redis_port))
+            )  # fmt: skip
+            await supervisor.wait_ready(redis, redis_ping(socket_path))
+            redis_url = f"unix://{socket_path}"
+            inside.append(("redis", str(socket_path)))
 
         sims = {
             e: await supervisor.start_python(
-                f"sim-{e}", sim_args(e, HOST, SIM_PORTS[e], served_name(e), opts)
+                f"sim-{e}", sim_args(e, HOST, 0, served_name(e), opts), listening=SIM_LISTENING
             )
             for e in ENGINES
         }
+        sim_urls = {}
         for engine, sim in sims.items():
-            await supervisor.wait_ready(sim, http_ok(f"http://{HOST}:{SIM_PORTS[engine]}/health"))
+            sim_urls[engine] = f"http://{HOST}:{await supervisor.port_of(sim)}"
+            await supervisor.wait_ready(sim, http_ok(f"{sim_urls[engine]}/health"))
+            inside.append((f"sim-{engine}", sim_urls[engine]))
 
+        adapters = {
+            e: await supervisor.start_python(
+                f"adapter-{e}",
+                adapter_args(e),
+                adapter_env(e, sim_urls[e], HOST, 0),
+                listening=ADAPTER_LISTENING,
+            )
+            for e in ENGINES
+        }
         endpoints: dict[str, list[str]] = {}
-        for i, engine in enumerate(ENGINES):
-            port = args.adapter_port + i
-            env = adapter_env(engine, f"http://{HOST}:{SIM_PORTS[engine]}", HOST, port)
-            adapter = await supervisor.start_python(f"adapter-{engine}", adapter_args(engine), env)
-            await supervisor.wait_ready(adapter, grpc_serving(f"{HOST}:{port}"))
-            endpoints[engine] = [f"{HOST}:{port}"]
+        for engine, adapter in adapters.items():
+            address = f"{HOST}:{await supervisor.port_of(adapter)}"
+            await supervisor.wait_ready(adapter, grpc_serving(address))
+            endpoints[engine] = [address]
+            inside.append((f"adapter-{engine}", address))
         routes_file = state_dir / "routes.yaml"
         write_routes(routes_file, endpoints)
 
         edge_urls = []
         for i in range(args.edges):
+            name = "edge" if args.edges == 1 else f"edge-{i + 1}"
             port = args.edge_port + i
             env = edge_env(
                 HOST, port, keys_file, routes_file, workers=args.workers, redis_url=redis_url
             )
-            name = "edge" if args.edges == 1 else f"edge-{i + 1}"
-            edge = await supervisor.start_python(name, edge_args(), env)
-            await supervisor.wait_ready(edge, http_ok(f"http://{HOST}:{port}/readyz"))
+            metrics_url = await start_edge(supervisor, name, port, env)
             edge_urls.append(f"http://{HOST}:{port}")
+            inside.append((f"{name} metrics", metrics_url))
 
-        print(banner(key, edge_urls), flush=True)
+        print(banner(key, edge_urls, inside), flush=True)
         print(await supervisor.watch(), flush=True)
         return 0
     except RuntimeError as exc:
@@ -173,6 +236,7 @@ async def run(args: argparse.Namespace, key: str, keys_file: Path) -> int:
         return 1
     finally:
         await supervisor.stop_all()
+        shutil.rmtree(sockets_dir, ignore_errors=True)
 
 
 def main() -> int:

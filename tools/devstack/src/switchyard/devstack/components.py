@@ -7,7 +7,10 @@ test suite both start processes from here.
 
 from __future__ import annotations
 
+import errno
 import os
+import re
+import socket
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -21,6 +24,36 @@ SIM_MODEL = "switchyard/sim-1b-instruct"
 
 def served_name(engine: str) -> str:
     return f"demo-{engine}"
+
+
+# Started on port 0, a process binds a port the OS picks, free by construction (no "find a
+# free port, then start" race), and names it in one line of its output:
+#: a simulator: "<name> listening on http://127.0.0.1:40123" (any engine);
+SIM_LISTENING = re.compile(r"listening on http://[^\s/]*:(\d+)")
+#: an adapter: its `adapter_started` log line, JSON or console, with address=host:port.
+ADAPTER_LISTENING = re.compile(r"^(?=.*adapter_started).*?\baddress\W+[^\s\"']*:(\d+)")
+
+
+def free_port(host: str) -> int:
+    """A port free now (the OS's pick); someone may take it before it is used."""
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as probe:
+        probe.bind((host, 0))
+        port: int = probe.getsockname()[1]
+        return port
+
+
+def port_in_use(host: str, port: int) -> bool:
+    """Whether binding `host:port` fails because something holds it (bound as uvicorn
+    binds, with SO_REUSEADDR, so a port merely in TIME_WAIT counts as free)."""
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as probe:
+        probe.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        try:
+            probe.bind((host, port))
+        except OSError as exc:
+            if exc.errno == errno.EADDRINUSE:
+                return True
+            raise
+    return False
 
 
 @dataclass(frozen=True)
@@ -66,6 +99,8 @@ def sim_args(
             "--served-model-name", served_model_name,
             "--context-length", str(opts.max_model_len),
             "--enable-metrics",
+            # Seeds count only in this mode (the adapter refuses them otherwise).
+            "--enable-deterministic-inference",
         ]  # fmt: skip
         if opts.max_running:
             args += ["--max-running-requests", str(opts.max_running)]

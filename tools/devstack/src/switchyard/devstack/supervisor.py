@@ -10,11 +10,13 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import os
+import re
 import signal
 import sys
 import time
 from collections.abc import Awaitable, Callable, Mapping, Sequence
 from dataclasses import dataclass, field
+from pathlib import Path
 
 import grpc
 import httpx
@@ -30,6 +32,9 @@ class Child:
     env: Mapping[str, str] = field(default_factory=dict)
     process: asyncio.subprocess.Process | None = None
     relay: asyncio.Task[None] | None = None
+    #: Matches the line in which the child says which port it bound (group 1).
+    listening: re.Pattern[str] | None = None
+    port: asyncio.Future[int] | None = None
 
 
 class Supervisor:
@@ -47,10 +52,20 @@ class Supervisor:
         return f"\033[{code}m{label}\033[0m | "
 
     async def start(
-        self, name: str, argv: Sequence[str], env: Mapping[str, str] | None = None
+        self,
+        name: str,
+        argv: Sequence[str],
+        env: Mapping[str, str] | None = None,
+        listening: re.Pattern[str] | None = None,
     ) -> Child:
-        """Start `argv` (a program and its arguments) with `env` added to ours."""
-        child = Child(name, argv, dict(env or {}))
+        """Start `argv` (a program and its arguments) with `env` added to ours.
+
+        `listening`: the child binds a port the OS chose (port 0) and names it in a line of
+        its output that this pattern matches; `port_of` returns it.
+        """
+        child = Child(name, argv, dict(env or {}), listening=listening)
+        if listening is not None:
+            child.port = asyncio.get_running_loop().create_future()
         self.children.append(child)
         self._width = max(self._width, len(name))
         child.process = await asyncio.create_subprocess_exec(
@@ -64,18 +79,55 @@ class Supervisor:
         return child
 
     async def start_python(
-        self, name: str, module_args: Sequence[str], env: Mapping[str, str] | None = None
+        self,
+        name: str,
+        module_args: Sequence[str],
+        env: Mapping[str, str] | None = None,
+        listening: re.Pattern[str] | None = None,
     ) -> Child:
-        return await self.start(name, [sys.executable, "-m", *module_args], env)
+        return await self.start(name, [sys.executable, "-m", *module_args], env, listening)
 
     async def _relay(self, child: Child) -> None:
         assert child.process is not None
         assert child.process.stdout is not None
         prefix = self._prefix(child)
-        async for line in child.process.stdout:
+        async for raw in child.process.stdout:
+            line = raw.decode(errors="replace")
+            if child.port is not None and not child.port.done():
+                assert child.listening is not None
+                if found := child.listening.search(line):
+                    child.port.set_result(int(found.group(1)))
             if not self._quiet:
-                sys.stdout.write(prefix + line.decode(errors="replace"))
+                sys.stdout.write(prefix + line)
                 sys.stdout.flush()
+
+    async def port_of(self, child: Child, timeout_s: float = 60.0) -> int:
+        """The port `child` reports having bound (it was started with `listening`)."""
+        assert child.port is not None, f"{child.name} was started without `listening`"
+        assert child.process is not None
+        exited = asyncio.create_task(child.process.wait())
+        try:
+            done, _ = await asyncio.wait(
+                {child.port, exited}, timeout=timeout_s, return_when=asyncio.FIRST_COMPLETED
+            )
+        finally:
+            exited.cancel()
+        if child.port.done():
+            return child.port.result()
+        if exited in done:
+            raise RuntimeError(f"{child.name} exited while starting (see its output above)")
+        raise RuntimeError(
+            f"{child.name} did not say which port it listens on in {timeout_s:.0f}s"
+            " (is its log level above INFO?)"
+        )
+
+    async def discard(self, child: Child) -> None:
+        """Forget a child that exited while starting (to start another in its place)."""
+        assert child.process is not None
+        assert child.process.returncode is not None
+        if child.relay is not None:
+            await child.relay
+        self.children.remove(child)
 
     async def wait_ready(
         self, child: Child, check: Callable[[], Awaitable[bool]], timeout_s: float = 60.0
@@ -141,9 +193,9 @@ def grpc_serving(address: str) -> Callable[[], Awaitable[bool]]:
     return check
 
 
-def redis_ping(host: str, port: int) -> Callable[[], Awaitable[bool]]:
+def redis_ping(socket_path: Path) -> Callable[[], Awaitable[bool]]:
     async def check() -> bool:
-        reader, writer = await asyncio.open_connection(host, port)
+        reader, writer = await asyncio.open_unix_connection(socket_path)
         try:
             writer.write(b"PING\r\n")
             await writer.drain()

@@ -1,0 +1,151 @@
+"""`make run` (`python -m switchyard.devstack`) on a machine where ports are already taken.
+
+Only the edge's port is the user's: the simulators, adapters and redis must listen where
+the OS says is free, and reach each other, never a stranger on a well-known port.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import functools
+import os
+import signal
+import sys
+from collections.abc import AsyncIterator, Iterable
+from pathlib import Path
+
+import pytest
+from openai import AsyncOpenAI
+
+from switchyard.devstack.components import ENGINES, served_name
+from tests.support.processes import free_port
+
+#: What `make run` used before, or would by default: each engine's own port (3000 is also
+#: Grafana's), the adapters' 50051-50053, redis's 6379, the metrics ports' 9090.
+WELL_KNOWN_PORTS = (8000, 30000, 3000, 50051, 50052, 50053, 6379, 9090)
+#: Nine processes start on a loaded 2-core machine: a generous bound.
+START_S = 180.0
+
+pytestmark = [pytest.mark.slow, pytest.mark.timeout(2 * START_S)]
+
+
+class Stranger:
+    """Another stack's server on some ports: answers any HTTP request 200 and counts every
+    connection it gets. Ports something else already holds are left to it (taken anyway)."""
+
+    def __init__(self) -> None:
+        self.connections: dict[int, int] = {}
+        self._servers: list[asyncio.Server] = []
+
+    async def listen(self, ports: Iterable[int]) -> None:
+        for port in ports:
+            with contextlib.suppress(OSError):
+                server = await asyncio.start_server(
+                    functools.partial(self._answer, port), "127.0.0.1", port
+                )
+                self._servers.append(server)
+                self.connections[port] = 0
+
+    async def _answer(
+        self, port: int, reader: asyncio.StreamReader, writer: asyncio.StreamWriter
+    ) -> None:
+        self.connections[port] += 1
+        with contextlib.suppress(ConnectionError, asyncio.IncompleteReadError):
+            await reader.readuntil(b"\r\n\r\n")
+            writer.write(b"HTTP/1.1 200 OK\r\nContent-Length: 2\r\nConnection: close\r\n\r\nok")
+            await writer.drain()
+        writer.close()
+
+    async def close(self) -> None:
+        for server in self._servers:
+            server.close()
+            await server.wait_closed()
+
+
+@contextlib.asynccontextmanager
+async def stranger_on(ports: Iterable[int]) -> AsyncIterator[Stranger]:
+    stranger = Stranger()
+    try:
+        await stranger.listen(ports)
+        yield stranger
+    finally:
+        await stranger.close()
+
+
+async def devstack(state_dir: Path, *args: str) -> asyncio.subprocess.Process:
+    return await asyncio.create_subprocess_exec(
+        sys.executable, "-m", "switchyard.devstack", "--state-dir", str(state_dir), "--quiet", *args,
+        stdout=asyncio.subprocess.PIPE,
+        stderr=asyncio.subprocess.PIPE,
+        env={**os.environ, "PYTHONUNBUFFERED": "1"},
+    )  # fmt: skip
+
+
+async def until_up(process: asyncio.subprocess.Process) -> str:
+    """The banner, once the stack says it is up; fails with its stderr if it exits."""
+    assert process.stdout is not None
+    assert process.stderr is not None
+    out: list[str] = []
+    async with asyncio.timeout(START_S):
+        while line := (await process.stdout.readline()).decode():
+            out.append(line)
+            if "Ctrl-C stops everything" in line:  # the banner's last line
+                return "".join(out)
+    pytest.fail(f"the devstack stopped: {''.join(out)}{(await process.stderr.read()).decode()}")
+
+
+async def stop(process: asyncio.subprocess.Process) -> int:
+    """Ctrl-C, as a user stops it; it stops its processes and exits."""
+    if process.returncode is None:
+        process.send_signal(signal.SIGINT)
+        async with asyncio.timeout(60):
+            await process.communicate()
+    assert process.returncode is not None
+    return process.returncode
+
+
+async def test_taken_well_known_ports_neither_stop_the_stack_nor_reach_it(
+    tmp_path: Path,
+) -> None:
+    edge_port = free_port()
+    async with stranger_on(WELL_KNOWN_PORTS) as stranger:
+        assert stranger.connections, "every well-known port is taken here: nothing to test"
+        # Two workers: the edges share rate limits through a redis the stack starts too.
+        process = await devstack(
+            tmp_path / "state", "--edge-port", str(edge_port), "--workers", "2"
+        )
+        try:
+            banner = await until_up(process)
+            assert f"http://127.0.0.1:{edge_port}" in banner
+            key = (tmp_path / "state" / "dev-key").read_text().strip()
+            client = AsyncOpenAI(base_url=f"http://127.0.0.1:{edge_port}/v1", api_key=key)
+            async with client:
+                for engine in ENGINES:
+                    reply = await client.chat.completions.create(
+                        model=served_name(engine),
+                        messages=[{"role": "user", "content": "Hello!"}],
+                        max_tokens=5,
+                    )
+                    assert reply.choices[0].message.content, engine
+        finally:
+            returncode = await stop(process)
+        assert returncode == 0
+        # The adapters reached the stack's own simulators: the stranger saw nobody.
+        assert stranger.connections == dict.fromkeys(stranger.connections, 0)
+
+
+async def test_a_taken_edge_port_fails_at_once_with_a_clear_message(tmp_path: Path) -> None:
+    async with stranger_on([free_port()]) as stranger:
+        (edge_port,) = stranger.connections
+        process = await devstack(tmp_path / "state", "--edge-port", str(edge_port))
+        async with asyncio.timeout(START_S):
+            out, err = await process.communicate()
+
+    assert process.returncode == 1
+    message = err.decode()
+    assert f"127.0.0.1:{edge_port}" in message
+    assert "already in use" in message
+    assert "--edge-port" in message  # how to choose another
+    assert b"Switchyard is up" not in out
+    assert stranger.connections == {edge_port: 0}
