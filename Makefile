@@ -13,6 +13,8 @@ PROTOS := $(shell find protos -name '*.proto')
 RUN_ARGS ?=
 # make bench BENCH_ARGS='--no-litellm --scale 0.5'
 BENCH_ARGS ?=
+# make soak SOAK_ARGS='--minutes 2' (shorter), SOAK_ARGS='--keepalive-s 1' (faster pings, shorter gaps)
+SOAK_ARGS ?=
 # Where tests run in parallel; 'auto' = one worker per core.
 TEST_WORKERS ?= auto
 PYTEST_ARGS ?=
@@ -93,6 +95,10 @@ dev: ## skaffold dev on a local cluster (kind, minikube, k3d): simulated engines
 .PHONY: bench
 bench: sync system-deps ## Switchyard against the engine alone and LiteLLM's proxy (about 6 min; results in bench/results/).
 	$(UV) run --locked python -m switchyard.bench $(BENCH_ARGS)
+
+.PHONY: soak
+soak: sync system-deps ## 10 minutes of bursts, streams and idle gaps at production keepalive intervals; counts by status, GOAWAYs, edge RSS and fds.
+	$(UV) run --locked python -m tests.reliability.soak $(SOAK_ARGS)
 
 .PHONY: clean
 clean: ## Remove caches and the virtualenv.

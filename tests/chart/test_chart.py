@@ -103,6 +103,24 @@ BAD = {
     "unshared-limits": {"redis": {"enabled": False}},  # two replicas, in-memory limits
 }
 RENDERED_CASES = ("default", "local", "gpu")
+#: Cases upgraded after the install, with these values (helm upgrade).
+UPGRADES = {
+    # A key added (the README's way), and a backend's spec changed in the values.
+    "local": merge(
+        values_file("local"),
+        {
+            "edge": {
+                "keys": {
+                    "entries": [{"name": "me", "tenant": "t", "sha256": "0" * 64, "models": ["*"]}]
+                }
+            },
+            "backends": [
+                {**b, "spec": {**b["spec"], "maxModelLen": 2048}}
+                for b in values_file("local")["backends"]
+            ],
+        },
+    ),
+}
 
 
 @pytest.fixture(scope="module")
@@ -119,6 +137,7 @@ def helm(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Any]:
     workdir = tmp_path_factory.mktemp("helm")
     cases = [
         {"name": name, "namespace": NAMESPACE, "values": values}
+        | ({"upgrade": UPGRADES[name]} if name in UPGRADES else {})
         for name, values in {**GOOD, **BAD}.items()
     ]
     (workdir / "cases.json").write_text(json.dumps({"chart": str(CHART), "cases": cases}))
@@ -147,6 +166,18 @@ def manifest(helm: dict[str, Any], case: str) -> list[dict[str, Any]]:
     objects: list[dict[str, Any]] = result["manifest"]
     assert objects
     return objects
+
+
+def hooks(helm: dict[str, Any], case: str) -> list[dict[str, Any]]:
+    """The case's hook objects, each with its "events" and "delete_policies"."""
+    manifest(helm, case)  # the install succeeded
+    found: list[dict[str, Any]] = helm["cases"][case]["hooks"]
+    return found
+
+
+def backends(helm: dict[str, Any], case: str) -> list[dict[str, Any]]:
+    """The ModelBackends the chart makes (post-install hooks)."""
+    return [h["object"] for h in hooks(helm, case) if h["object"]["kind"] == "ModelBackend"]
 
 
 def find(objects: list[dict[str, Any]], kind: str, name: str | None = None) -> list[dict[str, Any]]:
@@ -197,7 +228,7 @@ def test_lints_clean(helm: dict[str, Any]) -> None:
 
 @pytest.mark.parametrize("case", sorted(GOOD))
 def test_renders_valid_kubernetes_objects(helm: dict[str, Any], case: str) -> None:
-    for obj in manifest(helm, case):
+    for obj in manifest(helm, case) + [h["object"] for h in hooks(helm, case)]:
         group = obj["apiVersion"].rpartition("/")[0]
         what = f"{case}: {obj['kind']} {obj['metadata']['name']}"
         if group == "switchyard.dev":
@@ -436,7 +467,7 @@ def test_monitoring_objects_use_the_bundle(helm: dict[str, Any]) -> None:
     board = one(objects, "ConfigMap", "switchyard-dashboard")
     assert json.loads(board["data"]["switchyard.json"])["uid"] == "switchyard-overview"
     monitor = one(objects, "ServiceMonitor", "switchyard-edge")
-    service = one(objects, "Service", "switchyard-edge")
+    service = one(objects, "Service", "switchyard-edge-metrics")
     assert {e["port"] for e in monitor["spec"]["endpoints"]} <= {
         p["name"] for p in service["spec"]["ports"]
     }
@@ -444,15 +475,34 @@ def test_monitoring_objects_use_the_bundle(helm: dict[str, Any]) -> None:
     assert pods["spec"]["podMetricsEndpoints"][0]["port"] == "metrics"
 
 
+def test_the_edge_s_metrics_have_their_own_port_and_service(helm: dict[str, Any]) -> None:
+    """Scraped through a ClusterIP Service of their own; the public Service has no metrics."""
+    objects = manifest(helm, "gpu")
+    (container,) = one(objects, "Deployment", "switchyard-edge")["spec"]["template"]["spec"][
+        "containers"
+    ]
+    ports = {p["name"]: p["containerPort"] for p in container["ports"]}
+    assert int(env_of(container)["EDGE_METRICS_PORT"]) == ports["metrics"] != ports["http"]
+    assert env_of(container)["EDGE_DOCS"] == "false"
+    public = one(objects, "Service", "switchyard-edge")
+    assert [p["targetPort"] for p in public["spec"]["ports"]] == ["http"]
+    metrics = one(objects, "Service", "switchyard-edge-metrics")
+    assert metrics["spec"]["type"] == "ClusterIP"
+    assert [p["targetPort"] for p in metrics["spec"]["ports"]] == ["metrics"]
+    selector = one(objects, "ServiceMonitor", "switchyard-edge")["spec"]["selector"]["matchLabels"]
+    assert selector.items() <= metrics["metadata"]["labels"].items()
+    assert not selector.items() <= public["metadata"]["labels"].items()
+
+
 def test_gpu_knobs_reach_the_backends(helm: dict[str, Any]) -> None:
     gpu = values_file("gpu")["gpu"]
-    (backend,) = find(manifest(helm, "gpu"), "ModelBackend")
+    (backend,) = backends(helm, "gpu")
     spec = backend["spec"]
     assert spec["resources"]["gpuResource"] == gpu["resourceName"]
     assert spec["runtimeClassName"] == gpu["runtimeClassName"]
     assert spec["nodeSelector"] == gpu["nodeSelector"]
     assert spec["tolerations"] == gpu["tolerations"]
-    local = find(manifest(helm, "local"), "ModelBackend")
+    local = backends(helm, "local")
     assert {b["spec"]["engine"] for b in local} == {"vllm", "sglang", "tgi"}
     assert all(b["spec"]["simulated"] for b in local)
 
@@ -519,3 +569,42 @@ def test_notes_say_how_to_get_a_key_and_call(helm: dict[str, Any]) -> None:
     assert "kind: ModelBackend" in notes
     assert "/v1/chat/completions" in notes
     assert "port-forward svc/switchyard-edge" in notes
+
+
+# -- the chart's own ModelBackends ---------------------------------------------------------
+
+
+@pytest.mark.parametrize("case", ["local", "gpu"])
+def test_the_chart_s_backends_are_made_after_the_release_by_a_post_install_hook(
+    helm: dict[str, Any], case: str
+) -> None:
+    """Issue 10: in one real install in five, Helm mapped the release's ModelBackends before
+    its discovery saw the CRD it had just created ("no matches for kind ModelBackend"). As a
+    post-install hook they are created last, once the release's resources are applied."""
+    assert not find(manifest(helm, case), "ModelBackend")
+    made = [h for h in hooks(helm, case) if h["object"]["kind"] == "ModelBackend"]
+    assert {b["name"] for b in values_file(case)["backends"]} == {
+        h["object"]["metadata"]["name"] for h in made
+    }
+    for hook in made:
+        assert hook["events"] == ["post-install"]
+        assert hook["delete_policies"] == ["before-hook-creation"]
+    # The hooks ran: the emulated cluster holds them after the install.
+    assert sorted(b["metadata"]["name"] for b in helm["cases"][case]["backends"]) == sorted(
+        h["object"]["metadata"]["name"] for h in made
+    )
+
+
+def test_an_upgrade_leaves_the_chart_s_backends_alone(helm: dict[str, Any]) -> None:
+    """Not post-upgrade: re-running the hook deletes and recreates each backend (its
+    Deployment with it), which would restart every model on every `helm upgrade`. So once
+    installed the backends are the user's: a changed `backends` value is not applied."""
+    before = {b["metadata"]["name"]: b for b in helm["cases"]["local"]["backends"]}
+    after = {b["metadata"]["name"]: b for b in helm["cases"]["local"]["upgraded_backends"]}
+    assert after == before
+
+
+def test_the_operator_judges_names_by_the_edge_s_namespace(helm: dict[str, Any]) -> None:
+    for case, expected in (("default", ""), ("namespaced", "team-a")):
+        pod = one(manifest(helm, case), "Deployment", "switchyard-operator")["spec"]["template"]
+        assert env_of(pod["spec"]["containers"][0])["OPERATOR_SERVED_NAMESPACES"] == expected

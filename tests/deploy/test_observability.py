@@ -42,7 +42,7 @@ def exported(tmp_path_factory: pytest.TempPathFactory) -> set[str]:
         try:
             adapter_url = f"http://127.0.0.1:{metrics_port}/metrics"
             wait_http(stack.adapter, adapter_url)
-            pages = [httpx.get(f"{edge.url}/metrics").text, httpx.get(adapter_url).text]
+            pages = [httpx.get(edge.metrics_url).text, httpx.get(adapter_url).text]
         finally:
             edge.stop()
     finally:

@@ -22,6 +22,7 @@ KEYS = (
     KeySpec("vllm-only", ("demo-vllm",)),
     KeySpec("tight", rpm=3),
     KeySpec("metered", tpm=6000),
+    KeySpec("one-rpm", rpm=1),
 )
 
 

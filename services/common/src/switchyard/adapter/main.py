@@ -16,7 +16,6 @@ import uvloop
 from grpc_health.v1 import health_pb2, health_pb2_grpc
 from grpc_health.v1._async import HealthServicer
 from grpc_reflection.v1alpha import reflection
-from opentelemetry.instrumentation.grpc import GrpcAioInstrumentorServer, filters
 from prometheus_client import start_http_server
 
 from switchyard.adapter import metrics
@@ -26,6 +25,7 @@ from switchyard.adapter.load import LoadReader
 from switchyard.adapter.service import InferenceServicer
 from switchyard.adapter.settings import AdapterSettings
 from switchyard.adapter.translation import Translation
+from switchyard.common.grpc_tracing import server_interceptors
 from switchyard.common.logs import configure_logging
 from switchyard.common.settings import load_settings
 from switchyard.common.telemetry import configure_tracing
@@ -39,13 +39,25 @@ def component_name(translation: type[Translation]) -> str:
     return f"adapter-{translation.engine}"
 
 
+def server_options(settings: AdapterSettings) -> list[tuple[str, int]]:
+    """gRPC server options: accept the edge's keepalive pings (gRPC's default allows one
+    per 5 minutes, so a call silent for ~30 s would lose its connection to a GOAWAY)."""
+    return [
+        (
+            "grpc.http2.min_ping_interval_without_data_ms",
+            max(1, round(settings.keepalive_min_ping_interval_s * 1000)),
+        ),
+        # Pings on a connection without calls too (the edge's are always within one: its
+        # health watch, but a client between two calls must not be struck either).
+        ("grpc.keepalive_permit_without_calls", 1),
+        # gRPC's default, explicit: a client pinging faster than allowed is still cut off.
+        ("grpc.http2.max_ping_strikes", 2),
+    ]
+
+
 async def serve(settings: AdapterSettings, translation: Translation) -> None:
     """Serve until SIGTERM or SIGINT, then drain in-flight requests within the grace period."""
     tracer_provider = configure_tracing(component_name(type(translation)))
-    # Trace the inference service only: health checks and reflection are noise in traces,
-    # and the interceptor cannot wrap grpc's own aio HealthServicer.Watch (a coroutine
-    # writing through its context, not an async generator).
-    GrpcAioInstrumentorServer(filter_=filters.service_name(SERVICE_NAME)).instrument()  # type: ignore[no-untyped-call]
 
     engine = EngineClient(settings, translation)
     health = HealthServicer()
@@ -61,7 +73,10 @@ async def serve(settings: AdapterSettings, translation: Translation) -> None:
         default_timeout_s=settings.request_timeout_s,
     )
 
-    server = grpc.aio.server()
+    # Traces of the inference service only (health checks and reflection are noise).
+    server = grpc.aio.server(
+        options=server_options(settings), interceptors=server_interceptors(SERVICE_NAME)
+    )
     pb_grpc.add_InferenceServiceServicer_to_server(servicer, server)
     health_pb2_grpc.add_HealthServicer_to_server(health, server)
     reflection.enable_server_reflection(
@@ -72,8 +87,9 @@ async def serve(settings: AdapterSettings, translation: Translation) -> None:
         ),
         server,
     )
-    address = f"{settings.host}:{settings.port}"
-    server.add_insecure_port(address)
+    # The port bound, which differs from the setting when that is 0 (`make run`).
+    port = server.add_insecure_port(f"{settings.host}:{settings.port}")
+    address = f"{settings.host}:{port}"
     if settings.metrics_port:
         start_http_server(settings.metrics_port, addr=settings.host)
     await server.start()

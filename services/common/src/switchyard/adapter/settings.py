@@ -19,7 +19,8 @@ class AdapterSettings(ServiceSettings):
     #: The model name clients send; requests for any other name get NOT_FOUND.
     served_model_name: str = Field(min_length=1)
     host: str = "0.0.0.0"
-    port: int = Field(default=50051, ge=1, le=65535)
+    #: 0 asks the OS for a free port; the `adapter_started` log line gives the one bound.
+    port: int = Field(default=50051, ge=0, le=65535)
     #: Prometheus metrics of the adapter itself; 0 disables the endpoint.
     metrics_port: int = Field(default=9090, ge=0, le=65535)
 
@@ -31,6 +32,11 @@ class AdapterSettings(ServiceSettings):
     health_timeout_s: float = Field(default=10.0, gt=0)
     #: How long load reports are reused before the engine's metrics are read again.
     load_cache_s: float = Field(default=0.5, ge=0)
+    #: The shortest interval between keepalive pings a client (the edge) may send on a
+    #: connection while nothing else is sent; faster ones count as strikes, and after two
+    #: the connection gets GOAWAY "too_many_pings" (gRPC's abuse policy). Keep it at or
+    #: below the edge's EDGE_ADAPTER_KEEPALIVE_S (10 s), with room for timer jitter.
+    keepalive_min_ping_interval_s: float = Field(default=5.0, gt=0)
     #: On SIGTERM: how long in-flight requests may take to finish.
     shutdown_grace_s: float = Field(default=30.0, ge=0)
     #: Connections kept to the engine (one per concurrent request).

@@ -119,7 +119,7 @@ class Generation(Response):
         """The client's error for a failed call, and whether another endpoint may be tried."""
         error = from_rpc_error(exc)
         if error.code == grpc.StatusCode.UNAVAILABLE:
-            endpoint.unreachable()
+            endpoint.call_failed()
         return from_inference(error, self.edge.settings.retry_after_s), error.code in _RETRYABLE
 
     def _no_backend(self) -> OpenAIError:
@@ -134,7 +134,9 @@ class Generation(Response):
         while (endpoint := self._next_endpoint(tried)) is not None:
             endpoint.in_flight += 1
             try:
-                return await endpoint.stub.Generate(self.request, timeout=self._timeout())
+                response = await endpoint.stub.Generate(self.request, timeout=self._timeout())
+                endpoint.call_succeeded()
+                return response
             except grpc.aio.AioRpcError as exc:
                 error, retryable = self._failed(endpoint, exc)
                 if not retryable:
@@ -153,6 +155,7 @@ class Generation(Response):
             try:
                 first = await call.read()
                 if isinstance(first, pb.GenerateStreamResponse):
+                    endpoint.call_succeeded()
                     return endpoint, call, first
                 raise OpenAIError(  # EOF with an OK status but no message: an adapter bug
                     502,
@@ -174,7 +177,7 @@ class Generation(Response):
     # -- unary --------------------------------------------------------------------------------
 
     async def _unary(self, receive: Receive, send: Send) -> None:
-        async with ClientWatch(receive) as watch:
+        async with ClientWatch(receive, drain=self.edge.drain) as watch:
             try:
                 response = await self._call_unary()
             except OpenAIError as error:
@@ -193,13 +196,18 @@ class Generation(Response):
                 }
             )
             await send(_body(body, more=False))
+        if watch.shut_down:  # the shutdown's grace period ended first: nothing was sent
+            await self._send_error(
+                send, OpenAIError.shutting_down(self.edge.settings.retry_after_s)
+            )
         self.ex.client_disconnected = watch.disconnected
 
     # -- streams ------------------------------------------------------------------------------
 
     async def _stream(self, receive: Receive, send: Send) -> None:
         keepalive = self.edge.settings.stream_keepalive_s
-        async with ClientWatch(receive, send, keepalive) as watch:
+        started = False
+        async with ClientWatch(receive, send, keepalive, self.edge.drain) as watch:
             try:
                 endpoint, call, message = await self._open_stream()
             except OpenAIError as error:
@@ -214,6 +222,7 @@ class Generation(Response):
                         "headers": _SSE_HEADERS + self.response_headers,
                     }
                 )
+                started = True
                 if self.encoder.kind == "chat":
                     await send(_body(self.encoder.role()))
                 last = 0.0
@@ -234,6 +243,13 @@ class Generation(Response):
                 endpoint.in_flight -= 1
                 if not call.done():
                     call.cancel()
+        if watch.shut_down:  # the shutdown's grace period ended mid-request: say so, then end
+            error = OpenAIError.shutting_down(self.edge.settings.retry_after_s)
+            if started:
+                self.ex.fail(error.status, error.kind)
+                await send(_body(stream_error_event(error), more=False))
+            else:
+                await self._send_error(send, error)
         self.ex.client_disconnected = watch.disconnected
 
     async def _relay(

@@ -1,10 +1,14 @@
 """The request pipeline for /v1/chat/completions and /v1/completions, top to bottom.
 
-authenticate → read and validate the body → resolve the model (404 if the key may not use
-it) → a ready backend? (503) → rate limits (429) → admission (429) → the generation itself
+authenticate → read and validate the body (cheap checks: types, bounds, a schema's size)
+→ resolve the model (404 if the key may not use it) → a ready backend? (503) → rate limits
+(429) → expensive checks, off the event loop (a schema against its metaschema: 400, or 429
+when the checks are saturated) → admission (429) → the generation itself
 (`generation.Generation`, which calls the backend, relays and accounts).
 
-Authentication comes first, so unauthenticated callers cost us no parsing.
+Authentication comes first, so unauthenticated callers cost us no parsing; expensive
+checks come after rate limiting, so a key out of quota costs us no more than a refusal.
+A client that leaves (while uploading, checked or queued) is recorded once, as a 499.
 """
 
 from __future__ import annotations
@@ -18,12 +22,20 @@ from typing import Literal, TypeVar
 
 from pydantic import BaseModel, ValidationError
 from pydantic_core import ErrorDetails
-from starlette.requests import Request
+from starlette.requests import ClientDisconnect, Request
 from starlette.responses import Response
 
+from switchyard.common.json_schema import CheckedSchemas, InvalidJsonSchema
 from switchyard.edge import metrics
 from switchyard.edge.admission import Refused
-from switchyard.edge.convert import chat_request, completion_request, estimate_prompt_tokens
+from switchyard.edge.checks import ChecksBusy, ChecksUnavailable, json_schema
+from switchyard.edge.convert import (
+    SCHEMA_PARAM,
+    chat_request,
+    completion_request,
+    estimate_prompt_tokens,
+    response_schema,
+)
 from switchyard.edge.disconnect import ClientWatch
 from switchyard.edge.errors import OpenAIError
 from switchyard.edge.exchange import Exchange
@@ -36,7 +48,9 @@ from switchyard.edge.schemas import (
     CompletionRequest,
     unsupported_message,
 )
+from switchyard.edge.settings import EdgeSettings
 from switchyard.edge.state import EdgeState
+from switchyard.inference.v1 import inference_pb2 as pb
 
 Api = Literal["chat", "completions"]
 _REQUEST_ID = re.compile(r"^[A-Za-z0-9._:-]{1,128}$")
@@ -56,6 +70,10 @@ async def handle(api: Api, request: Request, edge: EdgeState) -> Response:
         exchange.fail(error.status, error.kind)
         exchange.record()
         return error.response({"x-request-id": exchange.request_id})
+    except ClientDisconnect:  # left while sending the body: normal, nothing to answer
+        exchange.client_disconnected = True
+        exchange.record()
+        return Response(status_code=499)
 
 
 async def _read_body(request: Request, limit: int) -> bytes:
@@ -150,6 +168,40 @@ def _rate_limited(
     )
 
 
+def _refused(refusal: Refused, model: str, settings: EdgeSettings) -> OpenAIError:
+    metrics.REFUSALS.labels(model, refusal.reason).inc()
+    return OpenAIError.busy(refusal.message, settings.retry_after_s, kind=refusal.reason)
+
+
+async def _check_schema(
+    edge: EdgeState, model: str, schema: dict[str, object], canonical: pb.GenerateRequest
+) -> None:
+    """The schema against its metaschema, in the checks' pool (unless seen valid lately)."""
+    digest = CheckedSchemas.digest(canonical.structured_output.json_schema.encode())
+    if digest in edge.checked_schemas:
+        return
+    try:
+        await edge.checks.run(json_schema, schema)
+    except ChecksBusy:
+        metrics.REFUSALS.labels(model, "validation_busy").inc()
+        raise OpenAIError.busy(
+            "Too many requests are being validated; retry after a moment.",
+            edge.settings.retry_after_s,
+            kind="validation_busy",
+        ) from None
+    except ChecksUnavailable:
+        raise OpenAIError.unavailable(
+            "The request could not be validated; retry after a moment.",
+            edge.settings.retry_after_s,
+            kind="validation_unavailable",
+        ) from None
+    except InvalidJsonSchema as exc:
+        metrics.CHECKS.labels("json_schema", "invalid").inc()
+        raise OpenAIError.invalid(f"{SCHEMA_PARAM}: {exc}", SCHEMA_PARAM) from None
+    metrics.CHECKS.labels("json_schema", "valid").inc()
+    edge.checked_schemas.add(digest)
+
+
 async def _admit(api: Api, request: Request, edge: EdgeState, ex: Exchange) -> Response:
     settings = edge.settings
     deadline = asyncio.get_running_loop().time() + settings.request_timeout_s
@@ -174,14 +226,19 @@ async def _admit(api: Api, request: Request, edge: EdgeState, ex: Exchange) -> R
         metrics.REFUSALS.labels(route.name, "no_backend").inc()
         raise OpenAIError.unavailable(
             f"No backend for model '{route.name}' is ready yet; retry after a moment.",
-            settings.retry_after_s,
+            (
+                route.wake_retry_after_s(settings.wake_retry_after_s)
+                if route.waking
+                else settings.retry_after_s
+            ),
             kind="no_backend",
         )
 
+    schema_limits = settings.schema_limits
     if isinstance(body, ChatCompletionRequest):
-        canonical = chat_request(body, route.name, ex.request_id)
+        canonical = chat_request(body, route.name, ex.request_id, schema_limits)
     else:
-        canonical = completion_request(body, route.name, ex.request_id)
+        canonical = completion_request(body, route.name, ex.request_id, schema_limits)
 
     # Reserve the most the request can use; the real usage corrects it afterwards.
     prompt_estimate = estimate_prompt_tokens(canonical)
@@ -211,21 +268,27 @@ async def _admit(api: Api, request: Request, edge: EdgeState, ex: Exchange) -> R
         metrics.REFUSALS.labels(route.name, error.kind).inc()
         raise error
 
+    schema = response_schema(body)
     try:
-        metrics.QUEUED.inc()
-        try:
-            async with ClientWatch(request.receive) as watch:
+        async with ClientWatch(request.receive, drain=edge.drain) as watch:
+            if schema is not None:
+                await _check_schema(edge, route.name, schema, canonical)
+            metrics.QUEUED.inc()
+            try:
                 ex.queue_wait_s = await edge.admission.acquire(route.name)
-        finally:
-            metrics.QUEUED.dec()
-    except Refused as refusal:
-        await edge.limiter.settle(key.name, limits, reserved, 0)
-        metrics.REFUSALS.labels(route.name, refusal.reason).inc()
-        error = OpenAIError.busy(refusal.message, settings.retry_after_s, kind=refusal.reason)
+            finally:
+                metrics.QUEUED.dec()
+    except (OpenAIError, Refused) as failure:
+        await edge.limiter.settle(key.name, limits, reserved, 0)  # nothing was used
+        error = (
+            failure if isinstance(failure, OpenAIError) else _refused(failure, route.name, settings)
+        )
         error.headers.update(headers)
         raise error from None
-    if watch.disconnected:  # left while queued: nothing was used
+    if watch.disconnected or watch.shut_down:  # nothing was used
         await edge.limiter.settle(key.name, limits, reserved, 0)
+        if watch.shut_down:
+            raise OpenAIError.shutting_down(settings.retry_after_s)
         ex.client_disconnected = True
         ex.record()
         return Response(status_code=499)

@@ -2,12 +2,14 @@
 
 from __future__ import annotations
 
+from functools import cached_property
 from pathlib import Path
 from typing import Literal
 
 from pydantic import Field, SecretStr, model_validator
 from pydantic_settings import SettingsConfigDict
 
+from switchyard.common.json_schema import CONTRACT_LIMITS, SchemaLimits
 from switchyard.common.settings import ServiceSettings
 
 
@@ -18,6 +20,24 @@ class EdgeSettings(ServiceSettings):
     port: int = Field(default=8080, ge=1, le=65535)
     #: uvicorn worker processes. More than one needs the Redis rate-limit backend.
     workers: int = Field(default=1, ge=1, le=64)
+    #: Prometheus metrics, on their own port (never the public one); 0 turns them off.
+    metrics_port: int = Field(default=9090, ge=0, le=65535)
+    #: Serve the API's documentation (/docs and /openapi.json) on the public port.
+    docs: bool = False
+
+    # Connections (HTTP/1.1), so idle, slow or oversized clients cannot hold the edge's
+    # memory and descriptors. None of these limits applies to a response: streams may last.
+    #: A request's line and headers above this size get 431, and the connection closes.
+    max_header_bytes: int = Field(default=32 * 1024, ge=1024, le=1024 * 1024)
+    #: A request's headers must have arrived within this long of the connection opening
+    #: (or of the request's first byte on a kept-alive connection), or it closes.
+    header_timeout_s: float = Field(default=10.0, gt=0)
+    #: A request's body must have arrived within this long of its headers, or it closes.
+    body_timeout_s: float = Field(default=60.0, gt=0)
+    #: An idle kept-alive connection closes after this long.
+    keepalive_timeout_s: int = Field(default=5, ge=1)
+    #: Connections open at once in this process; past that, new ones are closed at once.
+    max_connections: int = Field(default=4096, ge=1)
 
     #: API keys (hashes only); see `python -m switchyard.edge keys --help`.
     keys_file: Path | None = None
@@ -37,10 +57,40 @@ class EdgeSettings(ServiceSettings):
     redis_url: SecretStr | None = None
     #: When Redis cannot be reached: refuse requests with 503 ("closed") or let them through ("open").
     rate_limit_failure_mode: Literal["closed", "open"] = "closed"
+    #: How long Redis may take to answer one command (then: the failure mode).
     redis_timeout_s: float = Field(default=0.25, gt=0)
+    #: How long opening a connection to Redis (connect, AUTH, handshake) may take. Kept
+    #: apart from the command timeout: a slow set-up is not a Redis that is down.
+    redis_connect_timeout_s: float = Field(default=2.0, gt=0)
+    #: Connections to Redis per edge process, all opened at start-up (before /readyz
+    #: answers); a request waits up to redis_pool_timeout_s for a free one.
+    redis_max_connections: int = Field(default=64, ge=1, le=10_000)
+    redis_pool_timeout_s: float = Field(default=5.0, gt=0)
+    #: With the "open" failure mode: how many edge processes share the limits (replicas x
+    #: workers). While Redis is away each process enforces its share in memory, 1/N of each
+    #: limit, rather than no limit at all.
+    rate_limit_fallback_processes: int = Field(default=1, ge=1, le=10_000)
 
     #: Request bodies above this size get 413.
     max_body_bytes: int = Field(default=4 * 1024 * 1024, ge=1024)
+    #: Bounds on a response_format JSON schema (checking one costs ~0.3 ms of CPU per
+    #: subschema). The adapters refuse more than the defaults, so these may only be lowered.
+    max_schema_bytes: int = Field(
+        default=CONTRACT_LIMITS.max_bytes, ge=2, le=CONTRACT_LIMITS.max_bytes
+    )
+    max_schema_nodes: int = Field(
+        default=CONTRACT_LIMITS.max_nodes, ge=1, le=CONTRACT_LIMITS.max_nodes
+    )
+    max_schema_depth: int = Field(
+        default=CONTRACT_LIMITS.max_depth, ge=1, le=CONTRACT_LIMITS.max_depth
+    )
+    max_schema_properties: int = Field(
+        default=CONTRACT_LIMITS.max_properties, ge=0, le=CONTRACT_LIMITS.max_properties
+    )
+    #: Worker processes running expensive request checks (JSON schemas) away from the event
+    #: loop (started on first use, ~35 MiB each), and checks that may wait; past that, 429.
+    validation_workers: int = Field(default=2, ge=1, le=64)
+    validation_queue: int = Field(default=64, ge=0)
     #: Requests being served by this process at once, in all and per model; then a queue.
     max_in_flight: int = Field(default=1024, ge=1)
     max_in_flight_per_model: int = Field(default=256, ge=1)
@@ -49,6 +99,9 @@ class EdgeSettings(ServiceSettings):
     queue_timeout_s: float = Field(default=30.0, gt=0)
     #: The Retry-After sent with 429 (queue) and 503 (no backend) refusals.
     retry_after_s: int = Field(default=1, ge=1)
+    #: The Retry-After of a 503 for a model waking from zero whose wake time the operator has
+    #: not measured yet (once measured, the expected rest of the wake is sent, at most 60 s).
+    wake_retry_after_s: int = Field(default=10, ge=1, le=60)
 
     #: The deadline given to the adapter for a whole request.
     request_timeout_s: float = Field(default=600.0, gt=0)
@@ -60,6 +113,18 @@ class EdgeSettings(ServiceSettings):
     default_reserved_completion_tokens: int = Field(default=1024, ge=1)
     #: How long a closing endpoint (removed from routes) may finish its in-flight requests.
     endpoint_close_grace_s: float = Field(default=30.0, ge=0)
+    #: Keepalive pings to each adapter: how often (while calls are open; the health watch
+    #: always is one), and how long an answer may take before the connection is dropped.
+    #: Every adapter's ADAPTER_KEEPALIVE_MIN_PING_INTERVAL_S must be at most this, or it
+    #: answers GOAWAY "too_many_pings" and the calls open on that connection fail.
+    adapter_keepalive_s: float = Field(default=10.0, gt=0)
+    adapter_keepalive_timeout_s: float = Field(default=5.0, gt=0)
+    #: Outlier detection (as Envoy's): this many calls in a row failing with UNAVAILABLE
+    #: eject an endpoint for endpoint_ejection_s times its recent ejections, at most
+    #: endpoint_max_ejection_s. When all of a model's endpoints are ejected, they are used anyway.
+    endpoint_failure_threshold: int = Field(default=5, ge=1)
+    endpoint_ejection_s: float = Field(default=30.0, gt=0)
+    endpoint_max_ejection_s: float = Field(default=300.0, gt=0)
     #: On SIGTERM: how long in-flight requests may take before the process exits.
     shutdown_grace_s: float = Field(default=30.0, ge=0)
 
@@ -72,6 +137,23 @@ class EdgeSettings(ServiceSettings):
                 "EDGE_WORKERS > 1 needs EDGE_RATE_LIMIT_BACKEND=redis: in-memory limits are per "
                 "process, so each worker would admit the full limit"
             )
+        if self.endpoint_max_ejection_s < self.endpoint_ejection_s:
+            raise ValueError(
+                "EDGE_ENDPOINT_MAX_EJECTION_S must be at least EDGE_ENDPOINT_EJECTION_S"
+            )
         if self.routes_source == "file" and self.routes_file is None:
             raise ValueError("EDGE_ROUTES_SOURCE=file needs EDGE_ROUTES_FILE")
+        if self.metrics_port == self.port:
+            raise ValueError(
+                "EDGE_METRICS_PORT must differ from EDGE_PORT (metrics are not public)"
+            )
         return self
+
+    @cached_property
+    def schema_limits(self) -> SchemaLimits:
+        return SchemaLimits(
+            self.max_schema_bytes,
+            self.max_schema_nodes,
+            self.max_schema_depth,
+            self.max_schema_properties,
+        )

@@ -5,8 +5,11 @@ from __future__ import annotations
 from collections.abc import Callable
 from dataclasses import dataclass, field
 
+from switchyard.common.json_schema import CheckedSchemas
 from switchyard.edge.admission import Admission
 from switchyard.edge.auth import KeyStore
+from switchyard.edge.checks import Checks
+from switchyard.edge.draining import Drain
 from switchyard.edge.ratelimit import RateLimiter
 from switchyard.edge.routing.endpoints import EndpointPool
 from switchyard.edge.routing.table import Route, RouteTable
@@ -20,6 +23,12 @@ class EdgeState:
     pool: EndpointPool
     limiter: RateLimiter
     admission: Admission
+    #: Expensive request checks (JSON schemas), off the event loop.
+    checks: Checks
+    #: The requests running, to end when a shutdown's grace period is over.
+    drain: Drain
+    #: Schemas found valid lately (not checked again).
+    checked_schemas: CheckedSchemas = field(default_factory=CheckedSchemas)
     routes: RouteTable = field(default_factory=RouteTable)
     #: Ask for a replica of a model that has none (the cluster source; None for files).
     demand: Callable[[Route], None] | None = None

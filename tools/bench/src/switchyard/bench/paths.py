@@ -157,6 +157,7 @@ async def switchyard(
             "EDGE_MAX_IN_FLIGHT": str(_CAPACITY),
             "EDGE_MAX_IN_FLIGHT_PER_MODEL": str(_CAPACITY),
             "EDGE_MAX_QUEUE": str(_CAPACITY),
+            "EDGE_METRICS_PORT": "0",  # not read by the bench (and 9090 may be taken)
         }
         redis_url = None
         if workers > 1:
