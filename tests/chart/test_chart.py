@@ -608,3 +608,19 @@ def test_the_operator_judges_names_by_the_edge_s_namespace(helm: dict[str, Any])
     for case, expected in (("default", ""), ("namespaced", "team-a")):
         pod = one(manifest(helm, case), "Deployment", "switchyard-operator")["spec"]["template"]
         assert env_of(pod["spec"]["containers"][0])["OPERATOR_SERVED_NAMESPACES"] == expected
+
+
+def test_fail_open_shares_each_limit_among_the_processes_that_can_run(
+    helm: dict[str, Any],
+) -> None:
+    """While Redis is away each edge process keeps 1/N of each limit: N is every process
+    that may run (replicas x workers; the autoscaler's maximum when it is on)."""
+    for case, processes in (("default", "2"), ("external-redis", "10")):
+        pod = one(manifest(helm, case), "Deployment", "switchyard-edge")["spec"]["template"]
+        env = env_of(pod["spec"]["containers"][0])
+        assert env["EDGE_RATE_LIMIT_FALLBACK_PROCESSES"] == processes, case
+    # In-memory limits: one process, nothing to share.
+    pod = one(manifest(helm, "single-replica"), "Deployment", "switchyard-edge")["spec"]
+    assert "EDGE_RATE_LIMIT_FALLBACK_PROCESSES" not in env_of(
+        pod["template"]["spec"]["containers"][0]
+    )

@@ -99,7 +99,8 @@ def sim_args(
             "--served-model-name", served_model_name,
             "--context-length", str(opts.max_model_len),
             "--enable-metrics",
-            # Seeds count only in this mode (the adapter refuses them otherwise).
+            # SGLang honours seeds only in this mode (ignored otherwise): the demo models
+            # then behave alike under a seed.
             "--enable-deterministic-inference",
         ]  # fmt: skip
         if opts.max_running:

@@ -194,7 +194,11 @@ class SamplingParams(_message.Message):
     REPETITION_PENALTY_FIELD_NUMBER: _builtins.int
     IGNORE_EOS_FIELD_NUMBER: _builtins.int
     max_tokens: _builtins.int
-    """Unset: the engine's default. Must be >= 1 when set (signed, so that adapters can reject bad values)."""
+    """Unset: generate until a stop or until the context is full, on every engine (each adapter
+    asks its engine for that, whatever the engine's own default: vLLM's completions stop at
+    16, SGLang's /generate at 128). Must be >= 1 when set (signed, so that adapters can reject
+    bad values).
+    """
     temperature: _builtins.float
     top_p: _builtins.float
     top_k: _builtins.int
