@@ -26,6 +26,14 @@ PYTHON312 ?= $(shell ls -d "$$(pyenv root 2>/dev/null)"/versions/3.12*/bin/pytho
 ifeq ($(strip $(PYTHON312)),)
 PYTHON312 := $(shell command -v python3.12 2>/dev/null)
 endif
+# Engine release wheels whose request models the adapter tests check bodies against (read
+# from the zip, never installed). One pinned file whatever the host: the modules the tests
+# read are pure Python, the same in every wheel of the release. ENGINE_WHEELS=/elsewhere
+# keeps them out of the checkout.
+ENGINE_WHEELS ?= .cache/engine-wheels
+SGLANG_VERSION := 0.5.23
+SGLANG_WHEEL := sglang-$(SGLANG_VERSION)-cp311-cp311-manylinux_2_34_x86_64.whl
+SGLANG_WHEEL_SHA256 := 00b3cd5b265ac76c64185fbb6b95424f324ddd9f428d0306b77bc9db9d859937
 
 .PHONY: help
 help: ## Show this help.
@@ -55,6 +63,17 @@ system-deps: ## Install the system packages tests need (redis-server) where miss
 	  SUDO=$$( [ "$$(id -u)" = 0 ] || echo sudo ); \
 	  $$SUDO apt-get update -qq && DEBIAN_FRONTEND=noninteractive $$SUDO apt-get install -y -qq redis-server >/dev/null; }
 
+.PHONY: engine-wheels
+engine-wheels: ## Fetch the engine wheels whose request models the adapter tests use (once, 39 MB).
+	@[ -f "$(ENGINE_WHEELS)/$(SGLANG_WHEEL)" ] || { \
+	  echo "downloading $(SGLANG_WHEEL) into $(ENGINE_WHEELS)/"; \
+	  tmp=$$(mktemp -d); trap 'rm -rf "$$tmp"' EXIT; \
+	  $(PYTHON) -m pip download --quiet --no-deps --only-binary=:all: -d "$$tmp" \
+	    --platform manylinux_2_34_x86_64 --python-version 3.11 --implementation cp --abi cp311 \
+	    "sglang==$(SGLANG_VERSION)"; \
+	  echo "$(SGLANG_WHEEL_SHA256)  $$tmp/$(SGLANG_WHEEL)" | sha256sum --check --quiet; \
+	  mkdir -p "$(ENGINE_WHEELS)"; mv "$$tmp/$(SGLANG_WHEEL)" "$(ENGINE_WHEELS)/"; }
+
 .PHONY: proto
 proto: sync ## Regenerate the gRPC/protobuf code from protos/ (grpcio-tools pinned in uv.lock).
 	$(UV) run --locked python -m grpc_tools.protoc -I protos \
@@ -81,9 +100,10 @@ run: sync ## Start the whole local stack (simulated engines, adapters, edge) in 
 	$(UV) run --locked python -m switchyard.devstack $(RUN_ARGS)
 
 .PHONY: test
-test: sync chart-env system-deps ## Run every test (lint included).
+test: sync chart-env system-deps engine-wheels ## Run every test (lint included).
 	$(MAKE) --no-print-directory lint
 	SWITCHYARD_CHART_PYTHON=$(CURDIR)/$(CHART_VENV)/bin/python \
+	SWITCHYARD_ENGINE_WHEELS=$(abspath $(ENGINE_WHEELS)) \
 	  $(UV) run --locked pytest -n $(TEST_WORKERS) --dist loadfile $(PYTEST_ARGS)
 
 .PHONY: dev
@@ -102,5 +122,5 @@ soak: sync system-deps ## 10 minutes of bursts, streams and idle gaps at product
 
 .PHONY: clean
 clean: ## Remove caches and the virtualenv.
-	rm -rf .venv .venv-chart .pytest_cache .mypy_cache .ruff_cache
+	rm -rf .venv .venv-chart .pytest_cache .mypy_cache .ruff_cache .cache/engine-wheels
 	find . -name __pycache__ -type d -prune -exec rm -rf {} +

@@ -1,0 +1,117 @@
+"""Every shape of canonical request an adapter can be asked to translate: prompt or chat,
+streamed or not, each structured-output kind, bare to full sampling (and the contract's
+bounds), with and without `max_tokens`. Tests pass each through a translation and check
+the engine body against the engine's own request models."""
+
+from __future__ import annotations
+
+import itertools
+from collections.abc import Collection, Mapping
+from dataclasses import dataclass
+from typing import Any, Final
+
+import orjson
+
+from switchyard.adapter.validation import validate
+from switchyard.inference.v1 import inference_pb2 as pb
+from tests.support.canonical import Message, generate_request
+
+MODEL: Final = "qwen"
+PROMPT: Final = "Once upon a time"
+#: Every role the contract admits, and a message with a name.
+MESSAGES: Final[tuple[Message, ...]] = (
+    ("system", "Be brief."),
+    ("user", "Hi", "ann"),
+    ("assistant", "Hello."),
+    ("tool", "42"),
+    ("user", "And then?"),
+)
+SCHEMA: Final = {
+    "type": "object",
+    "properties": {
+        "name": {"type": "string"},
+        "tags": {"type": "array", "items": {"type": "string"}},
+    },
+    "required": ["name"],
+    "additionalProperties": False,
+}
+CONSTRAINTS: Final[Mapping[str, pb.StructuredOutput | None]] = {
+    "free": None,
+    "json_schema": pb.StructuredOutput(json_schema=orjson.dumps(SCHEMA).decode()),
+    "json_object": pb.StructuredOutput(json_object=pb.JsonObject()),
+    "regex": pb.StructuredOutput(regex=r"[0-9]{3}-[a-z]+"),
+    "choice": pb.StructuredOutput(choice=pb.Choice(choices=["yes", "no (maybe)", "a|b"])),
+    "grammar": pb.StructuredOutput(grammar='root ::= "yes" | "no"'),
+}
+#: Sampling fields by profile; `max_tokens` varies on its own (MAX_TOKENS).
+SAMPLINGS: Final[Mapping[str, Mapping[str, Any]]] = {
+    "bare": {},
+    "full": {
+        "temperature": 0.7, "top_p": 0.9, "top_k": 40, "seed": 7, "presence_penalty": 0.5,
+        "frequency_penalty": 0.5, "repetition_penalty": 1.1, "ignore_eos": True,
+        "stop": ["\n\n", "END", "###", "Q:"],
+    },
+    "greedy": {"temperature": 0.0, "top_p": 0.5, "top_k": 1, "seed": 0},
+    "low": {  # the contract's lower bounds (validation.py)
+        "temperature": 0.01, "top_p": 0.01, "top_k": 1, "seed": -(2**63),
+        "presence_penalty": -2.0, "frequency_penalty": -2.0, "repetition_penalty": 0.01,
+    },
+    "high": {  # ... and its upper ones
+        "temperature": 100.0, "top_p": 1.0, "top_k": 2**31 - 1, "seed": 2**63 - 1,
+        "presence_penalty": 2.0, "frequency_penalty": 2.0, "repetition_penalty": 100.0,
+    },
+}  # fmt: skip
+#: Unset (to the end of the context), small, and above TGI's 1024-token chunk.
+MAX_TOKENS: Final[Mapping[str, int | None]] = {"no-max": None, "max-16": 16, "max-1500": 1500}
+
+
+@dataclass(frozen=True)
+class Case:
+    id: str
+    request: pb.GenerateRequest
+    stream: bool
+
+    def __str__(self) -> str:  # the pytest id
+        return self.id
+
+
+def canonical(
+    input_kind: str, kind: str, sampling: Mapping[str, Any], max_tokens: int | None
+) -> pb.GenerateRequest:
+    """One request; it passes the adapters' common validation, so it can reach a translation."""
+    fields = dict(sampling)
+    if max_tokens is not None:
+        fields["max_tokens"] = max_tokens
+    if input_kind == "prompt":
+        request = generate_request(MODEL, prompt=PROMPT, request_id="r-1", **fields)
+    else:
+        request = generate_request(MODEL, messages=MESSAGES, request_id="r-1", **fields)
+    constraint = CONSTRAINTS[kind]
+    if constraint is not None:
+        request.structured_output.CopyFrom(constraint)
+    validate(request, MODEL)
+    return request
+
+
+def matrix(
+    *,
+    kinds: Collection[str] = tuple(CONSTRAINTS),
+    refused: Mapping[str, Collection[str]] | None = None,
+) -> list[Case]:
+    """Every combination. `refused` lists, per input ("prompt", "chat"), the sampling fields
+    the engine cannot take (the translation refuses them): profiles leave those out."""
+    refused = refused or {}
+    cases = []
+    for input_kind, stream, kind, (profile, sampling), (max_id, max_tokens) in itertools.product(
+        ("prompt", "chat"), (False, True), kinds, SAMPLINGS.items(), MAX_TOKENS.items()
+    ):
+        kept = {k: v for k, v in sampling.items() if k not in refused.get(input_kind, ())}
+        request = canonical(input_kind, kind, kept, max_tokens)
+        mode = "stream" if stream else "unary"
+        cases.append(Case(f"{input_kind}-{mode}-{kind}-{profile}-{max_id}", request, stream))
+    return cases
+
+
+def on_the_wire(body: dict[str, Any]) -> Any:
+    """The body as the engine receives it (the adapter's engine client sends orjson)."""
+    return orjson.loads(orjson.dumps(body))
