@@ -10,7 +10,7 @@ from typing import Any
 import grpc
 import orjson
 import pytest
-from hypothesis import given
+from hypothesis import example, given
 from hypothesis import strategies as st
 
 from switchyard.adapter.translation import Delta, EngineHTTPError
@@ -421,6 +421,10 @@ def test_unknown_finish_reason_is_an_engine_failure() -> None:
     cuts=st.lists(st.integers(0, 40), max_size=12),
     stops=st.lists(st.text(alphabet="abc \n", min_size=1, max_size=4), max_size=4),
 )
+# "a" is complete (after " a") before " aa", which starts earlier: the first complete wins,
+# however the text was split.
+@example(text=" aa", cuts=[2], stops=["a", " aa"])
+@example(text=" aa", cuts=[], stops=["a", " aa"])
 def test_relayed_text_is_the_text_before_the_first_stop(
     text: str, cuts: list[int], stops: list[str]
 ) -> None:

@@ -2,8 +2,10 @@
 
 TGI keeps a matched stop string in its output, and only notices one that a token
 completes (an end-anchored match after each token). The contract promises the text
-before the stop, so the adapter cuts: at the earliest occurrence of any stop string,
-wherever it falls inside a token. While streaming it holds back only the trailing
+before the stop, so the adapter cuts at the stop string that is complete first (the one
+that ends first, as every engine checks after each token; of two ending together, the
+longer), from where it starts, wherever that falls inside a token. So the cut does not
+depend on how the text was split into tokens or stream events. While streaming it holds back only the trailing
 characters that could still begin a stop string (fewer than the longest one) and
 releases them as soon as they cannot; with no stop strings nothing is ever held.
 """
@@ -13,15 +15,15 @@ from __future__ import annotations
 from collections.abc import Sequence
 
 
-def earliest_stop(text: str, stops: Sequence[str]) -> int | None:
-    """Where the first stop string in `text` starts, or None."""
-    found = [i for i in (text.find(s) for s in stops if s) if i >= 0]
-    return min(found) if found else None
+def first_stop(text: str, stops: Sequence[str]) -> int | None:
+    """Where the stop string complete first in `text` starts, or None."""
+    found = [(i + len(s), i) for s in stops if s and (i := text.find(s)) >= 0]
+    return min(found)[1] if found else None
 
 
 def cut_at_stop(text: str, stops: Sequence[str]) -> tuple[str, bool]:
     """(`text` before its first stop string, whether one was found)."""
-    at = earliest_stop(text, stops)
+    at = first_stop(text, stops)
     return (text, False) if at is None else (text[:at], True)
 
 
@@ -54,7 +56,7 @@ class StopTrimmer:
         if not self._stops:
             return text
         pending = self._pending + text
-        at = earliest_stop(pending, self._stops)
+        at = first_stop(pending, self._stops)
         if at is not None:
             self.stopped = True
             self._pending = ""
