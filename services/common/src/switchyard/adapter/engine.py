@@ -11,7 +11,7 @@ and where the engine has an abort route, calls it with that call's own `abort_id
 from __future__ import annotations
 
 import asyncio
-from collections.abc import AsyncGenerator
+from collections.abc import AsyncGenerator, Callable
 from typing import Any
 
 import aiohttp
@@ -21,6 +21,7 @@ from opentelemetry.instrumentation.aiohttp_client import create_trace_config
 
 from switchyard.adapter.settings import AdapterSettings
 from switchyard.adapter.translation import (
+    AUTH_REFUSED,
     Completion,
     Delta,
     EngineHTTPError,
@@ -35,8 +36,6 @@ log = structlog.get_logger(__name__)
 
 _JSON = {"content-type": "application/json", "accept": "application/json"}
 _SSE = {"content-type": "application/json", "accept": "text/event-stream"}
-#: Engines refuse a missing or wrong `--api-key` with these.
-_AUTH_REFUSED = (401, 403)
 _ABORT_TIMEOUT_S = 2.0
 _DONE = b"[DONE]"
 
@@ -64,6 +63,11 @@ class EngineClient:
         )
         self._health_timeout = aiohttp.ClientTimeout(total=settings.health_timeout_s)
         self._aborts: set[asyncio.Task[None]] = set()
+        #: Whether the adapter has a key to send (for the words of a refusal).
+        self.sends_api_key = key is not None and bool(key.get_secret_value())
+        #: Called when the engine refuses a generation's credentials: the engine may have
+        #: restarted with another key. Readiness sets it (and then re-proves the key).
+        self.on_credentials_refused: Callable[[], None] = _nothing
 
     async def aclose(self) -> None:
         if self._aborts:
@@ -76,7 +80,8 @@ class EngineClient:
         )
 
     def _error(self, status: int, body: bytes) -> InferenceError:
-        if status in _AUTH_REFUSED:
+        if status in AUTH_REFUSED:
+            self.on_credentials_refused()
             return InferenceError.engine_failed(
                 f"the engine at {self.base_url} refused the adapter's credentials (HTTP {status}): "
                 "set ADAPTER_ENGINE_API_KEY to the engine's --api-key"
@@ -218,6 +223,10 @@ class EngineClient:
                 f"GET {self.translation.metrics_path}: HTTP {response.status}", response.status
             )
         return text
+
+
+def _nothing() -> None:
+    pass
 
 
 def _json(raw: bytes) -> Any:

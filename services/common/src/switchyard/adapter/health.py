@@ -1,11 +1,20 @@
 """Readiness: the adapter is SERVING only while its engine can generate.
 
-A background task asks the engine (its health route, then its model info once) and sets
+A background task asks the engine (its health route, then its model info) and sets
 the standard `grpc.health.v1` status for the whole server and for the inference service.
 A request that finds the engine unreachable wakes the checker at once, so routers learn of
 it without waiting for the next tick. The adapter publishes exactly what it believes:
 readiness changes only through a check, and every check's answer is published (a request
 that failed once on a healthy engine, e.g. one reset connection, leaves it SERVING).
+
+Health routes are open on every engine, even one started with `--api-key`, so health
+alone cannot tell whether the engine takes the adapter's key. The model info is read on a
+route the key guards (translations see to that), and it is read again before the adapter
+serves after anything that may have changed the engine: its health failing (a restart),
+or a generation whose credentials it refused (a restart with another key). While it
+refuses them, each check reads the info again, so the adapter serves again as soon as
+the engine takes its key. Why the adapter does not serve is logged once per change of
+cause, not at every check.
 """
 
 from __future__ import annotations
@@ -19,6 +28,7 @@ from grpc_health.v1._async import HealthServicer
 from prometheus_client import Gauge
 
 from switchyard.adapter.engine import EngineClient
+from switchyard.adapter.translation import EngineHTTPError
 from switchyard.inference.v1 import inference_pb2
 
 log = structlog.get_logger(__name__)
@@ -39,6 +49,11 @@ class Readiness:
         self._wake = asyncio.Event()
         self.ready = False
         self.max_model_len = 0
+        #: Whether the next healthy check must read the engine's info (prove the key) first.
+        self._reread_info = True
+        #: The last cause logged for not serving (None while serving): logged once each.
+        self._cause: tuple[str, str] | None = None
+        engine.on_credentials_refused = self.credentials_refused
 
     async def _set(self, ready: bool) -> None:
         if ready != self.ready:
@@ -54,14 +69,40 @@ class Readiness:
     async def check(self) -> bool:
         """Ask the engine once and publish the answer."""
         ready = await self._engine.healthy()
-        if ready and not self.max_model_len:
-            try:
-                self.max_model_len = await self._engine.max_model_len()
-            except Exception as exc:  # the engine answers health but not its info: not ready yet
-                log.warning("engine_info_failed", error=repr(exc))
-                ready = False
+        if not ready:
+            self._reread_info = True  # it may come back as another engine
+        elif self._reread_info or not self.max_model_len:
+            ready = await self._read_info()
+        if ready:
+            self._cause = None
         await self._set(ready)
         return ready
+
+    async def _read_info(self) -> bool:
+        # Cleared before the call: a refusal reported while it runs asks for another read.
+        self._reread_info = False
+        try:
+            self.max_model_len = await self._engine.max_model_len()
+        except Exception as exc:  # the engine answers health but not its info: not ready yet
+            self._reread_info = True
+            if isinstance(exc, EngineHTTPError) and exc.credentials_refused:
+                self._log_cause("engine_credentials_refused", str(exc), fix=self._key_fix())
+            else:
+                self._log_cause("engine_info_failed", repr(exc))
+            return False
+        return True
+
+    def _key_fix(self) -> str:
+        state = "is not the engine's key" if self._engine.sends_api_key else "is not set"
+        return (
+            f"ADAPTER_ENGINE_API_KEY {state}: set it to the engine's --api-key "
+            "(the adapter serves again as soon as the engine accepts it)"
+        )
+
+    def _log_cause(self, event: str, error: str, **fields: str) -> None:
+        if self._cause != (event, error):
+            self._cause = (event, error)
+            log.warning(event, engine_url=self._engine.base_url, error=error, **fields)
 
     async def run(self) -> None:
         await self._set(False)
@@ -75,4 +116,10 @@ class Readiness:
     def engine_unreachable(self) -> None:
         """Called when a request could not reach the engine: check it now. Readiness is
         not changed here; the check decides, and publishes NOT_SERVING if it fails."""
+        self._wake.set()
+
+    def credentials_refused(self) -> None:
+        """Called by the engine client when the engine refused a generation's key: prove
+        the key again now (on the info route), which publishes NOT_SERVING if it fails."""
+        self._reread_info = True
         self._wake.set()

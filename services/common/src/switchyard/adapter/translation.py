@@ -80,10 +80,19 @@ class EngineHTTP(Protocol):
     async def post_json(self, path: str, body: Any) -> Any: ...
 
 
+#: What engines answer a missing or wrong `--api-key` with.
+AUTH_REFUSED: Final = frozenset({401, 403})
+
+
 class EngineHTTPError(Exception):
     def __init__(self, message: str, status: int | None = None) -> None:
         super().__init__(message)
         self.status = status
+
+    @property
+    def credentials_refused(self) -> bool:
+        """Whether the engine refused the adapter's key (`ADAPTER_ENGINE_API_KEY`)."""
+        return self.status in AUTH_REFUSED
 
 
 class StreamParser(ABC):

@@ -4,11 +4,13 @@ from __future__ import annotations
 
 from starlette.applications import Starlette
 from starlette.exceptions import HTTPException
+from starlette.middleware import Middleware
 from starlette.routing import BaseRoute
 
 from switchyard.enginesim.faults import faults_route
 from switchyard.enginesim.scheduler import Scheduler
 from switchyard.enginesim.sglang.args import ServerArgs
+from switchyard.enginesim.sglang.auth import ApiKeyMiddleware
 from switchyard.enginesim.sglang.chat import ChatApi
 from switchyard.enginesim.sglang.completions import CompletionsApi
 from switchyard.enginesim.sglang.engine import SglangEngine
@@ -68,8 +70,14 @@ def build_app(args: ServerArgs) -> Starlette:
     if runtime.metrics is not None:
         routes.append(runtime.metrics.route())
 
+    middleware: list[Middleware] = []
+    if args.api_key or args.admin_api_key:  # as SGLang: installed only when a key is set
+        middleware.append(
+            Middleware(ApiKeyMiddleware, api_key=args.api_key, admin_api_key=args.admin_api_key)
+        )
     app = Starlette(
         routes=routes,
+        middleware=middleware,
         exception_handlers={
             RequestInvalid: on_request_invalid,
             EngineHTTPError: on_engine_http_error,

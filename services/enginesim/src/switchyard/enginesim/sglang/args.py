@@ -47,6 +47,10 @@ class ServerArgs:
     sim: SimOptions
     #: Simulator only: the delay of SGLang's abort after a stream's end (2 s in SGLang).
     abort_delay_s: float = STREAM_END_ABORT_DELAY_S
+    #: The bearer token every route but the probes needs (`auth`); None or "": none.
+    api_key: str | None = None
+    #: The bearer token of the admin routes (`/abort_request`), instead of `api_key`.
+    admin_api_key: str | None = None
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -76,6 +80,9 @@ def build_parser() -> argparse.ArgumentParser:
         action="store_true",
         help="sample with each request's sampling_seed (42 without one); ignored otherwise",
     )
+    # SGLang reads both keys from the command line only (no environment variable).
+    add("--api-key", default=None, help="require this bearer token (probes stay open)")
+    add("--admin-api-key", default=None, help="the bearer token of the admin routes")
     add("--otlp-traces-endpoint", default="localhost:4317", help="accepted and ignored")
     add("--tp-size", "--tensor-parallel-size", type=_positive, default=1, help="ignored")
     add("--mem-fraction-static", type=float, default=None, help="ignored")
@@ -118,6 +125,8 @@ def parse_args(argv: Sequence[str] | None = None) -> ServerArgs:
         mem_fraction_static=args.mem_fraction_static,
         sim=sim_options(args),
         abort_delay_s=args.sim_abort_delay,
+        api_key=args.api_key,
+        admin_api_key=args.admin_api_key,
     )
 
 
