@@ -19,8 +19,9 @@ from switchyard.adapter.settings import AdapterSettings
 from switchyard.adapter_sglang.translation import SglangTranslation
 from switchyard.enginesim.sglang.engine import SglangEngine
 from switchyard.inference.v1 import inference_pb2 as pb
-from tests.enginesim.sglang.conftest import MODEL, live, make_app, runtime_of, until
+from tests.enginesim.sglang.conftest import MODEL, live, make_app, runtime_of
 from tests.support.canonical import generate_request
+from tests.support.polling import eventually
 
 CONTEXT = 1024  # the simulator's --context-length in these tests
 #: Stopped after one token by the simulator's fault until released: still in flight.
@@ -45,10 +46,7 @@ class Engine:
         async def enough() -> bool:
             return bool((await self.http.get("/sim/faults")).json()["stalled"] == count)
 
-        deadline = asyncio.get_running_loop().time() + 30
-        while not await enough():
-            assert asyncio.get_running_loop().time() < deadline, "calls not stalled in time"
-            await asyncio.sleep(0.01)
+        await eventually(enough, what=f"{count} calls stalled")
 
 
 @asynccontextmanager
@@ -123,12 +121,12 @@ async def test_a_call_reusing_a_finished_streams_id_is_not_aborted_by_its_cleanu
     async with sglang("--sim-abort-delay", "2") as engine:
         gate = Gate(engine.sim)
         assert await streamed(engine.client, held(make, "again"))
-        await until(lambda: gate.waiting == 1)
+        await eventually(lambda: gate.waiting == 1)
         await engine.stall_next(1)
         retry = asyncio.create_task(engine.client.complete(held(make, "again")))
         await engine.stalled(1)
         gate.opened.set()  # the first stream's cleanup runs while the retry is in flight
-        await until(lambda: any(a.source == "stream_end" for a in engine.sim.aborts))
+        await eventually(lambda: any(a.source == "stream_end" for a in engine.sim.aborts))
         await engine.release()
         completion = await retry
     assert completion.completion_tokens == HELD_TOKENS
@@ -153,8 +151,8 @@ async def test_a_cancelled_call_is_aborted_in_the_engine_by_its_own_rid(make: Ma
         def aborted_by_the_adapter() -> bool:
             return any(a.source == "abort_request" for a in engine.sim.aborts)
 
-        await until(aborted_by_the_adapter)
-        await until(lambda: len(engine.sim.live_rids) == 1)
+        await eventually(aborted_by_the_adapter)
+        await eventually(lambda: len(engine.sim.live_rids) == 1)
         (left,) = set(rids) - set(engine.sim.live_rids)
         await engine.release()
         completion = await staying

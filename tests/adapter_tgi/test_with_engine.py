@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import asyncio
 import json
-import time
 from collections.abc import AsyncIterator, Iterator
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -19,14 +18,15 @@ import pytest
 from grpc_health.v1 import health_pb2
 
 from switchyard.common.errors import from_rpc_error
-from switchyard.devstack.components import sim_args
+from switchyard.devstack.components import SIM_LISTENING, sim_args
 from switchyard.inference.v1 import inference_pb2 as pb
 from switchyard.inference.v1 import inference_pb2_grpc as pb_grpc
 from tests.support.canonical import generate_request
+from tests.support.polling import NotYet, eventually
 from tests.support.processes import (
     Service,
-    free_port,
     health_status,
+    listening_port,
     start,
     wait_http,
     wait_serving,
@@ -195,10 +195,9 @@ async def test_max_tokens_past_1024_is_held_to(
 
 
 def _keyed_sim(log_dir: Path) -> Service:
-    port = free_port()
-    args = [*sim_args("tgi", "127.0.0.1", port, "demo-tgi", TEST_OPTIONS), "--api-key", KEY]
-    sim = start("sim-tgi-keyed", args, log_dir, port=port)
-    wait_http(sim, f"http://127.0.0.1:{port}/health")
+    args = [*sim_args("tgi", "127.0.0.1", 0, "demo-tgi", TEST_OPTIONS), "--api-key", KEY]
+    sim = start("sim-tgi-keyed", args, log_dir, port=0)
+    wait_http(sim, f"http://127.0.0.1:{listening_port(sim, SIM_LISTENING)}/health")
     return sim
 
 
@@ -251,11 +250,12 @@ async def test_without_the_key_the_adapter_never_serves_and_says_why(
 
 
 async def _wait_for_log(service: Service, text: str) -> None:
-    deadline = time.monotonic() + 30
-    while time.monotonic() < deadline:
-        if text in service.log_path.read_text(errors="replace"):
-            return
+    def logged() -> bool:
         if not service.alive():
-            break
-        await asyncio.sleep(0.05)
-    raise service.fail(f"{text!r} did not appear in the log within 30 s")
+            raise service.fail(f"exited before logging {text!r}")
+        return text in service.log_path.read_text(errors="replace")
+
+    try:
+        await eventually(logged, what=f"{text!r} logged")
+    except NotYet as exc:
+        raise service.fail(str(exc)) from None

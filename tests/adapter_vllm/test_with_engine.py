@@ -7,7 +7,6 @@ Two engine behaviours the adapter depends on: `--api-key` (vLLM guards `/v1/*`, 
 
 from __future__ import annotations
 
-import time
 from collections.abc import AsyncIterator, Iterator
 from pathlib import Path
 from typing import TYPE_CHECKING
@@ -16,14 +15,15 @@ import grpc
 import pytest
 
 from switchyard.common.errors import from_rpc_error
-from switchyard.devstack.components import sim_args
+from switchyard.devstack.components import SIM_LISTENING, sim_args
 from switchyard.inference.v1 import inference_pb2 as pb
 from switchyard.inference.v1 import inference_pb2_grpc as pb_grpc
 from tests.support.canonical import generate_request
+from tests.support.polling import NotYet, eventually_sync
 from tests.support.processes import (
     Service,
-    free_port,
     health_status,
+    listening_port,
     start,
     wait_http,
     wait_serving,
@@ -39,33 +39,36 @@ NOT_SERVING = 2
 CONTEXT = TEST_OPTIONS.max_model_len
 
 
-def wait_log(service: Service, text: str, timeout: float = 30.0) -> str:
+def wait_log(service: Service, text: str) -> str:
     """Poll the service's log until it contains `text`; the log."""
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
+
+    def logged() -> str | None:
         log = service.log_path.read_text(errors="replace")
         if text in log:
             return log
         if not service.alive():
-            break
-        time.sleep(0.05)
-    raise service.fail(f"{text!r} not logged after {timeout}s")
+            raise service.fail(f"exited before logging {text!r}")
+        return None
+
+    try:
+        return eventually_sync(logged, what=f"{text!r} logged")
+    except NotYet as exc:
+        raise service.fail(str(exc)) from None
 
 
 @pytest.fixture(scope="module")
 def keyed_engine(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
     """A simulator keyed through `VLLM_API_KEY` (as a Secret would set it); its URL."""
-    port = free_port()
-    args = sim_args("vllm", "127.0.0.1", port, MODEL, TEST_OPTIONS)
+    args = sim_args("vllm", "127.0.0.1", 0, MODEL, TEST_OPTIONS)
     sim = start(
         "sim-vllm-keyed",
         args,
         tmp_path_factory.mktemp("keyed"),
-        port=port,
+        port=0,
         env={"VLLM_API_KEY": KEY},
     )
-    url = f"http://127.0.0.1:{port}"
     try:
+        url = f"http://127.0.0.1:{listening_port(sim, SIM_LISTENING)}"
         wait_http(sim, f"{url}/health")
         yield url
     finally:

@@ -12,6 +12,7 @@ from switchyard.common.errors import InferenceError, from_rpc_error
 from switchyard.inference.v1 import inference_pb2 as pb
 from tests.contract.conftest import sim_stats
 from tests.contract.test_generation import chat_request, prompt_request
+from tests.support.polling import eventually
 from tests.support.processes import SERVING, health_status
 from tests.support.stacks import Stack
 
@@ -104,12 +105,11 @@ async def test_nothing_leaks_after_bad_requests(stack: Stack, stub: Stub) -> Non
             *(_failure(stub, r, streamed) for r in requests for _ in range(3)),
             return_exceptions=False,
         )
-    for _ in range(50):
+
+    async def idle() -> bool:
         stats = await sim_stats(stack)
-        if stats["open_streams"] == 0 and stats["in_flight"] == 0:
-            break
-        await asyncio.sleep(0.05)
-    assert stats["open_streams"] == 0
-    assert stats["in_flight"] == 0
+        return bool(stats["open_streams"] == 0 and stats["in_flight"] == 0)
+
+    await eventually(idle, what="nothing open or in flight at the engine")
     load = await stub.GetLoad(pb.GetLoadRequest())
     assert load.adapter_in_flight == 0

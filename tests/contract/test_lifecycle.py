@@ -4,10 +4,10 @@ from __future__ import annotations
 
 import asyncio
 import signal
-import time
 from pathlib import Path
 
 import grpc
+import httpx
 import pytest
 
 from switchyard.common.errors import from_rpc_error
@@ -15,8 +15,10 @@ from switchyard.devstack.components import sim_args
 from switchyard.inference.v1 import inference_pb2 as pb
 from switchyard.inference.v1 import inference_pb2_grpc as pb_grpc
 from tests.contract.test_generation import prompt_request
+from tests.support.polling import eventually, eventually_sync
 from tests.support.processes import (
     SERVING,
+    Service,
     free_port,
     health_status,
     start,
@@ -26,36 +28,56 @@ from tests.support.processes import (
 from tests.support.stacks import ENGINES, options, start_adapter, start_stack
 
 NOT_SERVING = 2
-LOAD_DELAY_S = 1.5
+
+
+def _start_sim(engine: str, port: int, log_dir: Path, load_delay_s: float) -> Service:
+    opts = options(load_delay_s=load_delay_s)
+    args = sim_args(engine, "127.0.0.1", port, f"demo-{engine}", opts)
+    return start(f"sim-{engine}", args, log_dir, port=port)
+
+
+def _loading(engine: str, sim: Service) -> bool:
+    """Whether `sim` is loading its model: vLLM and TGI do not listen meanwhile, SGLang
+    listens and answers 503 (it is `Starting`)."""
+    if engine != "sglang":
+        log = sim.log_tail()
+        return "loading: not listening" in log and "listening on" not in log
+    try:
+        return httpx.get(f"http://127.0.0.1:{sim.port}/health", timeout=5).status_code == 503
+    except httpx.HTTPError:
+        return False
 
 
 @pytest.mark.parametrize("engine", ENGINES)
-def test_serving_only_after_the_engine_has_loaded(engine: str, log_dir: Path) -> None:
-    # The adapter first, so that its own start-up time (long on a busy machine) cannot
-    # race the engine's load: the engine then starts on the port the adapter watches.
+def test_not_serving_while_the_engine_loads(engine: str, log_dir: Path) -> None:
+    port = free_port()
+    # An hour's load: the engine loads for the whole test, however slow the machine.
+    sim = _start_sim(engine, port, log_dir, load_delay_s=3600)
+    adapter = start_adapter(engine, f"http://127.0.0.1:{port}", log_dir)
+    address = f"127.0.0.1:{adapter.port}"
+    try:
+        eventually_sync(lambda: _loading(engine, sim), what=f"{engine} loading")
+        # The adapter answers health checks while its engine loads, and not with SERVING.
+        wait_health(adapter, address, NOT_SERVING)
+        assert _loading(engine, sim), sim.log_tail()
+        assert health_status(address) == NOT_SERVING
+    finally:
+        adapter.stop()
+        sim.stop()
+
+
+@pytest.mark.parametrize("engine", ENGINES)
+def test_serving_once_the_engine_has_loaded(engine: str, log_dir: Path) -> None:
+    # The adapter first, not serving while nothing answers on its engine's port; then the
+    # engine, loading a moment before it can generate.
     port = free_port()
     adapter = start_adapter(engine, f"http://127.0.0.1:{port}", log_dir)
     address = f"127.0.0.1:{adapter.port}"
     sim = None
     try:
         wait_health(adapter, address, NOT_SERVING)
-        started = time.monotonic()
-        opts = options(load_delay_s=LOAD_DELAY_S)
-        sim = start(
-            f"sim-{engine}",
-            sim_args(engine, "127.0.0.1", port, f"demo-{engine}", opts),
-            log_dir,
-            port=port,
-        )
-        seen: set[int | None] = set()
-        # The engine's load starts after its own start-up: it cannot be up before this.
-        while time.monotonic() - started < LOAD_DELAY_S:
-            seen.add(health_status(address))
-            time.sleep(0.05)
-        assert SERVING not in seen, "SERVING before the engine could generate"
-        assert NOT_SERVING in seen, "the adapter answers health checks while its engine loads"
-        wait_serving(adapter, address, timeout=30)
-        assert time.monotonic() - started >= LOAD_DELAY_S
+        sim = _start_sim(engine, port, log_dir, load_delay_s=0.5)
+        wait_serving(adapter, address)
     finally:
         adapter.stop()
         if sim is not None:
@@ -99,8 +121,11 @@ async def test_sigterm_finishes_in_flight_streams_and_refuses_new_ones(log_dir: 
             first = await call.read()
             assert isinstance(first, pb.GenerateStreamResponse)
             stack.adapter.signal(signal.SIGTERM)
-            await asyncio.sleep(0.3)
-            assert health_status(stack.address) != SERVING
+
+            async def not_serving() -> bool:
+                return bool(await asyncio.to_thread(health_status, stack.address) != SERVING)
+
+            await eventually(not_serving, what="the adapter no longer SERVING")
             with pytest.raises(grpc.aio.AioRpcError) as refused:
                 await stub.Generate(prompt_request(stack, max_tokens=2), timeout=5)
             assert refused.value.code() == grpc.StatusCode.UNAVAILABLE

@@ -6,7 +6,6 @@ Adapters and the edge export their traces to an OTLP collector in the test proce
 from __future__ import annotations
 
 import asyncio
-import time
 from collections.abc import AsyncIterator
 
 import httpx
@@ -14,6 +13,7 @@ import pytest
 
 from tests.support.edge import Edge, KeySpec, start_edge
 from tests.support.otlp import OtlpCollector
+from tests.support.polling import NotYet, eventually
 from tests.support.stacks import ENGINES, Stack, options, start_stack
 
 FAST = options(itl_s=0.002)
@@ -63,20 +63,22 @@ async def edge(
         await asyncio.to_thread(running.stop)
 
 
-async def settled(edge: Edge, engines: dict[str, Stack], within_s: float = 10.0) -> None:
+async def settled(edge: Edge, engines: dict[str, Stack]) -> None:
     """Wait until nothing is in flight anywhere: the edge's gauge and every engine's streams."""
-    deadline = time.monotonic() + within_s
+    last = ""
     async with httpx.AsyncClient() as client:
-        while True:
+
+        async def idle() -> bool:
+            nonlocal last
             stats = [(await client.get(f"{s.sim_url}/sim/stats")).json() for s in engines.values()]
-            busy = await edge.in_flight() + sum(s["in_flight"] + s["open_streams"] for s in stats)
-            if busy == 0:
-                return
-            if time.monotonic() > deadline:
-                raise AssertionError(
-                    f"still in flight after {within_s}s: edge {await edge.in_flight()}, engines {stats}"
-                )
-            await asyncio.sleep(0.05)
+            in_flight = await edge.in_flight()
+            last = f"edge {in_flight}, engines {stats}"
+            return bool(in_flight + sum(s["in_flight"] + s["open_streams"] for s in stats) == 0)
+
+        try:
+            await eventually(idle, what="nothing in flight at the edge or the engines")
+        except NotYet as exc:
+            raise NotYet(f"{exc}: {last}") from None
 
 
 @pytest.fixture

@@ -15,21 +15,25 @@ from tests.support.edge import Edge
 from tests.support.polling import eventually
 from tests.support.stacks import Stack
 
-LONG = {"max_tokens": 1000, "ignore_eos": True}  # 1000 tokens at 2 ms: two seconds of stream
+LONG = {"max_tokens": 1000, "ignore_eos": True}
+
+
+async def _stats(stack: Stack) -> dict[str, Any]:
+    async with httpx.AsyncClient() as client:
+        stats: dict[str, Any] = (await client.get(f"{stack.sim_url}/sim/stats")).json()
+        return stats
 
 
 async def _aborted(stack: Stack) -> int:
-    async with httpx.AsyncClient() as client:
-        aborted: int = (await client.get(f"{stack.sim_url}/sim/stats")).json()["aborted"]
-        return aborted
+    aborted: int = (await _stats(stack))["aborted"]
+    return aborted
 
 
 async def _until_aborted(stack: Stack, before: int) -> None:
-    for _ in range(100):
-        if await _aborted(stack) > before:
-            return
-        await asyncio.sleep(0.02)
-    raise AssertionError("the engine never saw the abort")
+    async def aborted() -> bool:
+        return await _aborted(stack) > before
+
+    await eventually(aborted, what="the engine saw the abort")
 
 
 @pytest.mark.parametrize("engine", ["vllm", "sglang"])  # engines with ignore_eos (a long stream)
@@ -43,7 +47,10 @@ async def test_client_leaving_a_stream_aborts_the_engine(
         "stream": True,
         **LONG,
     }
+    # The engine holds the stream after its first token until the client leaves: it cannot
+    # end on its own first, however slow the machine.
     async with (
+        engines[engine].stalled(count=1),
         httpx.AsyncClient() as client,
         client.stream(
             "POST", f"{edge.url}/v1/chat/completions", json=body, headers=edge.auth()
@@ -53,19 +60,32 @@ async def test_client_leaving_a_stream_aborts_the_engine(
         async for line in response.aiter_lines():
             if line.startswith("data: ") and '"content":"' in line and '"content":""' not in line:
                 break  # some text arrived: leave mid-stream
-    await _until_aborted(engines[engine], before)
+        await _until_aborted(engines[engine], before)
     await settled(edge, engines)
 
 
 async def test_client_leaving_a_unary_request_aborts_the_engine(
     edge: Edge, engines: dict[str, Stack]
 ) -> None:
-    before = await _aborted(engines["vllm"])
+    vllm = engines["vllm"]
+    before = await _stats(vllm)
     body = {"model": "demo-vllm", "prompt": "go", **LONG}
-    async with httpx.AsyncClient(timeout=0.5) as client:
-        with pytest.raises(httpx.ReadTimeout):
-            await client.post(f"{edge.url}/v1/completions", json=body, headers=edge.auth())
-    await _until_aborted(engines["vllm"], before)
+    async with vllm.stalled(count=1), httpx.AsyncClient(timeout=60) as client:
+        call = asyncio.create_task(
+            client.post(f"{edge.url}/v1/completions", json=body, headers=edge.auth())
+        )
+
+        # Leave once the engine works on it, not after a fixed time: a slow machine may
+        # not have sent it yet.
+        async def at_the_engine() -> bool:
+            stats = await _stats(vllm)
+            return bool(stats["requests"] > before["requests"] and stats["in_flight"] >= 1)
+
+        await eventually(at_the_engine, what="the request at the engine")
+        call.cancel()
+        with pytest.raises(asyncio.CancelledError):
+            await call
+        await _until_aborted(vllm, before["aborted"])
     await settled(edge, engines)
 
 

@@ -4,6 +4,7 @@ ends the block quietly; nothing else does."""
 from __future__ import annotations
 
 import asyncio
+import itertools
 from collections.abc import MutableMapping
 from typing import Any
 
@@ -21,8 +22,10 @@ class _Client:
     def __init__(self) -> None:
         self.messages: asyncio.Queue[dict[str, Any]] = asyncio.Queue()
         self.sent: list[MutableMapping[str, Any]] = []
+        self.listening = asyncio.Event()  # someone waits on receive()
 
     async def receive(self) -> dict[str, Any]:
+        self.listening.set()
         return await self.messages.get()
 
     async def send(self, message: MutableMapping[str, Any]) -> None:
@@ -63,9 +66,10 @@ async def test_disconnect_after_stop_is_ignored() -> None:
     # ASGI servers report http.disconnect once the response is complete.
     client = _Client()
     async with ClientWatch(client.receive) as watch:
+        await client.listening.wait()
         watch.stop()
         client.disconnect()
-        await asyncio.sleep(0.01)
+        await eventually(client.messages.empty, what="the disconnect read")
     assert not watch.disconnected
 
 
@@ -93,28 +97,42 @@ async def test_errors_inside_propagate() -> None:
 
 
 async def test_keepalive_comments_during_silence_only() -> None:
+    loop = asyncio.get_running_loop()
     client = _Client()
-    async with ClientWatch(client.receive, client.send, keepalive_s=0.05) as watch:
-        await asyncio.sleep(0.18)
-        count = len(client.sent)
-        for _ in range(6):  # busy: a chunk every 20 ms leaves no silence to fill
+    keepalive_s = 0.05
+    #: (when, what) of everything written to the client, in order: chunks and keep-alives.
+    writes: list[tuple[float, str]] = []
+
+    async def send(message: MutableMapping[str, Any]) -> None:
+        writes.append((loop.time(), "keep-alive"))
+        await client.send(message)
+
+    async with ClientWatch(client.receive, send, keepalive_s=keepalive_s) as watch:
+        writes.append((watch.last_write, "start"))
+        await eventually(lambda: len(client.sent) >= 2, what="keep-alives during silence")
+        for _ in range(6):  # busy: a chunk more often than the interval
             watch.touch()
-            await asyncio.sleep(0.02)
-        busy = len(client.sent) - count
+            writes.append((watch.last_write, "chunk"))
+            await asyncio.sleep(keepalive_s / 4)
         watch.stop()
-    assert count >= 2
     assert all(m["body"] == KEEPALIVE and m["more_body"] for m in client.sent)
-    assert busy == 0
+    # However slow the machine, each keep-alive came after a whole interval with nothing
+    # written (measured here, not assumed): a chunk resets the silence.
+    gaps = [(what, at - before) for (before, _), (at, what) in itertools.pairwise(writes)]
+    assert all(gap >= keepalive_s for what, gap in gaps if what == "keep-alive"), gaps
 
 
 async def test_no_watcher_task_is_left_behind() -> None:
     client = _Client()
-    before = len(asyncio.all_tasks())
     for _ in range(20):
         async with ClientWatch(client.receive, client.send, keepalive_s=1):
             await asyncio.sleep(0)
-    await asyncio.sleep(0)
-    assert len(asyncio.all_tasks()) == before
+    # Only the watchers: the loop may run other tests' servers meanwhile.
+    assert not [t for t in asyncio.all_tasks() if _coroutine_name(t) == "ClientWatch._watch"]
+
+
+def _coroutine_name(task: asyncio.Task[Any]) -> str:
+    return str(getattr(task.get_coro(), "__qualname__", ""))
 
 
 async def test_the_end_of_a_shutdown_s_grace_ends_the_block_quietly() -> None:
@@ -153,7 +171,7 @@ async def test_the_end_of_grace_spares_a_response_that_is_finishing() -> None:
     async with ClientWatch(client.receive, drain=drain) as watch:
         watch.stop()  # its last message is being sent
         drain.begin()
-        await asyncio.sleep(0.01)
+        await eventually(lambda: drain.over, what="the grace period over")
     assert not watch.shut_down
 
 

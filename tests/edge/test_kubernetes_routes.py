@@ -5,8 +5,7 @@ from __future__ import annotations
 
 import asyncio
 import copy
-import time
-from collections.abc import AsyncIterator, Awaitable, Callable
+from collections.abc import AsyncIterator
 from pathlib import Path
 from typing import Any
 
@@ -25,6 +24,7 @@ from tests.operator.apiserver import BACKENDS, ApiServer
 from tests.operator.harness import FakeClock, FakeLoad, OperatorThread, example, operator_settings
 from tests.support.edge import Edge, start_edge
 from tests.support.kube import MODEL_BACKENDS, Cluster, emulated_cluster, write_kubeconfig
+from tests.support.polling import eventually
 from tests.support.processes import free_port
 from tests.support.stacks import Stack
 
@@ -44,14 +44,6 @@ async def cluster_edge(tmp_path: Path) -> AsyncIterator[tuple[Cluster, Edge]]:
             yield cluster, edge
         finally:
             await asyncio.to_thread(edge.stop)
-
-
-async def _until(check: Callable[[], Awaitable[bool]], within_s: float = 10.0) -> None:
-    deadline = time.monotonic() + within_s
-    while not await check():
-        if time.monotonic() > deadline:
-            raise AssertionError("condition not met in time")
-        await asyncio.sleep(0.05)
 
 
 def _slice(
@@ -100,7 +92,7 @@ async def test_backends_come_and_go_and_wake_on_demand(
             return False
         return bool(reply.choices[0].message.content)
 
-    await _until(answers)
+    await eventually(answers, what="the model answers")
 
     # Scaled to zero: 503 with Retry-After, and the edge asks the operator for a replica.
     await cluster.client.delete(EndpointSlice, "demo-adapter-x1", namespace=NS)
@@ -112,7 +104,7 @@ async def test_backends_come_and_go_and_wake_on_demand(
             return error.status_code == 503 and int(error.response.headers["retry-after"]) >= 1
         return False
 
-    await _until(waking)
+    await eventually(waking, what="503 with Retry-After while scaled to zero")
 
     async def demanded() -> bool:
         annotations = (
@@ -122,7 +114,7 @@ async def test_backends_come_and_go_and_wake_on_demand(
         )
         return bool(annotations and DEMAND_ANNOTATION in annotations)
 
-    await _until(demanded)
+    await eventually(demanded, what="the demand annotation")
 
     # Removed: no longer routed at all.
     await cluster.client.delete(ModelBackend, "demo", namespace=NS)
@@ -136,7 +128,7 @@ async def test_backends_come_and_go_and_wake_on_demand(
             return False
         return False
 
-    await _until(gone)
+    await eventually(gone, what="404 once the backend is removed")
 
 
 async def _retry_after(client: openai.AsyncOpenAI, model: str) -> str | None:
@@ -170,7 +162,7 @@ async def test_a_waking_model_asks_for_the_expected_rest_of_its_wake(
     async def asks(seconds: str) -> bool:
         return await _retry_after(client, "sleepy") == seconds
 
-    await _until(lambda: asks("10"))
+    await eventually(lambda: asks("10"), what="Retry-After 10")
     await cluster.client.patch(
         ModelBackend.Status,
         "sleepy",
@@ -178,7 +170,7 @@ async def test_a_waking_model_asks_for_the_expected_rest_of_its_wake(
         namespace=NS,
         patch_type=PatchType.MERGE,
     )
-    await _until(lambda: asks("25"))
+    await eventually(lambda: asks("25"), what="Retry-After 25")
 
 
 @pytest.fixture
@@ -241,7 +233,7 @@ async def test_a_newcomer_in_another_namespace_does_not_take_the_traffic(
             return False
         return bool(reply.choices[0].message.content)
 
-    await _until(answers, within_s=30)
+    await eventually(answers, what="the model answers")
 
     api.clock_offset_s = 3600
     await _apply(client, NS, demo)
@@ -252,7 +244,7 @@ async def test_a_newcomer_in_another_namespace_does_not_take_the_traffic(
     async def edge_saw_it() -> bool:
         return "model_name_conflict" in edge.service.log_path.read_text(errors="replace")
 
-    await _until(edge_saw_it, within_s=30)
+    await eventually(edge_saw_it, what="the edge logs the conflict")
     for _ in range(5):
         reply = await openai_client.chat.completions.create(**ask)  # type: ignore[call-overload]
         assert reply.choices[0].message.content
@@ -260,7 +252,7 @@ async def test_a_newcomer_in_another_namespace_does_not_take_the_traffic(
     async def newcomer_told() -> bool:
         return _served(api, NS, "demo-vllm").get("reason") == "NameConflict"
 
-    await _until(newcomer_told, within_s=30)
+    await eventually(newcomer_told, what="the newcomer's Served condition says NameConflict")
     condition = _served(api, NS, "demo-vllm")
     assert condition["status"] == "False"
     assert "served by ModelBackend switchyard/demo-vllm" in condition["message"]

@@ -5,11 +5,13 @@ from __future__ import annotations
 
 import asyncio
 from collections.abc import AsyncIterator, Iterator
+from typing import Any
 
 import httpx
 import pytest
 
 from tests.support.edge import Edge, start_edge
+from tests.support.polling import eventually
 from tests.support.redis import RedisServer
 from tests.support.stacks import Stack
 
@@ -79,6 +81,16 @@ async def test_the_metrics_port_serves_the_metrics(docs_off: Edge) -> None:
     assert "switchyard_edge_backend_ready_endpoints" in response.text
 
 
+async def _answered(
+    client: httpx.AsyncClient, body: dict[str, Any], edge: Edge
+) -> httpx.Response | None:
+    """The answer, or None for a 503 "not ready yet" (to retry); anything else fails."""
+    response = await client.post("/v1/completions", json=body, headers=edge.auth())
+    if response.status_code == 503 and "ready yet" in response.text:
+        return None
+    return response
+
+
 async def test_with_two_workers_the_metrics_are_the_totals_of_both(two_workers: Edge) -> None:
     requests = 20
     body = {"model": "demo-vllm", "prompt": "count me", "max_tokens": 1}
@@ -87,12 +99,21 @@ async def test_with_two_workers_the_metrics_are_the_totals_of_both(two_workers: 
         base_url=two_workers.url, timeout=30, limits=httpx.Limits(max_keepalive_connections=0)
     ) as client:
         for _ in range(requests):
-            response = await client.post("/v1/completions", json=body, headers=two_workers.auth())
+            # Each worker watches its backends itself: one may not have seen them ready yet
+            # when the other already answers /readyz (a 503 asks to retry).
+            response = await eventually(
+                lambda: _answered(client, body, two_workers), what="a 200 from a ready worker"
+            )
             assert response.status_code == 200, response.text
-    samples = await two_workers.metrics()
-    answered = sum(
-        value
-        for (name, labels), value in samples.items()
-        if name == "switchyard_edge_requests_total" and ("status", "200") in labels
-    )
-    assert answered == requests
+
+    async def all_counted() -> bool:
+        samples = await two_workers.metrics()
+        answered = sum(
+            value
+            for (name, labels), value in samples.items()
+            if name == "switchyard_edge_requests_total" and ("status", "200") in labels
+        )
+        return answered == requests
+
+    # A request is counted once answered (just after its response): wait for the last one.
+    await eventually(all_counted, what=f"{requests} requests counted by the workers")

@@ -72,6 +72,11 @@ class ApiServer(kmock.KubernetesEmulator):
     #: "later" (the API server stamps whole seconds) without waiting.
     clock_offset_s = 0.0
 
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        #: The requests answered so far, in order: what each one did is done.
+        self.handled: list[kmock.Request] = []
+
     def register_crd(self) -> None:
         self.resources.load_bundled()
         self.resources[BACKENDS] = kmock.ResourceInfo(
@@ -125,6 +130,7 @@ class ApiServer(kmock.KubernetesEmulator):
         writes = (kmock.action.CREATE, kmock.action.UPDATE, kmock.action.DELETE)
         if request.action in writes and request.resource is not None:
             await self._collect_garbage()
+        self.handled.append(request)
         return response
 
     def _admit_create(

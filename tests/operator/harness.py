@@ -11,6 +11,7 @@ from __future__ import annotations
 import asyncio
 import threading
 import time
+from collections import Counter
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -28,6 +29,7 @@ from switchyard.operator.reconcile import ApiEvents, Deps
 from switchyard.operator.runtime import kopf_settings, run
 from switchyard.operator.scaling import Load
 from switchyard.operator.settings import OperatorSettings
+from tests.support import polling
 
 T = TypeVar("T")
 
@@ -43,12 +45,26 @@ class FakeLoad:
     """Requests in flight per backend, as the adapters would report them."""
 
     loads: dict[tuple[str, str], Load] = field(default_factory=dict)
+    #: Reads per backend: the scaler reads a backend's load first thing in each pass.
+    reads: Counter[tuple[str, str]] = field(default_factory=Counter)
 
     def set(self, namespace: str, name: str, in_flight: int, reporting: int = ALL) -> None:
         self.loads[(namespace, name)] = Load(in_flight=in_flight, reporting=reporting)
 
     async def read(self, backend: BackendRef) -> Load:
+        self.reads[(backend.namespace, backend.name)] += 1
         return self.loads.get((backend.namespace, backend.name), Load(0, ALL))
+
+    async def passes(self, name: str, count: int = 1, namespace: str = NAMESPACE) -> None:
+        """Wait until `count` scaling passes of a backend ran from start to end after this
+        call, so they saw its load and the clock as they are now, however slow the machine.
+        Passes run one after another: the one that reads next has started after this call,
+        and it has ended when the following one reads."""
+        seen = self.reads[(namespace, name)]
+        await eventually(
+            lambda: self.reads[(namespace, name)] >= seen + count + 1,
+            what=f"{count} scaling passes of {namespace}/{name}",
+        )
 
 
 @dataclass
@@ -114,14 +130,14 @@ class OperatorThread:
         self._error: BaseException | None = None
         self._thread = threading.Thread(target=self._main, name="operator", daemon=True)
 
-    async def start(self, within_s: float = 10.0) -> None:
+    async def start(self) -> None:
         self._thread.start()
-        if not await asyncio.to_thread(self._ready.wait, within_s):
+        if not await asyncio.to_thread(self._ready.wait, polling.TIMEOUT_S):
             raise AssertionError(f"the operator did not start: {self._error!r}")
 
-    async def stop(self, within_s: float = 15.0) -> None:
+    async def stop(self) -> None:
         self._stop.set()
-        await asyncio.to_thread(self._thread.join, within_s)
+        await asyncio.to_thread(self._thread.join, polling.TIMEOUT_S)
         if self._thread.is_alive():
             raise AssertionError("the operator did not stop")
         if self._error is not None:
@@ -171,26 +187,12 @@ class OperatorThread:
 async def eventually(
     check: Callable[[], T | None] | Callable[[], Awaitable[T | None]],
     *,
-    within_s: float = 20.0,
-    interval: float = 0.02,
     what: str = "condition",
 ) -> T:
-    """Poll `check` until it returns something truthy (AssertionErrors are retried)."""
-    deadline = time.monotonic() + within_s
-    last: str = "never true"
-    while True:
-        try:
-            result = check()
-            if asyncio.iscoroutine(result):
-                result = await result
-            if result:
-                return result  # type: ignore[return-value]
-            last = f"returned {result!r}"
-        except AssertionError as error:
-            last = str(error)
-        if time.monotonic() > deadline:
-            raise AssertionError(f"{what} not reached in {within_s}s: {last}")
-        await asyncio.sleep(interval)
+    """`tests.support.polling.eventually`, with AssertionErrors from `check` taken as "not
+    yet" (operator checks assert on objects that may not be there yet)."""
+    result: T = await polling.eventually(check, what=what, ignore=(AssertionError,))
+    return result
 
 
 EXAMPLES_DIR = Path(__file__).resolve().parents[2] / "operators" / "operator" / "examples"

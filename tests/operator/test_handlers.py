@@ -266,6 +266,10 @@ def _writes(api: ApiServer, port: int) -> list[tuple[str, str]]:
     ]
 
 
+def _watches(api: ApiServer) -> int:
+    return sum(1 for r in list(api) if r.action == kmock.action.WATCH)
+
+
 async def test_replayed_watch_events_change_nothing(
     api: ApiServer, client: AsyncClient, load: FakeLoad, clock: FakeClock
 ) -> None:
@@ -277,12 +281,12 @@ async def test_replayed_watch_events_change_nothing(
     try:
         await create(client, example("sglang-sim"))
         await settled(api, "demo-sglang", "Loading")
-        await asyncio.sleep(0.3)
+        await load.passes("demo-sglang")  # what the creation started is done
         port = api.servers[0].port
         before = _writes(api, port)
-        watches = sum(1 for r in list(api) if r.action == kmock.action.WATCH)
-        await asyncio.sleep(1.5)
-        assert sum(1 for r in list(api) if r.action == kmock.action.WATCH) > watches + 2
+        watches = _watches(api)
+        await eventually(lambda: _watches(api) > watches + 2, what="three watches more")
+        await load.passes("demo-sglang")
         assert _writes(api, port) == before
         creates = [w for w in before if w[0] == "POST"]
         assert len(creates) == 3  # one per child, ever
@@ -339,10 +343,19 @@ async def test_a_restart_adopts_what_exists_without_rewriting_it(
     await settled(api, "demo-vllm", "Loading")
     await first.stop()
     before = copy.deepcopy(children_of(api))
+    answered = len(api.handled)
     second = OperatorThread(url, operator_settings(NAMESPACE), load, clock)
     await second.start()
     try:
-        await asyncio.sleep(0.5)
+        # The second operator resumed the backend: it applied the Deployment, the Service
+        # and last the PDB again.
+        await eventually(
+            lambda: any(
+                r.resource == PDBS and r.action == kmock.action.UPDATE
+                for r in api.handled[answered:]
+            ),
+            what="the children applied again",
+        )
         after = children_of(api)
         for kind in ("deployments", "services", "pdbs"):
             assert without_server_fields(after[kind][0]) == without_server_fields(before[kind][0])
@@ -350,8 +363,26 @@ async def test_a_restart_adopts_what_exists_without_rewriting_it(
         await second.stop()
 
 
+async def _scaling_passes(api: ApiServer, count: int) -> None:
+    """Wait for `count` whole scaling passes after this call, counted by the ModelBackend
+    listing each one starts with (once its watches run, the operator lists nothing else
+    while no backend is left to reconcile)."""
+
+    def listings() -> int:
+        port = api.servers[0].port
+        return sum(
+            1
+            for r in list(api.handled)
+            if r.action == kmock.action.LIST and r.resource == BACKENDS and r.url.port == port
+        )
+
+    # The next listing may have been sent before this call: count one more.
+    seen = listings()
+    await eventually(lambda: listings() >= seen + count + 2, what=f"{count} scaling passes")
+
+
 async def test_deletion_leaves_nothing_behind(
-    api: ApiServer, client: AsyncClient, operator: OperatorThread
+    api: ApiServer, client: AsyncClient, operator: OperatorThread, load: FakeLoad
 ) -> None:
     for name in ("vllm-sim", "sglang-sim"):
         await create(client, example(name))
@@ -359,13 +390,13 @@ async def test_deletion_leaves_nothing_behind(
     await settled(api, "demo-vllm", "Loading")
     await client.delete(ModelBackendResource, "demo-vllm", namespace=NAMESPACE)
     await eventually(lambda: len(api.live(DEPLOYMENTS, NAMESPACE)) == 1, what="garbage collected")
-    await asyncio.sleep(0.5)  # several scaling passes and events later: still gone
+    await load.passes("demo-sglang", count=2)  # scaling passes later: still gone
     left = children_of(api)
     for objs in left.values():
         assert [o["metadata"]["labels"][naming.LABEL_BACKEND] for o in objs] == ["demo-sglang"]
     await client.delete(ModelBackendResource, "demo-sglang", namespace=NAMESPACE)
     await eventually(lambda: children_of(api) == {"deployments": [], "services": [], "pdbs": []})
-    await asyncio.sleep(0.3)
+    await _scaling_passes(api, count=2)  # with nothing left to scale: still nothing
     assert children_of(api) == {"deployments": [], "services": [], "pdbs": []}
     assert api.live(BACKENDS) == []
 

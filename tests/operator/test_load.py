@@ -18,6 +18,7 @@ from switchyard.operator.load import BackendRef, GrpcLoadSource, pod_is_ready, s
 from switchyard.operator.scaling import Load
 from tests.operator.apiserver import ApiServer
 from tests.operator.harness import NAMESPACE, kubeconfig
+from tests.support.polling import TIMEOUT_S
 from tests.support.processes import free_port
 
 
@@ -106,7 +107,8 @@ async def test_reads_every_ready_pod_of_the_backend(
         await add_pod(client, "other", "qwen", "127.0.0.1", ready=True)
         config = KubeConfig.from_dict(kubeconfig(str(api.url), NAMESPACE))
         async with AsyncClient(config=config) as operator_client:
-            source = GrpcLoadSource(operator_client, timeout_s=1.0, concurrency=2, port=port)
+            # The silent pod is refused at once: the bound is only for a loaded machine.
+            source = GrpcLoadSource(operator_client, timeout_s=TIMEOUT_S, concurrency=2, port=port)
             load = await source.read(BackendRef(NAMESPACE, "llama"))
         # a: max(3 + 2, 4) = 5; b: max(1 + 0, 7) = 7; the silent one did not report.
         assert load == Load(in_flight=12, reporting=2)

@@ -50,7 +50,7 @@ async def test_the_operator_process_serves_a_backend(
         # Blocking waits go to a thread: the emulator shares this event loop.
         await asyncio.to_thread(wait_http, process, f"http://127.0.0.1:{liveness}/healthz")
         await create(client, example("tgi-sim"))
-        await eventually(lambda: all(children_of(api).values()), what="children", within_s=20)
+        await eventually(lambda: all(children_of(api).values()), what="children")
         await settled(api, "demo-tgi", "Pending")
         process.signal(signal.SIGTERM)
         code = await asyncio.to_thread(process.process.wait, 20)

@@ -4,7 +4,6 @@ down after the delay (on a clock the test moves); the edge's demand wakes a back
 
 from __future__ import annotations
 
-import asyncio
 from typing import Any
 
 from lightkube import AsyncClient
@@ -30,9 +29,6 @@ from tests.operator.steps import (
     status_of,
 )
 
-#: Scaling passes run every 0.05 s; this is several of them.
-A_FEW_PASSES_S = 0.4
-
 
 def replicas(api: ApiServer, name: str) -> int | None:
     found = api.find(DEPLOYMENTS, NAMESPACE, name)
@@ -43,8 +39,10 @@ async def replicas_become(api: ApiServer, name: str, count: int) -> None:
     await eventually(lambda: replicas(api, name) == count, what=f"{name} at {count} replicas")
 
 
-async def replicas_stay(api: ApiServer, name: str, count: int) -> None:
-    await asyncio.sleep(A_FEW_PASSES_S)
+async def replicas_stay(api: ApiServer, load: FakeLoad, name: str, count: int) -> None:
+    """After a scaling pass that saw the load and the clock as they are now, `count`
+    replicas still (the next pass starts from there: a change later is another test's)."""
+    await load.passes(name)
     assert replicas(api, name) == count
 
 
@@ -68,20 +66,20 @@ async def test_load_moves_replicas_up_at_once_and_down_after_the_delay(
         lambda: status_of(api, name).get("pendingScaleDown"), what="a pending scale-down"
     )
     assert status_of(api, name)["pendingScaleDown"]["replicas"] == 1
-    await replicas_stay(api, name, 3)
+    await replicas_stay(api, load, name, 3)
     load.set(NAMESPACE, name, in_flight=10)  # a small rise during the wait: recommends 2
     await eventually(
         lambda: (status_of(api, name).get("pendingScaleDown") or {}).get("replicas") == 2
     )
     clock.advance(30)
-    await replicas_stay(api, name, 3)
+    await replicas_stay(api, load, name, 3)
     clock.advance(31)
     await replicas_become(api, name, 2)  # the highest recommendation of the wait
     load.set(NAMESPACE, name, in_flight=0)
-    await replicas_stay(api, name, 2)
+    await replicas_stay(api, load, name, 2)
     clock.advance(61)
     await replicas_become(api, name, 1)
-    await replicas_stay(api, name, 1)  # min 1 (the warm replica): never below
+    await replicas_stay(api, load, name, 1)  # min 1 (the warm replica): never below
 
     await eventually(
         lambda: (
@@ -117,10 +115,10 @@ async def test_scale_to_zero_and_wake_up_on_demand(
     await set_deployment_status(client, name, replicas=1, readyReplicas=1, updatedReplicas=1)
     await settled(api, name, "Ready")
 
-    await replicas_stay(api, name, 1)  # the demand is fresh
+    await replicas_stay(api, load, name, 1)  # the demand is fresh
     clock.advance(60)  # stale now; idle: the wait for zero starts
     await eventually(lambda: status_of(api, name).get("pendingScaleDown"))
-    await replicas_stay(api, name, 1)
+    await replicas_stay(api, load, name, 1)
     clock.advance(60)
     await replicas_become(api, name, 0)
     await settled(api, name, "Pending")
@@ -162,7 +160,7 @@ async def test_replicas_that_do_not_report_hold_the_count(
     await replicas_become(api, name, 3)
     load.set(NAMESPACE, name, in_flight=0, reporting=2)  # one replica is restarting
     clock.advance(3600)
-    await replicas_stay(api, name, 3)
+    await replicas_stay(api, load, name, 3)
     assert status_of(api, name).get("pendingScaleDown") is None
     load.set(NAMESPACE, name, in_flight=0)
     await eventually(lambda: status_of(api, name).get("pendingScaleDown"))

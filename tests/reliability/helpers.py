@@ -11,7 +11,6 @@ connection): a leak per request would show as dozens, since every scenario sends
 from __future__ import annotations
 
 import asyncio
-import time
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -20,9 +19,9 @@ import orjson
 import psutil
 
 from tests.support.edge import Edge
+from tests.support.polling import NotYet, eventually
 
 FD_SLACK = 2
-SETTLE_S = 20.0
 
 
 def edge_process(edge: Edge) -> psutil.Process:
@@ -31,14 +30,14 @@ def edge_process(edge: Edge) -> psutil.Process:
 
 async def _stable_fds(process: psutil.Process) -> int:
     """The descriptor count once two reads 100 ms apart agree (connections closing settle)."""
-    last = -1
-    for _ in range(50):
-        now = await asyncio.to_thread(process.num_fds)
-        if now == last:
-            return now
-        last = now
-        await asyncio.sleep(0.1)
-    return last
+    reads: list[int] = []
+
+    async def agreed() -> int | None:
+        reads.append(await asyncio.to_thread(process.num_fds))
+        return reads[-1] if reads[-2:-1] == reads[-1:] else None  # never 0: stdio is open
+
+    count: int = await eventually(agreed, interval=0.1, what="the descriptor count steady")
+    return count
 
 
 @dataclass
@@ -60,22 +59,23 @@ class Baseline:
             assert response.status_code == 200, response.text
         return cls(edge, await _stable_fds(edge_process(edge)))
 
-    async def settled(self, within_s: float = SETTLE_S) -> None:
-        """Nothing in flight and the descriptors back to the baseline (polls up to `within_s`)."""
+    async def settled(self) -> None:
+        """Nothing in flight and the descriptors back to the baseline (polled)."""
         process = edge_process(self.edge)
-        deadline = time.monotonic() + within_s
-        while True:
+        last = ""
+
+        async def back() -> bool:
+            nonlocal last
             in_flight = await self.edge.in_flight()
             fds = await _stable_fds(process)
-            if in_flight == 0 and fds <= self.fds + FD_SLACK:
-                return
-            if time.monotonic() > deadline:
-                connections = await asyncio.to_thread(process.net_connections)
-                raise AssertionError(
-                    f"edge not settled after {within_s}s: {in_flight} in flight, "
-                    f"{fds} fds (baseline {self.fds} + {FD_SLACK}); connections: {connections}"
-                )
-            await asyncio.sleep(0.1)
+            last = f"{in_flight} in flight, {fds} fds (baseline {self.fds} + {FD_SLACK})"
+            return in_flight == 0 and fds <= self.fds + FD_SLACK
+
+        try:
+            await eventually(back, interval=0.1, what="the edge settled")
+        except NotYet as exc:
+            connections = await asyncio.to_thread(process.net_connections)
+            raise NotYet(f"{exc}: {last}; connections: {connections}") from None
 
 
 @dataclass

@@ -127,8 +127,8 @@ async def _stack(plan: Plan, log_dir: Path) -> AsyncIterator[_Stack]:
     services: list[Service] = []
     with running_redis(log_dir) as redis:
         try:
-            # Everything starts at once (a loaded machine takes seconds per process); the
-            # adapters are SERVING once their engines are up.
+            # Each process returns once it has said which port it bound; the adapters are
+            # SERVING once their engines are up, waited for together.
             fast = start_stack("vllm", log_dir, wait=False, adapter_env=adapter_env)
             slow_opts = options(ttft_s=0.01, itl_s=plan.gap_s)
             slow = start_stack("sglang", log_dir, slow_opts, wait=False, adapter_env=adapter_env)

@@ -17,10 +17,11 @@ from switchyard.inference.v1 import inference_pb2 as pb
 from switchyard.inference.v1 import inference_pb2_grpc as pb_grpc
 from tests.reliability.helpers import Baseline, chat, read_stream
 from tests.support.edge import Edge, start_edge
+from tests.support.polling import TIMEOUT_S
 from tests.support.processes import wait_serving
 from tests.support.stacks import Stack, options, start_adapter, start_stack
 
-LONG = chat(1000)  # 1000 tokens at 10 ms: ten seconds of stream, killed after its first
+LONG = chat(1000)
 
 
 @pytest.fixture
@@ -57,12 +58,14 @@ async def test_a_killed_adapter_ends_the_stream_with_an_error_event_then_fails_o
     first, second, edge = two_adapters
     baseline = await Baseline.take(edge)
     streaming = asyncio.Event()
-    async with httpx.AsyncClient(timeout=30) as client:
+    # The engine (shared by both adapters) holds the stream after five tokens, so it is
+    # still open when its adapter dies, however slow the machine.
+    async with httpx.AsyncClient(timeout=30) as client, first.stalled(count=1, after=5):
         stream = asyncio.create_task(read_stream(client, edge, LONG, first_chunk=streaming))
-        await asyncio.wait_for(streaming.wait(), 10)
+        await asyncio.wait_for(streaming.wait(), TIMEOUT_S)
         serving = first if await _adapter_in_flight(first) else second
         serving.adapter.signal(signal.SIGKILL)
-        outcome = await asyncio.wait_for(stream, 30)
+        outcome = await asyncio.wait_for(stream, TIMEOUT_S)
 
         assert outcome.status == 200
         assert outcome.text, "text arrived before the adapter died"

@@ -18,6 +18,7 @@ import pytest
 
 from tests.reliability.helpers import Baseline
 from tests.support.edge import Edge, KeySpec, start_edge, write_keys
+from tests.support.polling import eventually
 from tests.support.redis import RedisServer
 from tests.support.stacks import Stack, start_stack
 
@@ -26,6 +27,8 @@ Phase = Literal["up", "stopping", "down", "starting", "back"]
 #: Limits high enough never to refuse, so that every request consults Redis.
 KEYS = (KeySpec("limited", rpm=1_000_000, tpm=1_000_000_000),)
 BODY = {"model": "demo-vllm", "prompt": "go", "max_tokens": 2}
+#: Requests each edge answers within a phase before the test moves on.
+ANSWERS_PER_PHASE = 5
 
 
 @dataclass(frozen=True)
@@ -113,6 +116,13 @@ class Load:
         return [a for a in self.answers if a.sent == a.received == phase]
 
 
+async def _answered_within(loads: list[Load], phase: Phase) -> None:
+    await eventually(
+        lambda: all(len(load.within(phase)) >= ANSWERS_PER_PHASE for load in loads),
+        what=f"{ANSWERS_PER_PHASE} answers from each edge while Redis is {phase}",
+    )
+
+
 async def test_redis_restarted_mid_run_gives_503_or_passes_by_mode_and_never_500(
     setup: tuple[RedisServer, Edge, Edge],
 ) -> None:
@@ -121,7 +131,9 @@ async def test_redis_restarted_mid_run_gives_503_or_passes_by_mode_and_never_500
     loads = [Load(closed), Load(opened)]
     tasks = [asyncio.create_task(load.run()) for load in loads]
     try:
-        await asyncio.sleep(0.5)
+        # Each phase lasts until both edges have answered a few requests within it, however
+        # long that takes.
+        await _answered_within(loads, "up")
         changes: list[tuple[Phase, Callable[[], None], Phase]] = [
             ("stopping", redis.stop, "down"),
             ("starting", redis.start, "back"),  # start() returns once Redis answers PING
@@ -132,7 +144,7 @@ async def test_redis_restarted_mid_run_gives_503_or_passes_by_mode_and_never_500
             await asyncio.to_thread(change)
             for load in loads:
                 load.phase = after
-            await asyncio.sleep(1.0)
+            await _answered_within(loads, after)
     finally:
         for load in loads:
             load.stop()

@@ -13,6 +13,7 @@ import pytest
 
 from tests.reliability.helpers import Baseline, chat, read_stream
 from tests.support.edge import Edge, start_edge
+from tests.support.polling import eventually
 from tests.support.stacks import Stack, options, start_stack
 
 TIMEOUT_S = 1.5  # the edge's deadline per request; a normal request here takes ~50 ms
@@ -43,13 +44,13 @@ async def _faults(client: httpx.AsyncClient, engine: Stack, method: str, **body:
 
 async def _engine_idle(client: httpx.AsyncClient, engine: Stack) -> None:
     """The stalled generations were abandoned: nothing stalled or in flight at the engine."""
-    for _ in range(200):
+
+    async def idle() -> bool:
         faults = await _faults(client, engine, "GET")
         stats = (await client.get(f"{engine.sim_url}/sim/stats")).json()
-        if faults["stalled"] == 0 and stats["in_flight"] == 0 and stats["open_streams"] == 0:
-            return
-        await asyncio.sleep(0.05)
-    raise AssertionError(f"the engine still holds the stalled requests: {faults}, {stats}")
+        return bool(faults["stalled"] == stats["in_flight"] == stats["open_streams"] == 0)
+
+    await eventually(idle, what="the engine rid of the stalled requests")
 
 
 @pytest.fixture

@@ -5,14 +5,17 @@ from __future__ import annotations
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
 import httpx
+import orjson
 from openai import AsyncOpenAI
 from prometheus_client.parser import text_string_to_metric_families
 
 from switchyard.devstack.components import edge_args, edge_env, write_routes
 from switchyard.edge.auth import generate_key, hash_key
 from switchyard.edge.auth.keysfile import KeyEntry, render_keys
+from tests.support.polling import eventually
 from tests.support.processes import Service, free_port, start, wait_http
 
 
@@ -86,6 +89,21 @@ class Edge:
             for s in family.samples
         }
 
+    def records(self, offset: int = 0) -> list[dict[str, Any]]:
+        """The edge's JSON log lines from byte `offset` of its log on, oldest first."""
+        text = self.service.log_path.read_bytes()[offset:].decode(errors="replace")
+        return [orjson.loads(line) for line in text.splitlines() if line.startswith("{")]
+
+    async def record(self, request_id: str) -> dict[str, Any]:
+        """The record of the request sent with `X-Request-Id: request_id`, once logged: the
+        edge logs it last, after the request's rate-limit correction."""
+
+        def logged() -> list[dict[str, Any]]:
+            return [r for r in self.records() if r.get("request_id") == request_id]
+
+        (found,) = await eventually(logged, what=f"the record of request {request_id}")
+        return found
+
     async def in_flight(self) -> float:
         samples = await self.metrics()
         return sum(
@@ -110,27 +128,48 @@ def start_edge(
     plain, keys_file = keyring or write_keys(log_dir, keys)
     routes_file = log_dir / f"{name}-routes.yaml"
     write_routes(routes_file, endpoints)
-    port, metrics_port = free_port(), free_port()
-    extra = {
-        "EDGE_LOG_FORMAT": "json",
-        "EDGE_RELOAD_INTERVAL_S": "0.2",
-        "EDGE_SHUTDOWN_GRACE_S": "10",
-        "EDGE_METRICS_PORT": str(metrics_port),
-        "EDGE_DOCS": "true",
-        **(env or {}),
-    }
-    service = start(
-        name,
-        edge_args(),
-        log_dir,
-        port=port,
-        env=edge_env("127.0.0.1", port, keys_file, routes_file, redis_url=redis_url, extra=extra),
-        extra_ports={"metrics": int(extra["EDGE_METRICS_PORT"])},
-    )
-    edge = Edge(service, plain, keys_file, routes_file, extra)
-    try:
-        wait_http(service, f"{edge.url}/readyz", timeout=30)
-    except BaseException:
-        service.stop()
-        raise
-    return edge
+    # The edge cannot bind a port the OS picks for its metrics (0 turns them off), so both
+    # ports are found free first; one taken meanwhile makes the edge exit at once, and
+    # another pair is tried, as `make run` does.
+    for attempt in range(1, START_ATTEMPTS + 1):
+        port, metrics_port = free_port(), free_port()
+        extra = {
+            "EDGE_LOG_FORMAT": "json",
+            "EDGE_RELOAD_INTERVAL_S": "0.2",
+            "EDGE_SHUTDOWN_GRACE_S": "10",
+            "EDGE_METRICS_PORT": str(metrics_port),
+            "EDGE_DOCS": "true",
+            **(env or {}),
+        }
+        service = start(
+            name,
+            edge_args(),
+            log_dir,
+            port=port,
+            env=edge_env(
+                "127.0.0.1", port, keys_file, routes_file, redis_url=redis_url, extra=extra
+            ),
+            extra_ports={"metrics": int(extra["EDGE_METRICS_PORT"])},
+        )
+        edge = Edge(service, plain, keys_file, routes_file, extra)
+        try:
+            wait_http(service, f"{edge.url}/readyz")
+        except AssertionError:
+            service.stop()
+            if attempt < START_ATTEMPTS and _lost_a_port(service):
+                continue
+            raise
+        except BaseException:
+            service.stop()
+            raise
+        return edge
+    raise AssertionError("not reached: the last attempt returns or raises")
+
+
+#: Starts of an edge whose port was taken in the moment before it bound it.
+START_ATTEMPTS = 3
+
+
+def _lost_a_port(service: Service) -> bool:
+    """Whether `service` exited because a port it was given was taken."""
+    return not service.alive() and "address already in use" in service.log_tail().lower()

@@ -1,12 +1,15 @@
-"""Start the project's services as real processes, on free loopback ports, for tests.
+"""Start the project's services as real processes, on loopback ports, for tests.
 
-Each process logs to a file; when a wait fails, the error carries the log's tail so a
-failing test says why the service did not come up.
+A service that can bind port 0 is started so (the OS picks a free port, no race with
+other processes) and `listening_port` reads the port it names in its log. Each process
+logs to a file; when a wait fails, the error carries the log's tail so a failing test
+says why the service did not come up.
 """
 
 from __future__ import annotations
 
 import os
+import re
 import signal
 import socket
 import subprocess
@@ -25,6 +28,8 @@ SERVING = health_pb2.HealthCheckResponse.SERVING
 
 
 def free_port() -> int:
+    """A port free now; another process may take it before it is used: prefer port 0 and
+    `listening_port` where the service allows it."""
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
         port: int = s.getsockname()[1]
@@ -90,6 +95,25 @@ def start(
             start_new_session=True,
         )
     return Service(name, process, log_path, port, dict(extra_ports or {}))
+
+
+def listening_port(service: Service, pattern: re.Pattern[str], timeout: float = 30.0) -> int:
+    """The port that `service`, started on port 0, says it bound: group 1 of the first line
+    of its log that `pattern` matches. It becomes `service.port`."""
+
+    def named() -> int | None:
+        for line in service.log_path.read_text(errors="replace").splitlines():
+            if found := pattern.search(line):
+                return int(found.group(1))
+        if not service.alive():
+            raise service.fail("exited before saying which port it listens on")
+        return None
+
+    try:
+        service.port = eventually_sync(named, within_s=timeout, what="the port it listens on")
+    except NotYet as exc:
+        raise service.fail(str(exc)) from None
+    return service.port
 
 
 def wait_http(service: Service, url: str, timeout: float = 30.0, status: int | None = 200) -> None:

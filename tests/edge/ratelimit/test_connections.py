@@ -77,13 +77,18 @@ async def test_start_opens_the_whole_pool_and_loads_the_script(
 
 
 async def test_a_connection_slow_to_set_up_is_waited_for(proxy: TcpProxy) -> None:
-    # Replies may take 0.05 s; setting up a connection, longer.
-    limiter = _limiter(proxy, timeout_s=0.05)
+    # Replies may take 2 s (ample for a loaded machine); setting up a connection, longer.
+    reply_timeout_s = 2.0
+    limiter = _limiter(proxy, timeout_s=reply_timeout_s)
     try:
         proxy.hold_new()
         acquiring = asyncio.create_task(limiter.acquire("key", LIMITS, 0))
         await eventually(lambda: proxy.held == 1, what="the connection held")
-        await asyncio.sleep(0.2)  # four command timeouts: a set-up bound by them fails
+        # Held past a reply's timeout (counted from when the hold was seen: the limiter has
+        # waited at least that long), whatever the machine's speed: a set-up bound by the
+        # reply timeout would fail.
+        await asyncio.sleep(reply_timeout_s * 1.5)
+        assert not acquiring.done()
         proxy.release()
         decision = await acquiring
         assert decision.allowed

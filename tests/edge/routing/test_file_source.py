@@ -7,9 +7,11 @@ import os
 from pathlib import Path
 
 import pytest
+from structlog.testing import capture_logs
 
 from switchyard.edge.routing.file_source import FileRoutes, RoutesFileError, load_routes
 from switchyard.edge.routing.table import RouteTable
+from tests.support.polling import eventually
 
 GOOD = """
 models:
@@ -61,14 +63,16 @@ async def test_reload_on_change_and_keep_old_on_error(tmp_path: Path) -> None:
     try:
         path.write_text(GOOD.replace("demo-vllm", "renamed"))
         os.utime(path, ns=(1, 1))  # a distinct stamp even on coarse file systems
-        for _ in range(100):
-            if len(seen) == 2:
-                break
-            await asyncio.sleep(0.02)
+        await eventually(lambda: len(seen) == 2, what="the changed file reloaded")
         assert [t.routes[0].name for t in seen] == ["demo-vllm", "renamed"]
-        path.write_text("models: [")
-        os.utime(path, ns=(2, 2))
-        await asyncio.sleep(0.15)
+        with capture_logs() as logs:
+            path.write_text("models: [")
+            os.utime(path, ns=(2, 2))
+            # The watcher has read the bad file (it says so), and kept the old table.
+            await eventually(
+                lambda: any(e["event"] == "routes_reload_failed" for e in logs),
+                what="the bad edit read",
+            )
         assert len(seen) == 2
         assert source.table.routes[0].name == "renamed"
     finally:

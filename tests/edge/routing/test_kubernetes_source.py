@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import asyncio
 import datetime as dt
-import time
 from collections.abc import AsyncIterator, Callable, Mapping, Sequence
 from pathlib import Path
 from typing import Any
@@ -24,6 +23,7 @@ from switchyard.edge.routing.kubernetes_source import (
 )
 from switchyard.edge.routing.table import Route, RouteTable
 from tests.support.kube import MODEL_BACKENDS, Cluster, emulated_cluster
+from tests.support.polling import TIMEOUT_S, NotYet, eventually
 
 NS = "models"
 
@@ -71,25 +71,24 @@ async def cluster(tmp_path: Path) -> AsyncIterator[Cluster]:
 
 @pytest.fixture
 async def routes(cluster: Cluster) -> AsyncIterator[KubernetesRoutes]:
+    # An hour between two stamps of one backend: a second demand in a test is always inside
+    # the interval, however slow the machine.
     source = KubernetesRoutes(
-        cluster.client, lambda table: None, namespace=None, demand_interval_s=0.05
+        cluster.client, lambda table: None, namespace=None, demand_interval_s=3600
     )
     task = asyncio.create_task(source.run())
-    await asyncio.wait_for(source.synced.wait(), 5)
+    await asyncio.wait_for(source.synced.wait(), TIMEOUT_S)
     yield source
     task.cancel()
     with pytest.raises(asyncio.CancelledError):
         await task
 
 
-async def eventually(
-    check: Callable[[RouteTable], bool], source: KubernetesRoutes, within_s: float = 5.0
-) -> None:
-    deadline = time.monotonic() + within_s
-    while not check(source.table):
-        if time.monotonic() > deadline:
-            raise AssertionError(f"route table never matched: {source.table.routes}")
-        await asyncio.sleep(0.02)
+async def table_matches(check: Callable[[RouteTable], bool], source: KubernetesRoutes) -> None:
+    try:
+        await eventually(lambda: check(source.table), what="the route table to match")
+    except NotYet as exc:
+        raise NotYet(f"{exc}: {source.table.routes}") from None
 
 
 def route(table: RouteTable, name: str) -> Route | None:
@@ -105,7 +104,7 @@ async def test_a_backend_and_its_ready_endpoints_become_a_route(
     cluster: Cluster, routes: KubernetesRoutes
 ) -> None:
     await cluster.client.create(backend("llama", servedModelName="llama-3.1-8b", aliases=["llama"]))
-    await eventually(lambda t: (r := route(t, "llama")) is not None and r.waking, routes)
+    await table_matches(lambda t: (r := route(t, "llama")) is not None and r.waking, routes)
     found = route(routes.table, "llama")
     assert found is not None
     assert (found.name, found.engine, found.endpoints) == ("llama-3.1-8b", "vllm", ())
@@ -113,7 +112,7 @@ async def test_a_backend_and_its_ready_endpoints_become_a_route(
     await cluster.client.create(
         endpoint_slice("llama-adapter-abc", "llama", {"10.0.0.1": True, "10.0.0.2": False})
     )
-    await eventually(
+    await table_matches(
         lambda t: (r := route(t, "llama")) is not None and r.endpoints == ("10.0.0.1:50051",),
         routes,
     )
@@ -133,7 +132,7 @@ async def test_a_backend_and_its_ready_endpoints_become_a_route(
         patch_type=PatchType.MERGE,
     )
     await cluster.client.create(endpoint_slice("llama-adapter-def", "llama", {"fd00::7": True}))
-    await eventually(
+    await table_matches(
         lambda t: (
             (r := route(t, "llama")) is not None
             and set(r.endpoints) == {"10.0.0.1:50051", "10.0.0.2:50051", "[fd00::7]:50051"}
@@ -144,10 +143,10 @@ async def test_a_backend_and_its_ready_endpoints_become_a_route(
     # Scaled to zero: no slice left, the route stays but is waking.
     await cluster.client.delete(EndpointSlice, "llama-adapter-abc", namespace=NS)
     await cluster.client.delete(EndpointSlice, "llama-adapter-def", namespace=NS)
-    await eventually(lambda t: (r := route(t, "llama")) is not None and r.waking, routes)
+    await table_matches(lambda t: (r := route(t, "llama")) is not None and r.waking, routes)
 
     await cluster.client.delete(ModelBackend, "llama", namespace=NS)
-    await eventually(lambda t: route(t, "llama") is None and len(t) == 0, routes)
+    await table_matches(lambda t: route(t, "llama") is None and len(t) == 0, routes)
 
 
 async def test_served_name_defaults_to_the_object_name_and_bad_engines_are_skipped(
@@ -155,18 +154,15 @@ async def test_served_name_defaults_to_the_object_name_and_bad_engines_are_skipp
 ) -> None:
     await cluster.client.create(backend("plain", engine="sglang"))
     await cluster.client.create(backend("weird", engine="ollama"))
-    await eventually(lambda t: route(t, "plain") is not None, routes)
+    await table_matches(lambda t: route(t, "plain") is not None, routes)
     assert route(routes.table, "weird") is None
 
 
-async def until_logged(
-    logs: Sequence[Mapping[str, Any]], event: str, within_s: float = 5.0
-) -> None:
-    deadline = time.monotonic() + within_s
-    while not any(entry["event"] == event for entry in logs):
-        if time.monotonic() > deadline:
-            raise AssertionError(f"{event} never logged: {[e['event'] for e in logs]}")
-        await asyncio.sleep(0.02)
+async def until_logged(logs: Sequence[Mapping[str, Any]], event: str) -> None:
+    try:
+        await eventually(lambda: any(e["event"] == event for e in logs), what=f"{event} logged")
+    except NotYet as exc:
+        raise NotYet(f"{exc}: {[e['event'] for e in logs]}") from None
 
 
 async def test_a_newer_backend_in_another_namespace_does_not_take_a_name_over(
@@ -182,7 +178,7 @@ async def test_a_newer_backend_in_another_namespace_does_not_take_a_name_over(
             "demo-vllm-adapter-a", "demo-vllm", {"10.0.0.1": True}, namespace="switchyard"
         )
     )
-    await eventually(
+    await table_matches(
         lambda t: (r := route(t, "demo-vllm")) is not None and r.endpoints == ("10.0.0.1:50051",),
         routes,
     )
@@ -203,7 +199,7 @@ async def test_a_newer_backend_in_another_namespace_does_not_take_a_name_over(
             await cluster.client.create(
                 endpoint_slice(f"other-{n}", "other", {f"10.1.0.{n}": True})
             )
-        await eventually(lambda t: len(endpoints_of(t, "other")) == 5, routes)
+        await table_matches(lambda t: len(endpoints_of(t, "other")) == 5, routes)
         found = route(routes.table, "demo-vllm")
         assert found is not None
         assert found.endpoints == ("10.0.0.1:50051",)  # ...and traffic stays on the original
@@ -220,7 +216,7 @@ async def test_a_newer_backend_in_another_namespace_does_not_take_a_name_over(
 
         # The owner goes: the next claimant in line gets the name.
         await cluster.client.delete(ModelBackend, "demo-vllm", namespace="switchyard")
-        await eventually(
+        await table_matches(
             lambda t: (
                 (r := route(t, "demo-vllm")) is not None and r.endpoints == ("10.9.9.9:50051",)
             ),
@@ -240,7 +236,7 @@ async def test_an_alias_claimed_later_loses_the_whole_backend(
                                             aliases=["shared", "mine"]))  # fmt: skip
         await until_logged(logs, "model_name_conflict")
         await cluster.client.create(backend("c", created=T0 + dt.timedelta(seconds=2)))
-        await eventually(lambda t: route(t, "c") is not None, routes)
+        await table_matches(lambda t: route(t, "c") is not None, routes)
     shared = route(routes.table, "shared")
     assert shared is not None
     assert shared.name == "b"
@@ -256,14 +252,16 @@ async def test_equal_creation_times_go_by_namespace_then_name(
     await cluster.client.create(backend("a", created=T0, engine="tgi", servedModelName="m"))
     await cluster.client.create(backend("z", created=T0, namespace="a-ns", engine="sglang",
                                         servedModelName="m"))  # fmt: skip
-    await eventually(lambda t: (r := route(t, "m")) is not None and r.engine == "sglang", routes)
+    await table_matches(lambda t: (r := route(t, "m")) is not None and r.engine == "sglang", routes)
 
 
 async def test_a_served_name_repeated_in_the_aliases_is_one_name(
     cluster: Cluster, routes: KubernetesRoutes
 ) -> None:
     await cluster.client.create(backend("llama", aliases=["llama", "l", "l"]))
-    await eventually(lambda t: (r := route(t, "llama")) is not None and r.aliases == ("l",), routes)
+    await table_matches(
+        lambda t: (r := route(t, "llama")) is not None and r.aliases == ("l",), routes
+    )
 
 
 async def test_a_namespaced_source_serves_names_only_from_its_namespace(
@@ -273,12 +271,12 @@ async def test_a_namespaced_source_serves_names_only_from_its_namespace(
     source = KubernetesRoutes(cluster.client, lambda table: None, namespace=NS)
     task = asyncio.create_task(source.run())
     try:
-        await asyncio.wait_for(source.synced.wait(), 5)
+        await asyncio.wait_for(source.synced.wait(), TIMEOUT_S)
         await cluster.client.create(backend("outside", namespace="team-b", created=T0))
         later = T0 + dt.timedelta(seconds=1)
         await cluster.client.create(backend("inside", "tgi", created=later,
                                             servedModelName="outside"))  # fmt: skip
-        await eventually(lambda t: (r := route(t, "outside")) is not None and r.engine == "tgi",
+        await table_matches(lambda t: (r := route(t, "outside")) is not None and r.engine == "tgi",
                          source)  # fmt: skip
         assert len(source.table) == 1
     finally:
@@ -297,7 +295,7 @@ async def test_the_route_carries_the_operators_wake_measure(
             status={"lastWakeSeconds": 12, "wakingSince": "2026-12-01T12:00:05Z"},
         )
     )
-    await eventually(lambda t: route(t, "sleepy") is not None, routes)
+    await table_matches(lambda t: route(t, "sleepy") is not None, routes)
     found = route(routes.table, "sleepy")
     assert found is not None
     assert found.waking
@@ -312,16 +310,17 @@ async def test_demand_stamps_the_backend_at_most_once_per_interval(
     cluster: Cluster, routes: KubernetesRoutes
 ) -> None:
     await cluster.client.create(backend("sleepy", minReplicas=0))
-    await eventually(lambda t: route(t, "sleepy") is not None, routes)
+    await table_matches(lambda t: route(t, "sleepy") is not None, routes)
     waking = route(routes.table, "sleepy")
     assert waking is not None
     routes.demand(waking)
     routes.demand(waking)  # within the interval: ignored
-    for _ in range(100):
+
+    def annotations() -> dict[str, str]:
         obj = cluster.emulator.objects[MODEL_BACKENDS, NS, "sleepy"]
-        annotations = obj.get("metadata", {}).get("annotations") or {}
-        if DEMAND_ANNOTATION in annotations:
-            break
-        await asyncio.sleep(0.02)
-    assert annotations[DEMAND_ANNOTATION].endswith("Z")
+        found: dict[str, str] = obj.get("metadata", {}).get("annotations") or {}
+        return found
+
+    await eventually(lambda: DEMAND_ANNOTATION in annotations(), what="the demand stamp")
+    assert annotations()[DEMAND_ANNOTATION].endswith("Z")
     assert len(cluster.emulator["patch"]) == 1

@@ -17,7 +17,7 @@ from starlette.applications import Starlette
 from switchyard.enginesim.sglang.app import build_app
 from switchyard.enginesim.sglang.args import parse_args
 from switchyard.enginesim.sglang.runtime import Runtime
-from tests.support.processes import free_port
+from tests.support.polling import eventually
 
 MODEL = "demo"
 BASE = ("--model-path", "org/sim-model", "--served-model-name", MODEL, "--context-length", "1024")
@@ -56,12 +56,12 @@ async def client() -> AsyncIterator[httpx.AsyncClient]:
 
 @contextlib.asynccontextmanager
 async def live(app: Starlette) -> AsyncIterator[str]:
-    """Serve `app` on a loopback port from this event loop; yields its base URL."""
-    port = free_port()
-    config = uvicorn.Config(app, host="127.0.0.1", port=port, log_level="warning", lifespan="off")
+    """Serve `app` on a loopback port the OS picks, from this event loop; yields its base URL."""
+    config = uvicorn.Config(app, host="127.0.0.1", port=0, log_level="warning", lifespan="off")
     server = uvicorn.Server(config)
     task = asyncio.create_task(server.serve())
-    await until(lambda: server.started)
+    await eventually(lambda: server.started, what="the server started")
+    port = server.servers[0].sockets[0].getsockname()[1]
     try:
         yield f"http://127.0.0.1:{port}"
     finally:
@@ -79,10 +79,3 @@ def events(body: str) -> list[Any]:
         assert frame.startswith("data: "), frame
         out.append(orjson.loads(frame.removeprefix("data: ")))
     return out
-
-
-async def until(predicate: Callable[[], bool], within_s: float = 30.0) -> None:
-    deadline = asyncio.get_running_loop().time() + within_s
-    while not predicate():
-        assert asyncio.get_running_loop().time() < deadline, "condition not met in time"
-        await asyncio.sleep(0.01)

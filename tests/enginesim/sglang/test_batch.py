@@ -9,7 +9,8 @@ from typing import Any
 import httpx
 
 from switchyard.enginesim import tokenizer
-from tests.enginesim.sglang.conftest import asgi, events, make_app, runtime_of, until
+from tests.enginesim.sglang.conftest import asgi, events, make_app, runtime_of
+from tests.support.polling import eventually
 
 PROMPTS = ["The yard at dawn", "A freight train", "Signals turn green"]
 HEX_RID = re.compile(r"[0-9a-f]{32}")
@@ -119,7 +120,7 @@ async def test_a_refused_batch_leaves_nothing_held() -> None:
     engine = runtime_of(app).engine
     async with asgi(app) as client:
         await generate(client, text=["fine", " ".join(["word"] * 1100)], rid=["r0", "r1"])
-        await until(lambda: engine.live_rids == ())  # r0 had started: it is aborted
+        await eventually(lambda: engine.live_rids == ())  # r0 had started: it is aborted
         outs = (await generate(client, text=["a", "b"], rid=["r0", "r1"])).json()
     assert [_meta(o)["id"] for o in outs] == ["r0", "r1"]
     assert [(a.rid, a.source) for a in engine.aborts] == [("r0", "failure")]

@@ -7,7 +7,8 @@ import asyncio
 import httpx
 import pytest
 
-from tests.enginesim.sglang.conftest import SLOW, live, make_app, runtime_of, until
+from tests.enginesim.sglang.conftest import SLOW, live, make_app, runtime_of
+from tests.support.polling import eventually
 
 LONG = {"text": "hello", "sampling_params": {"max_new_tokens": 200, "ignore_eos": True}}
 CHAT = {"messages": [{"role": "user", "content": "hi"}], "max_tokens": 200, "ignore_eos": True}
@@ -25,8 +26,8 @@ async def test_dropped_streams_are_aborted(path: str, body: dict[str, object]) -
                 async for line in response.aiter_lines():
                     if line.startswith("data: "):
                         break  # leave after the first event
-        await until(lambda: runtime.stats.aborted == 3)
-        await until(lambda: runtime.stats.open_streams == 0)
+        await eventually(lambda: runtime.stats.aborted == 3)
+        await eventually(lambda: runtime.stats.open_streams == 0)
         metrics = (await client.get("/metrics")).text
     assert runtime.stats.in_flight == 0
     assert runtime.engine.running == 0
@@ -41,10 +42,15 @@ async def test_dropped_streams_are_aborted(path: str, body: dict[str, object]) -
 async def test_a_dropped_unary_request_is_aborted(path: str, body: dict[str, object]) -> None:
     app = make_app(*SLOW)
     runtime = runtime_of(app)
-    async with live(app) as url, httpx.AsyncClient(base_url=url) as client:
-        with pytest.raises(httpx.ReadTimeout):
-            await client.post(path, json=body, timeout=httpx.Timeout(5.0, read=0.3))
-        await until(lambda: runtime.stats.aborted == 1)
+    async with live(app) as url, httpx.AsyncClient(base_url=url, timeout=60) as client:
+        # Leave once the engine works on it (ten seconds of work), not after a fixed time:
+        # a slow machine may not have sent it yet.
+        call = asyncio.create_task(client.post(path, json=body))
+        await eventually(lambda: runtime.engine.running == 1, what="the request running")
+        call.cancel()
+        with pytest.raises(asyncio.CancelledError):
+            await call
+        await eventually(lambda: runtime.stats.aborted == 1)
     assert runtime.stats.in_flight == 0
     assert runtime.engine.running == 0
 
@@ -79,6 +85,6 @@ async def test_many_streams_leave_nothing_open() -> None:
                         break
 
         await asyncio.gather(*(one(i) for i in range(20)))
-        await until(lambda: runtime.stats.open_streams == 0 and runtime.stats.in_flight == 0)
+        await eventually(lambda: runtime.stats.open_streams == 0 and runtime.stats.in_flight == 0)
     assert runtime.stats.requests == 20
     assert runtime.stats.completed + runtime.stats.aborted == 20

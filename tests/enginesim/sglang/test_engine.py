@@ -10,6 +10,7 @@ from switchyard.enginesim.scheduler import LatencyModel, Scheduler
 from switchyard.enginesim.sglang.engine import Job, SglangEngine
 from switchyard.enginesim.sglang.sampling import Sampling
 from switchyard.enginesim.stats import SimStats
+from tests.support.polling import eventually
 
 
 def _engine(itl_s: float = 0.0) -> SglangEngine:
@@ -26,7 +27,8 @@ def _job(rid: str = "r", max_new_tokens: int = 20) -> Job:
 async def test_a_slow_reader_gets_coalesced_updates() -> None:
     engine = _engine()
     handle = engine.submit(_job())
-    await asyncio.sleep(0.05)  # the whole output is ready before the first read
+    # The whole output is ready before the first read.
+    await eventually(lambda: not engine.live_rids, what="the request finished")
     updates = [u async for u in handle.updates()]
     assert len(updates) == 1
     (update,) = updates
@@ -51,8 +53,9 @@ async def _whole() -> str:
 
 async def test_abort_ends_a_running_request_with_what_it_made() -> None:
     engine = _engine(itl_s=0.01)
+    engine.scheduler.faults.set_stall(5, count=1)  # held after five tokens until aborted
     handle = engine.submit(_job(max_new_tokens=100))
-    await asyncio.sleep(0.05)
+    await eventually(lambda: engine.scheduler.faults.stalled == 1, what="five tokens out")
     assert engine.abort("r")
     update = await handle.result()
     assert update.finish_reason == {
@@ -61,7 +64,7 @@ async def test_abort_ends_a_running_request_with_what_it_made() -> None:
         "status_code": None,
         "err_type": None,
     }
-    assert 0 < update.completion_tokens < 100
+    assert update.completion_tokens == 5
     assert not engine.abort("r"), "a finished request cannot be aborted"
     assert engine.stats.aborted == 1
     await asyncio.sleep(0)

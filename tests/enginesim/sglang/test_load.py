@@ -7,7 +7,8 @@ from typing import Any
 
 import httpx
 
-from tests.enginesim.sglang.conftest import SLOW, asgi, events, make_app, runtime_of, until
+from tests.enginesim.sglang.conftest import SLOW, asgi, events, make_app, runtime_of
+from tests.support.polling import eventually
 
 FULL = ("--max-running-requests", "1", "--max-queued-requests", "1", *SLOW)
 LONG = {"max_new_tokens": 100, "ignore_eos": True}
@@ -23,7 +24,7 @@ async def test_a_full_queue_is_503_unary_and_an_abort_in_a_stream() -> None:
     engine = runtime_of(app).engine
     async with asgi(app) as client:
         running, queued = _generate(client, "run"), _generate(client, "wait")
-        await until(lambda: (engine.running, engine.waiting) == (1, 1))
+        await eventually(lambda: (engine.running, engine.waiting) == (1, 1))
         response = await client.post("/generate", json={"text": "x"})
         assert response.status_code == 503
         assert response.json() == {
@@ -69,11 +70,12 @@ async def test_a_full_queue_is_503_unary_and_an_abort_in_a_stream() -> None:
 async def test_abort_request_stops_running_and_queued_requests() -> None:
     app = make_app(*FULL, "--enable-metrics")
     runtime = runtime_of(app)
+    runtime.scheduler.faults.set_stall(3, count=1)  # the running one: held after three tokens
     async with asgi(app) as client:
         running = _generate(client, "run")
         queued = _generate(client, "wait", stream=True)
-        await until(lambda: (runtime.engine.running, runtime.engine.waiting) == (1, 1))
-        await asyncio.sleep(0.2)  # a few tokens out
+        await eventually(lambda: (runtime.engine.running, runtime.engine.waiting) == (1, 1))
+        await eventually(lambda: runtime.scheduler.faults.stalled == 1, what="three tokens out")
         for rid in ("wait", "run", "unknown"):
             response = await client.post("/abort_request", json={"rid": rid})
             assert (response.status_code, response.content) == (200, b"")
@@ -85,7 +87,7 @@ async def test_abort_request_stops_running_and_queued_requests() -> None:
             "status_code": None,
             "err_type": None,
         }
-        assert 0 < body["meta_info"]["completion_tokens"] < 100
+        assert body["meta_info"]["completion_tokens"] == 3
         (out,) = events((await queued).text)
         assert out["meta_info"]["finish_reason"] == {
             "type": "abort",
@@ -103,7 +105,7 @@ async def test_abort_all() -> None:
     app = make_app(*SLOW)
     async with asgi(app) as client:
         tasks = [_generate(client, f"r{i}") for i in range(3)]
-        await until(lambda: runtime_of(app).engine.running == 3)
+        await eventually(lambda: runtime_of(app).engine.running == 3)
         assert (await client.post("/abort_request", json={"abort_all": True})).status_code == 200
         bodies = [(await t).json() for t in tasks]
     assert all(b["meta_info"]["finish_reason"]["type"] == "abort" for b in bodies)
@@ -113,7 +115,7 @@ async def test_a_rid_in_use_is_refused() -> None:
     app = make_app(*SLOW)
     async with asgi(app) as client:
         first = _generate(client, "same")
-        await until(lambda: runtime_of(app).engine.running == 1)
+        await eventually(lambda: runtime_of(app).engine.running == 1)
         response = await client.post("/generate", json={"text": "x", "rid": "same"})
         assert response.json() == {"error": {"message": "Duplicate request ID detected: same"}}
         await client.post("/abort_request", json={"rid": "same"})
@@ -144,10 +146,12 @@ async def test_metrics_only_with_enable_metrics() -> None:
 
 async def test_gauges_show_live_load() -> None:
     app = make_app("--enable-metrics", "--max-running-requests", "2", *SLOW)
+    faults = runtime_of(app).scheduler.faults
+    faults.set_stall(2)  # every request held after two tokens: the load stays as it is
     async with asgi(app) as client:
         tasks = [_generate(client, f"r{i}") for i in range(3)]
-        await until(lambda: runtime_of(app).engine.waiting == 1)
-        await asyncio.sleep(0.15)
+        await eventually(lambda: runtime_of(app).engine.waiting == 1)
+        await eventually(lambda: faults.stalled == 2, what="two running, two tokens each")
         text = (await client.get("/metrics")).text
         gauges = _samples(text)
         assert gauges["sglang:num_running_reqs"] == 2
@@ -160,6 +164,7 @@ async def test_gauges_show_live_load() -> None:
         assert 'moe_ep_rank="0"' in text
         await client.post("/abort_request", json={"abort_all": True})
         await asyncio.gather(*tasks)
+        faults.clear()
         done = (
             await client.post(
                 "/generate", json={"text": "hello", "sampling_params": {"max_new_tokens": 3}}

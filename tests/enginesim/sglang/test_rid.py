@@ -12,7 +12,8 @@ import pytest
 from starlette.applications import Starlette
 
 from switchyard.enginesim.sglang.engine import SglangEngine
-from tests.enginesim.sglang.conftest import MODEL, asgi, events, live, make_app, runtime_of, until
+from tests.enginesim.sglang.conftest import MODEL, asgi, events, live, make_app, runtime_of
+from tests.support.polling import eventually
 
 LONG_PROMPT = " ".join(["word"] * 1100)  # over the 1024-token context
 #: Long enough to be stalled after its first token by the simulator's fault.
@@ -37,7 +38,9 @@ async def _holding(
     engine = runtime_of(app).engine
     await _stall_next(client)
     task = asyncio.create_task(client.post("/generate", json={**HELD, "rid": rid}))
-    await until(lambda: rid in engine.live_rids and runtime_of(app).scheduler.faults.stalled == 1)
+    await eventually(
+        lambda: rid in engine.live_rids and runtime_of(app).scheduler.faults.stalled == 1
+    )
     return task
 
 
@@ -152,10 +155,10 @@ async def test_a_rid_reused_soon_after_a_stream_is_aborted(path: str, body: dict
     async with live(app) as url, httpx.AsyncClient(base_url=url) as client:
         response = await client.post(path, json={**body, "rid": "again", "stream": True})
         assert events(response.text)  # the whole stream, ended
-        await until(lambda: gate.waiting == 1)
+        await eventually(lambda: gate.waiting == 1)
         holder = await _holding(client, app, "again")
         gate.opened.set()
-        await until(lambda: len(engine.aborts) == 1)
+        await eventually(lambda: len(engine.aborts) == 1)
         await _release(client)
         held = (await holder).json()
     assert held["meta_info"]["finish_reason"]["type"] == "abort"
@@ -176,7 +179,7 @@ async def test_a_rid_reused_after_the_delay_is_left_alone() -> None:
             "sampling_params": {"max_new_tokens": 3},
         }
         await client.post("/generate", json=body)
-        await until(lambda: len(engine.aborts) == 1)  # it ran, and found nothing
+        await eventually(lambda: len(engine.aborts) == 1)  # it ran, and found nothing
         response = await client.post("/generate", json={**HELD, "rid": "later"})
     assert response.json()["meta_info"]["finish_reason"] == {"type": "length", "length": 50}
     assert [(a.rid, a.ended) for a in engine.aborts] == [("later", ())]
@@ -192,16 +195,16 @@ async def test_abort_request_ends_every_rid_it_prefixes(
         rid: asyncio.create_task(client.post("/generate", json={**HELD, "rid": rid}))
         for rid in ("job-1", "job-10", "other")
     }
-    await until(lambda: runtime_of(app).scheduler.faults.stalled == 3)
+    await eventually(lambda: runtime_of(app).scheduler.faults.stalled == 3)
 
     for body in ({"rid": "nobody"}, {"rid": ""}, {"rid": None}, {}):  # nothing held: ignored
         assert (await client.post("/abort_request", json=body)).status_code == 200
     assert len(engine.live_rids) == 3
     assert (await client.post("/abort_request", json={"rid": "job-1"})).status_code == 200
-    await until(lambda: engine.live_rids == ("other",))
+    await eventually(lambda: list(engine.live_rids) == ["other"])
     assert (await client.post("/abort_request", json={"rid": "job-1"})).status_code == 200
     assert (await client.post("/abort_request", json={"abort_all": True})).status_code == 200
-    await until(lambda: not engine.live_rids)
+    await eventually(lambda: not engine.live_rids)
     await _release(client)
 
     finishes = {rid: (await t).json()["meta_info"]["finish_reason"] for rid, t in tasks.items()}

@@ -11,10 +11,11 @@ import orjson
 import pytest
 from starlette.applications import Starlette
 
+from switchyard.devstack.components import SIM_LISTENING
 from switchyard.enginesim.tgi.app import build_app
 from switchyard.enginesim.tgi.config import parse
 from switchyard.enginesim.tgi.engine import TgiEngine
-from tests.support.processes import Service, free_port, start, wait_http
+from tests.support.processes import Service, free_port, listening_port, start, wait_http
 
 MODEL = "switchyard/sim-1b-instruct"
 BASE_ARGS = (
@@ -72,11 +73,14 @@ def start_sim(tmp_path: Path) -> Iterator[Callable[..., Service]]:
     services: list[Service] = []
 
     def _start(*extra: str, wait: bool = True) -> Service:
-        port = free_port()
+        # Waited for: on a port the OS picks. Not: on a port known before it listens (a
+        # test of a closed port while loading).
+        port = 0 if wait else free_port()
         args = ["switchyard.enginesim.tgi", *BASE_ARGS, "--port", str(port), *extra]
-        service = start(f"tgi-{port}", args, tmp_path, port=port)
+        service = start(f"tgi-{len(services)}", args, tmp_path, port=port)
         services.append(service)
         if wait:
+            port = listening_port(service, SIM_LISTENING)
             wait_http(service, f"http://127.0.0.1:{port}/health")
         return service
 

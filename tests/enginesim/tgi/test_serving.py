@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import time
 from collections.abc import Callable
 from typing import Any
 
@@ -15,7 +14,9 @@ from switchyard.enginesim.serving import SSE_KEEPALIVE
 from switchyard.enginesim.tgi.config import parse
 from switchyard.enginesim.tgi.sse import merged, with_keep_alive
 from tests.enginesim.tgi.conftest import asgi_client, make_app, sse_json
-from tests.support.processes import Service, free_port, wait_http
+from tests.support.polling import eventually, eventually_sync
+from tests.support.processes import Service, free_port
+from tests.support.stacks import stalled
 
 Start = Callable[..., Service]
 SLOW = ("--sim-ttft", "0.05", "--sim-itl", "0.05")
@@ -34,12 +35,12 @@ async def _stats(client: httpx.AsyncClient) -> dict[str, Any]:
 async def _until(
     client: httpx.AsyncClient, check: Callable[[dict[str, Any]], bool]
 ) -> dict[str, Any]:
-    for _ in range(200):
+    async def met() -> dict[str, Any] | None:
         stats = await _stats(client)
-        if check(stats):
-            return stats
-        await asyncio.sleep(0.02)
-    raise AssertionError(f"condition not met: {stats}")
+        return stats if check(stats) else None
+
+    stats: dict[str, Any] = await eventually(met, what="the simulator's stats to match")
+    return stats
 
 
 def _metric(text: str, name: str) -> float:
@@ -50,17 +51,26 @@ def _metric(text: str, name: str) -> float:
 
 
 def test_not_listening_while_loading(start_sim: Start) -> None:
-    started = time.monotonic()
-    service = start_sim("--sim-load-delay", "1.0", wait=False)
+    # An hour's load: the port stays closed for the whole test, however slow the machine.
+    service = start_sim("--sim-load-delay", "3600", wait=False)
+    eventually_sync(lambda: "loading: not listening" in service.log_tail(), what="loading")
     with pytest.raises(httpx.ConnectError):
-        httpx.get(f"{_url(service)}/health", timeout=0.5)
-    wait_http(service, f"{_url(service)}/health")
-    assert time.monotonic() - started >= 1.0
+        httpx.get(f"{_url(service)}/health", timeout=10.0)
+    assert service.alive()
+    assert "listening on" not in service.log_tail()
+    assert service.stop(timeout=30) == 0  # SIGTERM ends the load: a clean exit
+
+
+def test_listens_once_loaded(start_sim: Start) -> None:
+    service = start_sim("--sim-load-delay", "0.5")  # waits for /health
+    log = service.log_tail()
+    assert log.index("loading: not listening") < log.index("listening on"), log
 
 
 async def test_a_disconnected_stream_is_aborted_and_counted(start_sim: Start) -> None:
     service = start_sim(*SLOW)
-    async with httpx.AsyncClient(base_url=_url(service)) as client:
+    # Held after its first token: the stream cannot end before the client leaves.
+    async with stalled(_url(service), count=1), httpx.AsyncClient(base_url=_url(service)) as client:
         async with client.stream("POST", "/generate_stream", json=BODY) as response:
             async for line in response.aiter_lines():
                 if line.startswith("data:"):
@@ -74,7 +84,7 @@ async def test_a_disconnected_stream_is_aborted_and_counted(start_sim: Start) ->
 
 async def test_a_disconnected_unary_request_is_aborted(start_sim: Start) -> None:
     service = start_sim(*SLOW)
-    async with httpx.AsyncClient(base_url=_url(service)) as client:
+    async with stalled(_url(service), count=1), httpx.AsyncClient(base_url=_url(service)) as client:
         call = asyncio.create_task(client.post("/generate", json=BODY))
         await _until(client, lambda s: s["in_flight"] == 1)
         call.cancel()
@@ -86,7 +96,11 @@ async def test_a_disconnected_unary_request_is_aborted(start_sim: Start) -> None
 
 async def test_overload_is_429_or_an_event_and_gauges_are_live(start_sim: Start) -> None:
     service = start_sim(*SLOW, "--max-concurrent-requests", "3", "--max-batch-size", "2")
-    async with httpx.AsyncClient(base_url=_url(service), timeout=30) as client:
+    # Every request held after its first token: the three stay in flight until cancelled.
+    async with (
+        stalled(_url(service)),
+        httpx.AsyncClient(base_url=_url(service), timeout=30) as client,
+    ):
         calls = [asyncio.create_task(client.post("/generate", json=BODY)) for _ in range(3)]
         await _until(client, lambda s: s["in_flight"] == 3)
         metrics = (await client.get("/metrics")).text
@@ -112,14 +126,26 @@ async def test_overload_is_429_or_an_event_and_gauges_are_live(start_sim: Start)
         assert _metric(metrics, 'tgi_request_failure{err="overloaded"}') == 3
 
 
-async def test_keep_alive_comments_while_silent() -> None:
-    app = make_app("--sim-ttft", "0.3", "--sim-keep-alive", "0.05")
-    async with asgi_client(app) as client:
-        body = {"inputs": "Hi", "parameters": {"max_new_tokens": 2}}
-        response = await client.post("/generate_stream", json=body)
-    text = response.text
+async def test_keep_alive_comments_while_silent(start_sim: Start) -> None:
+    service = start_sim("--sim-keep-alive", "0.05")
+    body = {"inputs": "Hi", "parameters": {"max_new_tokens": 2}}
+    lines: list[str] = []
+    async with httpx.AsyncClient(base_url=_url(service), timeout=30) as client:
+        # Held before its first token until three keep-alives came, then let go.
+        async with stalled(_url(service), count=1, after=0):
+            request = client.build_request("POST", "/generate_stream", json=body)
+            response = await client.send(request, stream=True)
+            read = response.aiter_lines()
+            async for line in read:
+                lines.append(line)
+                if lines.count(":") == 3:
+                    break
+        try:
+            lines += [line async for line in read]
+        finally:
+            await response.aclose()
+    text = "".join(f"{line}\n" for line in lines)
     assert text.startswith(SSE_KEEPALIVE.decode())
-    assert text.count(":\n\n") >= 3
     assert len(sse_json(text)) == 2
 
 
