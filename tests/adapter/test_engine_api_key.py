@@ -16,8 +16,8 @@ from switchyard.adapter.engine import EngineClient
 from switchyard.adapter.settings import AdapterSettings
 from switchyard.adapter.translation import EngineHTTPError
 from switchyard.adapter_vllm.translation import VllmTranslation
-from switchyard.common.errors import InferenceError
 from switchyard.devstack.components import sim_args
+from switchyard.inference.errors import InferenceError
 from switchyard.inference.v1 import inference_pb2 as pb
 from tests.support.canonical import generate_request
 from tests.support.processes import free_port, start, wait_http

@@ -30,8 +30,8 @@ from switchyard.adapter.translation import Translation
 from switchyard.adapter_sglang.translation import SglangTranslation
 from switchyard.adapter_tgi.translation import TgiTranslation
 from switchyard.adapter_vllm.translation import VllmTranslation
-from switchyard.common.errors import InferenceError, from_rpc_error
 from switchyard.devstack.components import served_name, sim_args
+from switchyard.inference.errors import InferenceError, from_rpc_error
 from switchyard.inference.v1 import inference_pb2 as pb
 from switchyard.inference.v1 import inference_pb2_grpc as pb_grpc
 from tests.support.canonical import generate_request

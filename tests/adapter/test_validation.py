@@ -7,7 +7,7 @@ import orjson
 import pytest
 
 from switchyard.adapter.validation import validate
-from switchyard.common.errors import InferenceError
+from switchyard.inference.errors import InferenceError
 from switchyard.inference.v1 import inference_pb2 as pb
 
 MODEL = "demo"

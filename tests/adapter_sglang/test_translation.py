@@ -11,7 +11,7 @@ import pytest
 
 from switchyard.adapter.translation import Delta, EngineRequest, StreamParser
 from switchyard.adapter_sglang.translation import SglangTranslation, choice_regex
-from switchyard.common.errors import InferenceError
+from switchyard.inference.errors import InferenceError
 from switchyard.inference.v1 import inference_pb2 as pb
 from tests.support.canonical import generate_request
 from tests.support.engine_http import RecordingEngine

@@ -17,7 +17,7 @@ from switchyard.adapter.translation import Delta, EngineHTTPError
 from switchyard.adapter_tgi.json_object import json_object_regex
 from switchyard.adapter_tgi.stops import StopTrimmer, cut_at_stop
 from switchyard.adapter_tgi.translation import TgiTranslation, regex_literal
-from switchyard.common.errors import InferenceError
+from switchyard.inference.errors import InferenceError
 from switchyard.inference.v1 import inference_pb2 as pb
 from tests.support.canonical import generate_request
 from tests.support.engine_http import RecordingEngine

@@ -17,8 +17,8 @@ import grpc
 import pytest
 from grpc_health.v1 import health_pb2
 
-from switchyard.common.errors import from_rpc_error
 from switchyard.devstack.components import SIM_LISTENING, sim_args
+from switchyard.inference.errors import from_rpc_error
 from switchyard.inference.v1 import inference_pb2 as pb
 from switchyard.inference.v1 import inference_pb2_grpc as pb_grpc
 from tests.support.canonical import generate_request

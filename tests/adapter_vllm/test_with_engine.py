@@ -14,8 +14,8 @@ from typing import TYPE_CHECKING
 import grpc
 import pytest
 
-from switchyard.common.errors import from_rpc_error
 from switchyard.devstack.components import SIM_LISTENING, sim_args
+from switchyard.inference.errors import from_rpc_error
 from switchyard.inference.v1 import inference_pb2 as pb
 from switchyard.inference.v1 import inference_pb2_grpc as pb_grpc
 from tests.support.canonical import generate_request

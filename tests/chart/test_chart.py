@@ -30,7 +30,7 @@ from tests.support.workspace import CHART, ROOT, skaffold, skaffold_artifacts, t
 K8S_VERSION = "1.33.0"
 NAMESPACE = "switchyard-test"
 CRD = CHART / "crds" / "modelbackends.switchyard.dev.yaml"
-EXAMPLES = ROOT / "operators" / "operator" / "examples"
+EXAMPLES = ROOT / "services" / "operator" / "examples"
 SCHEMA = json.loads((CHART / "values.schema.json").read_text())
 #: The fake references skaffold would pass for each built image.
 BUILT = {image: f"registry.test/{image}:dev@sha256:{'0' * 64}" for image in skaffold_artifacts()}

@@ -8,7 +8,7 @@ from typing import TYPE_CHECKING
 import grpc
 import pytest
 
-from switchyard.common.errors import InferenceError, from_rpc_error
+from switchyard.inference.errors import InferenceError, from_rpc_error
 from switchyard.inference.v1 import inference_pb2 as pb
 from tests.contract.conftest import sim_stats
 from tests.contract.test_generation import chat_request, prompt_request

@@ -12,7 +12,7 @@ import pytest
 from jsonschema import validate
 from pydantic import BaseModel
 
-from switchyard.common.errors import from_rpc_error
+from switchyard.inference.errors import from_rpc_error
 from switchyard.inference.v1 import inference_pb2 as pb
 from tests.contract.conftest import sim_stats
 from tests.support.canonical import generate_request

@@ -10,8 +10,8 @@ import grpc
 import httpx
 import pytest
 
-from switchyard.common.errors import from_rpc_error
 from switchyard.devstack.components import sim_args
+from switchyard.inference.errors import from_rpc_error
 from switchyard.inference.v1 import inference_pb2 as pb
 from switchyard.inference.v1 import inference_pb2_grpc as pb_grpc
 from tests.contract.test_generation import prompt_request

@@ -39,7 +39,7 @@ IMAGES = {
     "adapter-sglang": "services/adapter-sglang",
     "adapter-tgi": "services/adapter-tgi",
     "enginesim": "services/enginesim",
-    "operator": "operators/operator",
+    "operator": "services/operator",
 }
 PYTHON_BASE = re.compile(r"^python:3\.11\.\d+-slim(-[a-z]+)?$")
 
@@ -69,7 +69,7 @@ def local_copies(stage: Stage) -> list[Copy]:
 def test_every_dockerfile_is_a_skaffold_artifact_and_back() -> None:
     found = {
         str(p.parent.relative_to(ROOT))
-        for pattern in ("services/*/Dockerfile", "operators/*/Dockerfile", "tools/*/Dockerfile")
+        for pattern in ("services/*/Dockerfile", "tools/*/Dockerfile")
         for p in ROOT.glob(pattern)
     }
     assert found == set(IMAGES.values())
@@ -171,7 +171,7 @@ def test_dockerignore_keeps_the_context_small() -> None:
         assert ignored(path), path
     for path in ("services/edge/src/switchyard/__pycache__/x.pyc", "services/edge/.venv"):
         assert ignored(path), path
-    for path in ("uv.lock", "pyproject.toml", "services/common/src/switchyard/common/logs.py"):
+    for path in ("uv.lock", "pyproject.toml", "libs/servicekit/src/switchyard/servicekit/logs.py"):
         assert not ignored(path), path
 
 

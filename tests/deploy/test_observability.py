@@ -88,7 +88,7 @@ def alerts() -> dict[str, Any]:
 def test_collector_receives_otlp_and_exports_traces() -> None:
     config = yaml.safe_load((FILES / "otel-collector.yaml").read_text())
     protocols = config["receivers"]["otlp"]["protocols"]
-    # The services export OTLP over gRPC (switchyard.common.telemetry): port 4317.
+    # The services export OTLP over gRPC (switchyard.servicekit.telemetry): port 4317.
     assert protocols["grpc"]["endpoint"].endswith(":4317")
     assert protocols["http"]["endpoint"].endswith(":4318")
     service = config["service"]

@@ -11,8 +11,8 @@ from concurrent.futures import Executor, ThreadPoolExecutor
 
 import pytest
 
-from switchyard.common.json_schema import InvalidJsonSchema
 from switchyard.edge.checks import Checks, ChecksBusy, ChecksUnavailable, json_schema
+from switchyard.servicekit.json_schema import InvalidJsonSchema
 from tests.support.polling import eventually
 
 

@@ -7,8 +7,8 @@ from pathlib import Path
 import pytest
 from pydantic import ValidationError
 
-from switchyard.common.json_schema import CONTRACT_LIMITS, SchemaLimits
 from switchyard.edge.settings import EdgeSettings
+from switchyard.servicekit.json_schema import CONTRACT_LIMITS, SchemaLimits
 
 ROUTES = Path("routes.yaml")
 

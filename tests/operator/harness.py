@@ -195,7 +195,7 @@ async def eventually(
     return result
 
 
-EXAMPLES_DIR = Path(__file__).resolve().parents[2] / "operators" / "operator" / "examples"
+EXAMPLES_DIR = Path(__file__).resolve().parents[2] / "services" / "operator" / "examples"
 EXAMPLES = ("vllm-gpu", "sglang-gpu", "tgi-gpu", "vllm-sim", "sglang-sim", "tgi-sim")
 
 

@@ -52,7 +52,7 @@ from switchyard.adapter.translation import (
     StreamParser,
     Translation,
 )
-from switchyard.common.errors import InferenceError
+from switchyard.inference.errors import InferenceError
 from switchyard.inference.v1 import inference_pb2 as pb
 
 #: SGLang's messages for a request that does not fit the context (tokenizer manager and

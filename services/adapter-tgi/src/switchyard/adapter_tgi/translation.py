@@ -49,7 +49,7 @@ from switchyard.adapter.validation import parse_json_schema
 from switchyard.adapter_tgi.budget import Budget, may_overrun
 from switchyard.adapter_tgi.json_object import JSON_OBJECT_REGEX
 from switchyard.adapter_tgi.stops import StopTrimmer, cut_at_stop
-from switchyard.common.errors import InferenceError
+from switchyard.inference.errors import InferenceError
 from switchyard.inference.v1 import inference_pb2 as pb
 
 _FINISH: Final[dict[str, FinishReason]] = {

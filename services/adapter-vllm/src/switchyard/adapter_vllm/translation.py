@@ -35,7 +35,7 @@ from switchyard.adapter.translation import (
     Translation,
 )
 from switchyard.adapter.validation import parse_json_schema
-from switchyard.common.errors import InferenceError
+from switchyard.inference.errors import InferenceError
 from switchyard.inference.v1 import inference_pb2 as pb
 
 COMPLETIONS: Final = "/v1/completions"

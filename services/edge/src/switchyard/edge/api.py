@@ -25,9 +25,6 @@ from pydantic.json_schema import models_json_schema
 from starlette.exceptions import HTTPException
 from starlette.responses import JSONResponse, Response
 
-from switchyard.common.logs import configure_logging
-from switchyard.common.settings import load_settings
-from switchyard.common.telemetry import configure_tracing
 from switchyard.edge import metrics
 from switchyard.edge.admission import Admission
 from switchyard.edge.auth import KeyStore
@@ -43,6 +40,9 @@ from switchyard.edge.routing.kubernetes_source import KubernetesRoutes
 from switchyard.edge.schemas import ChatCompletionRequest, CompletionRequest
 from switchyard.edge.settings import EdgeSettings
 from switchyard.edge.state import EdgeState
+from switchyard.servicekit.logs import configure_logging
+from switchyard.servicekit.settings import load_settings
+from switchyard.servicekit.telemetry import configure_tracing
 
 log = structlog.get_logger(__name__)
 

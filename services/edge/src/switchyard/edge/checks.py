@@ -22,7 +22,7 @@ from concurrent.futures import Executor, Future, ProcessPoolExecutor
 from concurrent.futures.process import BrokenProcessPool
 from typing import Any, TypeVar
 
-from switchyard.common.json_schema import check_json_schema
+from switchyard.servicekit.json_schema import check_json_schema
 
 T = TypeVar("T")
 

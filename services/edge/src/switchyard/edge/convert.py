@@ -11,7 +11,6 @@ from typing import Any
 
 import orjson
 
-from switchyard.common.json_schema import SchemaLimits, SchemaTooLarge, check_bytes, check_shape
 from switchyard.edge.errors import OpenAIError
 from switchyard.edge.schemas import (
     ChatCompletionRequest,
@@ -20,6 +19,7 @@ from switchyard.edge.schemas import (
     JsonSchemaFormat,
 )
 from switchyard.inference.v1 import inference_pb2 as pb
+from switchyard.servicekit.json_schema import SchemaLimits, SchemaTooLarge, check_bytes, check_shape
 
 # OpenAI's "developer" role is the newer name of "system"; engines' templates know "system".
 _ROLES = {"developer": "system"}

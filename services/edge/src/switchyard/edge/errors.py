@@ -13,7 +13,7 @@ import grpc
 import orjson
 from starlette.responses import Response
 
-from switchyard.common.errors import InferenceError
+from switchyard.inference.errors import InferenceError
 from switchyard.inference.v1 import inference_pb2 as pb
 
 

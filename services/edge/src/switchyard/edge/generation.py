@@ -21,7 +21,6 @@ import grpc
 from starlette.responses import Response
 from starlette.types import Message, Receive, Scope, Send
 
-from switchyard.common.errors import from_rpc_error
 from switchyard.edge import metrics
 from switchyard.edge.disconnect import ClientWatch
 from switchyard.edge.errors import OpenAIError, from_inference, stream_error_event
@@ -29,6 +28,7 @@ from switchyard.edge.exchange import Exchange
 from switchyard.edge.responses import DONE, Encoder
 from switchyard.edge.routing.endpoints import Endpoint
 from switchyard.edge.routing.table import Route
+from switchyard.inference.errors import from_rpc_error
 from switchyard.inference.v1 import inference_pb2 as pb
 
 if TYPE_CHECKING:

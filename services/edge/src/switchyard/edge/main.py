@@ -10,11 +10,11 @@ from typing import Any
 
 import uvicorn
 
-from switchyard.common.logs import configure_logging
-from switchyard.common.settings import load_settings
-from switchyard.common.uvicorn_server import GracefulServer
 from switchyard.edge.draining import HARD_STOP_AFTER_S
 from switchyard.edge.settings import EdgeSettings
+from switchyard.servicekit.logs import configure_logging
+from switchyard.servicekit.settings import load_settings
+from switchyard.servicekit.uvicorn_server import GracefulServer
 
 
 def run() -> None:

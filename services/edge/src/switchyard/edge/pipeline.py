@@ -25,7 +25,6 @@ from pydantic_core import ErrorDetails
 from starlette.requests import ClientDisconnect, Request
 from starlette.responses import Response
 
-from switchyard.common.json_schema import CheckedSchemas, InvalidJsonSchema
 from switchyard.edge import metrics
 from switchyard.edge.admission import Refused
 from switchyard.edge.checks import ChecksBusy, ChecksUnavailable, json_schema
@@ -51,6 +50,7 @@ from switchyard.edge.schemas import (
 from switchyard.edge.settings import EdgeSettings
 from switchyard.edge.state import EdgeState
 from switchyard.inference.v1 import inference_pb2 as pb
+from switchyard.servicekit.json_schema import CheckedSchemas, InvalidJsonSchema
 
 Api = Literal["chat", "completions"]
 _REQUEST_ID = re.compile(r"^[A-Za-z0-9._:-]{1,128}$")

@@ -9,8 +9,8 @@ from typing import Literal
 from pydantic import Field, SecretStr, model_validator
 from pydantic_settings import SettingsConfigDict
 
-from switchyard.common.json_schema import CONTRACT_LIMITS, SchemaLimits
-from switchyard.common.settings import ServiceSettings
+from switchyard.servicekit.json_schema import CONTRACT_LIMITS, SchemaLimits
+from switchyard.servicekit.settings import ServiceSettings
 
 
 class EdgeSettings(ServiceSettings):

@@ -5,7 +5,6 @@ from __future__ import annotations
 from collections.abc import Callable
 from dataclasses import dataclass, field
 
-from switchyard.common.json_schema import CheckedSchemas
 from switchyard.edge.admission import Admission
 from switchyard.edge.auth import KeyStore
 from switchyard.edge.checks import Checks
@@ -14,6 +13,7 @@ from switchyard.edge.ratelimit import RateLimiter
 from switchyard.edge.routing.endpoints import EndpointPool
 from switchyard.edge.routing.table import Route, RouteTable
 from switchyard.edge.settings import EdgeSettings
+from switchyard.servicekit.json_schema import CheckedSchemas
 
 
 @dataclass

@@ -17,7 +17,7 @@ from starlette.requests import Request
 from starlette.responses import Response
 from starlette.types import ASGIApp, Receive
 
-from switchyard.common.uvicorn_server import GracefulServer
+from switchyard.servicekit.uvicorn_server import GracefulServer
 
 T = TypeVar("T")
 log = logging.getLogger("switchyard.enginesim")

@@ -40,10 +40,10 @@ import structlog
 from grpc_health.v1 import health_pb2, health_pb2_grpc
 from prometheus_client import Counter
 
-from switchyard.common.grpc_tracing import client_interceptors
 from switchyard.edge.routing.table import Route, RouteTable
 from switchyard.inference.v1 import inference_pb2 as pb
 from switchyard.inference.v1 import inference_pb2_grpc as pb_grpc
+from switchyard.servicekit.grpc_tracing import client_interceptors
 
 if TYPE_CHECKING:
     from switchyard.edge.settings import EdgeSettings

@@ -1,0 +1,236 @@
+"""The adapter's HTTP client to its engine: calls, streams, health, metrics and aborts.
+
+One pooled aiohttp session per adapter (httpx's pool bookkeeping grew with every pooled
+connection and was most of the adapter's CPU under load), traced so that every call
+carries the caller's trace context (`traceparent`) to the engine. Streams are read chunk
+by chunk and never buffered; leaving a call early (the caller cancelled, or its deadline
+passed) closes its connection, which is how every engine learns that the client went away,
+and where the engine has an abort route, calls it with that call's own `abort_id`.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import AsyncGenerator, Callable
+from typing import Any
+
+import aiohttp
+import orjson
+import structlog
+from opentelemetry.instrumentation.aiohttp_client import create_trace_config
+
+from switchyard.adapter.settings import AdapterSettings
+from switchyard.adapter.translation import (
+    AUTH_REFUSED,
+    Completion,
+    Delta,
+    EngineHTTPError,
+    EngineRequest,
+    Translation,
+)
+from switchyard.inference.errors import InferenceError
+from switchyard.inference.v1 import inference_pb2 as pb
+from switchyard.servicekit.sse import LineTooLong, iter_events, iter_lines
+
+log = structlog.get_logger(__name__)
+
+_JSON = {"content-type": "application/json", "accept": "application/json"}
+_SSE = {"content-type": "application/json", "accept": "text/event-stream"}
+_ABORT_TIMEOUT_S = 2.0
+_DONE = b"[DONE]"
+
+
+class EngineClient:
+    """Implements `EngineHTTP` for the translation, and the generation calls for the servicer.
+
+    Create it inside the running event loop (aiohttp binds its session to the loop).
+    """
+
+    def __init__(self, settings: AdapterSettings, translation: Translation) -> None:
+        self.base_url = settings.engine_base_url
+        self.translation = translation
+        key = settings.engine_api_key
+        self._session = aiohttp.ClientSession(
+            base_url=self.base_url,
+            # The engine's --api-key, on every call (engines ignore it where they need none).
+            headers={"authorization": f"Bearer {key.get_secret_value()}"} if key else None,
+            connector=aiohttp.TCPConnector(limit=settings.max_connections, limit_per_host=0),
+            # No read timeout: a stream may be silent while the engine queues it; the
+            # request's deadline bounds the whole call instead.
+            timeout=aiohttp.ClientTimeout(total=None, sock_connect=settings.connect_timeout_s),
+            trace_configs=[create_trace_config()],
+            auto_decompress=False,
+        )
+        self._health_timeout = aiohttp.ClientTimeout(total=settings.health_timeout_s)
+        self._aborts: set[asyncio.Task[None]] = set()
+        #: Whether the adapter has a key to send (for the words of a refusal).
+        self.sends_api_key = key is not None and bool(key.get_secret_value())
+        #: Called when the engine refuses a generation's credentials: the engine may have
+        #: restarted with another key. Readiness sets it (and then re-proves the key).
+        self.on_credentials_refused: Callable[[], None] = _nothing
+
+    async def aclose(self) -> None:
+        if self._aborts:
+            await asyncio.wait(self._aborts, timeout=_ABORT_TIMEOUT_S)
+        await self._session.close()
+
+    def _unreachable(self, exc: BaseException) -> InferenceError:
+        return InferenceError.unavailable(
+            f"engine at {self.base_url} is not reachable: {type(exc).__name__}"
+        )
+
+    def _error(self, status: int, body: bytes) -> InferenceError:
+        if status in AUTH_REFUSED:
+            self.on_credentials_refused()
+            return InferenceError.engine_failed(
+                f"the engine at {self.base_url} refused the adapter's credentials (HTTP {status}): "
+                "set ADAPTER_ENGINE_API_KEY to the engine's --api-key"
+            )
+        return self.translation.error(status, body)
+
+    async def complete(self, request: pb.GenerateRequest) -> Completion:
+        call = self.translation.request(request, stream=False)
+        try:
+            async with self._session.post(
+                call.path, data=orjson.dumps(call.body), headers=_JSON
+            ) as response:
+                body = await response.read()
+        except (aiohttp.ClientError, TimeoutError) as exc:
+            raise self._unreachable(exc) from None
+        except BaseException:  # cancelled (the caller left, or its deadline passed)
+            self._abort_left(call)
+            raise
+        if response.status >= 400:
+            raise self._error(response.status, body)
+        return self.translation.completion(request, _json(body), response.headers)
+
+    async def stream(self, request: pb.GenerateRequest) -> AsyncGenerator[Delta, None]:
+        call = self.translation.request(request, stream=True)
+        parser = self.translation.stream_parser(request)
+        try:
+            response = await self._session.post(
+                call.path, data=orjson.dumps(call.body), headers=_SSE
+            )
+        except (aiohttp.ClientError, TimeoutError) as exc:
+            raise self._unreachable(exc) from None
+        except BaseException:  # cancelled before the engine answered
+            self._abort_left(call)
+            raise
+        # Whether the engine is done with this call: only a call left early is aborted
+        # (never one that finished or failed in the engine; its id may be reused there).
+        ended = False
+        try:
+            if response.status >= 400:
+                ended = True
+                raise self._error(response.status, await response.read())
+            async for event in iter_events(iter_lines(response.content.iter_any())):
+                if event.data == _DONE:
+                    ended = True
+                    return
+                try:
+                    delta = parser.feed(event.event, _json(event.data))
+                except InferenceError:
+                    ended = True
+                    raise
+                if delta is not None:
+                    yield delta
+            ended = True
+        except (aiohttp.ClientError, LineTooLong) as exc:
+            raise InferenceError.unavailable(
+                f"lost the engine at {self.base_url} mid-stream: {type(exc).__name__}"
+            ) from None
+        finally:
+            if response.content.at_eof():
+                response.release()  # finished: the connection goes back to the pool
+            else:
+                response.close()  # left early: drop the connection, so the engine aborts
+            if not ended:
+                self._abort_left(call)
+
+    def _abort_left(self, call: EngineRequest) -> None:
+        if call.abort_id is not None:
+            self.abort_in_background(call.abort_id)
+
+    def abort_in_background(self, abort_id: str) -> None:
+        """Ask the engine to abort now, without holding up the cancelled caller."""
+        task = asyncio.create_task(self._abort(abort_id))
+        self._aborts.add(task)
+        task.add_done_callback(self._aborts.discard)
+
+    async def _abort(self, abort_id: str) -> None:
+        try:
+            async with asyncio.timeout(_ABORT_TIMEOUT_S):
+                await self.translation.abort(self, abort_id)
+        except (EngineHTTPError, TimeoutError) as exc:
+            log.warning("engine_abort_failed", abort_id=abort_id, error=type(exc).__name__)
+
+    # -- EngineHTTP, for the translation --------------------------------------------------
+
+    async def _call(self, method: str, path: str, body: Any = None) -> Any:
+        data = None if body is None else orjson.dumps(body)
+        try:
+            async with self._session.request(
+                method, path, data=data, headers=_JSON, timeout=self._health_timeout
+            ) as response:
+                raw = await response.read()
+        except (aiohttp.ClientError, TimeoutError) as exc:
+            raise EngineHTTPError(f"{method} {path}: {type(exc).__name__}") from None
+        if response.status >= 400:
+            raise EngineHTTPError(f"{method} {path}: HTTP {response.status}", response.status)
+        try:
+            return orjson.loads(raw) if raw else None
+        except orjson.JSONDecodeError:
+            raise EngineHTTPError(
+                f"{method} {path}: the body is not JSON", response.status
+            ) from None
+
+    async def get_json(self, path: str) -> Any:
+        return await self._call("GET", path)
+
+    async def post_json(self, path: str, body: Any) -> Any:
+        return await self._call("POST", path, body)
+
+    # -- health and load ------------------------------------------------------------------
+
+    async def healthy(self) -> bool:
+        """Whether the engine says it can generate. Refused connections (loading vLLM, TGI) are False."""
+        try:
+            async with self._session.get(
+                self.translation.health_path, timeout=self._health_timeout
+            ) as response:
+                await response.read()
+                return response.status == 200
+        except (aiohttp.ClientError, TimeoutError):
+            return False
+
+    async def max_model_len(self) -> int:
+        length: int = await self.translation.max_model_len(self)
+        return length
+
+    async def metrics_text(self) -> str:
+        """The engine's Prometheus exposition; EngineHTTPError when it cannot be read."""
+        try:
+            async with self._session.get(
+                self.translation.metrics_path, timeout=self._health_timeout
+            ) as response:
+                text = await response.text()
+        except (aiohttp.ClientError, TimeoutError) as exc:
+            raise EngineHTTPError(
+                f"GET {self.translation.metrics_path}: {type(exc).__name__}"
+            ) from None
+        if response.status >= 400:
+            raise EngineHTTPError(
+                f"GET {self.translation.metrics_path}: HTTP {response.status}", response.status
+            )
+        return text
+
+
+def _nothing() -> None:
+    pass
+
+
+def _json(raw: bytes) -> Any:
+    try:
+        return orjson.loads(raw)
+    except orjson.JSONDecodeError:
+        raise InferenceError.engine_failed("the engine sent a body that is not JSON") from None

@@ -1,0 +1,281 @@
+"""The gRPC InferenceService of an adapter: canonical requests in, engine calls out.
+
+Each RPC is: validate → bound by the caller's deadline (or our own) → call the engine
+through its translation → relay the result. Streams are relayed delta by delta as they
+arrive. Cancellation (the caller went away, or the deadline passed) closes the engine
+stream and, where the engine has one, calls its abort route.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import time
+import uuid
+from collections.abc import AsyncIterator
+from typing import Any, NoReturn, TypeAlias
+
+import grpc
+import structlog
+from opentelemetry import trace
+
+from switchyard.adapter import metrics
+from switchyard.adapter.engine import EngineClient
+from switchyard.adapter.health import Readiness
+from switchyard.adapter.load import LoadReader
+from switchyard.adapter.validation import validate
+from switchyard.inference.errors import InferenceError
+from switchyard.inference.v1 import inference_pb2 as pb
+from switchyard.inference.v1 import inference_pb2_grpc as pb_grpc
+
+log = structlog.get_logger(__name__)
+
+Context: TypeAlias = grpc.aio.ServicerContext[Any, Any]
+
+_FINISH_NAMES = {pb.FINISH_REASON_STOP: "stop", pb.FINISH_REASON_LENGTH: "length"}
+
+
+class _Call:
+    """Book-keeping of one generation RPC: in-flight count, metrics, span attributes, one log line."""
+
+    __slots__ = (
+        "code",
+        "completion_tokens",
+        "finish",
+        "first_token_at",
+        "method",
+        "prompt_tokens",
+        "request",
+        "servicer",
+        "started",
+    )
+
+    def __init__(
+        self, servicer: InferenceServicer, request: pb.GenerateRequest, method: str
+    ) -> None:
+        self.servicer = servicer
+        self.request = request
+        self.method = method
+        self.started = time.perf_counter()
+        self.first_token_at = 0.0
+        self.prompt_tokens = 0
+        self.completion_tokens = 0
+        self.finish: pb.FinishReason.ValueType = pb.FINISH_REASON_UNSPECIFIED
+        self.code = grpc.StatusCode.OK
+        if not request.request_id:
+            request.request_id = uuid.uuid4().hex
+        servicer.in_flight += 1
+        servicer.in_flight_gauge.inc()
+        servicer.idle.clear()
+
+    def first_token(self) -> None:
+        self.first_token_at = time.perf_counter()
+        self.servicer.ttft.observe(self.first_token_at - self.started)
+
+    def end(self) -> None:
+        s = self.servicer
+        s.in_flight -= 1
+        s.in_flight_gauge.dec()
+        if not s.in_flight:
+            s.idle.set()
+        elapsed = time.perf_counter() - self.started
+        labels = (s.engine_kind, s.served_model_name)
+        metrics.REQUESTS.labels(*labels, self.method, self.code.name).inc()
+        metrics.DURATION.labels(*labels, self.method).observe(elapsed)
+        s.prompt_counter.inc(self.prompt_tokens)
+        s.completion_counter.inc(self.completion_tokens)
+        span = trace.get_current_span()
+        if span.is_recording():
+            span.set_attributes(
+                {
+                    "gen_ai.provider.name": s.engine_kind,
+                    "gen_ai.request.model": self.request.model,
+                    "gen_ai.usage.input_tokens": self.prompt_tokens,
+                    "gen_ai.usage.output_tokens": self.completion_tokens,
+                    "switchyard.request_id": self.request.request_id,
+                }
+            )
+            if self.finish:
+                span.set_attribute("gen_ai.response.finish_reasons", [_FINISH_NAMES[self.finish]])
+        log.info(
+            "generate",
+            method=self.method,
+            request_id=self.request.request_id,
+            model=self.request.model,
+            code=self.code.name,
+            finish_reason=_FINISH_NAMES.get(self.finish),
+            prompt_tokens=self.prompt_tokens,
+            completion_tokens=self.completion_tokens,
+            ttft_ms=round((self.first_token_at - self.started) * 1000, 1)
+            if self.first_token_at
+            else None,
+            duration_ms=round(elapsed * 1000, 1),
+        )
+
+
+class InferenceServicer(pb_grpc.InferenceServiceServicer):
+    def __init__(
+        self,
+        *,
+        served_model_name: str,
+        engine: EngineClient,
+        readiness: Readiness,
+        load: LoadReader,
+        default_timeout_s: float,
+    ) -> None:
+        self.served_model_name = served_model_name
+        self.engine_kind = engine.translation.engine
+        self._engine = engine
+        self._readiness = readiness
+        self._load = load
+        self._default_timeout_s = default_timeout_s
+        self.in_flight = 0
+        #: Set while no generation is in flight (what a graceful shutdown waits for).
+        self.idle = asyncio.Event()
+        self.idle.set()
+        labels = (self.engine_kind, served_model_name)
+        self.in_flight_gauge = metrics.IN_FLIGHT.labels(*labels)
+        self.ttft = metrics.TIME_TO_FIRST_TOKEN.labels(*labels)
+        self.prompt_counter = metrics.TOKENS.labels(*labels, "prompt")
+        self.completion_counter = metrics.TOKENS.labels(*labels, "completion")
+
+    def _deadline(self, context: Context) -> float:
+        remaining = context.time_remaining()
+        timeout = (
+            self._default_timeout_s
+            if remaining is None
+            else min(remaining, self._default_timeout_s)
+        )
+        return asyncio.get_running_loop().time() + timeout
+
+    async def _fail(self, call: _Call, context: Context, error: InferenceError) -> NoReturn:
+        call.code = error.code
+        if error.code == grpc.StatusCode.UNAVAILABLE:
+            self._readiness.engine_unreachable()
+        await context.abort_with_status(error.to_status())
+        raise AssertionError("abort_with_status returns only by raising")  # pragma: no cover
+
+    def _cancelled(self, call: _Call) -> None:
+        # The engine client has already dropped the engine call (and aborted it).
+        call.code = grpc.StatusCode.CANCELLED
+
+    async def Generate(self, request: pb.GenerateRequest, context: Context) -> pb.GenerateResponse:
+        call = _Call(self, request, "Generate")
+        try:
+            validate(request, self.served_model_name)
+            async with asyncio.timeout_at(self._deadline(context)):
+                completion = await self._engine.complete(request)
+            call.prompt_tokens = completion.prompt_tokens
+            call.completion_tokens = completion.completion_tokens
+            call.finish = completion.finish_reason
+            return pb.GenerateResponse(
+                text=completion.text,
+                finish_reason=completion.finish_reason,
+                usage=pb.Usage(
+                    prompt_tokens=completion.prompt_tokens,
+                    completion_tokens=completion.completion_tokens,
+                ),
+            )
+        except InferenceError as error:
+            await self._fail(call, context, error)
+        except TimeoutError:
+            await self._fail(call, context, _deadline_error())
+        except asyncio.CancelledError:
+            self._cancelled(call)
+            raise
+        finally:
+            call.end()
+
+    async def GenerateStream(
+        self, request: pb.GenerateRequest, context: Context
+    ) -> AsyncIterator[pb.GenerateStreamResponse]:
+        call = _Call(self, request, "GenerateStream")
+        completion_tokens: int | None = None
+        # One timer for the whole request (not a timeout around every token's read): when
+        # it fires it cancels this RPC's task, and the cancellation is reported as
+        # DEADLINE_EXCEEDED below.
+        task = asyncio.current_task()
+        assert task is not None
+        expired = asyncio.Event()
+
+        def expire() -> None:
+            expired.set()
+            task.cancel()
+
+        timer = asyncio.get_running_loop().call_at(self._deadline(context), expire)
+        try:
+            validate(request, self.served_model_name)
+            stream = self._engine.stream(request)
+            try:
+                async for delta in stream:
+                    if delta.prompt_tokens is not None:
+                        call.prompt_tokens = delta.prompt_tokens
+                    if delta.completion_tokens is not None:
+                        completion_tokens = delta.completion_tokens
+                    if delta.finish_reason:
+                        call.finish = delta.finish_reason
+                    if delta.text or delta.token_count:
+                        if not call.first_token_at:
+                            call.first_token()
+                        call.completion_tokens += delta.token_count
+                        yield pb.GenerateStreamResponse(
+                            text_delta=delta.text, token_count=delta.token_count
+                        )
+            finally:
+                await stream.aclose()
+            if not call.finish:
+                raise InferenceError.engine_failed(
+                    "the engine ended the stream without a finish reason"
+                )
+            if completion_tokens is not None:
+                call.completion_tokens = completion_tokens
+            last = pb.GenerateStreamResponse(finish_reason=call.finish)
+            if request.include_usage:
+                last.usage.prompt_tokens = call.prompt_tokens
+                last.usage.completion_tokens = call.completion_tokens
+            yield last
+        except InferenceError as error:
+            await self._fail(call, context, error)
+        except asyncio.CancelledError:
+            if not expired.is_set():
+                self._cancelled(call)
+                raise
+            task.uncancel()
+            await self._fail(call, context, _deadline_error())
+        finally:
+            timer.cancel()
+            call.end()
+
+    async def ListModels(
+        self, request: pb.ListModelsRequest, context: Context
+    ) -> pb.ListModelsResponse:
+        if not self._readiness.ready:
+            await context.abort_with_status(
+                InferenceError.unavailable("the engine is not ready").to_status()
+            )
+        return pb.ListModelsResponse(
+            models=[
+                pb.ModelInfo(
+                    id=self.served_model_name,
+                    engine=self.engine_kind,
+                    max_model_len=self._readiness.max_model_len,
+                )
+            ]
+        )
+
+    async def GetLoad(self, request: pb.GetLoadRequest, context: Context) -> pb.LoadReport:
+        load = await self._load.read()
+        report = pb.LoadReport(adapter_in_flight=self.in_flight, ready=self._readiness.ready)
+        if load is not None:
+            report.running = load.running
+            report.waiting = load.waiting
+            if load.kv_cache_usage is not None:
+                report.kv_cache_usage = load.kv_cache_usage
+        return report
+
+
+def _deadline_error() -> InferenceError:
+    return InferenceError(
+        grpc.StatusCode.DEADLINE_EXCEEDED,
+        pb.ERROR_REASON_UNSPECIFIED,
+        "the request did not finish before its deadline",
+    )

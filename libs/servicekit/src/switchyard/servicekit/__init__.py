@@ -1,0 +1,2 @@
+"""What every Switchyard process uses: settings, logs, tracing, SSE, JSON Schema checks and
+the uvicorn server."""

@@ -1,1 +1,0 @@
-"""Switchyard shared code: logging, telemetry, settings and gRPC error helpers."""
