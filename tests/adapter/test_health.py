@@ -19,7 +19,7 @@ from typing import TYPE_CHECKING, Any
 import grpc
 import orjson
 import pytest
-from grpc_health.v1._async import HealthServicer
+from grpc_health.v1.health import aio as health_aio
 from prometheus_client import Gauge
 from structlog.testing import capture_logs
 
@@ -119,7 +119,7 @@ def _client(engine: Engine, key: str | None) -> EngineClient:
 def _readiness(client: EngineClient) -> Readiness:
     """Readiness whose checks only the test runs (its own loop is not started)."""
     gauge = Gauge("engine_ready", "Readiness under test.", registry=None)
-    return Readiness(client, HealthServicer(), interval_s=3600, gauge=gauge)
+    return Readiness(client, health_aio.HealthServicer(), interval_s=3600, gauge=gauge)
 
 
 @pytest.fixture

@@ -17,9 +17,9 @@ from pydantic import AnyHttpUrl
 from switchyard.adapter.engine import EngineClient
 from switchyard.adapter.settings import AdapterSettings
 from switchyard.adapter_sglang.translation import SglangTranslation
-from switchyard.enginesim.sglang.engine import SglangEngine
+from switchyard.enginesim.sglang.engine import Engine as SglangEngine
 from switchyard.inference.v1 import inference_pb2 as pb
-from tests.enginesim.sglang.conftest import MODEL, live, make_app, runtime_of
+from tests.enginesim.sglang.conftest import MODEL, engine_of, live, make_app
 from tests.support.canonical import generate_request
 from tests.support.polling import eventually
 
@@ -58,7 +58,7 @@ async def sglang(*flags: str) -> AsyncIterator[Engine]:
         client = EngineClient(settings, SglangTranslation(MODEL))
         try:
             assert await client.max_model_len() == CONTEXT  # what readiness asks once
-            yield Engine(runtime_of(app).engine, client, http)
+            yield Engine(engine_of(app), client, http)
         finally:
             await client.aclose()
 

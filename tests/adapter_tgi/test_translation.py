@@ -16,7 +16,7 @@ from hypothesis import strategies as st
 from switchyard.adapter.translation import Delta, EngineHTTPError
 from switchyard.adapter_tgi.json_object import json_object_regex
 from switchyard.adapter_tgi.stops import StopTrimmer, cut_at_stop
-from switchyard.adapter_tgi.translation import TgiTranslation, regex_literal
+from switchyard.adapter_tgi.translation import TgiTranslation
 from switchyard.inference.errors import InferenceError
 from switchyard.inference.v1 import inference_pb2 as pb
 from tests.support.canonical import generate_request
@@ -182,11 +182,6 @@ def test_chat_structured_output_is_a_response_format() -> None:
     request.structured_output.regex = "yes|no"
     body = T.request(request, stream=False).body
     assert body["response_format"] == {"type": "regex", "value": "yes|no"}
-
-
-@given(st.text(max_size=20))
-def test_regex_literal_matches_exactly_itself(text: str) -> None:
-    assert re.fullmatch(regex_literal(text), text, flags=re.DOTALL)
 
 
 # Unary responses.

@@ -23,6 +23,7 @@ import pytest
 import yaml
 
 from switchyard.edge.settings import EdgeSettings
+from switchyard.engines import ENGINES
 from switchyard.operator import rbac
 from switchyard.operator.settings import OperatorSettings
 from tests.support.workspace import CHART, ROOT, skaffold, skaffold_artifacts, template_var
@@ -537,6 +538,15 @@ def test_default_images_are_named_like_the_artifacts(helm: dict[str, Any]) -> No
     names = {re.fullmatch(r"ghcr\.io/switchyard/([a-z-]+):0\.1\.0", i) for i in images}
     assert None not in names
     assert {m.group(1) for m in names if m} == set(skaffold_artifacts())
+
+
+def test_the_chart_pins_each_registered_engine_and_its_adapter() -> None:
+    """Adding an engine to the registry fails here until the chart and skaffold know it."""
+    values = yaml.safe_load((CHART / "values.yaml").read_text())
+    assert values["operator"]["engineImages"] == {k.name: k.image for k in ENGINES.values()}
+    for kind in ENGINES.values():
+        assert f"adapter{kind.name.title()}" in values["images"], kind.name
+        assert kind.adapter_component in skaffold_artifacts(), kind.name
 
 
 # -- values.schema.json -------------------------------------------------------------------

@@ -1,5 +1,5 @@
 """skaffold.yaml: valid against skaffold's own schema (v4beta14), one artifact per image built
-from the repository root, the chart deployed with the images it just built, profiles that
+by the root Dockerfile, the chart deployed with the images it just built, profiles that
 swap values files."""
 
 from __future__ import annotations
@@ -39,11 +39,11 @@ def test_validates_against_the_v4beta14_schema() -> None:
     assert skaffold()["apiVersion"] == "skaffold/v4beta14"
 
 
-def test_artifacts_build_from_existing_dockerfiles() -> None:
+def test_artifacts_build_from_an_existing_dockerfile() -> None:
     for image, artifact in skaffold_artifacts().items():
         context = ROOT / artifact.get("context", ".")
         assert context.is_dir(), image
-        assert (context / artifact["docker"]["dockerfile"]).is_file(), image
+        assert (context / artifact["docker"].get("dockerfile", "Dockerfile")).is_file(), image
 
 
 def test_every_release_gets_every_built_image() -> None:

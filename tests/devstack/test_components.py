@@ -1,14 +1,25 @@
-"""How `make run` learns the ports its processes bound: from the line each one logs."""
+"""How `make run` starts its processes (from the engine registry) and learns the ports they
+bound (from the line each one logs)."""
 
 from __future__ import annotations
 
+import importlib
 from typing import Any
 
 import orjson
 import pytest
 import structlog
 
-from switchyard.devstack.components import ADAPTER_LISTENING, SIM_LISTENING
+from switchyard.devstack.components import (
+    ADAPTER_LISTENING,
+    ENGINES,
+    SIM_LISTENING,
+    SIM_MODEL,
+    EngineOptions,
+    adapter_args,
+    sim_args,
+)
+from switchyard.engines import Serving, engine_kind
 
 STARTED: dict[str, Any] = {
     "address": "127.0.0.1:41234",
@@ -47,3 +58,37 @@ def test_a_simulator_s_port_is_read_from_its_listening_line() -> None:
         assert found is not None, line
         assert found.group(1) == "39061"
     assert SIM_LISTENING.search("loading: not listening for 3.0 s") is None
+
+
+@pytest.mark.parametrize("engine", ENGINES)
+def test_simulators_get_their_engine_s_flags_then_the_simulation_s(engine: str) -> None:
+    opts = EngineOptions(max_model_len=2048, max_running=4, max_queued=2, ttft_s=0.5)
+    args = sim_args(engine, "127.0.0.1", 0, "demo", opts)
+    kind = engine_kind(engine)
+    # As the operator runs the engine, less what a ModelBackend has and the stack does not
+    # (tensor parallelism), plus seeds honoured everywhere (SGLang needs a flag for that).
+    serving = Serving(
+        model=SIM_MODEL,
+        host="127.0.0.1",
+        port=0,
+        served_name="demo",
+        max_model_len=2048,
+        max_running=4,
+        max_queued=2,
+        seeded=True,
+    )
+    assert args == [*kind.simulator, *kind.flags(serving), *args[-6:]]
+    assert args[-6:] == ["--sim-ttft", "0.5", "--sim-itl", "0.01", "--sim-load-delay", "0.0"]
+    assert adapter_args(engine) == [f"switchyard.adapter_{engine}"]
+
+
+@pytest.mark.parametrize("engine", ENGINES)
+def test_simulators_accept_the_stack_s_command_lines(engine: str) -> None:
+    opts = EngineOptions(max_model_len=2048, max_running=4, max_queued=2, load_delay_s=1)
+    args = sim_args(engine, "127.0.0.1", 0, "demo", opts)
+    importlib.import_module(f"{args[0]}.flags").parse(args[1:])
+
+
+def test_an_unknown_engine_has_no_command_line() -> None:
+    with pytest.raises(ValueError, match="unknown engine 'llamacpp'"):
+        sim_args("llamacpp", "127.0.0.1", 0, "demo", EngineOptions())

@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import asyncio
 import uuid
+from collections.abc import AsyncIterator
+from pathlib import Path
 from typing import Any
 
 import httpx
@@ -11,7 +13,7 @@ import orjson
 import pytest
 
 from tests.edge.conftest import settled
-from tests.support.edge import Edge
+from tests.support.edge import Edge, start_edge
 from tests.support.polling import eventually
 from tests.support.stacks import Stack
 
@@ -85,6 +87,54 @@ async def test_client_leaving_a_unary_request_aborts_the_engine(
         call.cancel()
         with pytest.raises(asyncio.CancelledError):
             await call
+        await _until_aborted(vllm, before["aborted"])
+    await settled(edge, engines)
+
+
+@pytest.fixture
+async def eager_keepalive_edge(engines: dict[str, Stack], tmp_path: Path) -> AsyncIterator[Edge]:
+    """An edge whose streams get a keep-alive after a millisecond of silence."""
+    endpoints = {"vllm": [engines["vllm"].address]}
+    env = {"EDGE_STREAM_KEEPALIVE_S": "0.001"}
+    running = await asyncio.to_thread(start_edge, tmp_path, endpoints, env=env)
+    try:
+        yield running
+    finally:
+        await asyncio.to_thread(running.stop)
+
+
+async def test_client_leaving_a_stream_before_its_first_token_aborts_the_engine(
+    eager_keepalive_edge: Edge, engines: dict[str, Stack]
+) -> None:
+    # Keep-alives fall due long before this first token, which never comes: none may be
+    # written before the response's status (the server refuses it, and the watch on the
+    # client died with it, so the client's leaving went unnoticed).
+    edge, vllm = eager_keepalive_edge, engines["vllm"]
+    before = await _stats(vllm)
+    body = {
+        "model": "demo-vllm",
+        "messages": [{"role": "user", "content": "go"}],
+        "stream": True,
+        **LONG,
+    }
+    async with vllm.stalled(count=1, after=0), httpx.AsyncClient(timeout=60) as client:
+
+        async def call() -> int:
+            async with client.stream(
+                "POST", f"{edge.url}/v1/chat/completions", json=body, headers=edge.auth()
+            ) as response:
+                return response.status_code
+
+        waiting = asyncio.create_task(call())
+
+        async def at_the_engine() -> bool:
+            stats = await _stats(vllm)
+            return bool(stats["requests"] > before["requests"] and stats["in_flight"] >= 1)
+
+        await eventually(at_the_engine, what="the request at the engine")
+        waiting.cancel()
+        with pytest.raises(asyncio.CancelledError):
+            await waiting
         await _until_aborted(vllm, before["aborted"])
     await settled(edge, engines)
 

@@ -10,8 +10,8 @@ from starlette.applications import Starlette
 
 from switchyard.enginesim.faults import Faults
 from switchyard.enginesim.scheduler import LatencyModel, Scheduler
-from switchyard.enginesim.vllm.api import create_app
-from switchyard.enginesim.vllm.cli import parse_config
+from switchyard.enginesim.vllm.flags import parse
+from switchyard.enginesim.vllm.routes import create_app
 from tests.enginesim.sglang.conftest import make_app as sglang_app
 from tests.enginesim.tgi.conftest import make_app as tgi_app
 from tests.enginesim.vllm.conftest import FAST, MODEL, argv
@@ -86,7 +86,7 @@ async def test_a_whole_generation_stalls_too() -> None:
 
 
 async def test_the_route_sets_shows_and_clears_a_stall() -> None:
-    app = create_app(parse_config(argv(*FAST)))
+    app = create_app(parse(argv(*FAST)))
     transport = httpx.ASGITransport(app=app)
     async with httpx.AsyncClient(transport=transport, base_url="http://sim") as client:
         assert (await client.get("/sim/faults")).json()["stall_after"] is None
@@ -113,7 +113,7 @@ async def test_the_route_sets_shows_and_clears_a_stall() -> None:
 
 def _front_ends() -> dict[str, Starlette]:
     return {
-        "vllm": create_app(parse_config(argv(*FAST))),
+        "vllm": create_app(parse(argv(*FAST))),
         "sglang": sglang_app(),
         "tgi": tgi_app(),
     }

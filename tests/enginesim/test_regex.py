@@ -57,6 +57,6 @@ def test_a_pattern_with_no_generable_match_is_unsupported() -> None:
         text_from_regex(r"a(?=b)", random.Random(0))
 
 
-def test_repeat_counts_above_rstrs_cap() -> None:
+def test_large_repeat_counts_are_written_in_full() -> None:
     text = text_from_regex(r"a{150}b{2,4}", random.Random(1))
     assert re.fullmatch(r"a{150}b{2,4}", text)

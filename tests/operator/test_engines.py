@@ -2,12 +2,16 @@
 
 from __future__ import annotations
 
+import importlib
 from typing import Any
 
 import pytest
+from pydantic import ValidationError
 
+from switchyard.engines import ENGINES as KINDS
 from switchyard.operator.api import ENGINES, Engine, ModelBackendSpec
-from switchyard.operator.engines import ENGINE_KINDS, engine_args, engine_launch
+from switchyard.operator.engines import engine_args, engine_launch
+from switchyard.operator.settings import OperatorSettings
 from tests.operator.harness import operator_settings
 
 SETTINGS = operator_settings("models")
@@ -84,21 +88,14 @@ def test_simulators_take_the_same_flags_from_their_own_image(engine: Engine) -> 
 
 @pytest.mark.parametrize("engine", ENGINES)
 def test_simulator_command_lines_parse(engine: Engine) -> None:
-    """The simulators accept exactly the command line the operator gives them."""
-    sim = engine_launch(spec(engine, maxModelLen=2048, simulated=True), "x", SETTINGS)
-    argv = sim.command[3:] + sim.args
-    if engine == "vllm":
-        from switchyard.enginesim.vllm.cli import parse_config
-
-        parse_config(argv)
-    elif engine == "sglang":
-        from switchyard.enginesim.sglang.args import parse_args
-
-        parse_args(argv)
-    else:
-        from switchyard.enginesim.tgi.config import parse
-
-        parse(argv)
+    """The simulators accept exactly the command line the operator gives them (each
+    simulator's `flags.parse` reads what follows `python -m <module>`)."""
+    key = {"name": "engine-key", "key": "token"}
+    sim = engine_launch(
+        spec(engine, maxModelLen=2048, simulated=True, apiKeySecret=key), "x", SETTINGS
+    )
+    flags = importlib.import_module(f"{sim.command[2]}.flags")
+    flags.parse(sim.command[3:] + sim.args)
 
 
 def test_probes_fit_each_engine() -> None:
@@ -117,7 +114,7 @@ def test_probes_fit_each_engine() -> None:
 def test_the_startup_probe_allows_the_configured_loading_time(engine: Engine) -> None:
     probe = engine_launch(spec(engine), "x", SETTINGS).startup_probe
     assert probe["periodSeconds"] * probe["failureThreshold"] >= SETTINGS.startup_timeout_s
-    assert probe["httpGet"]["path"] == ENGINE_KINDS[engine].startup_path
+    assert probe["httpGet"]["path"] == KINDS[engine].probes.startup
 
 
 def test_image_override() -> None:
@@ -134,3 +131,18 @@ def test_user_env_comes_after_the_operators() -> None:
         SETTINGS,
     ).env
     assert env[-1] == {"name": "HF_TOKEN", "valueFrom": {"secretKeyRef": {"name": "s", "key": "k"}}}
+
+
+def test_engine_images_from_the_settings_replace_the_pinned_ones(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    monkeypatch.setenv("OPERATOR_ENGINE_IMAGES", '{"sglang": "mirror/sglang:1"}')
+    settings = OperatorSettings()
+    assert engine_launch(spec("sglang"), "x", settings).image == "mirror/sglang:1"
+    assert engine_launch(spec("tgi"), "x", settings).image == KINDS["tgi"].image
+    assert engine_launch(spec("sglang", image="my/sglang:2"), "x", settings).image == "my/sglang:2"
+
+
+def test_engine_images_only_for_known_engines() -> None:
+    with pytest.raises(ValidationError, match="llamacpp"):
+        OperatorSettings.model_validate({"engine_images": {"llamacpp": "x"}})

@@ -10,6 +10,8 @@ import pytest
 from lightkube import AsyncClient, KubeConfig
 from lightkube.resources.core_v1 import Pod
 from lightkube.types import PatchType
+from opentelemetry import trace
+from opentelemetry.trace import NonRecordingSpan, SpanContext, TraceFlags
 
 from switchyard.inference.v1 import inference_pb2 as pb
 from switchyard.inference.v1 import inference_pb2_grpc as pb_grpc
@@ -26,9 +28,13 @@ class FakeAdapter(pb_grpc.InferenceServiceServicer):
     def __init__(self, report: pb.LoadReport) -> None:
         self.report = report
         self.calls = 0
+        #: The `traceparent` each call came with (None: none).
+        self.traceparents: list[str | None] = []
 
     async def GetLoad(self, request: pb.GetLoadRequest, context: Any) -> pb.LoadReport:
         self.calls += 1
+        metadata = dict(context.invocation_metadata())
+        self.traceparents.append(metadata.get("traceparent"))
         return self.report
 
     async def Generate(self, request: Any, context: Any) -> Any:
@@ -115,6 +121,32 @@ async def test_reads_every_ready_pod_of_the_backend(
     finally:
         await busy.stop(0)
         await queued.stop(0)
+
+
+async def test_a_load_report_call_carries_the_callers_trace(
+    api: ApiServer, client: AsyncClient, port: int
+) -> None:
+    """The scaling decision's span is the caller's: its trace reaches the adapter."""
+    server, adapter = await start_adapter(f"127.0.0.1:{port}", pb.LoadReport(running=1))
+    trace_id = 0x0AF7651916CD43DD8448EB211C80319C
+    caller = NonRecordingSpan(
+        SpanContext(trace_id, 0xB7AD6B7169203331, is_remote=False, trace_flags=TraceFlags(1))
+    )
+    try:
+        await add_pod(client, "a", "llama", "127.0.0.1", ready=True)
+        config = KubeConfig.from_dict(kubeconfig(str(api.url), NAMESPACE))
+        async with AsyncClient(config=config) as operator_client:
+            source = GrpcLoadSource(operator_client, timeout_s=TIMEOUT_S, concurrency=1, port=port)
+            with trace.use_span(caller):
+                load = await source.read(BackendRef(NAMESPACE, "llama"))
+        assert load == Load(in_flight=1, reporting=1)
+        (traceparent,) = adapter.traceparents
+        assert traceparent is not None, "no trace context sent"
+        _, sent_trace, parent, _ = traceparent.split("-")
+        assert sent_trace == f"{trace_id:032x}"
+        assert int(parent, 16) != 0
+    finally:
+        await server.stop(0)
 
 
 def test_pod_readiness() -> None:

@@ -42,6 +42,14 @@ def members() -> tuple[Member, ...]:
     return tuple(found)
 
 
+def components() -> dict[str, Member]:
+    """The deployable members (under `services/`) by component name, which is also their
+    folder's and their image's: the distribution's name without `switchyard-`."""
+    return {
+        m.dist.removeprefix("switchyard-"): m for m in members() if m.path.startswith("services/")
+    }
+
+
 @cache
 def lock_packages() -> dict[str, dict[str, Any]]:
     """uv.lock's packages by name."""
@@ -66,7 +74,7 @@ def workspace_closure(dist: str) -> set[str]:
 
 @cache
 def uv_version() -> str:
-    """The uv version the Makefile pins (and so every Dockerfile must)."""
+    """The uv version the Makefile pins (and so the Dockerfile must)."""
     match = re.search(r"^UV_VERSION\s*:?=\s*(\S+)", (ROOT / "Makefile").read_text(), re.M)
     assert match, "Makefile: UV_VERSION not found"
     return match.group(1)

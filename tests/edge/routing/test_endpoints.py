@@ -9,7 +9,7 @@ from typing import Any
 import grpc
 import pytest
 from grpc_health.v1 import health_pb2, health_pb2_grpc
-from grpc_health.v1._async import HealthServicer
+from grpc_health.v1.health import aio as health_aio
 from prometheus_client import REGISTRY
 from structlog.testing import capture_logs
 
@@ -129,7 +129,7 @@ class Adapter:
 
     def __init__(self, port: int = 0, options: tuple[tuple[str, Any], ...] = ()) -> None:
         self.port = port or free_port()
-        self.health = HealthServicer()
+        self.health = health_aio.HealthServicer()
         self.server = grpc.aio.server(options=options)
 
     @property

@@ -14,9 +14,9 @@ import pytest
 import uvicorn
 from starlette.applications import Starlette
 
-from switchyard.enginesim.sglang.app import build_app
-from switchyard.enginesim.sglang.args import parse_args
-from switchyard.enginesim.sglang.runtime import Runtime
+from switchyard.enginesim.sglang.engine import Engine
+from switchyard.enginesim.sglang.flags import parse
+from switchyard.enginesim.sglang.routes import create_app
 from tests.support.polling import eventually
 
 MODEL = "demo"
@@ -36,12 +36,12 @@ def make_app(*extra: str) -> Starlette:
     only once the app has returned, background task included."""
     latency = () if any(flag.startswith("--sim-itl") for flag in extra) else FAST
     delay = () if "--sim-abort-delay" in extra else ("--sim-abort-delay", "0")
-    return build_app(parse_args([*BASE, *latency, *delay, *extra]))
+    return create_app(parse([*BASE, *latency, *delay, *extra]))
 
 
-def runtime_of(app: Starlette) -> Runtime:
-    runtime: Runtime = app.state.runtime
-    return runtime
+def engine_of(app: Starlette) -> Engine:
+    engine: Engine = app.state.engine
+    return engine
 
 
 def asgi(app: Starlette) -> httpx.AsyncClient:

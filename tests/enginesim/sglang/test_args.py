@@ -4,11 +4,11 @@ from __future__ import annotations
 
 import pytest
 
-from switchyard.enginesim.sglang.args import DEFAULT_MAX_RUNNING, MODEL_CONTEXT_LENGTH, parse_args
+from switchyard.enginesim.sglang.flags import DEFAULT_MAX_RUNNING, MODEL_CONTEXT_LENGTH, parse
 
 
 def test_defaults_are_sglangs() -> None:
-    args = parse_args(["--model-path", "org/model"])
+    args = parse(["--model-path", "org/model"])
     assert (args.host, args.port) == ("127.0.0.1", 30000)
     assert args.served_model_name == "org/model"
     assert args.context_length == MODEL_CONTEXT_LENGTH
@@ -22,7 +22,7 @@ def test_defaults_are_sglangs() -> None:
 
 
 def test_the_flags_a_launch_server_command_line_uses() -> None:
-    args = parse_args(
+    args = parse(
         [
             "--model-path", "org/model", "--served-model-name", "demo", "--host", "0.0.0.0",
             "--port", "8000", "--context-length", "2048", "--max-running-requests", "4",
@@ -53,4 +53,4 @@ def test_the_flags_a_launch_server_command_line_uses() -> None:
 )
 def test_bad_command_lines_are_refused(argv: list[str]) -> None:
     with pytest.raises(SystemExit):
-        parse_args(argv)
+        parse(argv)

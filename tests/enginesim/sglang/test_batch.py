@@ -9,7 +9,7 @@ from typing import Any
 import httpx
 
 from switchyard.enginesim import tokenizer
-from tests.enginesim.sglang.conftest import asgi, events, make_app, runtime_of
+from tests.enginesim.sglang.conftest import asgi, engine_of, events, make_app
 from tests.support.polling import eventually
 
 PROMPTS = ["The yard at dawn", "A freight train", "Signals turn green"]
@@ -117,7 +117,7 @@ async def test_batch_errors(client: httpx.AsyncClient) -> None:
 
 async def test_a_refused_batch_leaves_nothing_held() -> None:
     app = make_app()
-    engine = runtime_of(app).engine
+    engine = engine_of(app)
     async with asgi(app) as client:
         await generate(client, text=["fine", " ".join(["word"] * 1100)], rid=["r0", "r1"])
         await eventually(lambda: engine.live_rids == ())  # r0 had started: it is aborted

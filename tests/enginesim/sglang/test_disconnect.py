@@ -7,7 +7,7 @@ import asyncio
 import httpx
 import pytest
 
-from tests.enginesim.sglang.conftest import SLOW, live, make_app, runtime_of
+from tests.enginesim.sglang.conftest import SLOW, engine_of, live, make_app
 from tests.support.polling import eventually
 
 LONG = {"text": "hello", "sampling_params": {"max_new_tokens": 200, "ignore_eos": True}}
@@ -19,18 +19,18 @@ CHAT = {"messages": [{"role": "user", "content": "hi"}], "max_tokens": 200, "ign
 )
 async def test_dropped_streams_are_aborted(path: str, body: dict[str, object]) -> None:
     app = make_app(*SLOW, "--enable-metrics")
-    runtime = runtime_of(app)
+    engine = engine_of(app)
     async with live(app) as url, httpx.AsyncClient(base_url=url) as client:
         for _ in range(3):
             async with client.stream("POST", path, json={**body, "stream": True}) as response:
                 async for line in response.aiter_lines():
                     if line.startswith("data: "):
                         break  # leave after the first event
-        await eventually(lambda: runtime.stats.aborted == 3)
-        await eventually(lambda: runtime.stats.open_streams == 0)
+        await eventually(lambda: engine.stats.aborted == 3)
+        await eventually(lambda: engine.stats.open_streams == 0)
         metrics = (await client.get("/metrics")).text
-    assert runtime.stats.in_flight == 0
-    assert runtime.engine.running == 0
+    assert engine.stats.in_flight == 0
+    assert engine.running == 0
     assert (
         'sglang:num_aborted_requests_total{engine_type="unified",model_name="demo"} 3.0' in metrics
     )
@@ -41,18 +41,18 @@ async def test_dropped_streams_are_aborted(path: str, body: dict[str, object]) -
 )
 async def test_a_dropped_unary_request_is_aborted(path: str, body: dict[str, object]) -> None:
     app = make_app(*SLOW)
-    runtime = runtime_of(app)
+    engine = engine_of(app)
     async with live(app) as url, httpx.AsyncClient(base_url=url, timeout=60) as client:
         # Leave once the engine works on it (ten seconds of work), not after a fixed time:
         # a slow machine may not have sent it yet.
         call = asyncio.create_task(client.post(path, json=body))
-        await eventually(lambda: runtime.engine.running == 1, what="the request running")
+        await eventually(lambda: engine.running == 1, what="the request running")
         call.cancel()
         with pytest.raises(asyncio.CancelledError):
             await call
-        await eventually(lambda: runtime.stats.aborted == 1)
-    assert runtime.stats.in_flight == 0
-    assert runtime.engine.running == 0
+        await eventually(lambda: engine.stats.aborted == 1)
+    assert engine.stats.in_flight == 0
+    assert engine.running == 0
 
 
 async def test_the_traceparent_and_rid_are_recorded() -> None:
@@ -74,7 +74,7 @@ async def test_the_traceparent_and_rid_are_recorded() -> None:
 
 async def test_many_streams_leave_nothing_open() -> None:
     app = make_app("--sim-ttft", "0", "--sim-itl", "0.001")
-    runtime = runtime_of(app)
+    engine = engine_of(app)
     async with live(app) as url, httpx.AsyncClient(base_url=url) as client:
 
         async def one(i: int) -> None:
@@ -85,6 +85,6 @@ async def test_many_streams_leave_nothing_open() -> None:
                         break
 
         await asyncio.gather(*(one(i) for i in range(20)))
-        await eventually(lambda: runtime.stats.open_streams == 0 and runtime.stats.in_flight == 0)
-    assert runtime.stats.requests == 20
-    assert runtime.stats.completed + runtime.stats.aborted == 20
+        await eventually(lambda: engine.stats.open_streams == 0 and engine.stats.in_flight == 0)
+    assert engine.stats.requests == 20
+    assert engine.stats.completed + engine.stats.aborted == 20

@@ -6,22 +6,23 @@ import asyncio
 
 import pytest
 
-from switchyard.enginesim.scheduler import LatencyModel, Scheduler
-from switchyard.enginesim.sglang.engine import Job, SglangEngine
-from switchyard.enginesim.sglang.sampling import Sampling
-from switchyard.enginesim.stats import SimStats
+from switchyard.enginesim.generation import Prompt
+from switchyard.enginesim.sglang.engine import Engine, Job, Sampling
+from switchyard.enginesim.sglang.flags import parse
 from tests.support.polling import eventually
 
 
-def _engine(itl_s: float = 0.0) -> SglangEngine:
-    scheduler = Scheduler(4, None, LatencyModel(itl_s=itl_s))
-    scheduler.start()
-    return SglangEngine(scheduler, SimStats(), max_total_tokens=4096, deterministic=True)
+def _engine(itl_s: float = 0.0) -> Engine:
+    flags = ["--model-path", "m", "--max-running-requests", "4", "--max-total-tokens", "4096"]
+    latency = ["--sim-ttft", "0", "--sim-itl", str(itl_s), "--enable-deterministic-inference"]
+    engine = Engine(parse([*flags, *latency]))
+    engine.scheduler.start()
+    return engine
 
 
 def _job(rid: str = "r", max_new_tokens: int = 20) -> Job:
     sampling = Sampling(max_new_tokens=max_new_tokens, ignore_eos=True, seed=1)
-    return Job(rid, "hello", 1, sampling, max_new_tokens, stream=True)
+    return Job(rid, Prompt("hello", 1), sampling, max_new_tokens, stream=True)
 
 
 async def test_a_slow_reader_gets_coalesced_updates() -> None:
@@ -29,7 +30,7 @@ async def test_a_slow_reader_gets_coalesced_updates() -> None:
     handle = engine.submit(_job())
     # The whole output is ready before the first read.
     await eventually(lambda: not engine.live_rids, what="the request finished")
-    updates = [u async for u in handle.updates()]
+    updates = [u async for u in handle.steps()]
     assert len(updates) == 1
     (update,) = updates
     assert len(update.ids) == update.completion_tokens == 20
@@ -40,7 +41,7 @@ async def test_a_slow_reader_gets_coalesced_updates() -> None:
 async def test_a_fast_reader_gets_one_update_per_token() -> None:
     engine = _engine(itl_s=0.002)
     handle = engine.submit(_job(max_new_tokens=5))
-    updates = [u async for u in handle.updates()]
+    updates = [u async for u in handle.steps()]
     assert [u.completion_tokens for u in updates] == [1, 2, 3, 4, 5]
     assert [u.first for u in updates] == [True, False, False, False, False]
     assert "".join(u.text for u in updates) == (await _whole())

@@ -7,7 +7,7 @@ from typing import Any
 
 import httpx
 
-from tests.enginesim.sglang.conftest import SLOW, asgi, events, make_app, runtime_of
+from tests.enginesim.sglang.conftest import SLOW, asgi, engine_of, events, make_app
 from tests.support.polling import eventually
 
 FULL = ("--max-running-requests", "1", "--max-queued-requests", "1", *SLOW)
@@ -21,7 +21,7 @@ def _generate(client: httpx.AsyncClient, rid: str, **body: Any) -> asyncio.Task[
 
 async def test_a_full_queue_is_503_unary_and_an_abort_in_a_stream() -> None:
     app = make_app(*FULL)
-    engine = runtime_of(app).engine
+    engine = engine_of(app)
     async with asgi(app) as client:
         running, queued = _generate(client, "run"), _generate(client, "wait")
         await eventually(lambda: (engine.running, engine.waiting) == (1, 1))
@@ -64,18 +64,18 @@ async def test_a_full_queue_is_503_unary_and_an_abort_in_a_stream() -> None:
         for rid in ("run", "wait"):
             await client.post("/abort_request", json={"rid": rid})
         await asyncio.gather(running, queued)
-    assert runtime_of(app).stats.rejected == 4
+    assert engine_of(app).stats.rejected == 4
 
 
 async def test_abort_request_stops_running_and_queued_requests() -> None:
     app = make_app(*FULL, "--enable-metrics")
-    runtime = runtime_of(app)
-    runtime.scheduler.faults.set_stall(3, count=1)  # the running one: held after three tokens
+    engine = engine_of(app)
+    engine.scheduler.faults.set_stall(3, count=1)  # the running one: held after three tokens
     async with asgi(app) as client:
         running = _generate(client, "run")
         queued = _generate(client, "wait", stream=True)
-        await eventually(lambda: (runtime.engine.running, runtime.engine.waiting) == (1, 1))
-        await eventually(lambda: runtime.scheduler.faults.stalled == 1, what="three tokens out")
+        await eventually(lambda: (engine.running, engine.waiting) == (1, 1))
+        await eventually(lambda: engine.scheduler.faults.stalled == 1, what="three tokens out")
         for rid in ("wait", "run", "unknown"):
             response = await client.post("/abort_request", json={"rid": rid})
             assert (response.status_code, response.content) == (200, b"")
@@ -94,8 +94,8 @@ async def test_abort_request_stops_running_and_queued_requests() -> None:
             "message": "Abort in waiting queue",
         }
         metrics = (await client.get("/metrics")).text
-    assert runtime.stats.aborted == 2
-    assert runtime.scheduler.running == runtime.scheduler.waiting == 0
+    assert engine.stats.aborted == 2
+    assert engine.scheduler.running == engine.scheduler.waiting == 0
     assert (
         'sglang:num_aborted_requests_total{engine_type="unified",model_name="demo"} 2.0' in metrics
     )
@@ -105,7 +105,7 @@ async def test_abort_all() -> None:
     app = make_app(*SLOW)
     async with asgi(app) as client:
         tasks = [_generate(client, f"r{i}") for i in range(3)]
-        await eventually(lambda: runtime_of(app).engine.running == 3)
+        await eventually(lambda: engine_of(app).running == 3)
         assert (await client.post("/abort_request", json={"abort_all": True})).status_code == 200
         bodies = [(await t).json() for t in tasks]
     assert all(b["meta_info"]["finish_reason"]["type"] == "abort" for b in bodies)
@@ -115,7 +115,7 @@ async def test_a_rid_in_use_is_refused() -> None:
     app = make_app(*SLOW)
     async with asgi(app) as client:
         first = _generate(client, "same")
-        await eventually(lambda: runtime_of(app).engine.running == 1)
+        await eventually(lambda: engine_of(app).running == 1)
         response = await client.post("/generate", json={"text": "x", "rid": "same"})
         assert response.json() == {"error": {"message": "Duplicate request ID detected: same"}}
         await client.post("/abort_request", json={"rid": "same"})
@@ -134,7 +134,7 @@ async def test_health_is_503_while_starting_then_200() -> None:
             )
         ).json()
         assert body["meta_info"]["completion_tokens"] == 2
-        assert runtime_of(app).up
+        assert engine_of(app).up
         for path in ("/health", "/ready", "/ping"):  # /health_generate is /health
             assert (await client.get(path)).status_code == 200, path
 
@@ -146,11 +146,11 @@ async def test_metrics_only_with_enable_metrics() -> None:
 
 async def test_gauges_show_live_load() -> None:
     app = make_app("--enable-metrics", "--max-running-requests", "2", *SLOW)
-    faults = runtime_of(app).scheduler.faults
+    faults = engine_of(app).scheduler.faults
     faults.set_stall(2)  # every request held after two tokens: the load stays as it is
     async with asgi(app) as client:
         tasks = [_generate(client, f"r{i}") for i in range(3)]
-        await eventually(lambda: runtime_of(app).engine.waiting == 1)
+        await eventually(lambda: engine_of(app).waiting == 1)
         await eventually(lambda: faults.stalled == 2, what="two running, two tokens each")
         text = (await client.get("/metrics")).text
         gauges = _samples(text)

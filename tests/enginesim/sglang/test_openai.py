@@ -9,8 +9,8 @@ import httpx
 import orjson
 from jsonschema import validate
 
-from switchyard.enginesim.sglang.app import build_app
-from switchyard.enginesim.sglang.args import parse_args
+from switchyard.enginesim.sglang.flags import parse
+from switchyard.enginesim.sglang.routes import create_app
 from tests.enginesim.sglang.conftest import FAST, MODEL, asgi, events
 
 MESSAGES = [{"role": "user", "content": "Describe a switchyard."}]
@@ -171,7 +171,7 @@ async def test_engine_refusals_are_bad_request_errors(client: httpx.AsyncClient)
 
 async def test_max_completion_tokens_is_checked_only_with_a_context_length_flag() -> None:
     # Without --context-length the chat route skips its own check; the engine's remains.
-    app = build_app(parse_args(["--model-path", "org/sim-model", *FAST]))
+    app = create_app(parse(["--model-path", "org/sim-model", *FAST]))
     async with asgi(app) as client:
         response = await chat(client, max_tokens=9000)
     assert response.status_code == 400

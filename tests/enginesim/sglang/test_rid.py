@@ -11,8 +11,8 @@ import httpx
 import pytest
 from starlette.applications import Starlette
 
-from switchyard.enginesim.sglang.engine import SglangEngine
-from tests.enginesim.sglang.conftest import MODEL, asgi, events, live, make_app, runtime_of
+from switchyard.enginesim.sglang.engine import Engine
+from tests.enginesim.sglang.conftest import MODEL, asgi, engine_of, events, live, make_app
 from tests.support.polling import eventually
 
 LONG_PROMPT = " ".join(["word"] * 1100)  # over the 1024-token context
@@ -35,11 +35,11 @@ async def _holding(
     client: httpx.AsyncClient, app: Starlette, rid: str
 ) -> asyncio.Task[httpx.Response]:
     """A non-streamed request with `rid`, stalled in the engine (so its rid is held)."""
-    engine = runtime_of(app).engine
+    engine = engine_of(app)
     await _stall_next(client)
     task = asyncio.create_task(client.post("/generate", json={**HELD, "rid": rid}))
     await eventually(
-        lambda: rid in engine.live_rids and runtime_of(app).scheduler.faults.stalled == 1
+        lambda: rid in engine.live_rids and engine_of(app).scheduler.faults.stalled == 1
     )
     return task
 
@@ -76,7 +76,7 @@ async def test_a_rid_in_flight_is_refused_by_each_route_in_its_own_way(
         "/v1/completions", json={"model": MODEL, "prompt": "x", "rid": "dup", "stream": True}
     )
     assert (response.status_code, response.json()["message"]) == (400, duplicate)
-    assert runtime_of(app).engine.live_rids == ("dup",), "a refused duplicate changes nothing"
+    assert engine_of(app).live_rids == ("dup",), "a refused duplicate changes nothing"
 
     # /generate streams: the refusal is an error event in a 200 stream, and the stream's
     # end-of-stream abort (here without delay) then aborts the request that holds the rid.
@@ -95,7 +95,7 @@ async def test_a_rid_in_flight_is_refused_by_each_route_in_its_own_way(
     await _release(client)
     held = (await holder).json()
     assert held["meta_info"]["finish_reason"]["type"] == "abort"
-    assert [(a.rid, a.source) for a in runtime_of(app).engine.aborts] == [("dup", "stream_end")]
+    assert [(a.rid, a.source) for a in engine_of(app).aborts] == [("dup", "stream_end")]
 
 
 async def test_the_duplicate_check_comes_before_validation(
@@ -131,7 +131,7 @@ class Gate:
         await self.opened.wait()
 
 
-def _gated(engine: SglangEngine) -> Gate:
+def _gated(engine: Engine) -> Gate:
     gate = Gate()
     engine.sleep = gate.sleep
     return gate
@@ -150,7 +150,7 @@ async def test_a_rid_reused_soon_after_a_stream_is_aborted(path: str, body: dict
     """SGLang's `create_abort_task`: 2 s after a stream ends, its rid is aborted in whatever
     request holds it then."""
     app = make_app("--sim-abort-delay", "2")
-    engine = runtime_of(app).engine
+    engine = engine_of(app)
     gate = _gated(engine)
     async with live(app) as url, httpx.AsyncClient(base_url=url) as client:
         response = await client.post(path, json={**body, "rid": "again", "stream": True})
@@ -168,7 +168,7 @@ async def test_a_rid_reused_soon_after_a_stream_is_aborted(path: str, body: dict
 
 async def test_a_rid_reused_after_the_delay_is_left_alone() -> None:
     app = make_app("--sim-abort-delay", "2")
-    engine = runtime_of(app).engine
+    engine = engine_of(app)
     gate = _gated(engine)
     gate.opened.set()
     async with live(app) as url, httpx.AsyncClient(base_url=url) as client:
@@ -189,13 +189,13 @@ async def test_abort_request_ends_every_rid_it_prefixes(
     app_client: tuple[Starlette, httpx.AsyncClient],
 ) -> None:
     app, client = app_client
-    engine = runtime_of(app).engine
+    engine = engine_of(app)
     await _stall_next(client, count=3)
     tasks = {
         rid: asyncio.create_task(client.post("/generate", json={**HELD, "rid": rid}))
         for rid in ("job-1", "job-10", "other")
     }
-    await eventually(lambda: runtime_of(app).scheduler.faults.stalled == 3)
+    await eventually(lambda: engine_of(app).scheduler.faults.stalled == 3)
 
     for body in ({"rid": "nobody"}, {"rid": ""}, {"rid": None}, {}):  # nothing held: ignored
         assert (await client.post("/abort_request", json=body)).status_code == 200

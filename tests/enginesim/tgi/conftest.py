@@ -12,9 +12,9 @@ import pytest
 from starlette.applications import Starlette
 
 from switchyard.devstack.components import SIM_LISTENING
-from switchyard.enginesim.tgi.app import build_app
-from switchyard.enginesim.tgi.config import parse
-from switchyard.enginesim.tgi.engine import TgiEngine
+from switchyard.enginesim.tgi.engine import Engine
+from switchyard.enginesim.tgi.flags import parse
+from switchyard.enginesim.tgi.routes import create_app
 from tests.support.processes import Service, free_port, listening_port, start, wait_http
 
 MODEL = "switchyard/sim-1b-instruct"
@@ -27,12 +27,11 @@ BASE_ARGS = (
 
 
 def make_app(*extra: str) -> Starlette:
-    config, sim = parse([*BASE_ARGS, *extra])
-    return build_app(config, sim)
+    return create_app(parse([*BASE_ARGS, *extra]))
 
 
-def engine_of(app: Starlette) -> TgiEngine:
-    engine: TgiEngine = app.state.engine
+def engine_of(app: Starlette) -> Engine:
+    engine: Engine = app.state.engine
     return engine
 
 

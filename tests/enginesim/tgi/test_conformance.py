@@ -7,7 +7,7 @@ from typing import Any
 import httpx
 import pytest
 
-from switchyard.enginesim.tgi.config import parse
+from switchyard.enginesim.tgi.flags import parse
 from tests.enginesim.tgi.conftest import MODEL, asgi_client, make_app, sse_data, sse_json
 from tests.enginesim.tgi.openapi import check
 
@@ -95,7 +95,7 @@ async def test_prefill_only_with_enable_prefill_logprobs(
 def test_prefill_logprobs_env_spellings_of_false(monkeypatch: pytest.MonkeyPatch) -> None:
     for value in ("false", "0", "off", ""):
         monkeypatch.setenv("ENABLE_PREFILL_LOGPROBS", value)
-        assert not parse(["--model-id", MODEL])[0].enable_prefill_logprobs
+        assert not parse(["--model-id", MODEL]).enable_prefill_logprobs
 
 
 async def test_compat_route_answers_a_list_with_the_prompt(client: httpx.AsyncClient) -> None:

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from switchyard.enginesim.tgi.outlines import OutlinesError, outlines_schema
+from switchyard.enginesim.tgi.engine import OutlinesError, outlines_schema
 
 
 def _closed(properties: dict[str, object], required: list[str]) -> dict[str, object]:

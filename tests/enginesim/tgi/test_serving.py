@@ -11,8 +11,8 @@ import httpx
 import pytest
 
 from switchyard.enginesim.serving import SSE_KEEPALIVE
-from switchyard.enginesim.tgi.config import parse
-from switchyard.enginesim.tgi.sse import merged, with_keep_alive
+from switchyard.enginesim.tgi.flags import parse
+from switchyard.enginesim.tgi.routes import merged, with_keep_alive
 from tests.enginesim.tgi.conftest import asgi_client, make_app, sse_json
 from tests.support.polling import eventually, eventually_sync
 from tests.support.processes import Service, free_port
@@ -258,7 +258,7 @@ async def test_api_key_guards_generation_only() -> None:
 
 def test_api_key_from_the_environment(monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setenv("API_KEY", "from-env")
-    assert parse(["--model-id", "m"])[0].api_key == "from-env"
+    assert parse(["--model-id", "m"]).api_key == "from-env"
 
 
 async def test_prometheus_port(start_sim: Start) -> None:
@@ -278,7 +278,7 @@ async def test_unknown_routes_are_empty_404s(client: httpx.AsyncClient) -> None:
 
 
 def test_launcher_flags_and_checks(capsys: pytest.CaptureFixture[str]) -> None:
-    config, _ = parse(
+    config = parse(
         ["--model-id", "m", "--num-shard", "2", "--cuda-memory-fraction", "0.9",
          "--otlp-endpoint", "http://x:4317", "--sharded", "--hostname", "my-pod-7"]
     )  # fmt: skip
@@ -304,7 +304,7 @@ async def test_a_failing_generation_is_a_424_or_an_event_never_a_crash(
     def broken(*args: Any, **kwargs: Any) -> Any:
         raise RuntimeError("the GPU caught fire")
 
-    monkeypatch.setattr("switchyard.enginesim.tgi.engine.generate", broken)
+    monkeypatch.setattr("switchyard.enginesim.generation.generate", broken)
     body = {"inputs": "Hi"}
     response = await client.post("/generate", json=body)
     assert response.status_code == 424

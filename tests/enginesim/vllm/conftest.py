@@ -9,13 +9,14 @@ import httpx
 import orjson
 import pytest
 
-from switchyard.enginesim.vllm.api import VllmSimulator, create_app
-from switchyard.enginesim.vllm.cli import parse_config
+from switchyard.enginesim.vllm.engine import Engine
+from switchyard.enginesim.vllm.flags import parse
+from switchyard.enginesim.vllm.routes import create_app
 
 MODEL = "demo"
 FAST = ("--sim-ttft", "0", "--sim-itl", "0")
 
-Factory = Callable[..., Awaitable[tuple[httpx.AsyncClient, VllmSimulator]]]
+Factory = Callable[..., Awaitable[tuple[httpx.AsyncClient, Engine]]]
 
 
 def argv(*extra: str) -> list[str]:
@@ -35,12 +36,12 @@ async def simulator() -> AsyncIterator[Factory]:
     """Start a simulator with extra flags (fast by default); closed after the test."""
     clients: list[httpx.AsyncClient] = []
 
-    async def make(*extra: str) -> tuple[httpx.AsyncClient, VllmSimulator]:
+    async def make(*extra: str) -> tuple[httpx.AsyncClient, Engine]:
         # No environment: a VLLM_API_KEY in the caller's would guard every test's routes.
-        app = create_app(parse_config(argv(*(extra or FAST)), environ={}))
+        app = create_app(parse(argv(*(extra or FAST)), environ={}))
         client = httpx.AsyncClient(transport=httpx.ASGITransport(app=app), base_url="http://sim")
         clients.append(client)
-        return client, app.state.sim
+        return client, app.state.engine
 
     yield make
     for client in clients:

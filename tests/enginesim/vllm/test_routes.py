@@ -8,7 +8,7 @@ import re
 import httpx
 import pytest
 
-from switchyard.enginesim.vllm.cli import parse_config
+from switchyard.enginesim.vllm.flags import parse
 from tests.enginesim.vllm.conftest import MODEL, Factory, argv, events
 from tests.support.polling import eventually
 
@@ -73,7 +73,7 @@ async def test_request_id_headers(simulator: Factory) -> None:
 
 
 def test_command_line() -> None:
-    config = parse_config(
+    config = parse(
         [*argv(), "-tp", "2", "--gpu-memory-utilization", "0.5", "--dtype", "bfloat16",
          "--disable-fastapi-docs", "--max-num-seqs", "8", "--max-num-queued-reqs", "12"]
     )  # fmt: skip
@@ -81,10 +81,10 @@ def test_command_line() -> None:
     assert (config.max_model_len, config.max_num_seqs, config.max_num_queued_reqs) == (1024, 8, 12)
     assert config.tensor_parallel_size == 2
     assert config.host == "0.0.0.0"
-    assert parse_config(["serve", "m", "--max-model-len", "32k"]).max_model_len == 32000
-    assert parse_config(["serve", "--model", "m"]).served_model_names == ("m",)
+    assert parse(["serve", "m", "--max-model-len", "32k"]).max_model_len == 32000
+    assert parse(["serve", "--model", "m"]).served_model_names == ("m",)
     with pytest.raises(SystemExit):
-        parse_config(["serve", "m", "--max-model-len", "0"])
+        parse(["serve", "m", "--max-model-len", "0"])
 
 
 async def test_metrics_follow_the_scheduler(simulator: Factory) -> None:

@@ -24,7 +24,7 @@ import contextlib
 
 import structlog
 from grpc_health.v1 import health_pb2
-from grpc_health.v1._async import HealthServicer
+from grpc_health.v1.health import aio as health_aio
 from prometheus_client import Gauge
 
 from switchyard.adapter.engine import EngineClient
@@ -40,7 +40,11 @@ _NOT_SERVING = health_pb2.HealthCheckResponse.NOT_SERVING
 
 class Readiness:
     def __init__(
-        self, engine: EngineClient, health: HealthServicer, interval_s: float, gauge: Gauge
+        self,
+        engine: EngineClient,
+        health: health_aio.HealthServicer,
+        interval_s: float,
+        gauge: Gauge,
     ) -> None:
         self._engine = engine
         self._health = health

@@ -14,7 +14,7 @@ import grpc
 import structlog
 import uvloop
 from grpc_health.v1 import health_pb2, health_pb2_grpc
-from grpc_health.v1._async import HealthServicer
+from grpc_health.v1.health import aio as health_aio
 from grpc_reflection.v1alpha import reflection
 from prometheus_client import start_http_server
 
@@ -60,7 +60,7 @@ async def serve(settings: AdapterSettings, translation: Translation) -> None:
     tracer_provider = configure_tracing(component_name(type(translation)))
 
     engine = EngineClient(settings, translation)
-    health = HealthServicer()
+    health = health_aio.HealthServicer()
     labels = (translation.engine, settings.served_model_name)
     readiness = Readiness(
         engine, health, settings.health_interval_s, metrics.ENGINE_READY.labels(*labels)

@@ -9,7 +9,7 @@ look, how it reports readiness and load.
 from __future__ import annotations
 
 from abc import ABC, abstractmethod
-from collections.abc import Mapping
+from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 from types import MappingProxyType
 from typing import Any, ClassVar, Final, Protocol, TypeAlias
@@ -94,6 +94,41 @@ class EngineHTTPError(Exception):
         """Whether the engine refused the adapter's key (`ADAPTER_ENGINE_API_KEY`)."""
         return self.status in AUTH_REFUSED
 
+    def on_route(self, route: str) -> EngineHTTPError:
+        """This error, said of `route` (e.g. "GET /v1/models"); a refused key says what to set."""
+        if not self.credentials_refused:
+            return self
+        return EngineHTTPError(
+            f"the engine refused the adapter's credentials on {route} (HTTP {self.status}): "
+            "set ADAPTER_ENGINE_API_KEY to the engine's --api-key",
+            self.status,
+        )
+
+
+def chat_messages(request: pb.GenerateRequest) -> list[dict[str, str]]:
+    """The request's chat as OpenAI's `messages` (every engine's chat route takes them)."""
+    messages = []
+    for m in request.chat.messages:
+        message = {"role": m.role, "content": m.content}
+        if m.name:
+            message["name"] = m.name
+        messages.append(message)
+    return messages
+
+
+_REGEX_SPECIAL: Final = frozenset("\\^$.|?*+()[]{}")
+
+
+def regex_literal(text: str) -> str:
+    """`text` as a regex matching exactly it: only regex metacharacters are escaped, which
+    every engine's grammar backend (xgrammar, outlines, llguidance) reads alike."""
+    return "".join("\\" + c if c in _REGEX_SPECIAL else c for c in text)
+
+
+def choice_regex(choices: Iterable[str]) -> str:
+    """A regex matching exactly one of `choices` (engines that constrain a choice by regex)."""
+    return "(" + "|".join(regex_literal(c) for c in choices) + ")"
+
 
 class StreamParser(ABC):
     """Reads one request's stream events; may keep state (e.g. cumulative text)."""
@@ -109,7 +144,7 @@ class StreamParser(ABC):
 class Translation(ABC):
     """The engine-specific half of an adapter."""
 
-    #: Engine kind as the contract names it: "vllm", "sglang" or "tgi".
+    #: The engine's name in the engine registry (`switchyard.engines`) and the contract.
     engine: ClassVar[str]
     #: GET this path; 200 means the engine can generate.
     health_path: ClassVar[str] = "/health"

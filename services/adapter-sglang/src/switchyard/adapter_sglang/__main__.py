@@ -3,5 +3,11 @@
 from switchyard.adapter.main import run
 from switchyard.adapter_sglang.translation import SglangTranslation
 
-if __name__ == "__main__":
+
+def main() -> None:
+    """The `switchyard-adapter-sglang` command (the image's entrypoint)."""
     run(SglangTranslation)
+
+
+if __name__ == "__main__":
+    main()

@@ -37,21 +37,12 @@ from __future__ import annotations
 import re
 import secrets
 from collections.abc import Mapping
-from typing import Any, ClassVar, Final
+from typing import Any, Final
 
 import orjson
 
-from switchyard.adapter.translation import (
-    NO_HEADERS,
-    Completion,
-    Delta,
-    EngineHTTP,
-    EngineRequest,
-    FinishReason,
-    LoadMetrics,
-    StreamParser,
-    Translation,
-)
+from switchyard.adapter import translation as base
+from switchyard.adapter.openai_stream import OpenAIStream
 from switchyard.inference.errors import InferenceError
 from switchyard.inference.v1 import inference_pb2 as pb
 
@@ -62,18 +53,7 @@ _CONTEXT_OVERFLOW: Final = re.compile(
     r"|exceeds the model's maximum context length"
     r"|max_completion_tokens is too large"
 )
-_REGEX_SPECIAL: Final = frozenset("\\^$.|?*+()[]{}")
 _MAX_MESSAGE: Final = 1000
-
-
-def choice_regex(choices: list[str]) -> str:
-    """A regex matching exactly one of `choices` (only regex metacharacters escaped, which
-    every grammar backend SGLang has, xgrammar, outlines and llguidance, reads alike)."""
-
-    def escape(text: str) -> str:
-        return "".join("\\" + c if c in _REGEX_SPECIAL else c for c in text)
-
-    return "(" + "|".join(escape(c) for c in choices) + ")"
 
 
 def _sampling_params(s: pb.SamplingParams) -> dict[str, Any]:
@@ -103,13 +83,14 @@ def _native_constraint(so: pb.StructuredOutput) -> dict[str, str]:
     if kind == "regex":
         return {"regex": so.regex}
     if kind == "choice":
-        return {"regex": choice_regex(list(so.choice.choices))}
+        return {"regex": base.choice_regex(so.choice.choices)}
     if kind == "grammar":
         return {"ebnf": so.grammar}
     return {}
 
 
 def _chat_constraint(so: pb.StructuredOutput) -> dict[str, Any]:
+    """JSON through `response_format`; regex and EBNF as the same top-level extras as native."""
     kind = so.WhichOneof("kind")
     if kind == "json_schema":
         schema = orjson.loads(so.json_schema)
@@ -121,13 +102,7 @@ def _chat_constraint(so: pb.StructuredOutput) -> dict[str, Any]:
         }
     if kind == "json_object":
         return {"response_format": {"type": "json_object"}}
-    if kind == "regex":
-        return {"regex": so.regex}
-    if kind == "choice":
-        return {"regex": choice_regex(list(so.choice.choices))}
-    if kind == "grammar":
-        return {"ebnf": so.grammar}
-    return {}
+    return _native_constraint(so)
 
 
 def engine_rid(request: pb.GenerateRequest) -> str:
@@ -143,15 +118,9 @@ def engine_rid(request: pb.GenerateRequest) -> str:
 
 
 def _chat_body(request: pb.GenerateRequest, model: str, stream: bool, rid: str) -> dict[str, Any]:
-    messages = []
-    for m in request.chat.messages:
-        message = {"role": m.role, "content": m.content}
-        if m.name:
-            message["name"] = m.name
-        messages.append(message)
     body: dict[str, Any] = {
         "model": model,
-        "messages": messages,
+        "messages": base.chat_messages(request),
         "rid": rid,
         "stream": stream,
     }
@@ -185,7 +154,7 @@ def _by_status(status: int | None, message: str) -> InferenceError:
     return InferenceError.engine_failed(f"the engine failed the request: {message}")
 
 
-def _finish(finish: Any) -> FinishReason:
+def _finish(finish: Any) -> base.FinishReason:
     """A native `meta_info.finish_reason` (a dict, or null until the end)."""
     if finish is None:
         return pb.FINISH_REASON_UNSPECIFIED
@@ -194,7 +163,7 @@ def _finish(finish: Any) -> FinishReason:
     return _finish_type(finish.get("type"), finish)
 
 
-def _finish_type(kind: Any, abort: dict[str, Any] | None = None) -> FinishReason:
+def _finish_type(kind: Any, abort: dict[str, Any] | None = None) -> base.FinishReason:
     """A finish reason by its type ("stop", "length", "abort", ...); an abort is an error."""
     if kind is None:
         return pb.FINISH_REASON_UNSPECIFIED
@@ -208,8 +177,9 @@ def _finish_type(kind: Any, abort: dict[str, Any] | None = None) -> FinishReason
     return pb.FINISH_REASON_STOP  # stop, tool_calls, ...
 
 
-def _error_event(error: Any) -> InferenceError:
+def _error_event(data: dict[str, Any]) -> InferenceError:
     """An `{"error": ...}` event inside a stream."""
+    error = data["error"]
     if isinstance(error, dict):
         code = error.get("code")
         return _by_status(code if isinstance(code, int) else None, str(error.get("message")))
@@ -244,7 +214,7 @@ def _count(value: Any) -> int:
     return value if isinstance(value, int) and value >= 0 else 0
 
 
-class NativeStream(StreamParser):
+class NativeStream(base.StreamParser):
     """`/generate` stream events → deltas (cumulative text, or deltas from an engine
     started with --incremental-streaming-output)."""
 
@@ -254,10 +224,10 @@ class NativeStream(StreamParser):
         self._text = ""
         self._completion = 0
 
-    def feed(self, event: str, data: Any) -> Delta | None:
+    def feed(self, event: str, data: Any) -> base.Delta | None:
         data = _require_dict(data)
         if "error" in data:
-            raise _error_event(data["error"])
+            raise _error_event(data)
         meta = data.get("meta_info") or {}
         finish = _finish(meta.get("finish_reason"))
         completion = _count(meta.get("completion_tokens"))
@@ -275,7 +245,7 @@ class NativeStream(StreamParser):
         prompt = meta.get("prompt_tokens")
         if not (delta or count or finish):
             return None
-        return Delta(
+        return base.Delta(
             text=delta,
             token_count=count,
             finish_reason=finish,
@@ -284,63 +254,23 @@ class NativeStream(StreamParser):
         )
 
 
-class ChatStream(StreamParser):
-    """`chat.completion.chunk` events → deltas, counted from the continuous usage."""
-
-    __slots__ = ("_counted",)
-
-    def __init__(self) -> None:
-        self._counted = 0
-
-    def feed(self, event: str, data: Any) -> Delta | None:
-        data = _require_dict(data)
-        if "error" in data:
-            raise _error_event(data["error"])
-        text = ""
-        finish: FinishReason = pb.FINISH_REASON_UNSPECIFIED
-        choices = data.get("choices") or []
-        if choices:
-            choice = choices[0]
-            text = (choice.get("delta") or {}).get("content") or ""
-            finish = _finish_type(choice.get("finish_reason"))
-        usage = data.get("usage")
-        count = 0
-        prompt = completion = None
-        if isinstance(usage, dict):
-            completion = _count(usage.get("completion_tokens"))
-            prompt = _count(usage.get("prompt_tokens"))
-            count = max(0, completion - self._counted)
-        elif text:
-            count = 1  # an engine without continuous usage: the final usage corrects it
-        self._counted += count
-        if not (text or count or finish or usage):
-            return None
-        return Delta(
-            text=text,
-            token_count=count,
-            finish_reason=finish,
-            prompt_tokens=prompt,
-            completion_tokens=completion,
-        )
-
-
-class SglangTranslation(Translation):
-    engine: ClassVar[str] = "sglang"
+class SglangTranslation(base.Translation):
+    engine = "sglang"
     #: /ready: 503 while starting, paused, unhealthy or shutting down, and cheap. /health
     #: would run a one-token generation and sleep a second on every poll; it is the engine
     #: container's liveness probe instead (and marks SGLang unhealthy, which /ready reflects).
-    health_path: ClassVar[str] = "/ready"
-    load_metrics: ClassVar[LoadMetrics] = LoadMetrics(
+    health_path = "/ready"
+    load_metrics = base.LoadMetrics(
         running="sglang:num_running_reqs",
         waiting="sglang:num_queue_reqs",
         kv_cache_usage="sglang:token_usage",
     )
 
-    def request(self, request: pb.GenerateRequest, *, stream: bool) -> EngineRequest:
+    def request(self, request: pb.GenerateRequest, *, stream: bool) -> base.EngineRequest:
         rid = engine_rid(request)
         if request.WhichOneof("input") == "chat":
             body = _chat_body(request, self.served_model_name, stream, rid)
-            return EngineRequest("/v1/chat/completions", body, abort_id=rid)
+            return base.EngineRequest("/v1/chat/completions", body, abort_id=rid)
         params = _sampling_params(request.sampling)
         if request.HasField("structured_output"):
             params.update(_native_constraint(request.structured_output))
@@ -350,11 +280,11 @@ class SglangTranslation(Translation):
             "stream": stream,
             "sampling_params": params,
         }
-        return EngineRequest("/generate", body, abort_id=rid)
+        return base.EngineRequest("/generate", body, abort_id=rid)
 
     def completion(
-        self, request: pb.GenerateRequest, body: Any, headers: Mapping[str, str] = NO_HEADERS
-    ) -> Completion:
+        self, request: pb.GenerateRequest, body: Any, headers: Mapping[str, str] = base.NO_HEADERS
+    ) -> base.Completion:
         body = _require_dict(body)
         if request.WhichOneof("input") == "chat":
             choices = body.get("choices")
@@ -362,27 +292,29 @@ class SglangTranslation(Translation):
                 raise InferenceError.engine_failed("the engine's chat completion has no choice")
             choice = choices[0]
             usage = body.get("usage") or {}
-            return Completion(
+            return base.Completion(
                 text=(choice.get("message") or {}).get("content") or "",
                 finish_reason=_finish_type(choice.get("finish_reason")),
                 prompt_tokens=_count(usage.get("prompt_tokens")),
                 completion_tokens=_count(usage.get("completion_tokens")),
             )
         meta = body.get("meta_info") or {}
-        return Completion(
+        return base.Completion(
             text=body.get("text") or "",
             finish_reason=_finish(meta.get("finish_reason")),
             prompt_tokens=_count(meta.get("prompt_tokens")),
             completion_tokens=_count(meta.get("completion_tokens")),
         )
 
-    def stream_parser(self, request: pb.GenerateRequest) -> StreamParser:
-        return ChatStream() if request.WhichOneof("input") == "chat" else NativeStream()
+    def stream_parser(self, request: pb.GenerateRequest) -> base.StreamParser:
+        if request.WhichOneof("input") == "chat":
+            return OpenAIStream(chat=True, finish_reason=_finish_type, error=_error_event)
+        return NativeStream()
 
     def error(self, status: int, body: bytes) -> InferenceError:
         return _by_status(status, _body_message(body) or f"HTTP {status}")
 
-    async def max_model_len(self, engine: EngineHTTP) -> int:
+    async def max_model_len(self, engine: base.EngineHTTP) -> int:
         """From `/v1/models` (SGLang's `/model_info` has no context length)."""
         cards = (await engine.get_json("/v1/models") or {}).get("data") or []
         for card in cards:
@@ -392,5 +324,5 @@ class SglangTranslation(Translation):
                 return int(card["max_model_len"])
         return 0
 
-    async def abort(self, engine: EngineHTTP, abort_id: str) -> None:
+    async def abort(self, engine: base.EngineHTTP, abort_id: str) -> None:
         await engine.post_json("/abort_request", {"rid": abort_id})

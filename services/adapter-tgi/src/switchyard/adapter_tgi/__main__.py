@@ -3,5 +3,11 @@
 from switchyard.adapter.main import run
 from switchyard.adapter_tgi.translation import TgiTranslation
 
-if __name__ == "__main__":
+
+def main() -> None:
+    """The `switchyard-adapter-tgi` command (the image's entrypoint)."""
     run(TgiTranslation)
+
+
+if __name__ == "__main__":
+    main()

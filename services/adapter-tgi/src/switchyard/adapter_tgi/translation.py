@@ -33,18 +33,7 @@ from typing import Any, Final
 
 import orjson
 
-from switchyard.adapter.translation import (
-    NO_HEADERS,
-    Completion,
-    Delta,
-    EngineHTTP,
-    EngineHTTPError,
-    EngineRequest,
-    FinishReason,
-    LoadMetrics,
-    StreamParser,
-    Translation,
-)
+from switchyard.adapter import translation as base
 from switchyard.adapter.validation import parse_json_schema
 from switchyard.adapter_tgi.budget import Budget, may_overrun
 from switchyard.adapter_tgi.json_object import JSON_OBJECT_REGEX
@@ -52,7 +41,7 @@ from switchyard.adapter_tgi.stops import StopTrimmer, cut_at_stop
 from switchyard.inference.errors import InferenceError
 from switchyard.inference.v1 import inference_pb2 as pb
 
-_FINISH: Final[dict[str, FinishReason]] = {
+_FINISH: Final[dict[str, base.FinishReason]] = {
     "length": pb.FINISH_REASON_LENGTH,
     "eos_token": pb.FINISH_REASON_STOP,
     "stop_sequence": pb.FINISH_REASON_STOP,
@@ -63,7 +52,6 @@ _CONTEXT_MARKERS: Final = (
     "`inputs` tokens + `max_new_tokens` must be <=",
     "`inputs` must have less than",
 )
-_REGEX_SPECIAL: Final = frozenset("\\^$.|?*+()[]{}")
 _U64: Final = (1 << 64) - 1
 
 
@@ -71,16 +59,11 @@ def _greedy(s: pb.SamplingParams) -> bool:
     return s.HasField("temperature") and s.temperature == 0
 
 
-def finish_reason(name: object) -> FinishReason:
+def finish_reason(name: object) -> base.FinishReason:
     reason = _FINISH.get(name) if isinstance(name, str) else None
     if reason is None:
         raise InferenceError.engine_failed(f"TGI sent an unknown finish_reason {name!r}")
     return reason
-
-
-def regex_literal(text: str) -> str:
-    """`text` as a regular expression matching exactly it (metacharacters escaped)."""
-    return "".join("\\" + c if c in _REGEX_SPECIAL else c for c in text)
 
 
 def classify(message: str, error_type: str) -> InferenceError:
@@ -138,15 +121,15 @@ def _object(body: Any, what: str) -> dict[str, Any]:
     return body
 
 
-class NativeStreamParser(StreamParser):
+class NativeStreamParser(base.StreamParser):
     """`/generate_stream`: one event per token, the last one with `details`."""
 
     def __init__(self, stops: list[str], max_tokens: int | None = None) -> None:
         self._trimmer = StopTrimmer(stops)
         self._budget = Budget(max_tokens)
-        self._reason: FinishReason = pb.FINISH_REASON_LENGTH
+        self._reason: base.FinishReason = pb.FINISH_REASON_LENGTH
 
-    def feed(self, event: str, data: Any) -> Delta | None:
+    def feed(self, event: str, data: Any) -> base.Delta | None:
         data = _object(data, "stream event")
         if "error" in data:
             raise stream_error(data)
@@ -167,16 +150,16 @@ class NativeStreamParser(StreamParser):
             if last_allowed:  # max_tokens reached, though TGI goes on
                 out += self._trimmer.flush()
                 self._reason = pb.FINISH_REASON_STOP if self._trimmer.stopped else self._reason
-                return Delta(text=out, token_count=1, finish_reason=self._reason)
+                return base.Delta(text=out, token_count=1, finish_reason=self._reason)
             just_stopped = self._trimmer.stopped and not was_stopped
             reason = pb.FINISH_REASON_STOP if just_stopped else pb.FINISH_REASON_UNSPECIFIED
-            return Delta(text=out, token_count=1, finish_reason=reason)
+            return base.Delta(text=out, token_count=1, finish_reason=reason)
         try:
             reason = finish_reason(details["finish_reason"])
             out += self._trimmer.flush()
             if self._trimmer.stopped:
                 reason = pb.FINISH_REASON_STOP
-            return Delta(
+            return base.Delta(
                 text=out,
                 token_count=1,
                 finish_reason=reason,
@@ -186,9 +169,9 @@ class NativeStreamParser(StreamParser):
         except (KeyError, TypeError, ValueError):
             raise InferenceError.engine_failed("TGI sent malformed stream details") from None
 
-    def _surplus_end(self, details: Any) -> Delta:
+    def _surplus_end(self, details: Any) -> base.Delta:
         try:
-            return Delta(
+            return base.Delta(
                 finish_reason=self._reason,
                 prompt_tokens=int(details["input_length"]),
                 completion_tokens=self._budget.cap(int(details["generated_tokens"])),
@@ -197,14 +180,14 @@ class NativeStreamParser(StreamParser):
             raise InferenceError.engine_failed("TGI sent malformed stream details") from None
 
 
-class ChatStreamParser(StreamParser):
+class ChatStreamParser(base.StreamParser):
     """`/v1/chat/completions` streamed: one chunk per token, then a usage chunk, then `[DONE]`."""
 
     def __init__(self, stops: list[str], max_tokens: int | None = None) -> None:
         self._trimmer = StopTrimmer(stops)
         self._budget = Budget(max_tokens)
 
-    def feed(self, event: str, data: Any) -> Delta | None:
+    def feed(self, event: str, data: Any) -> base.Delta | None:
         data = _object(data, "stream event")
         if "error" in data:
             raise stream_error(data)
@@ -220,7 +203,7 @@ class ChatStreamParser(StreamParser):
         if not choices or self._budget.spent:  # a usage chunk, or TGI's surplus past max_tokens
             if prompt_tokens is None:
                 return None
-            return Delta(prompt_tokens=prompt_tokens, completion_tokens=completion_tokens)
+            return base.Delta(prompt_tokens=prompt_tokens, completion_tokens=completion_tokens)
         last_allowed = self._budget.take()
         try:
             choice = choices[0]
@@ -230,7 +213,7 @@ class ChatStreamParser(StreamParser):
             raise InferenceError.engine_failed("TGI sent a malformed chat chunk") from None
         was_stopped = self._trimmer.stopped
         out = self._trimmer.push(content)
-        reason: FinishReason = pb.FINISH_REASON_UNSPECIFIED
+        reason: base.FinishReason = pb.FINISH_REASON_UNSPECIFIED
         if finish:
             reason = finish_reason(finish)
             out += self._trimmer.flush()
@@ -239,7 +222,7 @@ class ChatStreamParser(StreamParser):
             out += self._trimmer.flush()
         if self._trimmer.stopped and (finish or last_allowed or not was_stopped):
             reason = pb.FINISH_REASON_STOP
-        return Delta(
+        return base.Delta(
             text=out,
             token_count=1,
             finish_reason=reason,
@@ -248,13 +231,13 @@ class ChatStreamParser(StreamParser):
         )
 
 
-class TgiTranslation(Translation):
+class TgiTranslation(base.Translation):
     engine = "tgi"
     health_path = "/health"
-    load_metrics = LoadMetrics(running="tgi_batch_current_size", waiting="tgi_queue_size")
+    load_metrics = base.LoadMetrics(running="tgi_batch_current_size", waiting="tgi_queue_size")
 
     # Requests.
-    def request(self, request: pb.GenerateRequest, *, stream: bool) -> EngineRequest:
+    def request(self, request: pb.GenerateRequest, *, stream: bool) -> base.EngineRequest:
         s = request.sampling
         if s.ignore_eos:
             raise InferenceError.unsupported(
@@ -264,8 +247,8 @@ class TgiTranslation(Translation):
             raise InferenceError.unsupported("TGI has no presence_penalty", "presence_penalty")
         grammar = self._grammar(request)
         if request.WhichOneof("input") == "chat":
-            return EngineRequest("/v1/chat/completions", self._chat(request, stream, grammar))
-        return EngineRequest(
+            return base.EngineRequest("/v1/chat/completions", self._chat(request, stream, grammar))
+        return base.EngineRequest(
             "/generate_stream" if stream else "/generate", self._native(request, stream, grammar)
         )
 
@@ -282,8 +265,7 @@ class TgiTranslation(Translation):
         if kind == "regex":
             return {"type": "regex", "value": so.regex}
         if kind == "choice":
-            alternatives = "|".join(regex_literal(c) for c in so.choice.choices)
-            return {"type": "regex", "value": f"({alternatives})"}
+            return {"type": "regex", "value": base.choice_regex(so.choice.choices)}
         if kind == "grammar":
             raise InferenceError.unsupported(
                 "TGI has no EBNF grammar constraint (it takes json_schema, json_object, "
@@ -328,12 +310,7 @@ class TgiTranslation(Translation):
             raise InferenceError.unsupported(
                 "TGI's chat API has no repetition_penalty", "repetition_penalty"
             )
-        messages = []
-        for m in request.chat.messages:
-            message = {"role": m.role, "content": m.content}
-            if m.name:
-                message["name"] = m.name
-            messages.append(message)
+        messages = base.chat_messages(request)
         body: dict[str, Any] = {"model": "tgi", "messages": messages, "stream": stream}
         if stream:
             body["stream_options"] = {"include_usage": True}
@@ -361,8 +338,8 @@ class TgiTranslation(Translation):
 
     # Responses.
     def completion(
-        self, request: pb.GenerateRequest, body: Any, headers: Mapping[str, str] = NO_HEADERS
-    ) -> Completion:
+        self, request: pb.GenerateRequest, body: Any, headers: Mapping[str, str] = base.NO_HEADERS
+    ) -> base.Completion:
         stops = list(request.sampling.stop)
         limit = _max_tokens(request)
         body = _object(body, "response")
@@ -391,14 +368,14 @@ class TgiTranslation(Translation):
         if limit is not None and completion_tokens > limit:  # TGI ran past max_tokens
             reason, completion_tokens = pb.FINISH_REASON_LENGTH, limit
         text, stopped = cut_at_stop(text, stops)
-        return Completion(
+        return base.Completion(
             text=text,
             finish_reason=pb.FINISH_REASON_STOP if stopped else reason,
             prompt_tokens=prompt_tokens,
             completion_tokens=completion_tokens,
         )
 
-    def stream_parser(self, request: pb.GenerateRequest) -> StreamParser:
+    def stream_parser(self, request: pb.GenerateRequest) -> base.StreamParser:
         stops = list(request.sampling.stop)
         if request.WhichOneof("input") == "chat":
             return ChatStreamParser(stops, _max_tokens(request))
@@ -426,7 +403,7 @@ class TgiTranslation(Translation):
             return classify(message, error_type)
         return InferenceError.engine_failed(f"TGI answered HTTP {status}: {message}")
 
-    async def max_model_len(self, engine: EngineHTTP) -> int:
+    async def max_model_len(self, engine: base.EngineHTTP) -> int:
         """`/info`'s `max_total_tokens`, once the adapter's credentials are known to work.
 
         Readiness asks this before the adapter serves. TGI's `--api-key` guards only the
@@ -437,14 +414,8 @@ class TgiTranslation(Translation):
         info = await engine.get_json("/info")
         try:
             await engine.post_json("/tokenize", {"inputs": "ready"})
-        except EngineHTTPError as exc:
-            if exc.status is None:  # not reached at all: not ready
-                raise
-            if exc.status in (401, 403):
-                raise EngineHTTPError(
-                    f"TGI refused the adapter's credentials on POST /tokenize (HTTP "
-                    f"{exc.status}): set ADAPTER_ENGINE_API_KEY to the engine's --api-key",
-                    exc.status,
-                ) from None
+        except base.EngineHTTPError as exc:
+            if exc.status is None or exc.credentials_refused:  # not reached, or the key refused
+                raise exc.on_route("POST /tokenize") from None
             # Anything else (a model without a tokenizer, ...) says the key was accepted.
         return int(info["max_total_tokens"])

@@ -3,5 +3,11 @@
 from switchyard.adapter.main import run
 from switchyard.adapter_vllm.translation import VllmTranslation
 
-if __name__ == "__main__":
+
+def main() -> None:
+    """The `switchyard-adapter-vllm` command (the image's entrypoint)."""
     run(VllmTranslation)
+
+
+if __name__ == "__main__":
+    main()

@@ -17,23 +17,13 @@ model's `generation_config.json`. So the adapter always sends a limit: the engin
 from __future__ import annotations
 
 from collections.abc import Mapping
-from typing import Any, ClassVar, Final
+from typing import Any, Final
 
 import grpc
 import orjson
 
-from switchyard.adapter.translation import (
-    NO_HEADERS,
-    Completion,
-    Delta,
-    EngineHTTP,
-    EngineHTTPError,
-    EngineRequest,
-    FinishReason,
-    LoadMetrics,
-    StreamParser,
-    Translation,
-)
+from switchyard.adapter import translation as base
+from switchyard.adapter.openai_stream import OpenAIStream
 from switchyard.adapter.validation import parse_json_schema
 from switchyard.inference.errors import InferenceError
 from switchyard.inference.v1 import inference_pb2 as pb
@@ -42,7 +32,7 @@ COMPLETIONS: Final = "/v1/completions"
 CHAT_COMPLETIONS: Final = "/v1/chat/completions"
 MODELS: Final = "/v1/models"
 
-_FINISH: Final[dict[str, FinishReason]] = {
+_FINISH: Final[dict[str, base.FinishReason]] = {
     "stop": pb.FINISH_REASON_STOP,
     "length": pb.FINISH_REASON_LENGTH,
     # vLLM ends a sequence early when it detects a repetition loop: a natural stop.
@@ -58,14 +48,12 @@ _SAMPLING_FIELDS: Final = (
     "frequency_penalty",
     "repetition_penalty",
 )
-#: What an engine started with `--api-key` answers without the right Bearer token.
-_AUTH_REFUSED: Final = frozenset({401, 403})
 # Texts of vLLM's context-overflow errors (`renderers/params.py`): params and a phrase.
 _CONTEXT_PARAMS: Final = frozenset({"input_tokens", "input_text"})
 _CONTEXT_PHRASE: Final = "maximum context length"
 
 
-def _finish_reason(reason: str) -> FinishReason:
+def _finish_reason(reason: str) -> base.FinishReason:
     mapped = _FINISH.get(reason)
     if mapped is not None:
         return mapped
@@ -136,71 +124,14 @@ def _error_fields(payload: Any) -> tuple[int | None, str, str | None]:
     return None, "engine error", None
 
 
-class VllmStreamParser(StreamParser):
-    """Chunks of a vLLM stream (chat or completions) to deltas.
-
-    Token counts come from the cumulative `usage` vLLM puts in every chunk when asked
-    (`continuous_usage_stats`); the usage-only last chunk settles any difference.
-    """
-
-    def __init__(self, chat: bool) -> None:
-        self._chat = chat
-        self._counted = 0
-
-    def feed(self, event: str, data: Any) -> Delta | None:
-        if not isinstance(data, dict):
-            raise InferenceError.engine_failed(
-                "the engine sent a stream event that is not an object"
-            )
-        if "error" in data:
-            code, message, param = _error_fields(data)
-            raise _error_from(code or 500, message, param)
-        usage = data.get("usage")
-        prompt_tokens: int | None = None
-        completion_tokens: int | None = None
-        token_count = 0
-        if isinstance(usage, dict):
-            prompt_tokens = usage.get("prompt_tokens")
-            completion_tokens = usage.get("completion_tokens")
-            if isinstance(completion_tokens, int):
-                token_count = max(0, completion_tokens - self._counted)
-                self._counted += token_count
-        choices = data.get("choices") or ()
-        if not choices:
-            if usage is None:
-                return None
-            return Delta(
-                token_count=token_count,
-                prompt_tokens=prompt_tokens,
-                completion_tokens=completion_tokens,
-            )
-        choice = choices[0]
-        if self._chat:
-            delta = choice.get("delta") or {}
-            text = delta.get("content") or ""
-        else:
-            text = choice.get("text") or ""
-        if usage is None and text:
-            # An engine that does not count per chunk: one token per text chunk, settled
-            # by the usage-only chunk at the end.
-            token_count = 1
-            self._counted += 1
-        reason = choice.get("finish_reason")
-        finish = _finish_reason(reason) if reason else pb.FINISH_REASON_UNSPECIFIED
-        return Delta(
-            text=text,
-            token_count=token_count,
-            finish_reason=finish,
-            prompt_tokens=prompt_tokens,
-            completion_tokens=completion_tokens,
-        )
+def _stream_error(data: dict[str, Any]) -> InferenceError:
+    code, message, param = _error_fields(data)
+    return _error_from(code or 500, message, param)
 
 
-class VllmTranslation(Translation):
-    engine: ClassVar[str] = "vllm"
-    health_path: ClassVar[str] = "/health"
-    metrics_path: ClassVar[str] = "/metrics"
-    load_metrics: ClassVar[LoadMetrics] = LoadMetrics(
+class VllmTranslation(base.Translation):
+    engine = "vllm"
+    load_metrics = base.LoadMetrics(
         running="vllm:num_requests_running",
         waiting="vllm:num_requests_waiting",
         kv_cache_usage="vllm:kv_cache_usage_perc",
@@ -225,17 +156,11 @@ class VllmTranslation(Translation):
             )
         return self._context
 
-    def request(self, request: pb.GenerateRequest, *, stream: bool) -> EngineRequest:
+    def request(self, request: pb.GenerateRequest, *, stream: bool) -> base.EngineRequest:
         chat = request.WhichOneof("input") == "chat"
         body: dict[str, Any] = {"model": self.served_model_name}
         if chat:
-            messages = []
-            for m in request.chat.messages:
-                message = {"role": m.role, "content": m.content}
-                if m.name:
-                    message["name"] = m.name
-                messages.append(message)
-            body["messages"] = messages
+            body["messages"] = base.chat_messages(request)
         else:
             body["prompt"] = request.prompt
         s = request.sampling
@@ -255,11 +180,11 @@ class VllmTranslation(Translation):
         body["stream"] = stream
         if stream:
             body["stream_options"] = {"include_usage": True, "continuous_usage_stats": True}
-        return EngineRequest(CHAT_COMPLETIONS if chat else COMPLETIONS, body)
+        return base.EngineRequest(CHAT_COMPLETIONS if chat else COMPLETIONS, body)
 
     def completion(
-        self, request: pb.GenerateRequest, body: Any, headers: Mapping[str, str] = NO_HEADERS
-    ) -> Completion:
+        self, request: pb.GenerateRequest, body: Any, headers: Mapping[str, str] = base.NO_HEADERS
+    ) -> base.Completion:
         try:
             choice = body["choices"][0]
             if request.WhichOneof("input") == "chat":
@@ -274,15 +199,16 @@ class VllmTranslation(Translation):
             raise InferenceError.engine_failed(
                 f"the engine's response lacks {exc!s} where a completion was expected"
             ) from None
-        return Completion(
+        return base.Completion(
             text=text,
             finish_reason=_finish_reason(reason),
             prompt_tokens=prompt_tokens,
             completion_tokens=completion_tokens,
         )
 
-    def stream_parser(self, request: pb.GenerateRequest) -> StreamParser:
-        return VllmStreamParser(chat=request.WhichOneof("input") == "chat")
+    def stream_parser(self, request: pb.GenerateRequest) -> base.StreamParser:
+        chat = request.WhichOneof("input") == "chat"
+        return OpenAIStream(chat=chat, finish_reason=_finish_reason, error=_stream_error)
 
     def error(self, status: int, body: bytes) -> InferenceError:
         try:
@@ -295,7 +221,7 @@ class VllmTranslation(Translation):
         _, message, param = _error_fields(payload)
         return _error_from(status, message, param)
 
-    async def max_model_len(self, engine: EngineHTTP) -> int:
+    async def max_model_len(self, engine: base.EngineHTTP) -> int:
         """`max_model_len` of the served name's card in `/v1/models`, remembered for requests.
 
         `/v1/models` is behind `--api-key` (`/health` is not): reading it is also what keeps
@@ -310,17 +236,11 @@ class VllmTranslation(Translation):
             self._context_unknown = f"the engine's {MODELS} gives no max_model_len"
         return self._context
 
-    async def _read_max_model_len(self, engine: EngineHTTP) -> int:
+    async def _read_max_model_len(self, engine: base.EngineHTTP) -> int:
         try:
             cards = (await engine.get_json(MODELS) or {}).get("data") or []
-        except EngineHTTPError as exc:
-            if exc.status in _AUTH_REFUSED:
-                raise EngineHTTPError(
-                    f"the engine refused the adapter's credentials on GET {MODELS} "
-                    f"(HTTP {exc.status}): set ADAPTER_ENGINE_API_KEY to the engine's --api-key",
-                    exc.status,
-                ) from None
-            raise
+        except base.EngineHTTPError as exc:
+            raise exc.on_route(f"GET {MODELS}") from None
         for card in cards:
             if card.get("id") == self.served_model_name:
                 return int(card.get("max_model_len") or 0)

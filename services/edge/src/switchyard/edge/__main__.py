@@ -8,7 +8,10 @@ USAGE = """usage: python -m switchyard.edge [serve]      run the edge (configure
        python -m switchyard.edge keys ...     manage API keys (keys --help)"""
 
 
-def main(argv: list[str]) -> int:
+def main(argv: list[str] | None = None) -> int:
+    """Also the `switchyard-edge` command (its console script calls it without arguments)."""
+    if argv is None:
+        argv = sys.argv[1:]
     if argv[:1] == ["keys"]:
         from switchyard.edge.auth import main as keys_main
 

@@ -274,7 +274,7 @@ def create_app(settings: EdgeSettings | None = None) -> FastAPI:
     )
     async def chat_completions(request: Request) -> Response:
         """Create a chat completion (OpenAI's API; `stream: true` answers server-sent events)."""
-        return await handle("chat", request, _edge(request))
+        return handle("chat", request, _edge(request))
 
     @app.post(
         "/v1/completions",
@@ -284,7 +284,7 @@ def create_app(settings: EdgeSettings | None = None) -> FastAPI:
     )
     async def completions(request: Request) -> Response:
         """Create a text completion (OpenAI's legacy completions API)."""
-        return await handle("completions", request, _edge(request))
+        return handle("completions", request, _edge(request))
 
     def _model_card(name: str) -> dict[str, Any]:
         return {"id": name, "object": "model", "created": 0, "owned_by": "switchyard"}

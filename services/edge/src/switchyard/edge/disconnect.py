@@ -2,9 +2,10 @@
 
 `ClientWatch` listens on the ASGI `receive` channel beside the request's own task; on
 `http.disconnect` it cancels that task (which cancels the gRPC call and, through the
-adapter, the engine's generation), and the `async with` block ends quietly. While a stream
-is silent it also sends SSE keep-alive comments, so proxies do not cut idle streams: both
-jobs share one helper task per request and cost nothing per token.
+adapter, the engine's generation), and the `async with` block ends quietly. Once a stream
+has begun (`keep_alive`: nothing may be written before the response's status), it also
+sends SSE keep-alive comments while the stream is silent, so proxies do not cut idle
+streams: both jobs share one helper task per request and cost nothing per token.
 
 The same way, a shutdown's end of grace (`Drain`) ends the block quietly, with
 `shut_down` set, so the caller can answer the client with an error of its own.
@@ -29,6 +30,7 @@ class ClientWatch:
         "_receive",
         "_send",
         "_task",
+        "_wait",
         "_watcher",
         "disconnected",
         "last_write",
@@ -48,6 +50,8 @@ class ClientWatch:
         self._keepalive_s = keepalive_s if send is not None else None
         self._task: asyncio.Task[object] | None = None
         self._watcher: asyncio.Task[None] | None = None
+        #: The watcher's wait for a message, while it waits (its deadline: the next keep-alive).
+        self._wait: asyncio.Timeout | None = None
         self._active = False
         self.disconnected = False
         self.shut_down = False
@@ -68,6 +72,15 @@ class ClientWatch:
             self.shut_down = True
             self._task.cancel()
 
+    def keep_alive(self, send: Send, keepalive_s: float) -> None:
+        """Send keep-alive comments from now on, after `keepalive_s` of silence each."""
+        self._send = send
+        self._keepalive_s = keepalive_s
+        self.touch()
+        wait = self._wait
+        if wait is not None and not wait.expired():  # the watcher's wait has no deadline yet
+            wait.reschedule(self.last_write + keepalive_s)
+
     def touch(self) -> None:
         """Something was just sent: no keep-alive needed for a while."""
         self.last_write = asyncio.get_running_loop().time()
@@ -80,11 +93,11 @@ class ClientWatch:
     async def _watch(self) -> None:
         loop = asyncio.get_running_loop()
         while self._active:
-            timeout = None
+            deadline = None
             if self._keepalive_s is not None:
-                timeout = max(self.last_write + self._keepalive_s - loop.time(), 0.0)
+                deadline = self.last_write + self._keepalive_s
             try:
-                async with asyncio.timeout(timeout):
+                async with asyncio.timeout_at(deadline) as self._wait:
                     message = await self._receive()
             except TimeoutError:
                 assert self._keepalive_s is not None
@@ -95,6 +108,8 @@ class ClientWatch:
                     )
                     self.touch()
                 continue
+            finally:
+                self._wait = None
             if message["type"] == "http.disconnect":
                 if self._active and self._task is not None and not self.shut_down:
                     self.disconnected = True

@@ -1,7 +1,8 @@
 """One request through the edge: what happened to it, recorded once at its end.
 
-Every request ends in exactly one `Exchange.record()`: one JSON log line (request id, trace
-and span ids, key name — never the key —, model, status, tokens, latency) and its metrics.
+Every request ends in exactly one `Exchange.record()`, written by the request's `Claim` as
+it ends: one JSON log line (request id, trace and span ids, key name — never the key —,
+model, status, tokens, latency) and its metrics.
 """
 
 from __future__ import annotations
@@ -39,7 +40,8 @@ class Exchange:
     attempts: int = 0
     endpoint: str | None = None
     client_disconnected: bool = False
-    recorded: bool = False
+    #: The backend reported the usage (a request cut short before it did has only its count).
+    usage_reported: bool = False
     #: The request's server span (annotated while it is open: it ends with the last byte).
     span: trace.Span = field(default_factory=trace.get_current_span)
 
@@ -62,6 +64,7 @@ class Exchange:
             )
 
     def used(self, prompt_tokens: int, completion_tokens: int) -> None:
+        self.usage_reported = True
         self.prompt_tokens = prompt_tokens
         self.completion_tokens = completion_tokens
         if self.span.is_recording():
@@ -77,9 +80,6 @@ class Exchange:
         self.error_kind = kind
 
     def record(self) -> None:
-        if self.recorded:
-            return
-        self.recorded = True
         elapsed = time.perf_counter() - self.started
         status = 499 if self.client_disconnected else self.status
         metrics.REQUESTS.labels(self.model, self.api, str(status)).inc()

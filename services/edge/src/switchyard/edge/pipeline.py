@@ -4,11 +4,16 @@ authenticate → read and validate the body (cheap checks: types, bounds, a sche
 → resolve the model (404 if the key may not use it) → a ready backend? (503) → rate limits
 (429) → expensive checks, off the event loop (a schema against its metaschema: 400, or 429
 when the checks are saturated) → admission (429) → the generation itself
-(`generation.Generation`, which calls the backend, relays and accounts).
+(`generation.Generation`, which calls the backend and relays the result).
 
 Authentication comes first, so unauthenticated callers cost us no parsing; expensive
 checks come after rate limiting, so a key out of quota costs us no more than a refusal.
-A client that leaves (while uploading, checked or queued) is recorded once, as a 499.
+
+The whole of it runs inside the request's `Claim`, which holds what the request takes
+(reservation, slot, endpoint...) and, when it ends, answers the error raised on the way
+(`OpenAIError`), gives everything back and records the request once, a client that left
+(while uploading, checked, queued or served) as a 499. Only parsing, translation and
+encoding depend on the API; the chat and completions routes share everything else.
 """
 
 from __future__ import annotations
@@ -22,12 +27,15 @@ from typing import Literal, TypeVar
 
 from pydantic import BaseModel, ValidationError
 from pydantic_core import ErrorDetails
-from starlette.requests import ClientDisconnect, Request
+from starlette.requests import Request
 from starlette.responses import Response
+from starlette.types import Receive, Scope, Send
 
 from switchyard.edge import metrics
 from switchyard.edge.admission import Refused
+from switchyard.edge.auth import ApiKey
 from switchyard.edge.checks import ChecksBusy, ChecksUnavailable, json_schema
+from switchyard.edge.claim import Claim
 from switchyard.edge.convert import (
     SCHEMA_PARAM,
     chat_request,
@@ -35,12 +43,12 @@ from switchyard.edge.convert import (
     estimate_prompt_tokens,
     response_schema,
 )
-from switchyard.edge.disconnect import ClientWatch
 from switchyard.edge.errors import OpenAIError
 from switchyard.edge.exchange import Exchange
 from switchyard.edge.generation import Generation
 from switchyard.edge.ratelimit import Decision, LimiterUnavailable, Limits
 from switchyard.edge.responses import Encoder
+from switchyard.edge.routing.table import Route
 from switchyard.edge.schemas import (
     UNSUPPORTED,
     ChatCompletionRequest,
@@ -53,6 +61,7 @@ from switchyard.inference.v1 import inference_pb2 as pb
 from switchyard.servicekit.json_schema import CheckedSchemas, InvalidJsonSchema
 
 Api = Literal["chat", "completions"]
+Body = ChatCompletionRequest | CompletionRequest
 _REQUEST_ID = re.compile(r"^[A-Za-z0-9._:-]{1,128}$")
 
 
@@ -62,18 +71,72 @@ def request_id_of(request: Request) -> str:
     return given if given and _REQUEST_ID.match(given) else uuid.uuid4().hex
 
 
-async def handle(api: Api, request: Request, edge: EdgeState) -> Response:
-    exchange = Exchange(request_id=request_id_of(request), api=api, started=time.perf_counter())
+def handle(api: Api, request: Request, edge: EdgeState) -> Response:
+    """The route's answer: the pipeline, run when the server calls it with `send`."""
+    return _Pipeline(api, request, edge)
+
+
+class _Pipeline(Response):
+    """A `Response` subclass only so that FastAPI hands it to the server untouched; its
+    status, headers and body are decided while it runs."""
+
+    def __init__(self, api: Api, request: Request, edge: EdgeState) -> None:
+        self.background = None
+        self.api: Api = api
+        self.request = request
+        self.edge = edge
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        exchange = Exchange(
+            request_id=request_id_of(self.request), api=self.api, started=time.perf_counter()
+        )
+        async with Claim(self.edge, exchange, receive, send) as claim:
+            await _serve(self.api, self.request, claim)
+
+
+async def _serve(api: Api, request: Request, claim: Claim) -> None:
+    edge, ex = claim.edge, claim.exchange
+    settings = edge.settings
+    deadline = asyncio.get_running_loop().time() + settings.request_timeout_s
+
+    key = edge.keys.authenticate(request.headers.get("authorization"))
+    if key is None:
+        raise OpenAIError.unauthorized()
+    ex.key_name, ex.tenant = key.name, key.tenant
+
+    raw = await _read_body(request, settings.max_body_bytes)
+    body: Body = (
+        _parse(ChatCompletionRequest, raw) if api == "chat" else _parse(CompletionRequest, raw)
+    )
+    ex.requested_model, ex.stream = body.model, body.stream
+
+    route = _route(edge, key, body.model)
+    ex.model = route.name
+    ex.routed()
+    _ready(edge, route)
+    if isinstance(body, ChatCompletionRequest):
+        canonical = chat_request(body, route.name, ex.request_id, settings.schema_limits)
+    else:
+        canonical = completion_request(body, route.name, ex.request_id, settings.schema_limits)
+
+    await _reserve(claim, key, route, canonical)
+    await claim.watch_client()  # from here on, a client that leaves ends the request
+    schema = response_schema(body)
+    if schema is not None:
+        await _check_schema(edge, route.name, schema, canonical)
     try:
-        return await _admit(api, request, edge, exchange)
-    except OpenAIError as error:
-        exchange.fail(error.status, error.kind)
-        exchange.record()
-        return error.response({"x-request-id": exchange.request_id})
-    except ClientDisconnect:  # left while sending the body: normal, nothing to answer
-        exchange.client_disconnected = True
-        exchange.record()
-        return Response(status_code=499)
+        await claim.admit(route)
+    except Refused as refusal:
+        raise _refused(refusal, route.name, settings) from None
+
+    encoder = Encoder(
+        "chat" if api == "chat" else "completion",
+        ("chatcmpl-" if api == "chat" else "cmpl-") + ex.request_id,
+        body.model,
+        int(time.time()),
+        body.include_usage,
+    )
+    await Generation(claim, canonical, encoder, deadline).run()
 
 
 async def _read_body(request: Request, limit: int) -> bytes:
@@ -119,31 +182,67 @@ def _parse(model: type[M], body: bytes) -> M:
         raise _validation_error(exc) from None
 
 
-def rate_limit_headers(decision: Decision) -> dict[str, str]:
-    """OpenAI's x-ratelimit-* headers for the limits that apply."""
-    headers: dict[str, str] = {}
-    for kind, limit, remaining, reset in (
-        (
-            "requests",
-            decision.limit_requests,
-            decision.remaining_requests,
-            decision.reset_requests_s,
-        ),
-        ("tokens", decision.limit_tokens, decision.remaining_tokens, decision.reset_tokens_s),
-    ):
-        if limit is None:
-            continue
-        headers[f"x-ratelimit-limit-{kind}"] = str(limit)
-        if remaining is not None:
-            headers[f"x-ratelimit-remaining-{kind}"] = str(max(remaining, 0))
-        if reset is not None:
-            headers[f"x-ratelimit-reset-{kind}"] = f"{reset:.3f}s"
-    return headers
+def _route(edge: EdgeState, key: ApiKey, model: str) -> Route:
+    """The route serving `model`, if the key may use it (404)."""
+    route = edge.routes.resolve(model)
+    if route is None or not (key.allows(model) or key.allows(route.name)):
+        raise OpenAIError.model_not_found(model)
+    return route
 
 
-def _rate_limited(
-    decision: Decision, headers: dict[str, str], tokens: int, key_name: str
-) -> OpenAIError:
+def _ready(edge: EdgeState, route: Route) -> None:
+    """A backend is ready for `route` (503 if not)."""
+    if route.waking or not edge.pool.healthy(route):
+        settings = edge.settings
+        if route.waking and edge.demand is not None:
+            edge.demand(route)  # scaled to zero or loading: ask the operator for a replica
+        metrics.REFUSALS.labels(route.name, "no_backend").inc()
+        raise OpenAIError.unavailable(
+            f"No backend for model '{route.name}' is ready yet; retry after a moment.",
+            (
+                route.wake_retry_after_s(settings.wake_retry_after_s)
+                if route.waking
+                else settings.retry_after_s
+            ),
+            kind="no_backend",
+        )
+
+
+async def _reserve(claim: Claim, key: ApiKey, route: Route, canonical: pb.GenerateRequest) -> None:
+    """Reserve the most the request can use (429 past the key's limits); the real usage
+    corrects it when the request ends."""
+    edge = claim.edge
+    settings = edge.settings
+    prompt_estimate = estimate_prompt_tokens(canonical)
+    if canonical.sampling.HasField("max_tokens"):
+        completion_reserve = canonical.sampling.max_tokens
+    else:
+        room = edge.pool.max_model_len(route) - prompt_estimate
+        completion_reserve = (
+            min(settings.default_reserved_completion_tokens, room)
+            if room > 0
+            else settings.default_reserved_completion_tokens
+        )
+    reserved = prompt_estimate + completion_reserve
+    try:
+        decision = await claim.reserve(
+            key.name, Limits(key.rpm, key.tpm), reserved, prompt_estimate
+        )
+    except LimiterUnavailable as exc:
+        metrics.REFUSALS.labels(route.name, "limiter_unavailable").inc()
+        raise OpenAIError.unavailable(
+            "Rate limiting is unavailable, so requests are refused; retry after a moment.",
+            max(1, math.ceil(exc.retry_after_s)),
+            kind="limiter_unavailable",
+        ) from None
+    if not decision.allowed:
+        error = _rate_limited(decision, reserved, key.name)
+        metrics.REFUSALS.labels(route.name, error.kind).inc()
+        raise error
+
+
+def _rate_limited(decision: Decision, tokens: int, key_name: str) -> OpenAIError:
+    """The 429 for a refusal (the x-ratelimit-* headers are the claim's, on every answer)."""
     if decision.too_large:
         return OpenAIError(
             429,
@@ -151,7 +250,6 @@ def _rate_limited(
             f"{decision.limit_tokens} tokens per minute. Lower max_tokens or shorten the prompt.",
             type="tokens",
             code="rate_limit_exceeded",
-            headers=headers,
             kind="rate_limit_tokens",
         )
     kind = "requests" if decision.remaining_requests == 0 else "tokens"
@@ -163,7 +261,7 @@ def _rate_limited(
         f"Retry in {retry}s.",
         type=kind,
         code="rate_limit_exceeded",
-        headers={**headers, "retry-after": str(retry)},
+        headers={"retry-after": str(retry)},
         kind=f"rate_limit_{kind}",
     )
 
@@ -200,121 +298,3 @@ async def _check_schema(
         raise OpenAIError.invalid(f"{SCHEMA_PARAM}: {exc}", SCHEMA_PARAM) from None
     metrics.CHECKS.labels("json_schema", "valid").inc()
     edge.checked_schemas.add(digest)
-
-
-async def _admit(api: Api, request: Request, edge: EdgeState, ex: Exchange) -> Response:
-    settings = edge.settings
-    deadline = asyncio.get_running_loop().time() + settings.request_timeout_s
-
-    key = edge.keys.authenticate(request.headers.get("authorization"))
-    if key is None:
-        raise OpenAIError.unauthorized()
-    ex.key_name, ex.tenant = key.name, key.tenant
-
-    raw = await _read_body(request, settings.max_body_bytes)
-    body = _parse(ChatCompletionRequest, raw) if api == "chat" else _parse(CompletionRequest, raw)
-    ex.requested_model, ex.stream = body.model, body.stream
-
-    route = edge.routes.resolve(body.model)
-    if route is None or not (key.allows(body.model) or key.allows(route.name)):
-        raise OpenAIError.model_not_found(body.model)
-    ex.model = route.name
-    ex.routed()
-    if route.waking or not edge.pool.healthy(route):
-        if route.waking and edge.demand is not None:
-            edge.demand(route)  # scaled to zero or loading: ask the operator for a replica
-        metrics.REFUSALS.labels(route.name, "no_backend").inc()
-        raise OpenAIError.unavailable(
-            f"No backend for model '{route.name}' is ready yet; retry after a moment.",
-            (
-                route.wake_retry_after_s(settings.wake_retry_after_s)
-                if route.waking
-                else settings.retry_after_s
-            ),
-            kind="no_backend",
-        )
-
-    schema_limits = settings.schema_limits
-    if isinstance(body, ChatCompletionRequest):
-        canonical = chat_request(body, route.name, ex.request_id, schema_limits)
-    else:
-        canonical = completion_request(body, route.name, ex.request_id, schema_limits)
-
-    # Reserve the most the request can use; the real usage corrects it afterwards.
-    prompt_estimate = estimate_prompt_tokens(canonical)
-    if canonical.sampling.HasField("max_tokens"):
-        completion_reserve = canonical.sampling.max_tokens
-    else:
-        room = edge.pool.max_model_len(route) - prompt_estimate
-        completion_reserve = (
-            min(settings.default_reserved_completion_tokens, room)
-            if room > 0
-            else settings.default_reserved_completion_tokens
-        )
-    reserved = prompt_estimate + completion_reserve
-    limits = Limits(key.rpm, key.tpm)
-    try:
-        decision = await edge.limiter.acquire(key.name, limits, reserved)
-    except LimiterUnavailable as exc:
-        metrics.REFUSALS.labels(route.name, "limiter_unavailable").inc()
-        raise OpenAIError.unavailable(
-            "Rate limiting is unavailable, so requests are refused; retry after a moment.",
-            max(1, math.ceil(exc.retry_after_s)),
-            kind="limiter_unavailable",
-        ) from None
-    headers = rate_limit_headers(decision)
-    if not decision.allowed:
-        error = _rate_limited(decision, headers, reserved, key.name)
-        metrics.REFUSALS.labels(route.name, error.kind).inc()
-        raise error
-
-    schema = response_schema(body)
-    try:
-        async with ClientWatch(request.receive, drain=edge.drain) as watch:
-            if schema is not None:
-                await _check_schema(edge, route.name, schema, canonical)
-            metrics.QUEUED.inc()
-            try:
-                ex.queue_wait_s = await edge.admission.acquire(route.name)
-            finally:
-                metrics.QUEUED.dec()
-    except (OpenAIError, Refused) as failure:
-        await edge.limiter.settle(key.name, limits, reserved, 0)  # nothing was used
-        error = (
-            failure if isinstance(failure, OpenAIError) else _refused(failure, route.name, settings)
-        )
-        error.headers.update(headers)
-        raise error from None
-    if watch.disconnected or watch.shut_down:  # nothing was used
-        await edge.limiter.settle(key.name, limits, reserved, 0)
-        if watch.shut_down:
-            raise OpenAIError.shutting_down(settings.retry_after_s)
-        ex.client_disconnected = True
-        ex.record()
-        return Response(status_code=499)
-    if ex.queue_wait_s:
-        metrics.QUEUE_WAIT.labels(route.name).observe(ex.queue_wait_s)
-    metrics.IN_FLIGHT.labels(route.name).inc()
-
-    encoder = Encoder(
-        "chat" if api == "chat" else "completion",
-        ("chatcmpl-" if api == "chat" else "cmpl-") + ex.request_id,
-        body.model,
-        int(time.time()),
-        body.include_usage,
-    )
-    return Generation(
-        edge,
-        ex,
-        route,
-        canonical,
-        encoder,
-        include_usage=body.include_usage,
-        limiter_subject=key.name,
-        limits=limits,
-        reserved_tokens=reserved,
-        prompt_estimate=prompt_estimate,
-        headers=[(b"x-request-id", ex.request_id.encode())]
-        + [(k.encode(), v.encode()) for k, v in headers.items()],
-        deadline=deadline,
-    )

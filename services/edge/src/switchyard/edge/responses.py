@@ -30,12 +30,22 @@ def usage_dict(usage: pb.Usage) -> dict[str, int]:
 class Encoder:
     """Encodes one request's response: a whole body, or its stream of SSE chunks."""
 
-    __slots__ = ("_finish_prefix", "_finish_suffix", "_head", "_prefix", "_suffix", "kind")
+    __slots__ = (
+        "_finish_prefix",
+        "_finish_suffix",
+        "_head",
+        "_prefix",
+        "_suffix",
+        "include_usage",
+        "kind",
+    )
 
     def __init__(
         self, kind: Kind, response_id: str, model: str, created: int, include_usage: bool
     ) -> None:
         self.kind = kind
+        #: Streams: a last chunk with the usage (`stream_options.include_usage`).
+        self.include_usage = include_usage
         obj = "chat.completion.chunk" if kind == "chat" else "text_completion"
         self._head = {"id": response_id, "object": obj, "created": created, "model": model}
         head = orjson.dumps(self._head)[:-1]  # without the closing brace

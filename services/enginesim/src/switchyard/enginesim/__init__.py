@@ -1,8 +1,10 @@
 """Engine simulators: vLLM, SGLang and TGI HTTP APIs served from a CPU.
 
-The engine-neutral core the front-ends (`vllm`, `sglang`, `tgi`) build on:
-`tokenizer` and `chat_template` (the simulated model), `structured` (outputs that conform
-to a JSON schema, regex, choice or grammar), `generation` (prompt and sampling parameters
-to a completion), `scheduler` (slots, queue, latency), `stats` (what tests observe, at
-`/sim/stats`), `serving` (disconnects, SSE, uvicorn) and `cli` (the `--sim-*` flags).
+The engine-agnostic core the engines (`vllm`, `sglang`, `tgi`) build on: `tokenizer`,
+`vocabulary` and `chat_template` (the simulated model), `generation` (a prompt and sampling
+parameters to a completion), `structured` (outputs that conform to a JSON schema, regex,
+choice or grammar), `scheduler` (slots, queue, latency), `faults` and `stats` (what tests
+inject and observe, at `/sim/*`), `serving` (disconnects, SSE, API keys, uvicorn), `bodies`
+(FastAPI's request bodies), `prometheus`, `serde` and `flags` (the `--sim-*` flags). Each
+engine is the same modules: `flags`, `routes`, `wire`, `errors`, `metrics`, `engine`.
 """

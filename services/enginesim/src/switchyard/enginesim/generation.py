@@ -5,28 +5,65 @@ scheduler then paces the tokens out as an engine would produce them, one by one.
 Randomness comes from a `random.Random` seeded with a digest of what must determine the
 output: the prompt and constraint when greedy, plus the seed and sampling knobs when
 seeded, fresh entropy otherwise. Never Python's `hash()`, which is salted per process.
+
+Tokenizing and generating are CPU work proportional to their size: large ones run on a
+worker thread (`off_loop`), so that the event loop keeps pacing other requests' tokens.
 """
 
 from __future__ import annotations
 
+import asyncio
 import bisect
 import hashlib
 import itertools
 import random
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
-from typing import Final, Literal
+from functools import partial
+from typing import Final, Literal, TypeVar
 
 from switchyard.enginesim import tokenizer
 from switchyard.enginesim.structured import Constraint
 from switchyard.enginesim.vocabulary import WORDS
 
+T = TypeVar("T")
 FinishReason = Literal["stop", "length"]
+
+#: Texts longer than this (characters) are tokenized off the event loop.
+LARGE_TEXT: Final = 16384
+#: Outputs longer than this (tokens), or constrained, are generated off the event loop.
+LARGE_OUTPUT: Final = 2048
 
 _MIN_NATURAL: Final = 8
 _MAX_NATURAL: Final = 200
 _MODE_NATURAL: Final = 40
 _ENTROPY: Final = random.SystemRandom()
+
+
+@dataclass(frozen=True, slots=True)
+class Prompt:
+    """A prompt as the simulated model reads it: its text and how many tokens it is."""
+
+    text: str
+    tokens: int
+
+
+async def off_loop(heavy: bool, fn: Callable[..., T], *args: object) -> T:
+    """`fn(*args)`, on a worker thread when the work is `heavy`."""
+    return await asyncio.to_thread(fn, *args) if heavy else fn(*args)
+
+
+async def prompt_of(text: str) -> Prompt:
+    return Prompt(text, await off_loop(len(text) > LARGE_TEXT, tokenizer.count, text))
+
+
+async def prompt_of_ids(ids: Sequence[int]) -> Prompt:
+    """The prompt of token ids; ValueError for an id outside the vocabulary."""
+    return Prompt(await off_loop(len(ids) > LARGE_TEXT, tokenizer.decode, ids), len(ids))
+
+
+async def encode(text: str) -> list[int]:
+    return await off_loop(len(text) > LARGE_TEXT, tokenizer.encode, text)
 
 
 @dataclass(frozen=True, slots=True)
@@ -117,6 +154,17 @@ def generate(
     if eos_at is not None and eos_at < limit:
         return Generation(tuple(out), ids, "stop", None, eos_at + 1)
     return Generation(tuple(out), ids, "length", None, limit)
+
+
+async def decide(
+    prompt: str, params: SamplingParams, *, default_max_tokens: int,
+    default_seed: int | None = None,
+) -> Generation:  # fmt: skip
+    """`generate`, off the event loop when the prompt or output is large, or constrained."""
+    limit = default_max_tokens if params.max_tokens is None else params.max_tokens
+    heavy = len(prompt) > LARGE_TEXT or limit > LARGE_OUTPUT or params.constraint is not None
+    work = partial(generate, default_max_tokens=default_max_tokens, default_seed=default_seed)
+    return await off_loop(heavy, work, prompt, params)
 
 
 def _rng(prompt: str, params: SamplingParams, default_seed: int | None) -> random.Random:

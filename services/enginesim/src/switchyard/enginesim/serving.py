@@ -1,21 +1,26 @@
-"""HTTP plumbing shared by the engine front-ends: disconnects, SSE framing, JSON, uvicorn."""
+"""HTTP plumbing every engine's routes share: disconnects, SSE, JSON, API keys, uvicorn."""
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
+import hashlib
 import logging
+import secrets
 import signal
 import socket
-from collections.abc import Awaitable
+from collections.abc import AsyncIterator, Awaitable, Callable, Collection, Mapping
 from typing import Any, Final, TypeVar
 
 import orjson
 import uvicorn
 import uvloop
+from starlette.background import BackgroundTask
+from starlette.datastructures import Headers
 from starlette.requests import Request
-from starlette.responses import Response
-from starlette.types import ASGIApp, Receive
+from starlette.responses import Response, StreamingResponse
+from starlette.routing import BaseRoute, Route
+from starlette.types import ASGIApp, Receive, Scope, Send
 
 from switchyard.servicekit.uvicorn_server import GracefulServer
 
@@ -72,6 +77,68 @@ def sse_event(payload: bytes, *, space: bool = True) -> bytes:
 def sse_done(*, space: bool = True) -> bytes:
     """The `[DONE]` terminator, framed like `sse_event`."""
     return sse_event(b"[DONE]", space=space)
+
+
+Endpoint = Callable[[Request], Awaitable[Response]]
+
+
+def route_table(table: Mapping[str, Endpoint]) -> list[BaseRoute]:
+    """Starlette routes from `{"GET POST /a /b": endpoint}`: each path, with those methods."""
+    routes: list[BaseRoute] = []
+    for spec, endpoint in table.items():
+        methods = [word for word in spec.split() if not word.startswith("/")]
+        paths = [word for word in spec.split() if word.startswith("/")]
+        routes += [Route(path, endpoint, methods=methods) for path in paths]
+    return routes
+
+
+def event_stream(
+    events: AsyncIterator[bytes],
+    *,
+    background: BackgroundTask | None = None,
+    headers: Mapping[str, str] | None = None,
+) -> StreamingResponse:
+    """An SSE response of `events`, sent as they come (never buffered)."""
+    return StreamingResponse(
+        events, media_type="text/event-stream", background=background, headers=headers
+    )
+
+
+class BearerAuth:
+    """`Authorization: Bearer <key>` where `keys_for(method, path)` names keys, else `refusal`.
+
+    The scheme is matched in any case, the token exactly (`fold_case`: in any case too) and
+    in constant time, against every key.
+    """
+
+    def __init__(
+        self,
+        app: ASGIApp,
+        keys_for: Callable[[str, str], Collection[str]],
+        refusal: Response,
+        fold_case: bool = False,
+    ) -> None:
+        self.app, self._keys_for, self._refusal, self._fold = app, keys_for, refusal, fold_case
+
+    def _digest(self, token: str, encoding: str) -> bytes:
+        return hashlib.sha256((token.lower() if self._fold else token).encode(encoding)).digest()
+
+    def _authorized(self, authorization: str, keys: Collection[str]) -> bool:
+        scheme, _, token = authorization.partition(" ")
+        given = self._digest(token, "latin-1")  # a header's bytes, as Starlette decoded them
+        match = False
+        for key in keys:  # every one: no early exit, no timing leak
+            match |= secrets.compare_digest(given, self._digest(key, "utf-8"))
+        return match and scheme.lower() == "bearer"
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] == "http":
+            keys = self._keys_for(scope["method"], scope["path"])
+            authorization = Headers(scope=scope).get("authorization", "")
+            if keys and not self._authorized(authorization, keys):
+                await self._refusal(scope, receive, send)
+                return
+        await self.app(scope, receive, send)
 
 
 def serve(

@@ -31,12 +31,19 @@ def main(argv: Sequence[str] | None = None) -> None:
 
     from switchyard.operator.runtime import serve
     from switchyard.operator.settings import OperatorSettings
+    from switchyard.operator.tracing import COMPONENT
     from switchyard.servicekit.logs import configure_logging
     from switchyard.servicekit.settings import load_settings
+    from switchyard.servicekit.telemetry import configure_tracing
 
     settings = load_settings(OperatorSettings)
-    configure_logging("operator", settings.log_level, settings.log_format)
-    uvloop.run(serve(settings))
+    configure_logging(COMPONENT, settings.log_level, settings.log_format)
+    tracer_provider = configure_tracing(COMPONENT)
+    try:
+        uvloop.run(serve(settings))
+    finally:
+        if tracer_provider is not None:
+            tracer_provider.shutdown()  # exports the spans still queued (after the loop)
 
 
 if __name__ == "__main__":

@@ -15,6 +15,7 @@ from dataclasses import dataclass
 from typing import Annotated, Any, Final, Literal, Self
 
 from pydantic import (
+    AfterValidator,
     AliasGenerator,
     BaseModel,
     BeforeValidator,
@@ -25,6 +26,9 @@ from pydantic import (
     model_validator,
 )
 from pydantic.alias_generators import to_camel
+from pydantic_core import PydanticCustomError
+
+from switchyard.engines import NAMES
 
 GROUP: Final = "switchyard.dev"
 VERSION: Final = "v1alpha1"
@@ -34,8 +38,8 @@ PLURAL: Final = "modelbackends"
 SINGULAR: Final = "modelbackend"
 SHORT_NAMES: Final = ("mb",)
 
-Engine = Literal["vllm", "sglang", "tgi"]
-ENGINES: Final[tuple[Engine, ...]] = ("vllm", "sglang", "tgi")
+#: The engines a ModelBackend may name: the registry's (`switchyard.engines`).
+ENGINES: Final[tuple[str, ...]] = NAMES
 Phase = Literal["Pending", "Loading", "Ready", "Degraded", "Failed", "NotServed"]
 PHASES: Final[tuple[Phase, ...]] = (
     "Pending", "Loading", "Ready", "Degraded", "Failed", "NotServed",
@@ -49,6 +53,29 @@ QUANTITY_PATTERN: Final = (
 #: metadata.name: the adapter Service is `<name>-adapter`, a DNS-1035 label of at most 63.
 NAME_PATTERN: Final = r"^[a-z]([-a-z0-9]*[a-z0-9])?$"
 MAX_NAME_LENGTH: Final = 55
+
+
+def _one_of(names: Sequence[str]) -> str:
+    """`a, b or c`."""
+    return " or ".join([", ".join(names[:-1]), names[-1]] if len(names) > 1 else names)
+
+
+def _known_engine(value: str) -> str:
+    if value not in ENGINES:
+        # What pydantic says for a Literal of the names, so errors read as they always did.
+        expected = _one_of([repr(name) for name in ENGINES])
+        raise PydanticCustomError(
+            "literal_error", "Input should be {expected}", {"expected": expected}
+        )
+    return value
+
+
+#: An engine's name, checked against the registry and written in the schema as an enum.
+Engine = Annotated[
+    str,
+    AfterValidator(_known_engine),
+    WithJsonSchema({"enum": list(ENGINES), "type": "string"}),
+]
 
 
 def _int_to_str(value: object) -> object:
@@ -298,8 +325,7 @@ class ModelBackendSpec(ApiModel):
 
     model_config = ConfigDict(json_schema_extra=_cel(SPEC_RULES))
 
-    engine: Engine
-    """The inference engine: vllm, sglang or tgi."""
+    engine: Engine = Field(description=f"The inference engine: {_one_of(ENGINES)}.")
     model: NonEmpty
     """What the engine loads: a Hugging Face model id or a path (under the model cache)."""
     served_model_name: NonEmpty | None = None

@@ -16,10 +16,9 @@ import datetime as dt
 import math
 from collections.abc import Collection, Iterable, Mapping
 from dataclasses import dataclass
-from typing import Any, Final
+from typing import Any
 
-#: The engines the edge routes to; a backend with another engine claims nothing.
-ENGINES: Final = frozenset({"vllm", "sglang", "tgi"})
+from switchyard.engines import ENGINES
 
 
 @dataclass(frozen=True, slots=True)
@@ -51,6 +50,7 @@ def claim_of(backend: Mapping[str, Any]) -> Claim | None:
     """The names a ModelBackend object claims (None: it claims none)."""
     meta = backend.get("metadata") or {}
     spec = backend.get("spec") or {}
+    # An engine the edge does not route to (none in the registry) claims nothing.
     if spec.get("engine") not in ENGINES or meta.get("deletionTimestamp"):
         return None
     served = spec.get("servedModelName") or meta.get("name") or ""

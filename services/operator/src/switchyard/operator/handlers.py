@@ -25,6 +25,7 @@ from switchyard.operator.kube import is_transient
 from switchyard.operator.load import BackendRef
 from switchyard.operator.reconcile import Backend, Deps, InvalidSpec
 from switchyard.operator.scaler import Scaler
+from switchyard.operator.tracing import backend_span
 
 log = structlog.get_logger(__name__)
 
@@ -61,14 +62,16 @@ def register(registry: kopf.OperatorRegistry, deps: Deps) -> None:
     async def reconcile_backend(name: str | None, namespace: str | None, **_: Any) -> None:
         if not name or not namespace:
             return
-        try:
-            await Backend(deps, BackendRef(namespace, name)).reconcile()
-        except InvalidSpec as error:
-            raise kopf.PermanentError(f"invalid spec: {error}") from None
-        except Exception as error:
-            if is_transient(error):
-                raise kopf.TemporaryError(f"will retry: {error!r}", delay=retry) from error
-            raise
+        ref = BackendRef(namespace, name)
+        with backend_span("reconcile", ref):
+            try:
+                await Backend(deps, ref).reconcile()
+            except InvalidSpec as error:
+                raise kopf.PermanentError(f"invalid spec: {error}") from None
+            except Exception as error:
+                if is_transient(error):
+                    raise kopf.TemporaryError(f"will retry: {error!r}", delay=retry) from error
+                raise
 
     @kopf.on.event(
         "apps",

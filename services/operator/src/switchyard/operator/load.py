@@ -23,6 +23,7 @@ from switchyard.inference.v1 import inference_pb2 as pb
 from switchyard.inference.v1 import inference_pb2_grpc as pb_grpc
 from switchyard.operator import naming
 from switchyard.operator.scaling import Load
+from switchyard.servicekit.grpc_tracing import client_interceptors
 
 log = structlog.get_logger(__name__)
 
@@ -92,7 +93,10 @@ class GrpcLoadSource:
     async def _get_load(self, address: str) -> pb.LoadReport | None:
         async with self._limit:
             try:
-                async with grpc.aio.insecure_channel(address) as channel:
+                # Traced: the call carries the scaling decision's trace to the adapter.
+                async with grpc.aio.insecure_channel(
+                    address, interceptors=client_interceptors(address)
+                ) as channel:
                     stub = pb_grpc.InferenceServiceStub(channel)
                     report: pb.LoadReport = await stub.GetLoad(
                         pb.GetLoadRequest(), timeout=self._timeout_s

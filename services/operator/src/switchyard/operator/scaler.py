@@ -15,6 +15,7 @@ import structlog
 from switchyard.operator.claims import Claims
 from switchyard.operator.load import BackendRef
 from switchyard.operator.reconcile import Backend, Deps
+from switchyard.operator.tracing import backend_span, record_decision, record_failure
 
 log = structlog.get_logger(__name__)
 
@@ -48,9 +49,11 @@ class Scaler:
 
     async def _scale_one(self, ref: BackendRef, claims: Claims) -> None:
         async with self._limit:
-            try:
-                await Backend(self._deps, ref).scale(claims)
-            except Exception as error:  # one backend's trouble must not stop the others
-                log.warning(
-                    "scale_failed", namespace=ref.namespace, name=ref.name, error=repr(error)
-                )
+            with backend_span("scale", ref) as span:
+                try:
+                    record_decision(span, await Backend(self._deps, ref).scale(claims))
+                except Exception as error:  # one backend's trouble must not stop the others
+                    record_failure(span, error)
+                    log.warning(
+                        "scale_failed", namespace=ref.namespace, name=ref.name, error=repr(error)
+                    )

@@ -8,6 +8,7 @@ from typing import Annotated, Self
 from pydantic import Field, field_validator, model_validator
 from pydantic_settings import NoDecode, SettingsConfigDict
 
+from switchyard.engines import ENGINES
 from switchyard.operator.api import Engine
 from switchyard.servicekit.settings import ServiceSettings
 
@@ -38,10 +39,9 @@ class OperatorSettings(ServiceSettings):
     #: Extra environment for every adapter sidecar (e.g. OTEL_EXPORTER_OTLP_ENDPOINT).
     adapter_env: dict[str, str] = Field(default_factory=dict)
 
-    #: The engines' images, pinned (a ModelBackend's spec.image overrides them).
-    vllm_image: str = "vllm/vllm-openai:v0.33.0"
-    sglang_image: str = "lmsysorg/sglang:v0.5.23"
-    tgi_image: str = "ghcr.io/huggingface/text-generation-inference:3.3.5"
+    #: The engines' images per engine, overriding the registry's pinned ones (a
+    #: ModelBackend's spec.image overrides both).
+    engine_images: dict[Engine, str] = Field(default_factory=dict)
 
     #: How long an engine may take to load its model before the kubelet restarts it.
     startup_timeout_s: int = Field(default=3600, ge=60)
@@ -93,13 +93,13 @@ class OperatorSettings(ServiceSettings):
         return self
 
     def adapter_image(self, engine: Engine) -> str:
-        return self.adapter_images.get(engine) or self._own_image(f"adapter-{engine}")
+        return self.adapter_images.get(engine) or self._own_image(ENGINES[engine].adapter_component)
 
     def enginesim_image(self) -> str:
         return self.simulator_image or self._own_image("enginesim")
 
     def engine_image(self, engine: Engine) -> str:
-        return {"vllm": self.vllm_image, "sglang": self.sglang_image, "tgi": self.tgi_image}[engine]
+        return self.engine_images.get(engine) or ENGINES[engine].image
 
     def _own_image(self, component: str) -> str:
         return f"{self.adapter_image_prefix}{component}:{self.image_tag}"

@@ -38,6 +38,8 @@ from switchyard.edge.auth import generate_key, hash_key
 from switchyard.edge.auth.keysfile import KeyEntry, render_keys
 
 HOST = "127.0.0.1"
+#: The one engine measured: LiteLLM reaches its simulator with its `hosted_vllm/` provider.
+ENGINE = "vllm"
 #: Room for every bench request at once (and more): no engine queue, no edge refusals.
 _CAPACITY = 8192
 
@@ -74,7 +76,7 @@ async def start_sims(procs: Processes) -> dict[str, Sim]:
     sims: dict[str, Sim] = {}
     for kind, opts in SIMS.items():
         port = free_port()
-        args = sim_args("vllm", HOST, port, model_name(kind), opts)
+        args = sim_args(ENGINE, HOST, port, model_name(kind), opts)
         proc = await procs.start_python(f"sim-{kind}", args)
         sims[kind] = Sim(kind, proc, f"http://{HOST}:{port}")
     for sim in sims.values():
@@ -129,11 +131,11 @@ async def _start_adapters(
             "ADAPTER_LOG_LEVEL": "WARNING",
             "ADAPTER_MAX_CONNECTIONS": str(_CAPACITY),
         }
-        env = adapter_env("vllm", sim.url, HOST, port, extra=settings)
-        adapter = await procs.start_python(f"{name}-adapter-{kind}", adapter_args("vllm"), env)
+        env = adapter_env(ENGINE, sim.url, HOST, port, extra=settings)
+        adapter = await procs.start_python(f"{name}-adapter-{kind}", adapter_args(ENGINE), env)
         await wait_ready(adapter, grpc_serving(f"{HOST}:{port}"))
         adapters[kind] = adapter
-        routes.append({"name": model_name(kind), "engine": "vllm", "endpoints": [f"{HOST}:{port}"]})
+        routes.append({"name": model_name(kind), "engine": ENGINE, "endpoints": [f"{HOST}:{port}"]})
     routes_file = state_dir / f"{name}-routes.yaml"
     routes_file.write_text(yaml.safe_dump({"models": routes}, sort_keys=False))
     return adapters, routes_file

@@ -1,7 +1,7 @@
 """`python -m switchyard.devstack` (what `make run` runs): the whole stack, in the foreground.
 
-Three engine simulators (vLLM, SGLang, TGI), an adapter in front of each, and the edge
-serving `demo-vllm`, `demo-sglang` and `demo-tgi`, with a local API key. Ctrl-C stops all.
+A simulator for every engine in the registry (vLLM, SGLang, TGI), an adapter in front of
+each, and the edge serving `demo-<engine>` for each, with a local API key. Ctrl-C stops all.
 `--edges 3` runs three edge processes sharing rate limits through a local redis-server.
 
 Only the edge's port is the user's. Everything else listens where the OS says is free

@@ -1,8 +1,8 @@
 """How each process of the local stack is started: the one place that knows the command lines.
 
-The simulators take their engine's own flags (so these lines also show how to start the
-real engines); the adapters and the edge are configured by environment. `make run` and the
-test suite both start processes from here.
+The simulators take their engine's own flags, from the engine registry (`switchyard.engines`)
+as the operator's engines do; the adapters and the edge are configured by environment.
+`make run` and the test suite both start processes from here.
 """
 
 from __future__ import annotations
@@ -17,7 +17,10 @@ from pathlib import Path
 
 import yaml
 
-ENGINES = ("vllm", "sglang", "tgi")
+from switchyard.engines import NAMES, Serving, engine_kind
+
+#: The engines the stack runs, one simulator and one adapter each: every engine there is.
+ENGINES = NAMES
 #: What the simulators say they serve (they load nothing).
 SIM_MODEL = "switchyard/sim-1b-instruct"
 
@@ -74,57 +77,28 @@ def sim_args(
     engine: str, host: str, port: int, served_model_name: str, opts: EngineOptions
 ) -> list[str]:
     """`python -m` arguments of `engine`'s simulator."""
+    kind = engine_kind(engine)
+    serving = Serving(
+        model=SIM_MODEL,
+        host=host,
+        port=port,
+        served_name=served_model_name,
+        max_model_len=opts.max_model_len,
+        max_running=opts.max_running,
+        max_queued=opts.max_queued,
+        # The demo models then behave alike under a seed, on every engine.
+        seeded=True,
+    )
     sim = [
         "--sim-ttft", str(opts.ttft_s),
         "--sim-itl", str(opts.itl_s),
         "--sim-load-delay", str(opts.load_delay_s),
     ]  # fmt: skip
-    if engine == "vllm":
-        args = [
-            "switchyard.enginesim.vllm", "serve", SIM_MODEL,
-            "--host", host, "--port", str(port),
-            "--served-model-name", served_model_name,
-            "--max-model-len", str(opts.max_model_len),
-        ]  # fmt: skip
-        if opts.max_running:
-            args += ["--max-num-seqs", str(opts.max_running)]
-        if opts.max_queued is not None:
-            # vLLM's limit counts unfinished requests, the running ones included.
-            running = opts.max_running or 256  # vLLM's default --max-num-seqs
-            args += ["--max-num-queued-reqs", str(running + opts.max_queued)]
-    elif engine == "sglang":
-        args = [
-            "switchyard.enginesim.sglang", "--model-path", SIM_MODEL,
-            "--host", host, "--port", str(port),
-            "--served-model-name", served_model_name,
-            "--context-length", str(opts.max_model_len),
-            "--enable-metrics",
-            # SGLang honours seeds only in this mode (ignored otherwise): the demo models
-            # then behave alike under a seed.
-            "--enable-deterministic-inference",
-        ]  # fmt: skip
-        if opts.max_running:
-            args += ["--max-running-requests", str(opts.max_running)]
-        if opts.max_queued is not None:
-            args += ["--max-queued-requests", str(opts.max_queued)]
-    elif engine == "tgi":
-        args = [
-            "switchyard.enginesim.tgi", "--model-id", SIM_MODEL,
-            "--hostname", host, "--port", str(port),
-            "--max-input-tokens", str(opts.max_model_len - 1),
-            "--max-total-tokens", str(opts.max_model_len),
-        ]  # fmt: skip
-        if opts.max_running or opts.max_queued is not None:
-            # TGI has one limit: requests admitted at all (running or queued).
-            total = (opts.max_running or 0) + (opts.max_queued or 0)
-            args += ["--max-concurrent-requests", str(total)]
-    else:
-        raise ValueError(f"unknown engine {engine!r}")
-    return args + sim
+    return [*kind.simulator, *kind.flags(serving), *sim]
 
 
 def adapter_args(engine: str) -> list[str]:
-    return [f"switchyard.adapter_{engine}"]
+    return [engine_kind(engine).adapter_module]
 
 
 def adapter_env(

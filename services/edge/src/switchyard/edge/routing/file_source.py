@@ -3,7 +3,7 @@
 ```yaml
 models:
   - name: demo-vllm          # the served model name the adapters know
-    engine: vllm             # vllm | sglang | tgi
+    engine: vllm             # an engine of switchyard.engines (vllm, sglang, tgi)
     aliases: [llama]         # other names clients may send
     endpoints: ["127.0.0.1:50061"]
 ```
@@ -15,13 +15,14 @@ import asyncio
 import os
 from collections.abc import Callable
 from pathlib import Path
-from typing import Annotated, Literal
+from typing import Annotated
 
 import structlog
 import yaml
-from pydantic import BaseModel, ConfigDict, Field, ValidationError
+from pydantic import AfterValidator, BaseModel, ConfigDict, Field, ValidationError
 
 from switchyard.edge.routing.table import Route, RouteTable
+from switchyard.engines import engine_kind
 
 log = structlog.get_logger(__name__)
 
@@ -31,10 +32,15 @@ ModelName = Annotated[
 Address = Annotated[str, Field(pattern=r"^[A-Za-z0-9._\[\]:-]+:\d{1,5}$")]
 
 
+def _known_engine(name: str) -> str:
+    engine_kind(name)  # ValueError naming the engines the registry knows
+    return name
+
+
 class _RouteEntry(BaseModel):
     model_config = ConfigDict(extra="forbid")
     name: ModelName
-    engine: Literal["vllm", "sglang", "tgi"]
+    engine: Annotated[str, AfterValidator(_known_engine)]
     aliases: list[ModelName] = []
     endpoints: Annotated[list[Address], Field(min_length=1)]
 

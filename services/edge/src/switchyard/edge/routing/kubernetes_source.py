@@ -43,6 +43,7 @@ from lightkube.resources.discovery_v1 import EndpointSlice
 from lightkube.types import PatchType
 
 from switchyard.edge.routing.table import Route, RouteTable
+from switchyard.engines import ENGINES
 
 log = structlog.get_logger(__name__)
 
@@ -90,7 +91,7 @@ def backend_of(obj: Any) -> BackendClaim | None:
     spec = raw.get("spec") or {}
     status = raw.get("status") or {}
     engine = spec.get("engine")
-    if engine not in ("vllm", "sglang", "tgi") or meta.get("deletionTimestamp"):
+    if engine not in ENGINES or meta.get("deletionTimestamp"):
         return None
     served = spec.get("servedModelName") or meta["name"]
     aliases = tuple(a for a in dict.fromkeys(spec.get("aliases") or ()) if a != served)

@@ -1,4 +1,4 @@
-"""The simulated SGLang runtime behind the HTTP routes: its scheduler and output streams.
+"""The simulated SGLang runtime: its scheduler, request ids, a request's checks and its outputs.
 
 As in SGLang, a request is handed to the engine and runs on its own (a task here, a
 scheduler process there) while the HTTP handler reads its outputs; an abort, from
@@ -22,42 +22,199 @@ Seeds follow the sampler: `sampling_seed` counts only with --enable-deterministi
 where a request without one samples with seed 42; otherwise every request samples freshly
 (or from the simulator's --sim-seed, for reproducible test runs).
 
-Outputs are coalesced like SGLang's `ReqState`: a reader that falls behind gets one
-update with everything new, so memory per request stays bounded by its output.
+Outputs are coalesced like SGLang's `ReqState`: a reader that falls behind gets one `Step`
+with everything new, so memory per request stays bounded by its output. SGLang is
+`Starting` (its probes answer 503) until the model is loaded; generation requests sent
+meanwhile are accepted and served once it is.
+
+A request becomes a `Job` in SGLang's order: the context-length rules (the tokenizer
+manager's `_validate_one_request`, the scheduler's `init_req_max_new_tokens`), then
+`SamplingParams` normalisation and `verify()`, with SGLang's messages; native
+`sampling_params` and the OpenAI routes' converted ones alike. Refusals are ValueErrors
+(HTTP 400); a key SGLang's `SamplingParams` does not have is a TypeError there (an HTTP
+500), so it is one here too.
 """
 
 from __future__ import annotations
 
 import asyncio
+import math
 import time
 from collections import deque
-from collections.abc import AsyncGenerator, Awaitable, Callable, Sequence
+from collections.abc import AsyncGenerator, Awaitable, Callable, Mapping, Sequence
 from dataclasses import dataclass, field, replace
 from typing import Any, Final, Literal
 
 from switchyard.enginesim import generation, tokenizer
-from switchyard.enginesim.generation import Generation
+from switchyard.enginesim.generation import LARGE_TEXT, Generation, Prompt, decide, off_loop
 from switchyard.enginesim.scheduler import QueueFull, Scheduler
-from switchyard.enginesim.sglang.metrics import SglangMetrics, Throughput
-from switchyard.enginesim.sglang.prompts import LARGE, off_loop
-from switchyard.enginesim.sglang.sampling import Sampling
+from switchyard.enginesim.sglang.flags import Config
+from switchyard.enginesim.sglang.metrics import Metrics, Throughput
 from switchyard.enginesim.stats import SimStats
-from switchyard.enginesim.structured import ConstraintError
+from switchyard.enginesim.structured import (
+    Constraint,
+    ConstraintError,
+    ConstraintKind,
+    UnsupportedConstraint,
+)
 
 FinishReason = dict[str, Any]
 
-#: Generations longer than this (tokens) are decided on a worker thread.
-_LARGE_OUTPUT: Final = 2048
 _QUEUED_ABORT: Final[FinishReason] = {"type": "abort", "message": "Abort in waiting queue"}
 #: The seed SGLang's deterministic sampler gives requests that bring none.
 DETERMINISTIC_DEFAULT_SEED: Final = 42
-#: Seconds after a stream's end before SGLang aborts its rid (`create_abort_task`).
-STREAM_END_ABORT_DELAY_S: Final = 2.0
 _RECENT_ABORTS: Final = 256
 
 #: Who asked: `/abort_request`, its `abort_all`, a client that went away, the abort after a
 #: stream's end, or a request refused after some of its prompts had started.
 AbortSource = Literal["abort_request", "abort_all", "disconnect", "stream_end", "failure"]
+TOP_K_ALL: Final = 1 << 30
+MAX_STOP_COUNT: Final = 32
+_EPS: Final = 1e-6
+#: What `SamplingParams(**kwargs)` accepts (its API fields).
+FIELDS: Final = frozenset(
+    {
+        "max_new_tokens", "stop", "stop_token_ids", "stop_regex", "temperature", "top_p",
+        "top_k", "min_p", "frequency_penalty", "presence_penalty", "repetition_penalty",
+        "min_new_tokens", "n", "beam_width", "json_schema", "regex", "ebnf", "structural_tag",
+        "ignore_eos", "skip_special_tokens", "spaces_between_special_tokens", "no_stop_trim",
+        "stream_interval", "logit_bias", "sampling_seed", "custom_params", "watermark",
+    }
+)  # fmt: skip
+#: The constraint keys, and the grammar SGLang names in "Failed to compile <key> grammar".
+_GRAMMARS: Final = {
+    "json_schema": "json", "regex": "regex", "ebnf": "ebnf", "structural_tag": "structural_tag",
+}  # fmt: skip
+_KINDS: Final[dict[str, ConstraintKind]] = {
+    "json": "json_schema",
+    "regex": "regex",
+    "ebnf": "grammar",
+}
+
+
+@dataclass(frozen=True, slots=True)
+class GrammarSpec:
+    """A structured-output request, compiled by the engine (failures abort with 400)."""
+
+    key: str  # "json", "regex", "ebnf" or "structural_tag"
+    value: str
+
+    def build(self) -> Constraint:
+        """The simulator's constraint; raises ConstraintError like a failed grammar compile."""
+        if self.key not in _KINDS:
+            raise UnsupportedConstraint(f"the simulator cannot generate a {self.key} output")
+        return Constraint(_KINDS[self.key], self.value)
+
+
+@dataclass(frozen=True, slots=True)
+class Sampling:
+    """Verified sampling parameters, as the simulated model uses them."""
+
+    max_new_tokens: int | None
+    min_new_tokens: int = 0
+    stop: tuple[str, ...] = ()
+    temperature: float = 1.0  # 0.0: greedy (SGLang: top_k == 1)
+    top_p: float = 1.0
+    top_k: int = -1  # -1: the whole vocabulary
+    ignore_eos: bool = False
+    seed: int | None = None
+    grammar: GrammarSpec | None = None
+
+    def generation_params(self, max_tokens: int, seed: int | None) -> generation.SamplingParams:
+        """The core's parameters, with the engine's token budget and the sampler's seed."""
+        return generation.SamplingParams(
+            max_tokens=max_tokens,
+            temperature=self.temperature,
+            top_p=self.top_p,
+            top_k=self.top_k,
+            seed=seed,
+            stop=self.stop,
+            ignore_eos=self.ignore_eos,
+            min_tokens=min(self.min_new_tokens, max_tokens),
+        )
+
+
+@dataclass(frozen=True, slots=True)
+class Job:
+    """One request, validated and tokenised, as the engine runs it."""
+
+    rid: str
+    prompt: Prompt
+    sampling: Sampling
+    max_new_tokens: int  # the scheduler's budget (see `budget`)
+    stream: bool
+    traceparent: str | None = None
+
+
+def parse_sampling(params: Mapping[str, Any]) -> Sampling:
+    """Build, normalise and verify, in SGLang's order; ValueError with its message."""
+    unexpected = sorted(set(params) - FIELDS)
+    if unexpected:
+        raise TypeError(f"Unexpected keyword argument {unexpected[0]!r}")
+
+    def number(name: str, default: float) -> float:  # __post_init__: None is the default
+        return default if params.get(name) is None else float(params[name])
+
+    temperature, top_p = number("temperature", 1.0), number("top_p", 1.0)
+    top_k = int(number("top_k", TOP_K_ALL))
+    min_p, frequency = number("min_p", 0.0), number("frequency_penalty", 0.0)
+    presence, repetition = number("presence_penalty", 0.0), number("repetition_penalty", 1.0)
+    min_new, max_new = int(number("min_new_tokens", 0)), params.get("max_new_tokens", 128)
+    if 0 <= temperature < _EPS:
+        temperature, top_k = 1.0, 1  # greedy
+    top_k = TOP_K_ALL if top_k == -1 else top_k
+    stop = params.get("stop")
+    stops = [stop] if isinstance(stop, str) else list(stop or [])
+    if len(stops) > MAX_STOP_COUNT:  # normalize()
+        raise ValueError(f"at most {MAX_STOP_COUNT} stop strings are allowed, got {len(stops)}")
+    beam_width, seed = params.get("beam_width"), params.get("sampling_seed")
+    rules = (  # verify()
+        (beam_width is not None and beam_width < 1, f"beam_width must be at least 1, got {beam_width}."),
+        (not math.isfinite(temperature) or temperature < 0.0, f"temperature must be a non-negative finite number, got {temperature}."),
+        (not 0.0 < top_p <= 1.0, f"top_p must be in (0, 1], got {top_p}."),
+        (not 0.0 <= min_p <= 1.0, f"min_p must be in [0, 1], got {min_p}."),
+        (top_k < 1, f"top_k must be -1 (disable) or at least 1, got {top_k}."),
+        (not -2.0 <= frequency <= 2.0, f"frequency_penalty must be in [-2, 2], got {frequency}."),
+        (not -2.0 <= presence <= 2.0, f"presence_penalty must be in [-2, 2], got {presence}."),
+        (not 0.0 < repetition <= 2.0, f"repetition_penalty must be in (0, 2] (1.0 = no penalty), got {repetition}."),
+        (min_new < 0, f"min_new_tokens must be in [0, max_new_tokens], got {min_new}."),
+        (max_new is not None and max_new < 0, f"max_new_tokens must be at least 0, got {max_new}."),
+        (max_new is not None and min_new > max_new, f"min_new_tokens must be in [0, max_new_tokens({max_new})], got {min_new}."),
+    )  # fmt: skip
+    for broken, message in rules:
+        if broken:
+            raise ValueError(message)
+    for token_id in params.get("logit_bias") or {}:
+        if not 0 <= int(token_id) < tokenizer.VOCAB_SIZE:
+            raise ValueError(
+                f"logit_bias must has keys in [0, {tokenizer.VOCAB_SIZE - 1}], got {token_id}."
+            )
+    if seed is not None and not -(2**63) <= seed <= 2**63 - 1:
+        raise ValueError(f"sampling_seed must be in [-2**63, 2**63 - 1], got {seed}.")
+    grammars = [(key, params[name]) for name, key in _GRAMMARS.items() if params.get(name)]
+    if len(grammars) > 1:
+        raise ValueError("Only one of json_schema, regex, ebnf, or structural_tag can be set.")
+    grammar = GrammarSpec(grammars[0][0], str(grammars[0][1])) if grammars else None
+    if int(number("n", 1)) != 1:
+        raise ValueError(
+            f"The SGLang simulator generates one sample per request, got n={params['n']}."
+        )
+    return Sampling(
+        max_new_tokens=max_new,
+        min_new_tokens=min_new,
+        stop=tuple(stops),
+        temperature=0.0 if top_k == 1 else temperature,
+        top_p=top_p,
+        top_k=-1 if top_k == TOP_K_ALL else top_k,
+        ignore_eos=bool(params.get("ignore_eos")),
+        seed=seed,
+        grammar=grammar,
+    )
+
+
+def _truncated(text: str, keep: int) -> Prompt:
+    """The first `keep` tokens of `text` (SGLang's --allow-auto-truncate)."""
+    return Prompt(tokenizer.decode(tokenizer.encode(text)[:keep]), keep)
 
 
 @dataclass(frozen=True, slots=True)
@@ -69,22 +226,9 @@ class AbortRecord:
     ended: tuple[str, ...]
 
 
-@dataclass(frozen=True, slots=True)
-class Job:
-    """One request, validated and tokenised by the HTTP layer."""
-
-    rid: str
-    prompt: str
-    prompt_tokens: int
-    sampling: Sampling
-    max_new_tokens: int  # the scheduler's budget (see limits.ContextLimits)
-    stream: bool
-    traceparent: str | None = None
-
-
 @dataclass(slots=True)
-class Update:
-    """What a request produced since the previous update."""
+class Step:
+    """What a request produced since the previous read (the last one: its finish)."""
 
     text: str
     ids: list[int]
@@ -123,57 +267,44 @@ class _Request:
         self.changed.set()
 
     def end(self, reason: FinishReason) -> None:
-        if self.finish is None:
-            self.finish = reason
-            self.e2e_latency = time.perf_counter() - self.arrived
-            self.changed.set()
-            self.done.set()
+        self.finish = reason
+        self.e2e_latency = time.perf_counter() - self.arrived
+        self.changed.set()
+        self.done.set()
 
-    def take(self) -> Update:
-        update = Update(
-            text="".join(self.pending_text),
-            ids=self.pending_ids,
-            completion_tokens=self.generated,
-            finish_reason=self.finish,
-            scheduled=self.scheduled,
-            first=not self.read_once,
-            e2e_latency=self.e2e_latency,
-        )
-        self.pending_text = []
-        self.pending_ids = []
-        self.read_once = True
-        return update
+    def take(self) -> Step:
+        step = Step(
+            "".join(self.pending_text), self.pending_ids, self.generated, self.finish,
+            self.scheduled, not self.read_once, self.e2e_latency,
+        )  # fmt: skip
+        self.pending_text, self.pending_ids, self.read_once = [], [], True
+        return step
 
 
 class Handle:
     """The reading end of one submitted request."""
 
-    def __init__(self, engine: SglangEngine, request: _Request) -> None:
-        self._engine = engine
-        self._request = request
-
-    @property
-    def rid(self) -> str:
-        return self._request.job.rid
+    def __init__(self, engine: Engine, request: _Request) -> None:
+        self._engine, self._request = engine, request
+        self.job = request.job
 
     @property
     def finished(self) -> bool:
         return self._request.finish is not None
 
-    async def updates(self) -> AsyncGenerator[Update, None]:
-        """Updates as they come (coalesced when the reader is slower), the last with the finish."""
+    async def steps(self) -> AsyncGenerator[Step, None]:
+        """Steps as they come (coalesced when the reader is slower), the last with the finish."""
         request = self._request
         while True:
             await request.changed.wait()
             request.changed.clear()
-            if not (request.pending_ids or request.pending_text or request.finish):
-                continue
-            update = request.take()
-            yield update
-            if update.finish_reason is not None:
-                return
+            if request.pending_ids or request.pending_text or request.finish:
+                step = request.take()
+                yield step
+                if step.finish_reason is not None:
+                    return
 
-    async def result(self) -> Update:
+    async def result(self) -> Step:
         """The whole output, once finished."""
         await self._request.done.wait()
         return self._request.take()
@@ -181,27 +312,20 @@ class Handle:
     def abort(self, source: AbortSource = "disconnect") -> None:
         """Abort unless finished (by default: the client went away, as SGLang does then)."""
         if not self.finished:
-            self._engine.abort(self.rid, source)
+            self._engine.abort(self.job.rid, source)
 
 
-class SglangEngine:
-    def __init__(
-        self,
-        scheduler: Scheduler,
-        stats: SimStats,
-        *,
-        max_total_tokens: int,
-        default_seed: int | None = None,
-        deterministic: bool = False,
-        abort_delay_s: float = STREAM_END_ABORT_DELAY_S,
-    ) -> None:
-        self.scheduler = scheduler
-        self.stats = stats
-        self.metrics: SglangMetrics | None = None
-        self.max_total_tokens = max_total_tokens
-        self._default_seed = default_seed
-        self.deterministic = deterministic
-        self.abort_delay_s = abort_delay_s
+class Engine:
+    """One simulated SGLang server's runtime."""
+
+    def __init__(self, config: Config) -> None:
+        self.config = config
+        self.scheduler = Scheduler(
+            config.max_running_requests, config.max_queued_requests, config.sim.latency
+        )
+        self.stats = SimStats()
+        self.metrics = Metrics(config.served_model_name, self) if config.enable_metrics else None
+        self.started_at = time.time()
         #: How the stream-end abort waits out its delay: a clock tests may replace.
         self.sleep: Callable[[float], Awaitable[None]] = asyncio.sleep
         #: The aborts asked for, newest last (what tests and /sim/aborts look at).
@@ -209,10 +333,59 @@ class SglangEngine:
         #: SGLang's `rid_to_state`: every held rid, and whether an abort was sent for it.
         self._held: dict[str, bool] = {}
         self._requests: dict[str, _Request] = {}
-        self._used_tokens = 0
-        self._throughput = Throughput()
+        self.used_tokens = 0
+        self.throughput = Throughput()
 
-    # The scheduler's live state, for /metrics and /server_info.
+    # --- a request's checks: the tokenizer manager's (`_validate_one_request`) and the
+    # scheduler's (`init_req_max_new_tokens`) context-length rules ---------------------------
+    def _fit(self, prompt_tokens: int, max_new_tokens: int | None) -> tuple[int, int | None]:
+        """(prompt tokens, max_new_tokens) that fit; ValueError unless auto-truncating."""
+        context = self.config.context_length
+        if prompt_tokens >= context:
+            if not self.config.allow_auto_truncate:
+                raise ValueError(
+                    f"The input ({prompt_tokens} tokens) is longer than the "
+                    f"model's context length ({context} tokens)."
+                )
+            prompt_tokens = context
+        if max_new_tokens is not None and max_new_tokens + prompt_tokens > context:
+            if not self.config.allow_auto_truncate:
+                raise ValueError(
+                    f"Requested token count exceeds the model's maximum context length "
+                    f"of {context} tokens. You requested a total of "
+                    f"{max_new_tokens + prompt_tokens} tokens: {prompt_tokens} tokens from the "
+                    f"input messages and {max_new_tokens} tokens for the completion. Please "
+                    "reduce the number of tokens in the input messages or the completion to "
+                    "fit within the limit."
+                )
+            max_new_tokens = max(0, context - prompt_tokens)
+        return prompt_tokens, max_new_tokens
+
+    def budget(self, prompt_tokens: int, max_new_tokens: int | None) -> int:
+        """What the scheduler lets a request generate: it keeps the context's last slot
+        free (max_req_len = context - 1), and None means as much as fits."""
+        room = max(0, self.config.context_length - 1 - prompt_tokens - 1)
+        return room if max_new_tokens is None else min(max_new_tokens, room)
+
+    async def job(
+        self, prompt: Prompt, sampling_params: Mapping[str, Any], *, rid: str, stream: bool,
+        traceparent: str | None,
+    ) -> Job:  # fmt: skip
+        requested = sampling_params.get("max_new_tokens")
+        kept, max_new_tokens = self._fit(prompt.tokens, requested)
+        if max_new_tokens != requested:  # shortened by --allow-auto-truncate
+            sampling_params = {**sampling_params, "max_new_tokens": max_new_tokens}
+        sampling = parse_sampling(sampling_params)
+        if kept < prompt.tokens:
+            prompt = await off_loop(len(prompt.text) > LARGE_TEXT, _truncated, prompt.text, kept)
+        budget = self.budget(prompt.tokens, sampling.max_new_tokens)
+        return Job(rid, prompt, sampling, budget, stream, traceparent)
+
+    @property
+    def up(self) -> bool:
+        """SGLang's ServerStatus.Up: the model is loaded and warmed up (else Starting)."""
+        return self.scheduler.is_loaded()
+
     @property
     def running(self) -> int:
         return self.scheduler.running
@@ -222,16 +395,9 @@ class SglangEngine:
         return self.scheduler.waiting
 
     @property
-    def used_tokens(self) -> int:
-        return self._used_tokens
-
-    @property
     def live_rids(self) -> tuple[str, ...]:
         """The rids of the requests submitted and not finished, oldest first."""
         return tuple(self._requests)
-
-    def gen_throughput(self) -> float:
-        return self._throughput.rate()
 
     def hold(self, rids: Sequence[str]) -> None:
         """Take `rids` for a request that just arrived (`_init_req_state`); ValueError with
@@ -264,24 +430,23 @@ class SglangEngine:
             self.aborts.append(AbortRecord(rid, source, ()))
             return False
         self._held[rid] = True
-        if self.metrics is not None:
-            self.metrics.aborted()
-        ended = tuple(r for r in list(self._requests) if r.startswith(rid) and self._cancel(r))
-        self.aborts.append(AbortRecord(rid, source, ended))
+        self._dispatch(rid, source, lambda r: r.startswith(rid))
         return True
 
-    def abort_all(self) -> int:
+    def abort_all(self) -> None:
         """`abort_request(abort_all=True)`: one dispatch that ends every live request."""
+        self._dispatch("", "abort_all", lambda r: True)
+
+    def _dispatch(self, rid: str, source: AbortSource, matches: Callable[[str], bool]) -> None:
         if self.metrics is not None:
             self.metrics.aborted()
-        ended = tuple(r for r in list(self._requests) if self._cancel(r))
-        self.aborts.append(AbortRecord("", "abort_all", ended))
-        return len(ended)
+        ended = tuple(r for r in list(self._requests) if matches(r) and self._cancel(r))
+        self.aborts.append(AbortRecord(rid, source, ended))
 
     async def abort_after_stream(self, rids: Sequence[str]) -> None:
         """`create_abort_task`: a streamed response has ended; after the delay, abort its
         rids in whatever request holds them by then."""
-        await self.sleep(self.abort_delay_s)
+        await self.sleep(self.config.abort_delay_s)
         for rid in rids:
             self.abort(rid, "stream_end")
 
@@ -317,15 +482,16 @@ class SglangEngine:
                     raise asyncio.CancelledError
                 gen = await self._decide(request)
                 await self.scheduler.wait_loaded()
-                async with self.scheduler.admit(job.prompt_tokens):
+                async with self.scheduler.admit(job.prompt.tokens):
                     request.admitted = request.scheduled = True
                     await self._generate(request, gen)
         except QueueFull as exc:
             self._finish(request, {"type": "abort", "status_code": 503, "message": str(exc)})
         except ConstraintError as exc:
             key = job.sampling.grammar.key if job.sampling.grammar else "grammar"
-            message = f"Failed to compile {key} grammar: {exc}"
-            self._finish(request, _abort(message, 400, "BadRequestError"))
+            self._finish(
+                request, _abort(f"Failed to compile {key} grammar: {exc}", 400, "BadRequestError")
+            )
         except asyncio.CancelledError:
             # Aborted on purpose (engine.abort): end the output instead of propagating.
             self._finish(request, _abort("Aborted") if request.admitted else dict(_QUEUED_ABORT))
@@ -333,62 +499,51 @@ class SglangEngine:
             self._forget(request)  # after an unexpected error too: never leak a held rid
             if request.admitted and self.metrics is not None:
                 self.metrics.finished(
-                    job.stream, job.prompt_tokens, request.generated, request.e2e_latency
+                    job.stream, job.prompt.tokens, request.generated, request.e2e_latency
                 )
 
     async def _decide(self, request: _Request) -> Generation:
         """The whole completion, decided up front (grammar errors surface here)."""
         job = request.job
-        heavy = job.max_new_tokens > _LARGE_OUTPUT or len(job.prompt) > LARGE
+        # SGLang's sampler reads `sampling_seed` only in deterministic mode (42 without one).
+        seed = job.sampling.seed if self.config.enable_deterministic_inference else None
+        if self.config.enable_deterministic_inference and seed is None:
+            seed = DETERMINISTIC_DEFAULT_SEED
+        params = job.sampling.generation_params(job.max_new_tokens, seed)
         try:
-            return await off_loop(heavy, self._generation, job)
+            if job.sampling.grammar is not None:  # schemas meet their metaschema: off the loop
+                constraint = await off_loop(True, job.sampling.grammar.build)
+                params = replace(params, constraint=constraint)
+            default_seed = (
+                None if self.config.enable_deterministic_inference else self.config.sim.seed
+            )
+            return await decide(
+                job.prompt.text, params, default_max_tokens=job.max_new_tokens,
+                default_seed=default_seed,
+            )  # fmt: skip
         except ConstraintError:
             request.scheduled = True  # SGLang compiles grammars in the scheduler
             raise
 
-    def _generation(self, job: Job) -> Generation:
-        params = job.sampling.generation_params(job.max_new_tokens)
-        if job.sampling.grammar is not None:
-            params = replace(params, constraint=job.sampling.grammar.build())
-        return generation.generate(
-            job.prompt,
-            replace(params, seed=self._seed(job.sampling.seed)),
-            default_max_tokens=job.max_new_tokens,
-            default_seed=None if self.deterministic else self._default_seed,
-        )
-
-    def _seed(self, requested: int | None) -> int | None:
-        """The seed the sampler uses: SGLang reads `sampling_seed` only in deterministic
-        mode (42 when the request has none) and ignores it otherwise."""
-        if not self.deterministic:
-            return None
-        return DETERMINISTIC_DEFAULT_SEED if requested is None else requested
-
     async def _generate(self, request: _Request, gen: Generation) -> None:
-        job = request.job
+        job, metrics = request.job, self.metrics
         ids = _output_ids(gen)
-        finish = _finish_reason(gen, job.max_new_tokens)
-        pieces = gen.tokens
-        metrics = self.metrics
-        self._used_tokens += job.prompt_tokens
+        self.used_tokens += job.prompt.tokens
         last = request.arrived
         try:
             if not ids:  # nothing to generate: the prefill alone
-                await self.scheduler.sleep_generation(0, job.prompt_tokens)
-            async for i in self.scheduler.pace(range(len(ids)), job.prompt_tokens):
+                await self.scheduler.sleep_generation(0, job.prompt.tokens)
+            async for i in self.scheduler.pace(range(len(ids)), job.prompt.tokens):
                 now = time.perf_counter()
                 if metrics is not None:
-                    if i == 0:
-                        metrics.first_token(job.stream, now - request.arrived)
-                    else:
-                        metrics.inter_token(now - last)
+                    metrics.token(job.stream, now - (request.arrived if i == 0 else last), i == 0)
                 last = now
-                self._used_tokens += 1
-                self._throughput.add()
-                request.push(pieces[i] if i < len(pieces) else "", ids[i])
-            self._finish(request, finish)
+                self.used_tokens += 1
+                self.throughput.add()
+                request.push(gen.tokens[i] if i < len(gen.tokens) else "", ids[i])
+            self._finish(request, _finish_reason(gen, job.max_new_tokens))
         finally:
-            self._used_tokens -= job.prompt_tokens + request.generated
+            self.used_tokens -= job.prompt.tokens + request.generated
 
 
 def _abort(
@@ -401,9 +556,8 @@ def _abort(
 def _finish_reason(gen: Generation, max_new_tokens: int) -> FinishReason:
     if gen.finish_reason == "length":
         return {"type": "length", "length": max_new_tokens}
-    if gen.matched_stop is not None:
-        return {"type": "stop", "matched": gen.matched_stop}
-    return {"type": "stop", "matched": tokenizer.EOS_TOKEN_ID}
+    matched = tokenizer.EOS_TOKEN_ID if gen.matched_stop is None else gen.matched_stop
+    return {"type": "stop", "matched": matched}
 
 
 def _output_ids(gen: Generation) -> list[int]:

@@ -13,21 +13,14 @@ from __future__ import annotations
 import time
 from collections import deque
 from collections.abc import Iterable
-from typing import Final, Protocol
+from typing import TYPE_CHECKING, Any, Final
 
-from prometheus_client import (
-    CollectorRegistry,
-    Counter,
-    Histogram,
-    disable_created_metrics,
-    generate_latest,
-)
+from prometheus_client import CollectorRegistry, Counter, Histogram, disable_created_metrics
 from prometheus_client.core import GaugeMetricFamily, Metric
-from prometheus_client.exposition import CONTENT_TYPE_LATEST
 from prometheus_client.registry import Collector
-from starlette.requests import Request
-from starlette.responses import Response
-from starlette.routing import Route
+
+if TYPE_CHECKING:
+    from switchyard.enginesim.sglang.engine import Engine
 
 _TTFT_BUCKETS: Final = (0.1, 0.2, 0.4, 0.6, 0.8, 1, 2, 4, 6, 8, 10, 20, 40, 60, 80, 100, 200, 400)
 _E2E_BUCKETS: Final = (*_TTFT_BUCKETS, 600, 1200, 1800, 2400)
@@ -36,20 +29,6 @@ _ITL_BUCKETS: Final = (
     0.060, 0.080, 0.100, 0.200, 0.400, 0.600, 0.800, 1.000, 2.000, 4.000, 6.000, 8.000,
 )  # fmt: skip
 _STREAMING: Final = ("false", "true")
-
-
-class LiveLoad(Protocol):
-    """What the scheduler's gauges show, read at scrape time."""
-
-    @property
-    def running(self) -> int: ...
-    @property
-    def waiting(self) -> int: ...
-    @property
-    def used_tokens(self) -> int: ...
-    @property
-    def max_total_tokens(self) -> int: ...
-    def gen_throughput(self) -> float: ...
 
 
 class Throughput:
@@ -72,85 +51,75 @@ class Throughput:
 
 
 class _SchedulerGauges(Collector):
-    def __init__(self, load: LiveLoad, labels: dict[str, str]) -> None:
-        self._load = load
-        self._names = list(labels)
-        self._values = list(labels.values())
-
-    def _gauge(self, name: str, doc: str, value: float) -> GaugeMetricFamily:
-        family = GaugeMetricFamily(name, doc, labels=self._names)
-        family.add_metric(self._values, value)
-        return family
+    def __init__(self, engine: Engine, labels: dict[str, str]) -> None:
+        self._engine = engine
+        self._names, self._values = list(labels), list(labels.values())
 
     def collect(self) -> Iterable[Metric]:
-        load = self._load
-        used = load.used_tokens
-        yield self._gauge(
-            "sglang:num_running_reqs", "The number of running requests.", load.running
-        )
-        yield self._gauge(
-            "sglang:num_queue_reqs", "The number of requests in the waiting queue.", load.waiting
-        )
-        yield self._gauge("sglang:num_used_tokens", "The number of used tokens.", used)
-        yield self._gauge("sglang:token_usage", "The token usage.", used / load.max_total_tokens)
-        yield self._gauge(
-            "sglang:gen_throughput", "The generation throughput (token/s).", load.gen_throughput()
-        )
+        engine = self._engine
+        used = engine.used_tokens
+        for name, doc, value in (
+            ("num_running_reqs", "The number of running requests.", engine.running),
+            ("num_queue_reqs", "The number of requests in the waiting queue.", engine.waiting),
+            ("num_used_tokens", "The number of used tokens.", used),
+            ("token_usage", "The token usage.", used / engine.config.max_total_tokens),
+            ("gen_throughput", "The generation throughput (token/s).", engine.throughput.rate()),
+        ):
+            family = GaugeMetricFamily(f"sglang:{name}", doc, labels=self._names)
+            family.add_metric(self._values, value)
+            yield family
 
 
-class SglangMetrics:
-    def __init__(self, model_name: str, load: LiveLoad) -> None:
+class Metrics:
+    def __init__(self, model_name: str, engine: Engine) -> None:
         # SGLang exports through prometheus' multiprocess collector: no `*_created` series.
         disable_created_metrics()  # type: ignore[no-untyped-call]
-        self.registry = CollectorRegistry()
+        self.registry = registry = CollectorRegistry()
         labels = {"model_name": model_name, "engine_type": "unified"}
-        names = [*labels, "is_streaming"]
-        registry = self.registry
-        prompt = Counter(
-            "sglang:prompt_tokens_total", "Number of prefill tokens processed.", names,
-            registry=registry,
-        )  # fmt: skip
-        generation = Counter(
-            "sglang:generation_tokens_total", "Number of generation tokens processed.", names,
-            registry=registry,
-        )  # fmt: skip
-        requests = Counter(
-            "sglang:num_requests_total", "Number of requests processed.", names, registry=registry
+        values, names = list(labels.values()), [*labels, "is_streaming"]
+
+        def per_stream(
+            kind: type[Counter | Histogram], name: str, doc: str, **kw: Any
+        ) -> list[Any]:
+            metric = kind(name, doc, names, registry=registry, **kw)
+            return [
+                metric.labels(*values, s) for s in _STREAMING
+            ]  # bound once: no lookups per token
+
+        self._prompt = per_stream(
+            Counter, "sglang:prompt_tokens_total", "Number of prefill tokens processed."
         )
-        aborted = Counter(
+        self._generation = per_stream(
+            Counter, "sglang:generation_tokens_total", "Number of generation tokens processed."
+        )
+        self._requests = per_stream(
+            Counter, "sglang:num_requests_total", "Number of requests processed."
+        )
+        self._ttft = per_stream(
+            Histogram, "sglang:time_to_first_token_seconds",
+            "Histogram of time to first token in seconds.", buckets=_TTFT_BUCKETS,
+        )  # fmt: skip
+        self._e2e = per_stream(
+            Histogram, "sglang:e2e_request_latency_seconds",
+            "Histogram of End-to-end request latency in seconds", buckets=_E2E_BUCKETS,
+        )  # fmt: skip
+        self._aborted = Counter(
             "sglang:num_aborted_requests_total", "Number of requests aborted.", list(labels),
             registry=registry,
-        )  # fmt: skip
-        ttft = Histogram(
-            "sglang:time_to_first_token_seconds", "Histogram of time to first token in seconds.",
-            names, buckets=_TTFT_BUCKETS, registry=registry,
-        )  # fmt: skip
-        itl = Histogram(
+        ).labels(*values)  # fmt: skip
+        self._itl = Histogram(
             "sglang:inter_token_latency_seconds", "Histogram of inter-token latency in seconds.",
             list(labels), buckets=_ITL_BUCKETS, registry=registry,
-        )  # fmt: skip
-        e2e = Histogram(
-            "sglang:e2e_request_latency_seconds",
-            "Histogram of End-to-end request latency in seconds", names,
-            buckets=_E2E_BUCKETS, registry=registry,
-        )  # fmt: skip
-        # Children bound once: no label lookups per token.
-        values = list(labels.values())
-        self._prompt = [prompt.labels(*values, s) for s in _STREAMING]
-        self._generation = [generation.labels(*values, s) for s in _STREAMING]
-        self._requests = [requests.labels(*values, s) for s in _STREAMING]
-        self._ttft = [ttft.labels(*values, s) for s in _STREAMING]
-        self._e2e = [e2e.labels(*values, s) for s in _STREAMING]
-        self._aborted = aborted.labels(*values)
-        self._itl = itl.labels(*values)
+        ).labels(*values)  # fmt: skip
         scheduler_labels = {**labels, "tp_rank": "0", "pp_rank": "0", "moe_ep_rank": "0"}
-        registry.register(_SchedulerGauges(load, scheduler_labels))
+        registry.register(_SchedulerGauges(engine, scheduler_labels))
 
-    def first_token(self, stream: bool, seconds: float) -> None:
-        self._ttft[stream].observe(seconds)
-
-    def inter_token(self, seconds: float) -> None:
-        self._itl.observe(seconds)
+    def token(self, stream: bool, seconds: float, first: bool) -> None:
+        """A token out, `seconds` after the request arrived (first) or the previous token."""
+        if first:
+            self._ttft[stream].observe(seconds)
+        else:
+            self._itl.observe(seconds)
 
     def finished(self, stream: bool, prompt_tokens: int, generated: int, e2e_s: float) -> None:
         self._prompt[stream].inc(prompt_tokens)
@@ -160,9 +129,3 @@ class SglangMetrics:
 
     def aborted(self) -> None:
         self._aborted.inc()
-
-    def route(self, path: str = "/metrics") -> Route:
-        async def endpoint(request: Request) -> Response:
-            return Response(generate_latest(self.registry), media_type=CONTENT_TYPE_LATEST)
-
-        return Route(path, endpoint, methods=["GET"], name="metrics")

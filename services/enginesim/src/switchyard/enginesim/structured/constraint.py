@@ -10,7 +10,7 @@ from typing import Any, Literal, get_args
 
 from switchyard.enginesim.structured.errors import InvalidConstraint, InvalidSchema
 from switchyard.enginesim.structured.grammar import parse_grammar
-from switchyard.enginesim.structured.regex import compile_regex, text_from_regex
+from switchyard.enginesim.structured.regex import Regex
 from switchyard.enginesim.structured.schema import SchemaWriter, json_object
 
 ConstraintKind = Literal["json_schema", "json_object", "regex", "choice", "grammar"]
@@ -68,9 +68,7 @@ def _prepare(kind: str, value: ConstraintValue) -> Callable[[random.Random], str
                 raise InvalidConstraint("json_object takes no value")
             return json_object
         case "regex":
-            pattern = _text(kind, value)
-            compile_regex(pattern)
-            return lambda rng: text_from_regex(pattern, rng)
+            return Regex(_text(kind, value)).generate
         case "choice":
             if isinstance(value, str | Mapping) or value is None:
                 raise InvalidConstraint("choice needs a list of strings")

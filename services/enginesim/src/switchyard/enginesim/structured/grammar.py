@@ -5,8 +5,7 @@ literals in double quotes with escapes; character classes `[a-z0-9_]`, `[^"\\\\]
 grouping; `|`; `*`, `+`, `?`, `{m}`, `{m,}`, `{m,n}`; rule references; `#` comments; Lark
 `/regex/flags` terminals. The start rule is `root`, else `start`, else the first rule.
 
-Generation picks alternatives at random until a nesting depth or output size is reached,
-then takes, everywhere, the alternative with the shortest derivation, so it always ends.
+The grammar is parsed into the tree `nodes` writes (Lark's regex terminals too, by `regex`).
 """
 
 from __future__ import annotations
@@ -17,60 +16,28 @@ import re
 from dataclasses import dataclass
 from typing import Final
 
-from switchyard.enginesim.structured.errors import InvalidConstraint, UnsupportedConstraint
-from switchyard.enginesim.structured.regex import READABLE, compile_regex, text_from_regex
+from switchyard.enginesim.structured.errors import InvalidConstraint
+from switchyard.enginesim.structured.nodes import (
+    ANY_CHAR,
+    Alt,
+    CharClass,
+    Node,
+    Ref,
+    Repeat,
+    Seq,
+    Text,
+    alternatives,
+    height,
+    read_class,
+    read_escape,
+    sequence,
+    write,
+)
+from switchyard.enginesim.structured.regex import parse_regex
 
-_RANDOM_DEPTH: Final = 10  # rule nesting before generation heads for the shortest way out
-_SOFT_SIZE: Final = 512  # characters, likewise
-_HARD_SIZE: Final = 100_000  # characters: the grammar's shortest sentences are absurdly long
-_EXTRA_REPEATS: Final = 3
-_ESCAPES: Final = {"n": "\n", "t": "\t", "r": "\r", "f": "\f", "v": "\v", "0": "\0"}
-_HEX_ESCAPES: Final = {"x": 2, "u": 4, "U": 8}
 _IDENT: Final = re.compile(r"[A-Za-z_][A-Za-z0-9_-]*")
 _REPEAT: Final = re.compile(r"\{\s*(\d*)\s*(,?)\s*(\d*)\s*\}")
 _SINGLE: Final = frozenset("()|*+?.")
-
-
-@dataclass(frozen=True, slots=True)
-class Text:
-    text: str
-
-
-@dataclass(frozen=True, slots=True)
-class CharClass:
-    ranges: tuple[tuple[int, int], ...]  # inclusive code point ranges
-    negated: bool
-
-
-@dataclass(frozen=True, slots=True)
-class Pattern:
-    regex: str
-
-
-@dataclass(frozen=True, slots=True)
-class Ref:
-    name: str
-
-
-@dataclass(frozen=True, slots=True)
-class Seq:
-    items: tuple[Node, ...]
-
-
-@dataclass(frozen=True, slots=True)
-class Alt:
-    options: tuple[Node, ...]
-
-
-@dataclass(frozen=True, slots=True)
-class Repeat:
-    item: Node
-    lo: int
-    hi: int | None
-
-
-Node = Text | CharClass | Pattern | Ref | Seq | Alt | Repeat
-ANY_CHAR: Final = CharClass((), negated=True)
 
 
 @dataclass(frozen=True, slots=True)
@@ -91,9 +58,7 @@ class Grammar:
 
     def generate(self, rng: random.Random) -> str:
         """One sentence of the language, chosen with `rng`."""
-        out: list[str] = []
-        _Writer(self, rng, out).emit(Ref(self.start), 0)
-        return "".join(out)
+        return write(Ref(self.start), rng, self.rules, self.heights)
 
 
 def parse_grammar(text: str) -> Grammar:
@@ -148,7 +113,10 @@ def _lex(text: str) -> list[_Token]:
             prefix = f"(?{flags.group()})" if flags.group() else ""
             out.append(_Token("regex", prefix + value, line, col))
         elif c == "[":
-            chars, i = _char_class(text, i + 1, line, col)
+            try:
+                chars, i = read_class(text, i + 1)
+            except ValueError as exc:
+                raise _error(line, col, str(exc)) from None
             out.append(_Token("class", chars, line, col))
         elif c == "{":
             m = _REPEAT.match(text, i)
@@ -188,55 +156,15 @@ def _quoted(
             out.append(text[i : i + 2] if text[i + 1 : i + 2] != close else close)
             i += 2
         elif c == "\\":
-            ch, i = _escape(text, i + 1, line, col)
+            try:
+                ch, i = read_escape(text, i + 1)
+            except ValueError as exc:
+                raise _error(line, col, str(exc)) from None
             out.append(ch)
         else:
             out.append(c)
             i += 1
     raise _error(line, col, f"unterminated literal (missing {close})")
-
-
-def _escape(text: str, i: int, line: int, col: int) -> tuple[str, int]:
-    """The character escaped at `i` (just after the backslash), and the index after it."""
-    if i >= len(text):
-        raise _error(line, col, "a backslash ends the grammar")
-    c = text[i]
-    width = _HEX_ESCAPES.get(c)
-    if width is not None:
-        digits = text[i + 1 : i + 1 + width]
-        if len(digits) != width or not all(d in "0123456789abcdefABCDEF" for d in digits):
-            raise _error(line, col, f"\\{c} needs {width} hex digits")
-        return chr(int(digits, 16)), i + 1 + width
-    return _ESCAPES.get(c, c), i + 1
-
-
-def _char_class(text: str, i: int, line: int, col: int) -> tuple[CharClass, int]:
-    negated = text.startswith("^", i)
-    i += negated
-    ranges: list[tuple[int, int]] = []
-    while i < len(text) and text[i] != "]":
-        lo, i = _class_char(text, i, line, col)
-        if text.startswith("-", i) and not text.startswith("-]", i):
-            hi, i = _class_char(text, i + 1, line, col)
-            if hi < lo:
-                raise _error(line, col, f"range {chr(lo)!r}-{chr(hi)!r} is out of order")
-            ranges.append((lo, hi))
-        else:
-            ranges.append((lo, lo))
-    if i >= len(text):
-        raise _error(line, col, "unterminated character class (missing ])")
-    if not ranges and not negated:
-        raise _error(line, col, "an empty character class matches nothing")
-    return CharClass(tuple(ranges), negated), i + 1
-
-
-def _class_char(text: str, i: int, line: int, col: int) -> tuple[int, int]:
-    if i >= len(text):
-        raise _error(line, col, "unterminated character class (missing ])")
-    if text[i] == "\\":
-        ch, i = _escape(text, i + 1, line, col)
-        return ord(ch), i
-    return ord(text[i]), i + 1
 
 
 def _error(line: int, col: int, what: str) -> InvalidConstraint:
@@ -266,13 +194,13 @@ class _Parser:
         while self._peek_kind() == "|":
             self._i += 1
             options.append(self._sequence())
-        return options[0] if len(options) == 1 else Alt(tuple(options))
+        return alternatives(options)
 
     def _sequence(self) -> Node:
         items: list[Node] = []
         while self._i < len(self._tokens) and not self._at_sequence_end():
             items.append(self._postfix(self._primary()))
-        return items[0] if len(items) == 1 else Seq(tuple(items))
+        return sequence(items)
 
     def _at_sequence_end(self) -> bool:
         kind = self._tokens[self._i].kind
@@ -287,8 +215,7 @@ class _Parser:
                 assert isinstance(tok.value, CharClass)
                 return tok.value
             case "regex":
-                compile_regex(str(tok.value))
-                return Pattern(str(tok.value))
+                return parse_regex(str(tok.value))
             case ".":
                 return ANY_CHAR
             case "ident":
@@ -342,90 +269,13 @@ def _refs(node: Node) -> list[str]:
     return []
 
 
-def _height(node: Node, rules: dict[str, float]) -> float:
-    """Depth of the shallowest derivation of `node`, given each rule's."""
-    match node:
-        case Ref(name):
-            return rules[name]
-        case Seq(items):
-            return max((_height(i, rules) for i in items), default=0)
-        case Alt(options):
-            return min(_height(o, rules) for o in options)
-        case Repeat(item, lo):
-            return 0 if lo == 0 else _height(item, rules)
-    return 0
-
-
 def _heights(rules: dict[str, Node]) -> dict[str, float]:
     heights = dict.fromkeys(rules, math.inf)
     changed = True
     while changed:  # a fixpoint: heights only fall, each to a finite value at most once
         changed = False
         for name, body in rules.items():
-            h = 1 + _height(body, heights)
+            h = 1 + height(body, heights)
             if h < heights[name]:
                 heights[name], changed = h, True
     return heights
-
-
-class _Writer:
-    def __init__(self, grammar: Grammar, rng: random.Random, out: list[str]) -> None:
-        self._rules = grammar.rules
-        self._heights = grammar.heights
-        self._rng = rng
-        self._out = out
-        self._size = 0
-
-    def emit(self, node: Node, depth: int) -> None:
-        match node:
-            case Text(text):
-                self._write(text)
-            case CharClass():
-                self._write(self._char(node))
-            case Pattern(regex):
-                self._write(text_from_regex(regex, self._rng))
-            case Ref(name):
-                self.emit(self._rules[name], depth + 1)
-            case Seq(items):
-                for item in items:
-                    self.emit(item, depth)
-            case Alt(options):
-                self.emit(self._option(options, depth), depth)
-            case Repeat(item, lo, hi):
-                for _ in range(self._count(item, lo, hi, depth)):
-                    self.emit(item, depth)
-
-    def _write(self, text: str) -> None:
-        self._size += len(text)
-        if self._size > _HARD_SIZE:
-            raise UnsupportedConstraint("the grammar's sentences are too long to generate")
-        self._out.append(text)
-
-    def _shortest(self, depth: int) -> bool:
-        return depth >= _RANDOM_DEPTH or self._size >= _SOFT_SIZE
-
-    def _option(self, options: tuple[Node, ...], depth: int) -> Node:
-        heights = [_height(o, self._heights) for o in options]
-        if self._shortest(depth):
-            return options[heights.index(min(heights))]
-        return self._rng.choice([o for o, h in zip(options, heights, strict=True) if h < math.inf])
-
-    def _count(self, item: Node, lo: int, hi: int | None, depth: int) -> int:
-        if self._shortest(depth) or math.isinf(_height(item, self._heights)):
-            return lo
-        top = lo + _EXTRA_REPEATS if hi is None else min(hi, lo + _EXTRA_REPEATS)
-        return self._rng.randint(lo, top)
-
-    def _char(self, cls: CharClass) -> str:
-        def inside(c: str) -> bool:
-            return any(lo <= ord(c) <= hi for lo, hi in cls.ranges)
-
-        if cls.negated:
-            allowed = [c for c in READABLE if not inside(c)]
-            if not allowed:
-                raise UnsupportedConstraint(
-                    "a negated character class excludes every readable character"
-                )
-            return self._rng.choice(allowed)
-        lo, hi = self._rng.choice(cls.ranges)
-        return chr(self._rng.randint(lo, hi))

@@ -33,6 +33,10 @@ _PREFIX: Final = {
     "tool_error": "Tool error: ",
 }
 
+_FIXED: Final = {
+    "overloaded": "Model is overloaded",
+    "incomplete_generation": "Incomplete generation",
+}
 #: Label values of `tgi_request_failure{err}` the router uses per kind.
 FAILURE_LABEL: Final = {
     "generation": "generation",
@@ -50,14 +54,8 @@ class InferError(Exception):
 
     def __init__(self, error_type: str, detail: str = "") -> None:
         self.error_type = error_type
-        if error_type == "overloaded":
-            message = "Model is overloaded"
-        elif error_type == "incomplete_generation":
-            message = "Incomplete generation"
-        else:
-            message = _PREFIX.get(error_type, "") + detail
-        super().__init__(message)
-        self.message = message
+        self.message = _FIXED.get(error_type) or _PREFIX.get(error_type, "") + detail
+        super().__init__(self.message)
 
     @property
     def status(self) -> int:
@@ -88,8 +86,7 @@ class BodyRejection(Exception):
 
     def __init__(self, status: int, message: str) -> None:
         super().__init__(message)
-        self.status = status
-        self.message = message
+        self.status, self.message = status, message
 
     def response(self) -> PlainTextResponse:
         return PlainTextResponse(self.message, status_code=self.status)

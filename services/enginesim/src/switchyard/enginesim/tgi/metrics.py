@@ -6,16 +6,28 @@ unlike `prometheus_client`), so this module keeps its own small per-app registry
 writes the text format itself. Buckets follow `router/src/server.rs`: 35 geometric ones
 from 0.15 ms (x1.5) for every `*_duration`, 100 linear ones up to `--max-input-tokens`
 for input lengths and up to `--max-total-tokens` for generated and new tokens. The gauges
-are read from the scheduler at scrape time, so they are always the live state.
+are read from the engine at scrape time, so they are always the live state.
+
+`--prometheus-port` is the router's second listener, which serves only `GET /metrics`: a
+minimal HTTP/1.1 responder (one request per connection, then close) is enough for a
+Prometheus scrape and keeps it off the API server's event handling.
 """
 
 from __future__ import annotations
 
-import bisect
-from collections.abc import Callable, Sequence
-from typing import Final
+import asyncio
+import contextlib
+from collections.abc import Callable
+from typing import TYPE_CHECKING, Final
 
-from switchyard.enginesim.tgi.config import TgiConfig
+from switchyard.enginesim.prometheus import Histogram
+from switchyard.enginesim.tgi.flags import Config
+
+if TYPE_CHECKING:
+    from switchyard.enginesim.tgi.engine import Engine
+
+_HEAD_LIMIT: Final = 16_384
+_READ_TIMEOUT_S: Final = 10.0
 
 _HELP: Final = {
     "tgi_request_count": "Total number of requests",
@@ -50,38 +62,18 @@ def _number(value: float) -> str:
     return str(int(value)) if float(value).is_integer() else repr(float(value))
 
 
-class Histogram:
-    __slots__ = ("bounds", "count", "counts", "total")
-
-    def __init__(self, bounds: Sequence[float]) -> None:
-        self.bounds = tuple(bounds)
-        self.counts = [0] * len(self.bounds)
-        self.count = 0
-        self.total = 0.0
-
-    def observe(self, value: float) -> None:
-        i = bisect.bisect_left(self.bounds, value)
-        if i < len(self.counts):
-            self.counts[i] += 1
-        self.count += 1
-        self.total += value
-
-    def lines(self, name: str) -> list[str]:
-        out, cumulative = [], 0
-        for bound, n in zip(self.bounds, self.counts, strict=True):
-            cumulative += n
-            out.append(f'{name}_bucket{{le="{bound}"}} {cumulative}')
-        out.append(f'{name}_bucket{{le="+Inf"}} {self.count}')
-        out.append(f"{name}_sum {_number(self.total)}")
-        out.append(f"{name}_count {self.count}")
-        return out
+def _lines(name: str, histogram: Histogram) -> list[str]:
+    out = [f'{name}_bucket{{le="{b}"}} {n}' for b, n in histogram.cumulative()[:-1]]
+    count = sum(histogram.counts)
+    out += [f'{name}_bucket{{le="+Inf"}} {count}', f"{name}_sum {_number(histogram.total)}"]
+    return [*out, f"{name}_count {count}"]
 
 
-class TgiMetrics:
-    """One simulator's metrics; `gauges` returns (queue size, batch size, batch max tokens)."""
+class Metrics:
+    """One simulator's metrics."""
 
-    def __init__(self, config: TgiConfig, gauges: Callable[[], tuple[int, int, int]]) -> None:
-        self._gauges = gauges
+    def __init__(self, config: Config, engine: Engine) -> None:
+        self._engine = engine
         self.request_count = 0
         self.request_success = 0
         self.failures: dict[str, int] = {}
@@ -103,35 +95,57 @@ class TgiMetrics:
         self.histograms[name].observe(value)
 
     def render(self) -> str:
-        queue, batch, batch_tokens = self._gauges()
-        blocks: list[list[str]] = [
-            [
-                *self._head("tgi_request_count", "counter"),
-                f"tgi_request_count {self.request_count}",
-            ],
-            [
-                *self._head("tgi_request_success", "counter"),
-                f"tgi_request_success {self.request_success}",
-            ],
+        scheduler = self._engine.scheduler
+        blocks = [
+            _block("tgi_request_count", "counter", [f"tgi_request_count {self.request_count}"]),
+            _block(
+                "tgi_request_success", "counter", [f"tgi_request_success {self.request_success}"]
+            ),
         ]
         if self.failures:
-            blocks.append(
-                self._head("tgi_request_failure", "counter")
-                + [
-                    f'tgi_request_failure{{err="{k}"}} {v}'
-                    for k, v in sorted(self.failures.items())
-                ]
-            )
+            failures = sorted(self.failures.items())
+            lines = [f'tgi_request_failure{{err="{k}"}} {v}' for k, v in failures]
+            blocks.append(_block("tgi_request_failure", "counter", lines))
         for name, value in (
-            ("tgi_queue_size", queue),
-            ("tgi_batch_current_size", batch),
-            ("tgi_batch_current_max_tokens", batch_tokens),
+            ("tgi_queue_size", scheduler.waiting),
+            ("tgi_batch_current_size", scheduler.running),
+            ("tgi_batch_current_max_tokens", self._engine.batch_tokens),
         ):
-            blocks.append([*self._head(name, "gauge"), f"{name} {value}"])
-        for name, histogram in self.histograms.items():
-            blocks.append(self._head(name, "histogram") + histogram.lines(name))
-        return "\n\n".join("\n".join(block) for block in blocks) + "\n"
+            blocks.append(_block(name, "gauge", [f"{name} {value}"]))
+        blocks += [_block(n, "histogram", _lines(n, h)) for n, h in self.histograms.items()]
+        return "\n\n".join(blocks) + "\n"
 
-    @staticmethod
-    def _head(name: str, kind: str) -> list[str]:
-        return [f"# HELP {name} {_HELP[name]}", f"# TYPE {name} {kind}"]
+
+def _block(name: str, kind: str, lines: list[str]) -> str:
+    return "\n".join([f"# HELP {name} {_HELP[name]}", f"# TYPE {name} {kind}", *lines])
+
+
+async def listen(host: str, port: int, render: Callable[[], str]) -> asyncio.Server:
+    """Listen on `host:port`; answer `GET /metrics` with `render()`, anything else 404."""
+
+    async def handle(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        try:
+            async with asyncio.timeout(_READ_TIMEOUT_S):
+                head = await reader.readuntil(b"\r\n\r\n")
+            parts = head.split(b"\r\n", 1)[0].split()
+            path = parts[1].split(b"?", 1)[0] if len(parts) >= 2 else b""
+            if parts[:1] == [b"GET"] and path == b"/metrics":
+                status, body = b"200 OK", render().encode()
+            else:
+                status, body = b"404 Not Found", b""
+            writer.write(
+                b"HTTP/1.1 " + status + b"\r\ncontent-type: text/plain; charset=utf-8\r\n"
+                b"content-length: "
+                + str(len(body)).encode()
+                + b"\r\nconnection: close\r\n\r\n"
+                + body
+            )
+            await writer.drain()
+        except (TimeoutError, asyncio.IncompleteReadError, asyncio.LimitOverrunError, OSError):
+            pass
+        finally:
+            writer.close()
+            with contextlib.suppress(OSError):
+                await writer.wait_closed()
+
+    return await asyncio.start_server(handle, host, port, limit=_HEAD_LIMIT)

@@ -1,4 +1,11 @@
-"""The simulated vLLM engine: admission, the constraint, generation, and pacing.
+"""The simulated vLLM engine: a request's checks, admission, generation and pacing.
+
+A request becomes a `Job` through vLLM 0.33's checks, in its order and words: the output
+limit against the context (`renderers/params.py:TokenizeParams`), the prompt's length in
+characters and then in tokens, the clamping of `max_tokens` to what the context leaves
+(`serve/utils/api_utils.py:get_max_tokens`), then `SamplingParams._verify_args`. The
+structured-output constraint is compiled when the job runs, as vLLM's engine compiles it
+when the request is added (so a bad one fails inside a stream).
 
 vLLM counts every unfinished request (running or waiting) against `--max-num-queued-reqs`
 and refuses past it (`AsyncLLM.check_admission`), while the scheduler runs at most
@@ -16,19 +23,130 @@ import math
 from collections import OrderedDict
 from collections.abc import AsyncGenerator, AsyncIterator, Sequence
 from dataclasses import dataclass
-from typing import Final
+from typing import Any, Final
 
 import orjson
 
-from switchyard.enginesim.generation import Generation, SamplingParams, generate
-from switchyard.enginesim.scheduler import Admission, Scheduler
-from switchyard.enginesim.structured import Constraint, ConstraintError
-from switchyard.enginesim.vllm.errors import InvalidRequest, QueueOverflow
-from switchyard.enginesim.vllm.inputs import ConstraintSpec, Job
-from switchyard.enginesim.vllm.metrics import VllmMetrics
+from switchyard.enginesim import chat_template, tokenizer
+from switchyard.enginesim.generation import Generation, Prompt, SamplingParams, decide, prompt_of
+from switchyard.enginesim.scheduler import QueueFull, Scheduler
+from switchyard.enginesim.stats import SimStats
+from switchyard.enginesim.structured import Constraint, ConstraintError, ConstraintKind
+from switchyard.enginesim.vllm.errors import InvalidRequest, QueueOverflow, VllmError
+from switchyard.enginesim.vllm.flags import Config
+from switchyard.enginesim.vllm.metrics import Metrics
+from switchyard.enginesim.vllm.wire import (
+    ChatCompletionRequest,
+    ChatMessage,
+    CompletionRequest,
+    SamplingRequest,
+)
 
+MAX_N_SEQUENCES: Final = 16384  # VLLM_MAX_N_SEQUENCES
+MAX_CHARS_PER_TOKEN: Final = max(len(tokenizer.token_text(i)) for i in range(tokenizer.CHAR_BASE))
+_SAMPLING_EPS: Final = 1e-5
 _CONSTRAINT_CACHE: Final = 128
-_INLINE_TOKENS: Final = 2048  # bigger generations are computed off the event loop
+
+
+@dataclass(frozen=True, slots=True)
+class ConstraintSpec:
+    """A structured-output constraint as requested, before the engine compiles it."""
+
+    kind: ConstraintKind
+    value: Any
+
+
+@dataclass(frozen=True, slots=True)
+class Choice:
+    """One sequence to generate: its index in the response, its prompt, its sampling."""
+
+    index: int
+    prompt: int
+    params: SamplingParams
+
+
+@dataclass(frozen=True, slots=True)
+class Job:
+    """A request the engine can run."""
+
+    request_id: str
+    prompts: tuple[Prompt, ...]
+    choices: tuple[Choice, ...]
+    constraint: ConstraintSpec | None
+    stop_token_ids: frozenset[int]
+    include_stop_str_in_output: bool
+    max_tokens: int  # the largest output limit of its prompts, for the metrics
+    n: int
+    arrival: float  # event-loop time the request arrived
+
+    @property
+    def prompt_tokens(self) -> int:
+        return sum(p.tokens for p in self.prompts)
+
+
+def render_chat(
+    messages: Sequence[ChatMessage], model: str, *, add_generation_prompt: bool,
+    continue_final_message: bool,
+) -> str:  # fmt: skip
+    """The prompt text for chat messages, with the simulated model's template."""
+    rendered = [{"role": m.role, "content": _text(m, model)} for m in messages]
+    try:
+        text = chat_template.render(rendered, add_generation_prompt=add_generation_prompt)
+    except ValueError as exc:
+        raise VllmError(str(exc)) from None
+    # continue_final_message leaves the last message open, so the model continues it.
+    return text.removesuffix(f"{tokenizer.IM_END}\n") if continue_final_message else text
+
+
+def _text(message: ChatMessage, model: str) -> str:
+    """A message's content as text: a string, or its text parts joined by newlines."""
+    if message.content is None or isinstance(message.content, str):
+        return message.content or ""
+    if any(part.type != "text" or part.text is None for part in message.content):
+        raise VllmError(f"{model} is not a multimodal model")  # the simulated model reads text
+    return "\n".join(str(part.text) for part in message.content)
+
+
+def decode(ids: Sequence[int]) -> str:
+    if ids and max(ids) >= tokenizer.VOCAB_SIZE:
+        raise InvalidRequest(f"Token id {max(ids)} is out of vocabulary")
+    return tokenizer.decode(ids)
+
+
+def constraint_spec(req: SamplingRequest) -> ConstraintSpec | None:
+    """The request's constraint: `response_format` overrides `structured_outputs`, as in vLLM."""
+    so, rf = req.structured_outputs, req.response_format
+    if rf is not None and rf.type != "text":
+        if so is not None and any(
+            k is not None for k in (so.json_, so.regex, so.choice, so.grammar, so.structural_tag)
+        ):
+            # vLLM merges the two into one StructuredOutputsParams, which then holds two.
+            raise InvalidRequest(
+                "You can only use one kind of structured outputs constraint but multiple "
+                "are specified"
+            )
+        if rf.type == "json_object":
+            return ConstraintSpec("json_object", None)
+        if rf.json_schema is None or rf.json_schema.json_schema is None:
+            raise InvalidRequest(
+                "You must use one kind of structured outputs constraint but none are specified"
+            )
+        return ConstraintSpec("json_schema", rf.json_schema.json_schema)
+    if so is None:
+        return None
+    if so.structural_tag is not None:
+        raise InvalidRequest(
+            "structural_tag is not supported by the simulator", parameter="structured_outputs"
+        )
+    if so.json_ is not None:
+        return ConstraintSpec("json_schema", so.json_)
+    if so.regex is not None:
+        return ConstraintSpec("regex", so.regex)
+    if so.choice is not None:
+        return ConstraintSpec("choice", tuple(so.choice))
+    if so.grammar is not None:
+        return ConstraintSpec("grammar", so.grammar)
+    return ConstraintSpec("json_object", None) if so.json_object else None
 
 
 @dataclass(frozen=True, slots=True)
@@ -54,24 +172,15 @@ class Outcome:
     completion_tokens: int
 
 
-def _stop_at_token(
-    gen: Generation, stop_token_ids: frozenset[int]
-) -> tuple[Generation, int | None]:
-    """Cut at the first generated token in `stop_token_ids` (it counts, its text is not shown)."""
-    for i, tid in enumerate(gen.token_ids):
-        if tid in stop_token_ids:
-            return Generation(gen.tokens[:i], gen.token_ids[:i], "stop", None, i + 1), tid
-    return gen, None
-
-
-def outcome(index: int, prompt: int, gen: Generation, job: Job) -> Outcome:
+def outcome(choice: Choice, gen: Generation, job: Job) -> Outcome:
     """A sequence's steps: one per token shown, then one for the tokens that ended it
     (EOS, or what completed a stop string), which carries the finish reason."""
     stop_reason: str | int | None = gen.matched_stop
-    if job.stop_token_ids:
-        gen, stop_id = _stop_at_token(gen, job.stop_token_ids)
-        if stop_id is not None:
-            stop_reason = stop_id
+    for i, tid in enumerate(gen.token_ids):
+        if tid in job.stop_token_ids:  # it counts; its text is not shown
+            gen = Generation(gen.tokens[:i], gen.token_ids[:i], "stop", None, i + 1)
+            stop_reason = tid
+            break
     suffix = gen.matched_stop if job.include_stop_str_in_output and gen.matched_stop else ""
     steps = [Step(piece, 1) for piece in gen.tokens]
     extra = gen.completion_tokens - len(gen.tokens)
@@ -81,14 +190,9 @@ def outcome(index: int, prompt: int, gen: Generation, job: Job) -> Outcome:
         last = steps[-1]
         steps[-1] = Step(last.text + suffix, last.tokens, gen.finish_reason, stop_reason)
     return Outcome(
-        index=index,
-        prompt=prompt,
-        text=gen.text + suffix,
-        steps=tuple(steps),
-        finish_reason=gen.finish_reason,
-        stop_reason=stop_reason,
-        completion_tokens=gen.completion_tokens,
-    )
+        choice.index, choice.prompt, gen.text + suffix, tuple(steps), gen.finish_reason,
+        stop_reason, gen.completion_tokens,
+    )  # fmt: skip
 
 
 @dataclass(slots=True)
@@ -117,8 +221,7 @@ class Ticket:
     __slots__ = ("_engine", "_n")
 
     def __init__(self, engine: Engine, n: int) -> None:
-        self._engine = engine
-        self._n = n
+        self._engine, self._n = engine, n
         engine.unfinished += n
         engine.requests += 1
 
@@ -130,50 +233,174 @@ class Ticket:
 
 
 class Engine:
-    def __init__(
-        self,
-        scheduler: Scheduler,
-        metrics: VllmMetrics,
-        *,
-        max_num_queued_reqs: int | None,
-        block_size: int,
-        num_gpu_blocks: int,
-    ) -> None:
-        self.scheduler = scheduler
-        self.metrics = metrics
-        self.max_num_queued_reqs = max_num_queued_reqs
-        self.block_size = block_size
-        self.num_gpu_blocks = num_gpu_blocks
+    """One simulated vLLM engine (engine 0) serving `config.model_name`."""
+
+    def __init__(self, config: Config) -> None:
+        self.config = config
+        self.stats = SimStats()
+        self.scheduler = Scheduler(config.max_num_seqs, None, config.sim.latency)
+        self.metrics = Metrics(config.model_name, config.max_model_len, self)
         self.unfinished = 0
         self.requests = 0
         self._live: dict[int, Live] = {}
         self._constraints: OrderedDict[str, Constraint] = OrderedDict()
-        metrics.bind(self)
 
-    # --- admission -------------------------------------------------------------------
-    def ticket(self, n: int) -> Ticket:
-        """Count a request as unfinished, or refuse it when the limit is reached."""
-        limit = self.max_num_queued_reqs
+    # --- a request's checks, in vLLM's order (see the module's docstring) ------------------
+    async def job(
+        self, request_id: str, req: CompletionRequest | ChatCompletionRequest, arrival: float
+    ) -> Job:
+        """The request's prompts and each choice's sampling parameters, checked."""
+        limit, param = req.output_limit
+        if limit is not None and limit > self.config.max_model_len:
+            raise InvalidRequest(
+                f"{param}={limit} cannot be greater than max_model_len={self.config.max_model_len}. "
+                "Please request fewer output tokens.",
+                parameter=param,
+                value=limit,
+            )
+        prompts = [await self._prompt(text) for text in self._texts(req)]
+        choices: list[Choice] = []
+        for p, prompt in enumerate(prompts):
+            room = (
+                self.config.max_model_len - prompt.tokens
+            )  # vLLM clamps to it; it does not refuse
+            tokens = room if limit is None else min(room, limit)
+            for i in range(req.n):
+                params = self.sampling(req, tokens, i)
+                choices.append(Choice(index=p * req.n + i, prompt=p, params=params))
+        return Job(
+            request_id=request_id,
+            prompts=tuple(prompts),
+            choices=tuple(choices),
+            constraint=constraint_spec(req),
+            stop_token_ids=frozenset(req.stop_token_ids or ()),
+            include_stop_str_in_output=req.include_stop_str_in_output,
+            max_tokens=max((c.params.max_tokens or 0 for c in choices), default=0),
+            n=req.n,
+            arrival=arrival,
+        )
+
+    def _texts(self, req: CompletionRequest | ChatCompletionRequest) -> list[str]:
+        if isinstance(req, ChatCompletionRequest):
+            return [
+                render_chat(
+                    req.messages,
+                    self.config.model_name,
+                    add_generation_prompt=req.add_generation_prompt,
+                    continue_final_message=req.continue_final_message,
+                )
+            ]
+        raw = req.prompt
+        if isinstance(raw, str):
+            return [raw]
+        if raw and all(isinstance(p, int) for p in raw):
+            return [decode([p for p in raw if isinstance(p, int)])]
+        return [
+            p if isinstance(p, str) else decode(p) for p in raw or () if isinstance(p, str | list)
+        ]
+
+    async def _prompt(self, text: str) -> Prompt:
+        limit = self.config.max_model_len
+        max_chars = limit * MAX_CHARS_PER_TOKEN
+        if len(text) > max_chars:
+            # Refused before tokenizing, to spare the work (vLLM's `_text_len_check`).
+            raise InvalidRequest(
+                f"This model's maximum context length is {limit} tokens. However, your "
+                f"prompt contains {len(text)} characters (more than {max_chars} characters, "
+                f"which is the upper bound for {limit} input tokens). "
+                "Please reduce the length of the input prompt.",
+                parameter="input_text",
+                value=len(text),
+            )
+        prompt = await prompt_of(text)
+        if prompt.tokens > limit:
+            # vLLM tokenizes with truncation at limit + 1, so it only knows "at least".
+            raise InvalidRequest(
+                f"This model's maximum context length is {limit} tokens. However, your "
+                f"prompt contains at least {limit + 1} input tokens, which exceeds this limit "
+                "even without any output tokens. Please reduce the length of the input prompt.",
+                parameter="input_tokens",
+                value=limit + 1,
+            )
+        return prompt
+
+    def sampling(self, req: SamplingRequest, max_tokens: int, index: int) -> SamplingParams:
+        """`SamplingParams` for choice `index`, checked as vLLM's `_verify_args` does."""
+        n, min_tokens, stops = req.n, req.min_tokens, req.stop_strings
+        temperature = 1.0 if req.temperature is None else req.temperature
+        top_p = 1.0 if req.top_p is None else req.top_p
+        top_k = 0 if req.top_k is None else req.top_k
+        min_p = 0.0 if req.min_p is None else req.min_p
+        repetition = 1.0 if req.repetition_penalty is None else req.repetition_penalty
+        presence, frequency = req.presence_penalty or 0.0, req.frequency_penalty or 0.0
+        greedy = temperature < _SAMPLING_EPS
+        n_limit = f"at most {MAX_N_SEQUENCES}, got {n}. To increase this limit, set the "
+        n_limit += "VLLM_MAX_N_SEQUENCES environment variable"
+        rules = (  # (broken, message, the parameter vLLM names), in `_verify_args`' order
+            (n < 1, f"n must be at least 1, got {n}.", None),
+            (n > MAX_N_SEQUENCES, f"n must be {n_limit}.", None),
+            (not -2 <= presence <= 2, f"presence_penalty must be in [-2, 2], got {presence}.", None),
+            (not -2 <= frequency <= 2, f"frequency_penalty must be in [-2, 2], got {frequency}.", None),
+            (not math.isfinite(repetition), f"repetition_penalty must be a finite number, got {repetition}.", None),
+            (repetition <= 0, f"repetition_penalty must be greater than zero, got {repetition}.", None),
+            (not math.isfinite(temperature), f"temperature must be a finite number, got {temperature}.", "temperature"),
+            (temperature < 0, f"temperature must be non-negative, got {temperature}.", "temperature"),
+            (temperature > 2, f"temperature must be in [0, 2], got {temperature}.", "temperature"),
+            (not 0 < top_p <= 1, f"top_p must be in (0, 1], got {top_p}.", "top_p"),
+            (top_k < -1, f"top_k must be 0 (disable), or at least 1, got {top_k}.", None),
+            (not 0 <= min_p <= 1, f"min_p must be in [0, 1], got {min_p}.", None),
+            (max_tokens < 1, f"max_tokens must be at least 1, got {max_tokens}.", "max_tokens"),
+            (min_tokens < 0, f"min_tokens must be greater than or equal to 0, got {min_tokens}.", None),
+            (
+                min_tokens > max_tokens,
+                f"min_tokens must be less than or equal to max_tokens={max_tokens}, got {min_tokens}.", None,
+            ),
+            (any(not s for s in stops), "stop cannot contain an empty string.", None),
+            (greedy and n > 1, f"n must be 1 when using greedy sampling, got {n}.", None),
+        )  # fmt: skip
+        values = {"temperature": temperature, "top_p": top_p, "max_tokens": max_tokens}
+        for broken, message, param in rules:
+            if broken:
+                value = values[param] if param else None
+                raise InvalidRequest(message, parameter=param, value=value)
+        seed = None if req.seed == -1 else req.seed
+        seed = self.config.sim.seed if seed is None else seed
+        if seed is not None and n > 1:
+            seed += index  # vLLM gives each of n sequences its own seed: seed + index
+        return SamplingParams(
+            max_tokens=max_tokens,
+            temperature=0.0 if greedy else temperature,
+            top_p=1.0 if greedy else top_p,
+            top_k=0 if greedy else top_k,
+            seed=seed,
+            stop=stops,
+            ignore_eos=req.ignore_eos,
+            min_tokens=min_tokens,
+        )
+
+    def ticket(self, n: int, request_id: str, traceparent: str | None) -> Ticket:
+        """Count a request as unfinished, or refuse it (and count that) past the limit."""
+        limit = self.config.max_num_queued_reqs
         if limit is not None and self.unfinished + n > limit:
-            self.metrics.admission_rejected("max_num_queued_reqs")
+            self.metrics.rejections["max_num_queued_reqs"] += 1
+            with contextlib.suppress(QueueFull), self.stats.track(request_id, traceparent):
+                raise QueueFull("The request queue is full.")  # counted as rejected
             raise QueueOverflow()
         return Ticket(self, n)
 
     # --- what metrics read at scrape time ----------------------------------------------
     def kv_cache_usage(self, now: float) -> float:
-        if not self._live:
-            return 0.0
+        block = self.config.block_size
         blocks = sum(
-            math.ceil((live.prompt_tokens + live.generated(now)) / self.block_size)
-            for live in self._live.values()
+            math.ceil((x.prompt_tokens + x.generated(now)) / block) for x in self._live.values()
         )
-        return min(1.0, blocks / self.num_gpu_blocks)
+        return min(1.0, blocks / self.config.num_gpu_blocks)
 
     def generating(self, now: float) -> int:
         """Tokens generated so far by the running requests."""
         return sum(live.generated(now) for live in self._live.values())
 
-    # --- the constraint ----------------------------------------------------------------
+    # --- running a job -----------------------------------------------------------------
     async def constraint(self, spec: ConstraintSpec) -> Constraint:
         """The compiled constraint (cached), or vLLM's 400 for one it cannot compile."""
         key = spec.kind + "\x00" + orjson.dumps(spec.value, option=orjson.OPT_SORT_KEYS).decode()
@@ -191,94 +418,73 @@ class Engine:
             self._constraints.popitem(last=False)
         return compiled
 
-    async def _params(self, job: Job) -> list[SamplingParams]:
-        params = [choice.params for choice in job.choices]
-        if job.constraint is None:
-            return params
-        constraint = await self.constraint(job.constraint)
-        return [dataclasses.replace(p, constraint=constraint) for p in params]
-
-    # --- generation ----------------------------------------------------------------------
-    async def _generate(self, job: Job, params: Sequence[SamplingParams]) -> list[Outcome]:
-        def run() -> list[Outcome]:
-            outcomes = []
-            for choice, p in zip(job.choices, params, strict=True):
-                try:
-                    gen = generate(job.prompts[choice.prompt].text, p, default_max_tokens=16)
-                except ConstraintError as exc:
-                    assert job.constraint is not None
-                    raise InvalidRequest(_compile_error(job.constraint, exc)) from None
-                outcomes.append(outcome(choice.index, choice.prompt, gen, job))
-            return outcomes
-
-        budget = sum(p.max_tokens or 0 for p in params)
-        if len(params) == 1 and budget <= _INLINE_TOKENS:
-            return run()
-        return await asyncio.to_thread(run)
+    async def _outcomes(self, job: Job, constraint: Constraint | None) -> list[Outcome]:
+        outcomes = []
+        for choice in job.choices:
+            params: SamplingParams = dataclasses.replace(choice.params, constraint=constraint)
+            try:
+                gen = await decide(job.prompts[choice.prompt].text, params, default_max_tokens=16)
+            except ConstraintError as exc:
+                assert job.constraint is not None
+                raise InvalidRequest(_compile_error(job.constraint, exc)) from None
+            outcomes.append(outcome(choice, gen, job))
+        return outcomes
 
     @contextlib.asynccontextmanager
     async def _running(self, job: Job) -> AsyncIterator[tuple[list[Outcome], Live]]:
         """Admit the job (FIFO queue), generate it, and account for it until it ends."""
-        params = await self._params(job)
+        constraint = await self.constraint(job.constraint) if job.constraint else None
         async with self.scheduler.admit(job.prompt_tokens) as admission:
-            outcomes = await self._generate(job, params)
+            outcomes = await self._outcomes(job, constraint)
             loop = asyncio.get_running_loop()
-            first_at = loop.time() + self.scheduler.latency.first_token_s(job.prompt_tokens)
+            latency = self.scheduler.latency
             live = Live(
                 prompt_tokens=job.prompt_tokens,
                 tokens=sum(o.completion_tokens for o in outcomes),
                 steps=max(len(o.steps) for o in outcomes),
-                first_at=first_at,
-                itl=self.scheduler.latency.itl_s,
+                first_at=loop.time() + latency.first_token_s(job.prompt_tokens),
+                itl=latency.itl_s,
             )
-            key = id(live)
-            self._live[key] = live
+            self._live[id(live)] = live
             self.metrics.scheduled(job)
             try:
                 yield outcomes, live
             except BaseException:
                 # Aborted (the client left) or failed: no success is recorded, as in vLLM.
-                self.metrics.aborted(live.generated(loop.time()))
+                self.metrics.generation_tokens += live.generated(loop.time())
                 raise
             else:
-                self._finished(job, outcomes, live, admission, loop.time())
+                now = loop.time()
+                self.metrics.finished(
+                    job, outcomes, queued_s=admission.queued_s, ttft_s=live.first_at - job.arrival,
+                    e2e_s=now - job.arrival, prefill_s=latency.first_token_s(job.prompt_tokens),
+                    itl_s=latency.itl_s,
+                )  # fmt: skip
             finally:
-                del self._live[key]
+                del self._live[id(live)]
 
-    def _finished(
-        self, job: Job, outcomes: list[Outcome], live: Live, admission: Admission, now: float
-    ) -> None:
-        latency = self.scheduler.latency
-        prefill_s = latency.first_token_s(job.prompt_tokens)
-        self.metrics.finished(
-            job,
-            outcomes,
-            queued_s=admission.queued_s,
-            ttft_s=live.first_at - job.arrival,
-            e2e_s=now - job.arrival,
-            prefill_s=prefill_s,
-            itl_s=latency.itl_s,
-        )
-
-    async def run(self, job: Job) -> list[Outcome]:
+    async def run(self, job: Job, traceparent: str | None) -> list[Outcome]:
         """A whole (non-streaming) request: done when its last token would be."""
-        async with self._running(job) as (outcomes, live):
-            await self.scheduler.sleep_generation(live.steps, job.prompt_tokens)
-        return outcomes
+        with self.stats.track(job.request_id, traceparent):
+            async with self._running(job) as (outcomes, live):
+                await self.scheduler.sleep_generation(live.steps, job.prompt_tokens)
+            return outcomes
 
-    async def stream(self, job: Job) -> AsyncGenerator[list[tuple[Outcome, Step]], None]:
+    async def stream(
+        self, job: Job, traceparent: str | None
+    ) -> AsyncGenerator[list[tuple[Outcome, Step]], None]:
         """A streaming request: per engine step, the step of each sequence still going."""
-        async with self._running(job) as (outcomes, live):
-            async for k in self.scheduler.pace(range(live.steps), job.prompt_tokens):
-                yield [(o, o.steps[k]) for o in outcomes if k < len(o.steps)]
+        with self.stats.track(job.request_id, traceparent, stream=True):
+            async with self._running(job) as (outcomes, live):
+                async for k in self.scheduler.pace(range(live.steps), job.prompt_tokens):
+                    yield [(o, o.steps[k]) for o in outcomes if k < len(o.steps)]
 
 
 def _compile_error(spec: ConstraintSpec, exc: ConstraintError) -> str:
     """vLLM's text for a constraint its grammar backend cannot compile."""
-    if spec.kind == "regex":
-        return f"Failed to transform regex into a grammar: {exc}"
-    if spec.kind == "choice":
-        return f"Failed to transform choices into a grammar: {exc}"
+    if spec.kind in ("regex", "choice"):
+        kind = "choices" if spec.kind == "choice" else "regex"
+        return f"Failed to transform {kind} into a grammar: {exc}"
     if spec.kind == "grammar":
         return "Invalid grammar specification."
     if isinstance(spec.value, str):

@@ -4,7 +4,7 @@ Mirrors `vllm/entrypoints/serve/exception_handling/`: `VLLMValidationError` → 
 `BadRequestError` with `param` (its text gains ` (parameter=…, value=…)`), not found →
 404 `NotFoundError`, queue limits → 503 `Service Unavailable`, request-body validation
 (FastAPI's `RequestValidationError`, including malformed JSON) → 400 `Bad Request` with
-vLLM's bounded rendering of each error.
+vLLM's bounded rendering of each error, anything else → 500 `InternalServerError`.
 """
 
 from __future__ import annotations
@@ -18,13 +18,16 @@ from starlette.exceptions import HTTPException
 from starlette.requests import Request
 from starlette.responses import Response
 
-from switchyard.enginesim.serving import OrjsonResponse
+from switchyard.enginesim.bodies import InvalidBody
+from switchyard.enginesim.serving import ClientDisconnected, OrjsonResponse
 
 log = logging.getLogger("switchyard.enginesim.vllm")
 
 _MAX_REPORTED_ERRORS: Final = 10
 _MAX_ERROR_INPUT_CHARS: Final = 200
 _MAX_ERROR_CHARS: Final = 1000
+#: vLLM's `validate_json_request` refusal, as it words it.
+UNSUPPORTED_MEDIA_TYPE: Final = "Unsupported Media Type: Only 'application/json' is allowed"
 
 
 def error_body(message: str, err_type: str, code: int, param: str | None = None) -> dict[str, Any]:
@@ -50,11 +53,9 @@ class InvalidRequest(VllmError):
     """`VLLMValidationError`: 400 with the parameter named, and in the text."""
 
     def __init__(self, message: str, *, parameter: str | None = None, value: Any = None) -> None:
-        extras = []
-        if parameter is not None:
-            extras.append(f"parameter={parameter}")
-        if value is not None:
-            extras.append(f"value={value}")
+        extras = [
+            f"{k}={v}" for k, v in (("parameter", parameter), ("value", value)) if v is not None
+        ]
         super().__init__(f"{message} ({', '.join(extras)})" if extras else message, parameter)
 
 
@@ -81,31 +82,20 @@ class QueueOverflow(VllmError):
         )
 
 
-class RequestInvalid(Exception):
-    """FastAPI's `RequestValidationError`: the body failed to parse or validate."""
-
-    def __init__(self, errors: Sequence[Any]) -> None:
-        super().__init__(f"{len(errors)} validation errors")
-        self.errors = list(errors)
+def _bounded(text: str, limit: int) -> str:
+    return text[:limit] + "...[truncated]" if len(text) > limit else text
 
 
 def _summarize_input(value: object) -> object:
     # Bounded like vLLM: pydantic echoes the whole input in every error.
-    if isinstance(value, str):
-        if len(value) > _MAX_ERROR_INPUT_CHARS:
-            return value[:_MAX_ERROR_INPUT_CHARS] + "...[truncated]"
-        return value
     if isinstance(value, bytes | bytearray):
         return f"<{type(value).__name__} of {len(value)} bytes>"
     if isinstance(value, list | tuple | set | frozenset | dict):
         return f"<{type(value).__name__} of {len(value)} items>"
-    text = str(value)
-    if len(text) > _MAX_ERROR_INPUT_CHARS:
-        return text[:_MAX_ERROR_INPUT_CHARS] + "...[truncated]"
-    return text
+    return _bounded(value if isinstance(value, str) else str(value), _MAX_ERROR_INPUT_CHARS)
 
 
-def _clean_loc(loc: Sequence[Any]) -> str:
+def _location(loc: Sequence[Any]) -> str:
     # Our models have no wrapper validators, so every segment is a field name or an index.
     return ".".join(str(part) for part in loc)
 
@@ -116,18 +106,16 @@ def _format_error(error: object) -> str:
         if "input" in error:
             error["input"] = _summarize_input(error["input"])
         if isinstance(error.get("loc"), tuple | list):
-            error["loc"] = _clean_loc(error["loc"])
-    text = str(error)
-    if len(text) > _MAX_ERROR_CHARS:
-        text = text[:_MAX_ERROR_CHARS] + "...[truncated]"
-    return text
+            error["loc"] = _location(error["loc"])
+    return _bounded(str(error), _MAX_ERROR_CHARS)
 
 
 def validation_body(errors: Sequence[Any]) -> dict[str, Any]:
     """vLLM's body for a `RequestValidationError` (its `validation_exception_handler`)."""
     param = None
     if errors and isinstance(errors[0], dict) and errors[0].get("loc"):
-        param = _clean_loc(errors[0]["loc"])
+        param = _location(errors[0]["loc"])
+    message = "Validation error"
     if errors:
         label = "error" if len(errors) == 1 else "errors"
         reported = errors[:_MAX_REPORTED_ERRORS]
@@ -136,22 +124,20 @@ def validation_body(errors: Sequence[Any]) -> dict[str, Any]:
         if len(errors) > len(reported):
             message += f"  ...and {len(errors) - len(reported)} more {label}\n"
         message = message.rstrip()
-    else:
-        message = "Validation error"
     return error_body(message, HTTPStatus.BAD_REQUEST.phrase, HTTPStatus.BAD_REQUEST.value, param)
 
 
-async def vllm_error_handler(request: Request, exc: Exception) -> Response:
+async def _vllm_error(request: Request, exc: Exception) -> Response:
     assert isinstance(exc, VllmError)
     return OrjsonResponse(exc.body(), status_code=exc.status.value)
 
 
-async def request_invalid_handler(request: Request, exc: Exception) -> Response:
-    assert isinstance(exc, RequestInvalid)
+async def _invalid_body(request: Request, exc: Exception) -> Response:
+    assert isinstance(exc, InvalidBody)
     return OrjsonResponse(validation_body(exc.errors), status_code=HTTPStatus.BAD_REQUEST.value)
 
 
-async def http_exception_handler(request: Request, exc: Exception) -> Response:
+async def _http_exception(request: Request, exc: Exception) -> Response:
     """Starlette's own errors (unknown route: 404, wrong method: 405) in vLLM's body."""
     assert isinstance(exc, HTTPException)
     status = HTTPStatus(exc.status_code)
@@ -159,10 +145,23 @@ async def http_exception_handler(request: Request, exc: Exception) -> Response:
     return OrjsonResponse(body, status_code=status.value, headers=exc.headers)
 
 
-async def unexpected_error_handler(request: Request, exc: Exception) -> Response:
+async def _unexpected(request: Request, exc: Exception) -> Response:
     """vLLM's safety net: anything else is a 500 `InternalServerError`."""
     log.error("unexpected error on %s", request.url.path, exc_info=exc)
     status = HTTPStatus.INTERNAL_SERVER_ERROR
     return OrjsonResponse(
         error_body(str(exc), "InternalServerError", status.value), status_code=status.value
     )
+
+
+async def _disconnected(request: Request, exc: Exception) -> Response:
+    return Response()  # nobody reads it
+
+
+HANDLERS: Final = {
+    ClientDisconnected: _disconnected,
+    VllmError: _vllm_error,
+    InvalidBody: _invalid_body,
+    HTTPException: _http_exception,
+    Exception: _unexpected,
+}

@@ -1,0 +1,119 @@
+"""The command line of `python -m sglang.launch_server`, as far as the simulator honours it.
+
+Flags keep SGLang's names and defaults (`srt/arg_groups/fields/`); flags that only tune a
+GPU (`--tp-size`, `--mem-fraction-static`, ...) are accepted and ignored, so the same
+command line starts the real engine or the simulator. Unknown flags are refused, as
+SGLang refuses them. SGLang reads its API keys from the command line only.
+"""
+
+from __future__ import annotations
+
+import argparse
+from collections.abc import Sequence
+from dataclasses import dataclass
+from typing import Final
+
+from switchyard.enginesim.flags import (
+    SimOptions,
+    add_sim_arguments,
+    at_least,
+    checked,
+    from_args,
+    new_parser,
+    seconds,
+)
+
+#: The simulated model's own context length (its config.json), used without --context-length.
+MODEL_CONTEXT_LENGTH: Final = 8192
+#: Requests generating at once when --max-running-requests is not given.
+DEFAULT_MAX_RUNNING: Final = 256
+#: Seconds after a stream's end before SGLang aborts its rid (`create_abort_task`).
+STREAM_END_ABORT_DELAY_S: Final = 2.0
+
+
+@dataclass(frozen=True, slots=True)
+class Config:
+    model_path: str
+    served_model_name: str
+    host: str
+    port: int
+    context_length: int
+    #: Whether --context-length was given (SGLang checks chat max_completion_tokens only then).
+    context_length_set: bool
+    max_running_requests: int
+    max_queued_requests: int | None
+    max_total_tokens: int
+    enable_metrics: bool
+    incremental_streaming_output: bool
+    allow_auto_truncate: bool
+    stream_response_default_include_usage: bool
+    enable_cache_report: bool
+    enable_trace: bool
+    #: Whether `sampling_seed` counts (SGLang ignores it otherwise).
+    enable_deterministic_inference: bool
+    tp_size: int
+    mem_fraction_static: float | None
+    sim: SimOptions
+    #: Simulator only: the delay of SGLang's abort after a stream's end (2 s in SGLang).
+    abort_delay_s: float = STREAM_END_ABORT_DELAY_S
+    #: The bearer token every route but the probes needs; None or "": none.
+    api_key: str | None = None
+    #: The bearer token of the admin routes (`/abort_request`), instead of `api_key`.
+    admin_api_key: str | None = None
+
+
+_port = checked(int, lambda value: 0 <= value <= 65535, "a port")
+
+
+def parser() -> argparse.ArgumentParser:
+    p = new_parser("sglang", "SGLang's HTTP API served by a CPU simulator.", allow_abbrev=False)
+    add = p.add_argument
+    add("--model-path", "--model", required=True, help="the model to 'load' (a name)")
+    add("--tokenizer-path", default=None, help="accepted; the simulator has one tokenizer")
+    add("--served-model-name", default=None, help="the name in /v1/models (default: model path)")
+    add("--host", default="127.0.0.1")
+    add("--port", type=_port, default=30000)
+    add("--context-length", type=at_least(1), default=None, help="the model's context length")
+    add("--max-running-requests", type=at_least(1), default=None)
+    add("--max-queued-requests", type=at_least(0), default=None, help="default: unlimited")
+    add("--max-total-tokens", type=at_least(1), default=None, help="KV-cache pool in tokens")
+    add("--enable-metrics", action="store_true", help="serve Prometheus metrics at /metrics")
+    add("--incremental-streaming-output", action="store_true", help="native streams send deltas")
+    add("--allow-auto-truncate", action="store_true", help="truncate over-long prompts")
+    add("--stream-response-default-include-usage", action="store_true")
+    add("--enable-cache-report", action="store_true")
+    add("--enable-trace", action="store_true", help="accepted; requests' traceparent is recorded")
+    add(
+        "--enable-deterministic-inference", action="store_true",
+        help="sample with each request's sampling_seed (42 without one); ignored otherwise",
+    )  # fmt: skip
+    add("--api-key", default=None, help="require this bearer token (probes stay open)")
+    add("--admin-api-key", default=None, help="the bearer token of the admin routes")
+    add("--otlp-traces-endpoint", default="localhost:4317", help="accepted and ignored")
+    add("--tp-size", "--tensor-parallel-size", type=at_least(1), default=1, help="ignored")
+    add("--mem-fraction-static", type=float, default=None, help="ignored")
+    for flag in ("--trust-remote-code", "--skip-server-warmup"):
+        add(flag, action="store_true", help="ignored")
+    add("--dtype", default="auto", help="ignored")
+    add("--log-level", default="info", help="ignored")
+    add_sim_arguments(p)
+    add(
+        "--sim-abort-delay", type=seconds, default=STREAM_END_ABORT_DELAY_S, metavar="S",
+        help="simulator only: seconds after a stream's end before its rid is aborted "
+        f"(SGLang: {STREAM_END_ABORT_DELAY_S:g})",
+    )  # fmt: skip
+    return p
+
+
+def parse(argv: Sequence[str] | None = None) -> Config:
+    args = parser().parse_args(argv)
+    max_running: int = args.max_running_requests or DEFAULT_MAX_RUNNING
+    context_length: int = args.context_length or MODEL_CONTEXT_LENGTH
+    return from_args(
+        Config, args, served_model_name=args.served_model_name or args.model_path,
+        context_length=context_length, context_length_set=args.context_length is not None,
+        max_running_requests=max_running,
+        # Enough KV cache for every running request at full length, unless told otherwise.
+        max_total_tokens=args.max_total_tokens or context_length * max_running,
+        abort_delay_s=args.sim_abort_delay,
+    )  # fmt: skip

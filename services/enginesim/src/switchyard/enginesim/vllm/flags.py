@@ -1,0 +1,146 @@
+"""`vllm serve`'s command line, parsed into a `Config`.
+
+The flags that shape behaviour (names, limits, context length, KV cache size, headers,
+API keys, also from `VLLM_API_KEY`) are honoured; other common vLLM flags are accepted
+and ignored, so a `vllm serve` command line from a real deployment runs unchanged against
+the simulator.
+"""
+
+from __future__ import annotations
+
+import argparse
+import math
+import os
+import re
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass
+
+from switchyard.enginesim.flags import (
+    SimOptions,
+    add_sim_arguments,
+    checked,
+    from_args,
+    new_parser,
+)
+
+DEFAULT_MAX_NUM_SEQS = 256  # vLLM's OpenAI-server default on GPUs other than H100/H200/B200
+_IGNORED_WITH_VALUE = (
+    "--dtype", "--seed", "--max-num-batched-tokens", "--generation-config",
+    "--uvicorn-log-level", "--otlp-traces-endpoint", "--collect-detailed-traces",
+    "--quantization", "--kv-cache-dtype", "--tokenizer", "--revision",
+    "--download-dir", "--load-format", "--chat-template", "--tool-call-parser",
+    "--reasoning-parser", "--fingerprint-mode", "--swap-space", "--root-path",
+)  # fmt: skip
+_IGNORED_SWITCHES = (
+    "--disable-fastapi-docs", "--disable-log-requests", "--disable-log-stats",
+    "--enable-log-requests", "--trust-remote-code", "--enforce-eager",
+    "--enable-prefix-caching", "--no-enable-prefix-caching", "--enable-chunked-prefill",
+    "--no-enable-chunked-prefill", "--enable-auto-tool-choice", "--disable-uvicorn-access-log",
+)  # fmt: skip
+
+
+@dataclass(frozen=True, slots=True)
+class Config:
+    model: str
+    served_model_names: tuple[str, ...]
+    host: str
+    port: int
+    max_model_len: int
+    max_num_seqs: int
+    #: Cap on unfinished (running + waiting) requests; None: unbounded, vLLM's default.
+    max_num_queued_reqs: int | None
+    block_size: int
+    num_gpu_blocks: int
+    tensor_parallel_size: int
+    pipeline_parallel_size: int
+    data_parallel_size: int
+    api_keys: tuple[str, ...]
+    enable_request_id_headers: bool
+    enable_server_load_tracking: bool
+    enable_force_include_usage: bool
+    sim: SimOptions
+
+    @property
+    def model_name(self) -> str:
+        """The name responses and metrics carry: the first served name."""
+        return self.served_model_names[0]
+
+
+def _tokens(low: int) -> Callable[[str], int]:
+    """An integer of at least `low`, optionally with vLLM's k/m/g suffixes (`32k` = 32000,
+    `32K` = 32768)."""
+
+    def parse(text: str) -> int:
+        match = re.fullmatch(r"(\d+(?:\.\d+)?)([kKmMgG]?)", text.strip())
+        if match is None:
+            raise argparse.ArgumentTypeError(f"not an integer: {text!r}")
+        number, suffix = match.groups()
+        scale = {"": 1, "k": 10**3, "m": 10**6, "g": 10**9, "K": 2**10, "M": 2**20, "G": 2**30}
+        value = float(number) * scale[suffix]
+        if value != int(value):
+            raise argparse.ArgumentTypeError(f"not a whole number of tokens: {text!r}")
+        if value < low:
+            raise argparse.ArgumentTypeError(f"must be at least {low}, got {text!r}")
+        return int(value)
+
+    return parse
+
+
+_fraction = checked(float, lambda value: 0 < value <= 1, "in (0, 1]")
+
+
+def parser() -> argparse.ArgumentParser:
+    root = new_parser("vllm", "vLLM's OpenAI-compatible server, simulated on a CPU.")
+    serve = root.add_subparsers(dest="command", required=True).add_parser(
+        "serve", help="serve a (simulated) model"
+    )
+    add = serve.add_argument
+    add("model_tag", nargs="?", help="the model to serve")
+    add("--model", help="the model to serve (instead of the positional)")
+    add("--served-model-name", nargs="+", default=None)
+    add("--host", default=None)
+    add("--port", type=int, default=8000)
+    add("--max-model-len", type=_tokens(1), default=8192)
+    add("--max-num-seqs", type=_tokens(1), default=DEFAULT_MAX_NUM_SEQS)
+    add("--max-num-queued-reqs", type=_tokens(0), default=None)
+    add("--block-size", type=_tokens(1), default=16)
+    add("--num-gpu-blocks-override", type=_tokens(1), default=None)
+    add("--gpu-memory-utilization", type=_fraction, default=0.92)
+    add("-tp", "--tensor-parallel-size", type=_tokens(1), default=1)
+    add("-pp", "--pipeline-parallel-size", type=_tokens(1), default=1)
+    add("-dp", "--data-parallel-size", type=_tokens(1), default=1)
+    add("--api-key", nargs="+", default=None)
+    add("--enable-request-id-headers", action="store_true")
+    add("--enable-server-load-tracking", action="store_true")
+    add("--enable-force-include-usage", action="store_true")
+    for flag in _IGNORED_WITH_VALUE:  # accepted; they change nothing in a simulation
+        add(flag, default=None)
+    for flag in _IGNORED_SWITCHES:
+        add(flag, action="store_true")
+    add_sim_arguments(serve)
+    return root
+
+
+def api_keys(flag: Sequence[str] | None, environ: Mapping[str, str]) -> tuple[str, ...]:
+    """The keys the API prefixes require: `--api-key`, else `VLLM_API_KEY` (empty ones ignored).
+
+    As vLLM's `init_entrypoints_middleware`: the flag wins over the variable entirely.
+    """
+    return tuple(key for key in (flag or [environ.get("VLLM_API_KEY")]) if key)
+
+
+def parse(argv: Sequence[str] | None = None, environ: Mapping[str, str] | None = None) -> Config:
+    p = parser()
+    args = p.parse_args(argv)
+    model = args.model or args.model_tag
+    if not model:
+        p.error("serve: give the model as MODEL or --model")
+    # The simulated KV cache: a quarter of `max_num_seqs` full contexts, scaled by the
+    # memory share, so that a busy simulator shows a KV usage that moves and can fill up.
+    kv_tokens = args.gpu_memory_utilization * args.max_num_seqs * args.max_model_len / 4
+    return from_args(
+        Config, args, model=model, served_model_names=tuple(args.served_model_name or (model,)),
+        host=args.host or "0.0.0.0",  # vLLM's unset host: every interface
+        num_gpu_blocks=args.num_gpu_blocks_override or max(1, math.ceil(kv_tokens / args.block_size)),
+        api_keys=api_keys(args.api_key, os.environ if environ is None else environ),
+    )  # fmt: skip

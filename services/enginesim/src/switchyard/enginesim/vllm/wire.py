@@ -1,0 +1,400 @@
+"""vLLM 0.33's wire: its OpenAI request bodies (`openai/*/protocol.py`) and what it answers.
+
+Requests are pydantic models; unknown fields are accepted (`extra="allow"`), as vLLM does,
+the removed `guided_*` fields among them, which change nothing (the route warns). The
+`mode="before"` checks raise `InvalidRequest`, which pydantic lets through unwrapped, so
+they answer vLLM's 400 `BadRequestError` rather than a validation error.
+
+Whole responses are `model_dump()`s (every field, nulls included). Stream chunks are
+`model_dump_json(exclude_unset=True)`: only the fields vLLM's code sets, in the models'
+field order; the final usage chunk drops nulls. Chunks are plain dicts serialized with
+orjson, never pydantic models: this is the hot path of every benchmark.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Sequence
+from typing import TYPE_CHECKING, Annotated, Any, Final, Literal, TypeAlias
+
+import orjson
+from pydantic import BaseModel, ConfigDict, Field, model_validator
+
+from switchyard.enginesim.serving import sse_event
+from switchyard.enginesim.vllm.errors import InvalidRequest
+
+if TYPE_CHECKING:
+    from switchyard.enginesim.vllm.engine import Outcome, Step
+
+INT64_MIN: Final = -(2**63)
+INT64_MAX: Final = 2**63 - 1
+MAX_STOP_STRINGS: Final = 4  # VLLM_MAX_STOP_STRINGS
+MAX_COMPLETION_PROMPTS: Final = 1024  # VLLM_MAX_COMPLETION_PROMPTS
+REMOVED_GUIDED_FIELDS: Final = frozenset(
+    {
+        "guided_json", "guided_regex", "guided_choice", "guided_grammar",
+        "guided_decoding_backend", "guided_whitespace_pattern",
+    }
+)  # fmt: skip
+
+StopParam: TypeAlias = str | Annotated[list[str], Field(max_length=MAX_STOP_STRINGS)] | None
+Seed: TypeAlias = Annotated[int, Field(ge=INT64_MIN, le=INT64_MAX)] | None
+TokenId: TypeAlias = Annotated[int, Field(ge=0)]
+
+
+class OpenAIBaseModel(BaseModel):
+    model_config = ConfigDict(extra="allow")
+
+
+class StreamOptions(OpenAIBaseModel):
+    include_usage: bool | None = False
+    continuous_usage_stats: bool | None = False
+
+
+class JsonSchemaResponseFormat(OpenAIBaseModel):
+    name: str
+    description: str | None = None
+    json_schema: dict[str, Any] | None = Field(default=None, alias="schema")
+    strict: bool | None = None
+
+
+class ResponseFormat(OpenAIBaseModel):
+    type: Literal["text", "json_object", "json_schema"]
+    json_schema: JsonSchemaResponseFormat | None = None
+
+
+class StructuredOutputsParams(OpenAIBaseModel):
+    """`vllm.sampling_params.StructuredOutputsParams`: exactly one constraint."""
+
+    model_config = ConfigDict(extra="allow", populate_by_name=True)
+
+    json_: str | dict[str, Any] | None = Field(default=None, alias="json")
+    regex: str | None = None
+    choice: list[str] | None = None
+    grammar: str | None = None
+    json_object: bool | None = None
+    disable_any_whitespace: bool = False
+    disable_additional_properties: bool = False
+    whitespace_pattern: str | None = None
+    structural_tag: str | None = None
+
+    @model_validator(mode="after")
+    def _exactly_one(self) -> StructuredOutputsParams:
+        kinds = (self.json_, self.regex, self.choice, self.grammar, self.json_object)
+        count = sum(kind is not None for kind in (*kinds, self.structural_tag))
+        if count != 1:
+            # vLLM shows its dataclass's __dict__, private fields included.
+            shown = self.model_dump(by_alias=True, exclude=set(self.model_extra or ()))
+            shown |= {"_backend": None, "_backend_was_auto": False}
+            raise InvalidRequest(
+                f"You can only use one kind of structured outputs constraint but multiple "
+                f"are specified: {shown}"
+                if count
+                else f"You must use one kind of structured outputs constraint but none are "
+                f"specified: {shown}"
+            )
+        return self
+
+
+def _constraint_count(data: dict[str, Any]) -> int:
+    so = data.get("structured_outputs")
+    if not isinstance(so, dict):
+        return 0
+    return sum(so.get(k) is not None for k in ("json", "regex", "choice"))
+
+
+def _check_constraints(data: dict[str, Any], parameter: str | None) -> None:
+    if _constraint_count(data) > 1:
+        raise InvalidRequest(
+            "You can only use one kind of constraints for structured outputs "
+            "('json', 'regex' or 'choice').",
+            parameter=parameter,
+        )
+
+
+class SamplingRequest(OpenAIBaseModel):
+    """The fields completions and chat share."""
+
+    model: str | None = None
+    frequency_penalty: float | None = None
+    logit_bias: dict[str, float] | None = None
+    n: int = 1
+    presence_penalty: float | None = None
+    seed: Seed = None
+    stop: StopParam = []
+    stream: bool | None = False
+    stream_options: StreamOptions | None = None
+    temperature: float | None = None
+    top_p: float | None = None
+    user: str | None = None
+    use_beam_search: bool = False
+    top_k: int | None = None
+    min_p: float | None = None
+    repetition_penalty: float | None = None
+    stop_token_ids: list[int] | None = []
+    include_stop_str_in_output: bool = False
+    ignore_eos: bool = False
+    min_tokens: int = 0
+    skip_special_tokens: bool | None = None
+    response_format: ResponseFormat | None = None
+    structured_outputs: StructuredOutputsParams | None = None
+    priority: int = Field(default=0, ge=INT64_MIN, le=INT64_MAX)
+    request_id: str | None = None
+    return_token_ids: bool | None = None
+
+    @model_validator(mode="before")
+    @classmethod
+    def _shared_checks(cls, data: Any) -> Any:
+        if not isinstance(data, dict):
+            return data
+        response_format = data.get("response_format")
+        if (
+            isinstance(response_format, dict)
+            and response_format.get("type") == "json_schema"
+            and response_format.get("json_schema") is None
+        ):
+            raise InvalidRequest(
+                "When response_format type is 'json_schema', the "
+                "'json_schema' field must be provided.",
+                parameter="response_format",
+            )
+        if data.get("stream_options") and not data.get("stream"):
+            raise InvalidRequest(
+                "Stream options can only be defined when `stream=True`.",
+                parameter="stream_options",
+            )
+        return data
+
+    @property
+    def stop_strings(self) -> tuple[str, ...]:
+        if self.stop is None:
+            return ()
+        return (self.stop,) if isinstance(self.stop, str) else tuple(self.stop)
+
+
+class CompletionRequest(SamplingRequest):
+    prompt: list[TokenId] | list[list[TokenId]] | str | list[str] | None = None
+    echo: bool | None = False
+    logprobs: int | None = None
+    max_tokens: int | None = 16
+    suffix: str | None = None
+    add_special_tokens: bool = True
+
+    @model_validator(mode="before")
+    @classmethod
+    def _checks(cls, data: Any) -> Any:
+        if not isinstance(data, dict):
+            return data
+        if data.get("max_tokens") is None:  # vLLM: an explicit null means the default, 16
+            data = {**data, "max_tokens": 16}
+        _check_constraints(data, "structured_outputs")
+        prompt = data.get("prompt")
+        if prompt is None or prompt == "":
+            raise InvalidRequest(
+                "Either prompt or prompt_embeds must be provided and non-empty.",
+                parameter="prompt",
+            )
+        if (
+            isinstance(prompt, list)
+            and not all(isinstance(p, int) for p in prompt)
+            and len(prompt) > MAX_COMPLETION_PROMPTS
+        ):
+            raise InvalidRequest(
+                f"prompt list length {len(prompt)} exceeds the maximum allowed count of "
+                f"{MAX_COMPLETION_PROMPTS}. To increase this limit, set the "
+                "VLLM_MAX_COMPLETION_PROMPTS environment variable.",
+                parameter="prompt",
+            )
+        return data
+
+    @property
+    def output_limit(self) -> tuple[int | None, str]:
+        return self.max_tokens, "max_tokens"
+
+
+class ContentPart(OpenAIBaseModel):
+    type: str
+    text: str | None = None
+
+
+class ChatMessage(OpenAIBaseModel):
+    role: str
+    content: str | list[ContentPart] | None = None
+    name: str | None = None
+
+
+class _ChatTemplating(OpenAIBaseModel):
+    """What chat requests and chat tokenizing share."""
+
+    messages: list[ChatMessage]
+    add_generation_prompt: bool = True
+    continue_final_message: bool = False
+    add_special_tokens: bool = False
+
+    @model_validator(mode="before")
+    @classmethod
+    def _one_ending(cls, data: Any) -> Any:
+        if isinstance(data, dict):
+            _check_constraints(data, None)
+            if data.get("continue_final_message") and data.get("add_generation_prompt"):
+                raise InvalidRequest(
+                    "Cannot set both `continue_final_message` and `add_generation_prompt` to True."
+                )
+        return data
+
+
+class ChatCompletionRequest(_ChatTemplating, SamplingRequest):
+    logprobs: bool | None = False
+    top_logprobs: int | None = 0
+    max_tokens: int | None = None
+    max_completion_tokens: int | None = None
+    tools: list[dict[str, Any]] | None = None
+    tool_choice: Any = "none"
+    echo: bool = False
+
+    @property
+    def output_limit(self) -> tuple[int | None, str]:
+        """The requested output length and the name it came under."""
+        if self.max_completion_tokens is not None:
+            return self.max_completion_tokens, "max_completion_tokens"
+        return self.max_tokens, "max_tokens"
+
+
+class TokenizeCompletionRequest(OpenAIBaseModel):
+    model: str | None = None
+    prompt: str
+    add_special_tokens: bool = True
+    return_token_strs: bool | None = False
+
+
+class TokenizeChatRequest(_ChatTemplating):
+    model: str | None = None
+    return_token_strs: bool | None = False
+
+
+class DetokenizeRequest(OpenAIBaseModel):
+    model: str | None = None
+    tokens: list[Annotated[int, Field(ge=0, le=INT64_MAX)]]
+
+
+# --- what vLLM answers ---------------------------------------------------------------------
+
+
+def error_event(body: dict[str, Any]) -> bytes:
+    """An error inside a stream: vLLM writes it with json.dumps (spaces), unlike chunks."""
+    return sse_event(json.dumps(body).encode())
+
+
+def usage(prompt_tokens: int, completion_tokens: int, **nulls: None) -> dict[str, Any]:
+    """`UsageInfo` (`nulls`: the fields dumped as null)."""
+    return {
+        "prompt_tokens": prompt_tokens,
+        "total_tokens": prompt_tokens + completion_tokens,
+        "completion_tokens": completion_tokens,
+        **nulls,
+    }
+
+
+_CHOICE_NULLS: Final = dict.fromkeys(
+    ("token_ids", "prompt_logprobs", "prompt_token_ids", "routed_experts", "weight_versions")
+)
+_MESSAGE_NULLS: Final = dict.fromkeys(
+    ("refusal", "annotations", "audio", "function_call", "reasoning")
+)
+
+
+def response(
+    head: dict[str, Any], outcomes: Sequence[Outcome], prompt_tokens: int, fingerprint: str,
+    prefixes: Sequence[str] = (),
+) -> dict[str, Any]:  # fmt: skip
+    """A whole `/v1/completions` or `/v1/chat/completions` response; `prefixes[prompt]` is
+    prepended to a completion's text (echo)."""
+    chat = head["object"] == "chat.completion"
+    choices = []
+    for o in outcomes:
+        if chat:
+            message = {"role": "assistant", "content": o.text, **_MESSAGE_NULLS}
+            choice: dict[str, Any] = {"index": o.index, "message": message, "logprobs": None}
+        else:
+            text = (prefixes[o.prompt] if prefixes else "") + o.text
+            choice = {"index": o.index, "text": text, "logprobs": None}
+        choice |= {"finish_reason": o.finish_reason, "stop_reason": o.stop_reason}
+        nulls = ("prompt_logprobs", "prompt_token_ids") if chat else ()
+        choices.append(choice | {k: v for k, v in _CHOICE_NULLS.items() if k not in nulls})
+    completion = sum(o.completion_tokens for o in outcomes)
+    body = {
+        **head, "choices": choices, "service_tier": None, "system_fingerprint": fingerprint,
+        "usage": usage(prompt_tokens, completion, prompt_tokens_details=None, completion_tokens_details=None),
+    }  # fmt: skip
+    if chat:
+        body |= dict.fromkeys(("prompt_logprobs", "prompt_token_ids", "prompt_text"))
+    return body | dict.fromkeys(("kv_transfer_params", "ec_transfer_params", "metrics"))
+
+
+class Chunks:
+    """The chunks of one streamed request (`head`: its id, object, created and model)."""
+
+    def __init__(
+        self, head: dict[str, Any], fingerprint: str, prompt_tokens: Sequence[int], *,
+        include_usage: bool, continuous_usage: bool, prefixes: Sequence[str] = (),
+    ) -> None:  # fmt: skip
+        self._head = head
+        self._fingerprint = fingerprint
+        self._prompt_tokens = prompt_tokens
+        self._include_usage = include_usage
+        self._continuous = continuous_usage
+        self._prefixes = prefixes
+        self._tokens: dict[int, int] = {}
+        self.chat = head["object"] == "chat.completion.chunk"
+
+    def role(self, index: int) -> bytes:
+        """A chat choice's first chunk: the role and empty content."""
+        delta = {"role": "assistant", "content": ""}
+        choice = {"index": index, "delta": delta, "logprobs": None, "finish_reason": None}
+        body: dict[str, Any] = {**self._head, "choices": [choice]}
+        if self._continuous:
+            body["usage"] = usage(self._prompt_tokens[0], 0, completion_tokens_details=None)
+        return sse_event(orjson.dumps({**body, "prompt_token_ids": None, "prompt_text": None}))
+
+    def chunk(self, outcome: Outcome, step: Step) -> bytes:
+        i = outcome.index
+        first = i not in self._tokens
+        done = self._tokens[i] = self._tokens.get(i, 0) + step.tokens
+        finished = step.finish_reason is not None
+        choice: dict[str, Any]
+        if self.chat:
+            choice = {"index": i, "delta": {"content": step.text}, "logprobs": None}
+            choice["finish_reason"] = step.finish_reason
+            if finished:
+                choice |= {"stop_reason": step.stop_reason, "token_ids": None}
+                choice["weight_versions"] = None
+            else:
+                choice["token_ids"] = None
+        else:
+            echo = self._prefixes[outcome.prompt] if self._prefixes and first else ""
+            choice = {
+                "index": i, "text": echo + step.text, "logprobs": None,
+                "finish_reason": step.finish_reason, "stop_reason": step.stop_reason,
+                "prompt_token_ids": None, "token_ids": None, "weight_versions": None,
+            }  # fmt: skip
+        body: dict[str, Any] = {**self._head, "choices": [choice]}
+        if self._continuous:
+            nulls = {"completion_tokens_details": None} if self.chat else {}
+            body["usage"] = usage(self._prompt_tokens[outcome.prompt], done, **nulls)
+        if finished and not self._include_usage:
+            body["system_fingerprint"] = self._fingerprint
+        body["kv_transfer_params"] = None
+        return sse_event(orjson.dumps(body))
+
+    def final(self) -> bytes | None:
+        """The usage-only chunk, when usage was asked for."""
+        if not self._include_usage:
+            return None
+        total = usage(sum(self._prompt_tokens), sum(self._tokens.values()))
+        body = {
+            **self._head,
+            "choices": [],
+            "usage": total,
+            "system_fingerprint": self._fingerprint,
+        }
+        return sse_event(orjson.dumps(body))

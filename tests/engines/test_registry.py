@@ -1,0 +1,104 @@
+"""The engine registry: each entry names an adapter and a simulator that exist, and turns the
+same serving options into its engine's own flags."""
+
+from __future__ import annotations
+
+import importlib
+import importlib.util
+
+import pytest
+
+from switchyard.adapter.translation import Translation
+from switchyard.engines import ENGINES, NAMES, EngineKind, Serving, engine_kind
+
+KINDS = list(ENGINES.values())
+FULL = Serving(
+    model="org/model",
+    host="0.0.0.0",
+    port=1234,
+    served_name="served",
+    tensor=2,
+    max_model_len=8192,
+    max_running=8,
+    max_queued=4,
+    seeded=True,
+)
+
+
+def translation_of(kind: EngineKind) -> type[Translation]:
+    module = importlib.import_module(f"{kind.adapter_module}.translation")
+    found = [
+        value
+        for value in vars(module).values()
+        if isinstance(value, type) and issubclass(value, Translation) and value is not Translation
+    ]
+    assert len(found) == 1, found
+    return found[0]
+
+
+def test_names_are_the_entries_in_order() -> None:
+    assert NAMES == ("vllm", "sglang", "tgi")
+    assert all(kind.name == name for name, kind in ENGINES.items())
+
+
+@pytest.mark.parametrize("kind", KINDS, ids=NAMES)
+def test_each_engine_has_an_adapter_that_runs_its_translation(kind: EngineKind) -> None:
+    assert importlib.util.find_spec(f"{kind.adapter_module}.__main__") is not None
+    assert translation_of(kind).engine == kind.name
+    assert kind.adapter_component == f"adapter-{kind.name}"
+
+
+@pytest.mark.parametrize("kind", KINDS, ids=NAMES)
+def test_the_adapter_asks_the_route_the_readiness_probe_asks(kind: EngineKind) -> None:
+    assert translation_of(kind).health_path == kind.probes.readiness
+
+
+@pytest.mark.parametrize("kind", KINDS, ids=NAMES)
+def test_each_engine_has_a_simulator(kind: EngineKind) -> None:
+    module = kind.simulator[0]
+    assert module == f"switchyard.enginesim.{kind.name}"
+    assert importlib.util.find_spec(f"{module}.__main__") is not None
+
+
+def test_an_unknown_engine_is_refused_by_name() -> None:
+    with pytest.raises(ValueError, match=r"'llamacpp' \(known: vllm, sglang, tgi\)"):
+        engine_kind("llamacpp")
+
+
+@pytest.mark.parametrize("kind", KINDS, ids=NAMES)
+def test_every_option_becomes_one_flag_of_each_engine(kind: EngineKind) -> None:
+    flags = kind.flags(FULL)
+    names = [arg for arg in flags if arg.startswith("--")]
+    assert len(names) == len(set(names)), names  # TGI refuses a repeated flag
+    assert {"org/model", "0.0.0.0", "1234", "2", "8192"} <= set(flags)
+
+
+def test_vllm_counts_the_running_requests_in_its_queue_limit() -> None:
+    flags = ENGINES["vllm"].flags(FULL)
+    assert flags[flags.index("--max-num-seqs") + 1] == "8"
+    assert flags[flags.index("--max-num-queued-reqs") + 1] == "12"
+    default_running = ENGINES["vllm"].flags(Serving("m", "h", 1, "s", max_queued=4))
+    assert default_running[-2:] == ["--max-num-queued-reqs", "260"]  # 256 running by default
+
+
+def test_tgi_has_one_limit_for_running_and_queued_requests() -> None:
+    flags = ENGINES["tgi"].flags(FULL)
+    assert flags[flags.index("--max-concurrent-requests") + 1] == "12"
+    assert "--max-concurrent-requests" not in ENGINES["tgi"].flags(Serving("m", "h", 1, "s"))
+
+
+@pytest.mark.parametrize(("length", "expected"), [
+    (8192, ["--max-input-tokens", "8191", "--max-total-tokens", "8192"]),
+    (1, ["--max-total-tokens", "1"]),
+])  # fmt: skip
+def test_tgi_leaves_room_for_one_generated_token(length: int, expected: list[str]) -> None:
+    flags = ENGINES["tgi"].flags(Serving("m", "h", 1, "s", max_model_len=length))
+    assert flags[-len(expected) :] == expected
+
+
+@pytest.mark.parametrize("kind", KINDS, ids=NAMES)
+def test_only_sglang_needs_a_flag_to_honour_seeds(kind: EngineKind) -> None:
+    plain = Serving("m", "h", 1, "s")
+    seeded = Serving("m", "h", 1, "s", seeded=True)
+    extra = [arg for arg in kind.flags(seeded) if arg not in kind.flags(plain)]
+    assert extra == (["--enable-deterministic-inference"] if kind.name == "sglang" else [])
