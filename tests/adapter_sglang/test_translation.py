@@ -119,7 +119,6 @@ def _with(request: pb.GenerateRequest, kind: str, value: Any = None) -> pb.Gener
         ("json_object", None, {"json_schema": '{"type": "object"}'}),
         ("regex", r"\d+", {"regex": r"\d+"}),
         ("choice", ["a.b", "c|d", "e"], {"regex": r"(a\.b|c\|d|e)"}),
-        ("grammar", 'root ::= "x"', {"ebnf": 'root ::= "x"'}),
     ],
 )
 def test_native_constraints(kind: str, value: Any, expected: dict[str, str]) -> None:
@@ -170,7 +169,6 @@ def test_a_chat_goes_to_chat_completions() -> None:
         ("json_object", None, {"response_format": {"type": "json_object"}}),
         ("regex", "[a-z]+", {"regex": "[a-z]+"}),
         ("choice", ["yes", "no"], {"regex": "(yes|no)"}),
-        ("grammar", 'root ::= "x"', {"ebnf": 'root ::= "x"'}),
     ],
 )
 def test_chat_constraints(kind: str, value: Any, expected: dict[str, Any]) -> None:

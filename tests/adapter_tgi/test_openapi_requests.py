@@ -60,8 +60,8 @@ ROUTER_RULES: Final[dict[str, dict[str, dict[str, Any]]]] = {
         "stream_options": {"$ref": "#/components/schemas/StreamOptions"},
     },
 }
-#: TGI has no EBNF constraint (refused by the translation); the rest are refused per route.
-KINDS: Final = [k for k in CONSTRAINTS if k != "grammar"]
+#: Every constraint kind; what TGI lacks is refused per route.
+KINDS: Final = list(CONSTRAINTS)
 REFUSED: Final = {
     "prompt": ("ignore_eos", "presence_penalty"),
     "chat": ("ignore_eos", "presence_penalty", "top_k", "repetition_penalty"),

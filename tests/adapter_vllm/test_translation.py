@@ -139,7 +139,6 @@ def test_chat_request_and_stream_options() -> None:
         ("json_object", None, {"json_object": True}),
         ("regex", r"\d+", {"regex": r"\d+"}),
         ("choice", ["yes", "no"], {"choice": ["yes", "no"]}),
-        ("grammar", 'root ::= "a"', {"grammar": 'root ::= "a"'}),
     ],
 )
 def test_constraints_use_structured_outputs(field: str, value: Any, expected: Any) -> None:

@@ -99,23 +99,25 @@ def test_the_meter_follows_a_process_tree(sim: Service) -> None:
 @pytest.mark.slow
 @pytest.mark.timeout(360)  # about 25 s on an idle machine: room for a loaded one
 def test_the_command_runs_the_floor_and_switchyard_and_writes_its_files(tmp_path: Path) -> None:
-    """`python -m switchyard.bench`, cut down to a few requests, without LiteLLM."""
+    """`python -m switchyard.bench`, cut down to a few requests, without LiteLLM; the
+    two-worker edge, so its redis-server starts too."""
     out = tmp_path / "results"
     command = [
         sys.executable, "-m", "switchyard.bench",
-        "--paths", "floor,switchyard-1w",
+        "--paths", "floor,switchyard-2w",
         "--scenarios", "unary-c1,stream-c1",
         "--scale", "0.01",
         "--out", str(out),
     ]  # fmt: skip
     done = subprocess.run(command, cwd=ROOT, capture_output=True, text=True, timeout=300)
     assert done.returncode == 0, done.stderr[-3000:]
-    assert "| switchyard-1w | stream-c1 |" in done.stdout
+    assert "| switchyard-2w | stream-c1 |" in done.stdout
     (report,) = out.glob("*.json")
     doc = json.loads(report.read_text())
     assert {(r["path"], r["scenario"]["name"]) for r in doc["results"]} == {
-        (p, s) for p in ("floor", "switchyard-1w") for s in ("unary-c1", "stream-c1")
+        (p, s) for p in ("floor", "switchyard-2w") for s in ("unary-c1", "stream-c1")
     }
     assert all(r["summary"]["ok"] == r["summary"]["requests"] for r in doc["results"])
     assert all(r["added_p50_s"] is not None for r in doc["results"] if r["path"] != "floor")
+    assert "without one" not in done.stdout, "the 2-worker edge shares its limits through redis"
     assert len(list(out.glob("*.png"))) == len(list(out.glob("*.md"))) == 1

@@ -6,13 +6,11 @@ import re
 from enum import StrEnum
 from typing import TYPE_CHECKING, Any
 
-import grpc
 import orjson
 import pytest
 from jsonschema import validate
 from pydantic import BaseModel
 
-from switchyard.inference.errors import from_rpc_error
 from switchyard.inference.v1 import inference_pb2 as pb
 from tests.contract.conftest import sim_stats
 from tests.support.canonical import generate_request
@@ -193,21 +191,6 @@ async def test_choice_output_is_one_of_them(stack: Stack, stub: Stub) -> None:
         assert response.text in choices
         seen.add(response.text)
     assert len(seen) > 1, "the choice should depend on the seed"
-
-
-async def test_grammar_output_or_a_clear_refusal(stack: Stack, stub: Stub) -> None:
-    grammar = 'root ::= answer " " answer\nanswer ::= "yes" | "no"'
-    request = _with(prompt_request(stack, max_tokens=16, seed=3), grammar=grammar)
-    if stack.engine == "tgi":  # TGI has no grammar constraint: refused, never ignored.
-        with pytest.raises(grpc.aio.AioRpcError) as caught:
-            await stub.Generate(request)
-        error = from_rpc_error(caught.value)
-        assert error.code == grpc.StatusCode.INVALID_ARGUMENT
-        assert error.reason == pb.UNSUPPORTED_CONSTRAINT
-        assert "grammar" in error.message
-    else:
-        response = await stub.Generate(request)
-        assert re.fullmatch(r"(yes|no) (yes|no)", response.text), response.text
 
 
 async def test_list_models(stack: Stack, stub: Stub) -> None:

@@ -41,7 +41,6 @@ CONSTRAINTS: Final[Mapping[str, pb.StructuredOutput | None]] = {
     "json_object": pb.StructuredOutput(json_object=pb.JsonObject()),
     "regex": pb.StructuredOutput(regex=r"[0-9]{3}-[a-z]+"),
     "choice": pb.StructuredOutput(choice=pb.Choice(choices=["yes", "no (maybe)", "a|b"])),
-    "grammar": pb.StructuredOutput(grammar='root ::= "yes" | "no"'),
 }
 #: Sampling fields by profile; `max_tokens` varies on its own (MAX_TOKENS).
 SAMPLINGS: Final[Mapping[str, Mapping[str, Any]]] = {

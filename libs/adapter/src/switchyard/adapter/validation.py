@@ -134,7 +134,7 @@ def validate_structured_output(so: pb.StructuredOutput) -> None:
         # Set but empty, or a kind from a newer contract this adapter does not know.
         raise InferenceError.unsupported(
             "structured_output has no constraint kind this adapter understands "
-            "(expected one of json_schema, json_object, regex, choice, grammar)",
+            "(expected one of json_schema, json_object, regex, choice)",
             "structured_output",
         )
     if kind == "json_schema":
@@ -146,8 +146,5 @@ def validate_structured_output(so: pb.StructuredOutput) -> None:
             re.compile(so.regex)
         except re.error as exc:
             raise InferenceError.invalid(f"regex does not compile: {exc}", "regex") from None
-    elif kind == "choice":
-        if not so.choice.choices or any(not c for c in so.choice.choices):
-            raise InferenceError.invalid("choice needs at least one non-empty string", "choice")
-    elif kind == "grammar" and not so.grammar.strip():
-        raise InferenceError.invalid("grammar must not be empty", "grammar")
+    elif kind == "choice" and (not so.choice.choices or any(not c for c in so.choice.choices)):
+        raise InferenceError.invalid("choice needs at least one non-empty string", "choice")

@@ -23,7 +23,7 @@
   guaranteed), so it is documented rather than refused: refusing would break every client
   that always sends a seed.
 - Structured outputs: native `sampling_params.json_schema` (the schema as a JSON string),
-  `regex`, `ebnf`; chat `response_format` and the `regex` / `ebnf` extras. `json_object`
+  and `regex`; chat `response_format` and the `regex` extra. `json_object`
   is SGLang's own mapping, the schema `{"type": "object"}` (xgrammar: any object); a
   choice is an alternation regex.
 - Errors: OpenAI routes answer a flat `{"object":"error","message",...}`; `/generate`
@@ -84,13 +84,11 @@ def _native_constraint(so: pb.StructuredOutput) -> dict[str, str]:
         return {"regex": so.regex}
     if kind == "choice":
         return {"regex": base.choice_regex(so.choice.choices)}
-    if kind == "grammar":
-        return {"ebnf": so.grammar}
     return {}
 
 
 def _chat_constraint(so: pb.StructuredOutput) -> dict[str, Any]:
-    """JSON through `response_format`; regex and EBNF as the same top-level extras as native."""
+    """JSON through `response_format`; a regex as the same top-level extra as native."""
     kind = so.WhichOneof("kind")
     if kind == "json_schema":
         schema = orjson.loads(so.json_schema)

@@ -12,7 +12,7 @@ unless TGI runs with `--enable-prefill-logprobs`. Chat goes to `/v1/chat/complet
 - without `max_tokens` nothing is sent and TGI generates until EOS or the context is
   full (the project's one behaviour, on both routes); above 1024 it may run past
   `max_tokens` to the next multiple of 1024, so outputs are cut here (`budget`);
-- what TGI lacks is refused, never dropped: EBNF grammars, `ignore_eos`,
+- what TGI lacks is refused, never dropped: `ignore_eos`,
   `presence_penalty`, and on its chat API `top_k` and `repetition_penalty`;
 - structured outputs use its `grammar` / `response_format` shape `{type, value}`; JSON
   mode is a regex grammar (`json_object`): TGI's object schemas either list the keys or
@@ -266,12 +266,6 @@ class TgiTranslation(base.Translation):
             return {"type": "regex", "value": so.regex}
         if kind == "choice":
             return {"type": "regex", "value": base.choice_regex(so.choice.choices)}
-        if kind == "grammar":
-            raise InferenceError.unsupported(
-                "TGI has no EBNF grammar constraint (it takes json_schema, json_object, "
-                "regex or choice)",
-                "grammar",
-            )
         raise InferenceError.unsupported(f"unknown constraint kind {kind!r}", "structured_output")
 
     def _native(

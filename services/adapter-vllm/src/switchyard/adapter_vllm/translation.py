@@ -75,8 +75,6 @@ def _structured_outputs(so: pb.StructuredOutput) -> dict[str, Any]:
         return {"regex": so.regex}
     if kind == "choice":
         return {"choice": list(so.choice.choices)}
-    if kind == "grammar":
-        return {"grammar": so.grammar}
     raise InferenceError.unsupported(
         f"structured output kind {kind!r} is not supported by vLLM", "structured_output"
     )

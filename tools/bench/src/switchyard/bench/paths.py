@@ -14,6 +14,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import shutil
+import tempfile
 from collections.abc import AsyncIterator, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -30,6 +31,7 @@ from switchyard.devstack.components import (
     adapter_env,
     edge_args,
     edge_env,
+    redis_args,
     sim_args,
     write_private,
 )
@@ -100,14 +102,15 @@ async def redis_server(procs: Processes) -> AsyncIterator[tuple[str, str | None]
         # The bench key has no limits, so the edge never asks the store anyway.
         yield "redis://127.0.0.1:1/0", "no redis-server: the 2-worker edge ran without one"
         return
-    port = free_port()
-    args = [executable, "--port", str(port), "--bind", HOST, "--save", "", "--appendonly", "no"]
-    proc = await procs.start("redis", args)
-    try:
-        await wait_ready(proc, redis_ping(HOST, port))
-        yield f"redis://{HOST}:{port}/0", None
-    finally:
-        await procs.stop(proc)
+    # Short: a unix socket's path must stay under ~100 bytes, and the results folder may not.
+    with tempfile.TemporaryDirectory(prefix="switchyard-bench-") as sockets:
+        socket_path = Path(sockets) / "redis.sock"
+        proc = await procs.start("redis", redis_args(executable, socket_path))
+        try:
+            await wait_ready(proc, redis_ping(socket_path))
+            yield f"unix://{socket_path}", None
+        finally:
+            await procs.stop(proc)
 
 
 def _write_keys(state_dir: Path) -> tuple[str, Path]:

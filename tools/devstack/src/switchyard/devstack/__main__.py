@@ -31,6 +31,7 @@ from switchyard.devstack.components import (
     edge_env,
     free_port,
     port_in_use,
+    redis_args,
     served_name,
     sim_args,
     write_private,
@@ -172,17 +173,7 @@ async def run(args: argparse.Namespace, key: str, keys_file: Path) -> int:
                 )
                 return 2
             socket_path = sockets_dir / "redis.sock"
-            redis = await supervisor.start(
-                "redis",
-                [
-                    server,
-                    "--port", "0",  # no TCP at all
-                    "--unixsocket", str(socket_path),
-                    "--unixsocketperm", "700",
-                    "--save", "",
-                    "--appendonly", "no",
-                ],
-            )  # fmt: skip
+            redis = await supervisor.start("redis", redis_args(server, socket_path))
             await supervisor.wait_ready(redis, redis_ping(socket_path))
             redis_url = f"unix://{socket_path}"
             inside.append(("redis", str(socket_path)))

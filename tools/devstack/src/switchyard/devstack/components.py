@@ -120,6 +120,19 @@ def adapter_env(
     }
 
 
+def redis_args(server: str, socket_path: Path) -> list[str]:
+    """A throwaway redis-server on a private unix socket: no TCP port to collide with, no
+    persistence."""
+    return [
+        server,
+        "--port", "0",
+        "--unixsocket", str(socket_path),
+        "--unixsocketperm", "700",
+        "--save", "",
+        "--appendonly", "no",
+    ]  # fmt: skip
+
+
 def edge_args() -> list[str]:
     return ["switchyard.edge"]
 

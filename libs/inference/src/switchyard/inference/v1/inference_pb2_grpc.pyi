@@ -15,6 +15,10 @@ Errors are gRPC status codes with a google.rpc.ErrorInfo detail
   DEADLINE_EXCEEDED   the caller's deadline passed
   NOT_FOUND           the model is not served by this adapter (reason MODEL_NOT_FOUND)
   INTERNAL            the engine failed while generating (reason ENGINE_ERROR)
+
+v1 grew by addition: callers from before tools, n and logprobs send none of them and
+read GenerateResponse.text; adapters fill both the top-level fields (choice 0) and
+`choices`, and the edge reads `choices` when it is set.
 """
 
 from collections import abc as _abc
