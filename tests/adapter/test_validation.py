@@ -155,3 +155,174 @@ def test_a_constraint_kind_from_a_newer_contract_is_rejected_not_dropped() -> No
     assert request.HasField("structured_output")
     error = _reject(request)
     assert error.reason == pb.UNSUPPORTED_CONSTRAINT
+
+
+# Chat features: tools, tool results, images, n, logprobs, and the engine's feature gate
+
+WEATHER = orjson.dumps(
+    {"type": "object", "properties": {"city": {"type": "string"}}, "required": ["city"]}
+).decode()
+
+
+def _chat(*roles: str) -> pb.GenerateRequest:
+    request = pb.GenerateRequest(model=MODEL)
+    for role in roles or ("user",):
+        request.chat.messages.add(role=role, content="Weather in Oslo?")
+    return request
+
+
+def _with_tool(
+    request: pb.GenerateRequest, name: str = "weather", parameters: str = WEATHER
+) -> pb.GenerateRequest:
+    request.tools.add(name=name, parameters=parameters)
+    return request
+
+
+def _param_of(request: pb.GenerateRequest) -> str:
+    error = _reject(request)
+    assert (error.code, error.reason) == (grpc.StatusCode.INVALID_ARGUMENT, pb.INVALID_REQUEST)
+    return error.metadata["param"]
+
+
+def _agent_loop(call_id: str = "call_1", answered: str = "call_1") -> pb.GenerateRequest:
+    request = _with_tool(_chat("user"))
+    assistant = request.chat.messages.add(role="assistant")
+    assistant.tool_calls.add(id=call_id, name="weather", arguments='{"city": "Oslo"}')
+    request.chat.messages.add(role="tool", content="12 C", tool_call_id=answered)
+    return request
+
+
+def test_valid_chat_features_pass() -> None:
+    request = _agent_loop()
+    request.tools.add(name="time_now")  # no parameters
+    request.tool_choice.function = "time_now"
+    request.parallel_tool_calls = False
+    request.n = 8
+    request.logprobs.top_logprobs = 20
+    request.chat.messages[0].content = ""
+    request.chat.messages[0].parts.add(text="What is this?")
+    request.chat.messages[0].parts.add(image=pb.Image(url="data:image/png;base64,AAAA"))
+    validate(request, MODEL)
+
+
+@pytest.mark.parametrize(
+    ("name", "parameters", "param"),
+    [
+        ("", WEATHER, "tools[0].function.name"),
+        ("has space", WEATHER, "tools[0].function.name"),
+        ("x" * 65, WEATHER, "tools[0].function.name"),
+        ("weather", "{not json", "tools[0].function.parameters"),
+        ("weather", '{"type": "object", "properties": 3}', "tools[0].function.parameters"),
+        ("weather", '{"type": "string"}', "tools[0].function.parameters"),
+        ("weather", "[1]", "tools[0].function.parameters"),
+    ],
+)
+def test_bad_tools(name: str, parameters: str, param: str) -> None:
+    assert _param_of(_with_tool(_chat(), name, parameters)) == param
+
+
+def test_tool_names_are_unique() -> None:
+    request = _with_tool(_with_tool(_chat()))
+    assert _param_of(request) == "tools[1].function.name"
+
+
+def test_tool_choice_must_name_a_declared_tool_and_needs_tools() -> None:
+    named = _with_tool(_chat())
+    named.tool_choice.function = "forecast"
+    assert "'forecast'" in _reject(named).message
+    assert _param_of(named) == "tool_choice"
+    required = _chat()
+    required.tool_choice.mode = pb.TOOL_CHOICE_MODE_REQUIRED
+    assert _param_of(required) == "tool_choice"
+    none = _chat()
+    none.tool_choice.mode = pb.TOOL_CHOICE_MODE_NONE
+    validate(none, MODEL)  # nothing to call, nothing asked
+
+
+def test_tools_need_a_chat() -> None:
+    prompt = _with_tool(pb.GenerateRequest(model=MODEL, prompt="hello"))
+    assert _param_of(prompt) == "tools"
+
+
+@pytest.mark.parametrize(
+    ("call_id", "answered", "param"),
+    [
+        ("call_1", "call_2", "messages[2].tool_call_id"),  # no such call
+        ("call_1", "", "messages[2].tool_call_id"),  # a tool message answering nothing
+        ("", "", "messages[1].tool_calls[0]"),  # a call without an id
+    ],
+)
+def test_tool_results_answer_an_earlier_call(call_id: str, answered: str, param: str) -> None:
+    assert _param_of(_agent_loop(call_id, answered)) == param
+
+
+def test_a_tool_result_before_its_call_is_refused() -> None:
+    request = _agent_loop()
+    request.chat.messages[1].CopyFrom(
+        pb.ChatMessage(role="tool", content="12 C", tool_call_id="call_1")
+    )
+    request.chat.messages[2].CopyFrom(request.chat.messages[1])
+    assert _param_of(request) == "messages[1].tool_call_id"
+
+
+def test_only_assistants_call_and_only_tools_answer() -> None:
+    user_calls = _chat()
+    user_calls.chat.messages[0].tool_calls.add(id="c", name="weather")
+    assert _param_of(user_calls) == "messages[0].tool_calls"
+    user_answers = _chat()
+    user_answers.chat.messages[0].tool_call_id = "c"
+    assert _param_of(user_answers) == "messages[0].tool_call_id"
+
+
+@pytest.mark.parametrize("url", ["file:///etc/passwd", "ftp://host/x.png", "", "HTTP//x"])
+def test_images_are_data_or_http_urls(url: str) -> None:
+    request = _chat()
+    request.chat.messages[0].content = ""
+    request.chat.messages[0].parts.add(image=pb.Image(url=url))
+    assert _param_of(request) == "messages[0].content[0].image_url.url"
+
+
+def test_content_and_parts_together_are_refused() -> None:
+    request = _chat()
+    request.chat.messages[0].parts.add(text="twice")
+    assert _param_of(request) == "messages[0].content"
+
+
+def test_n_and_top_logprobs_have_limits() -> None:
+    many = _chat()
+    many.n = 9
+    assert _param_of(many) == "n"
+    with pytest.raises(InferenceError):
+        validate(many, MODEL, max_n=8)
+    validate(many, MODEL, max_n=9)
+    top = _chat()
+    top.logprobs.top_logprobs = 21
+    assert _param_of(top) == "top_logprobs"
+
+
+@pytest.mark.parametrize(
+    ("feature", "param"),
+    [("tools", "tools"), ("images", "messages"), ("logprobs", "logprobs"), ("n", "n")],
+)
+def test_a_feature_the_engine_s_translation_lacks_is_refused_by_name(
+    feature: str, param: str
+) -> None:
+    request = _chat()
+    if feature == "tools":
+        _with_tool(request)
+    elif feature == "images":
+        request.chat.messages[0].content = ""
+        request.chat.messages[0].parts.add(image=pb.Image(url="data:image/png;base64,AAAA"))
+    elif feature == "logprobs":
+        request.logprobs.SetInParent()
+    else:
+        request.n = 2
+    others = frozenset({"tools", "images", "logprobs", "n"} - {feature})
+    with pytest.raises(InferenceError) as caught:
+        validate(request, MODEL, engine="tgi", features=others)
+    error = caught.value
+    assert (error.code, error.reason) == (grpc.StatusCode.INVALID_ARGUMENT, pb.UNSUPPORTED_FEATURE)
+    assert error.metadata["param"] == param
+    assert feature in error.message
+    assert "tgi" in error.message
+    validate(request, MODEL, engine="tgi", features=others | {feature})

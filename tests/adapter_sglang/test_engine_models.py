@@ -22,7 +22,7 @@ from switchyard.adapter_sglang.translation import SglangTranslation
 from switchyard.inference.v1 import inference_pb2 as pb
 from tests.support import engine_wheels
 from tests.support.engine_wheels import sglang_models
-from tests.support.request_matrix import PROMPT, Case, matrix, on_the_wire
+from tests.support.request_matrix import PROMPT, Case, feature_cases, matrix, on_the_wire
 
 T = SglangTranslation("qwen")
 CASES: Final = matrix()
@@ -54,6 +54,22 @@ def test_sglang_accepts_every_body_the_adapter_sends(case: Case) -> None:
     assert call.path == ("/generate" if case.request.HasField("prompt") else "/v1/chat/completions")
     refusal = sglang_refusal(call.path, call.body)
     assert refusal is None, f"SGLang refuses {call.path} {call.body}: {refusal}"
+
+
+@pytest.mark.parametrize("case", feature_cases(), ids=str)
+def test_sglang_accepts_every_feature_body(case: Case) -> None:
+    """Tools, tool choice, tool results, images, n and logprobs as SGLang's models read them."""
+    call = T.request(case.request, stream=case.stream)
+    refusal = sglang_refusal(call.path, call.body)
+    assert refusal is None, f"SGLang refuses {call.path} {call.body}: {refusal}"
+    if call.path == "/v1/chat/completions":
+        model = sglang_models().protocol.ChatCompletionRequest.model_validate(
+            on_the_wire(call.body)
+        )
+        assert model.n == (case.request.n or 1)
+        assert model.logprobs == case.request.HasField("logprobs")
+        if case.request.tools:
+            assert [t.function.name for t in model.tools] == ["weather", "time_now"]
 
 
 def test_the_models_refuse_what_sglang_refuses() -> None:

@@ -14,6 +14,7 @@ from switchyard.inference.errors import InferenceError
 from switchyard.inference.v1 import inference_pb2 as pb
 from tests.support.canonical import generate_request
 from tests.support.engine_http import RecordingEngine
+from tests.support.request_matrix import with_tools
 
 T = SglangTranslation("qwen")
 
@@ -602,3 +603,160 @@ def test_load_metrics_are_sglangs_gauges() -> None:
         "sglang:num_queue_reqs",
         "sglang:token_usage",
     )
+
+
+# Tools, n, logprobs, images and reasoning (shapes from SGLang 0.5.23's
+# entrypoints/openai/protocol.py and serving_chat.py, and the native meta_info)
+
+
+def test_chat_features_travel_in_openai_s_fields() -> None:
+    request = chat_request()
+    request.tools.add(name="weather", parameters='{"type": "object"}')
+    request.tool_choice.function = "weather"
+    request.n = 2
+    request.logprobs.top_logprobs = 4
+    body = T.request(request, stream=True).body
+    assert body["tools"] == [
+        {"type": "function", "function": {"name": "weather", "parameters": {"type": "object"}}}
+    ]
+    assert body["tool_choice"] == {"type": "function", "function": {"name": "weather"}}
+    assert "parallel_tool_calls" not in body  # unset: SGLang's default
+    assert (body["n"], body["logprobs"], body["top_logprobs"]) == (2, True, 4)
+
+
+def test_native_n_and_logprobs() -> None:
+    request = prompt_request()
+    request.n = 3
+    request.logprobs.top_logprobs = 2
+    body = T.request(request, stream=False).body
+    assert body["sampling_params"]["n"] == 3
+    assert (body["return_logprob"], body["top_logprobs_num"]) == (True, 2)
+    assert body["return_text_in_logprobs"] is True
+    plain = T.request(prompt_request(), stream=False).body
+    assert "return_logprob" not in plain
+    assert "n" not in plain["sampling_params"]
+
+
+def _logprobs_meta(*tokens: tuple[float, int, str]) -> dict[str, Any]:
+    return {
+        "output_token_logprobs": [list(t) for t in tokens],
+        "output_top_logprobs": [[list(t), [-9.0, 99, "zz"], [-3.0, 98, "y"]] for t in tokens],
+    }
+
+
+def test_a_native_completion_of_several_choices_with_logprobs() -> None:
+    request = prompt_request()
+    request.n = 2
+    request.logprobs.top_logprobs = 2
+    body = [
+        {"text": " a", "output_ids": [5], "index": 0,
+         "meta_info": {**_meta(1, {"type": "length", "length": 1}), **_logprobs_meta((-0.5, 5, " a"))}},
+        {"text": " b", "output_ids": [6], "index": 1,
+         "meta_info": {**_meta(1, {"type": "stop", "matched": 2}), **_logprobs_meta((-1.5, 6, " b"))}},
+    ]  # fmt: skip
+    completion = T.completion(request, body)
+    assert [(c.index, c.text, c.finish_reason) for c in completion.choices] == [
+        (0, " a", pb.FINISH_REASON_LENGTH),
+        (1, " b", pb.FINISH_REASON_STOP),
+    ]
+    assert (completion.prompt_tokens, completion.completion_tokens) == (3, 2)
+    (logprob,) = completion.choices[0].logprobs
+    assert (logprob.token, logprob.logprob, logprob.bytes) == (" a", -0.5, b" a")
+    # The most likely alternatives first, as many as asked.
+    assert [(a.token, a.logprob) for a in logprob.top_logprobs] == [(" a", -0.5), ("y", -3.0)]
+
+
+def test_a_native_stream_of_two_choices_reads_each_one_s_cumulative_text() -> None:
+    request = prompt_request()
+    request.n = 2
+    request.logprobs.SetInParent()
+    events = [
+        {"index": 0, "text": "A", "output_ids": [1],
+         "meta_info": {**_meta(1), **_logprobs_meta((-0.1, 1, "A"))}},
+        {"index": 1, "text": "B", "output_ids": [2],
+         "meta_info": {**_meta(1), **_logprobs_meta((-0.2, 2, "B"))}},
+        {"index": 1, "text": "Bb", "output_ids": [2, 3],
+         "meta_info": {**_meta(2, {"type": "length", "length": 2}),
+                       **_logprobs_meta((-0.2, 2, "B"), (-0.3, 3, "b"))}},
+        {"index": 0, "text": "Aa", "output_ids": [1, 4],
+         "meta_info": {**_meta(2, {"type": "stop", "matched": 2}),
+                       **_logprobs_meta((-0.1, 1, "A"), (-0.4, 4, "a"))}},
+    ]  # fmt: skip
+    deltas = _feed(T.stream_parser(request), events)
+    assert [(d.index, d.text, d.token_count) for d in deltas] == [
+        (0, "A", 1), (1, "B", 1), (1, "b", 1), (0, "a", 1),
+    ]  # fmt: skip
+    assert [d.completion_tokens for d in deltas] == [1, 2, 3, 4]
+    assert [[t.token for t in d.logprobs] for d in deltas] == [["A"], ["B"], ["b"], ["a"]]
+    assert all(not t.top_logprobs for d in deltas for t in d.logprobs)  # top 0: none
+    assert [d.finish_reason for d in deltas][2:] == [pb.FINISH_REASON_LENGTH, pb.FINISH_REASON_STOP]
+
+
+def test_a_chat_completion_with_tool_calls_and_reasoning() -> None:
+    body = {
+        "id": "r-1", "object": "chat.completion",
+        "choices": [{"index": 0, "message": {
+            "role": "assistant", "content": "", "reasoning_content": "Oslo, then.",
+            "tool_calls": [{"id": "call_8b2f", "index": 0, "type": "function",
+                            "function": {"name": "weather", "arguments": '{"city": "Oslo"}'}}]},
+            "logprobs": None, "finish_reason": "tool_calls", "matched_stop": None}],
+        "usage": {"prompt_tokens": 30, "total_tokens": 42, "completion_tokens": 12},
+    }  # fmt: skip
+    (choice,) = T.completion(chat_request(), body).choices
+    assert choice.finish_reason == pb.FINISH_REASON_TOOL_CALLS
+    assert choice.reasoning == "Oslo, then."
+    assert [(c.id, c.name, c.arguments) for c in choice.tool_calls] == [
+        ("call_8b2f", "weather", '{"city": "Oslo"}')
+    ]
+
+
+def test_a_chat_stream_s_reasoning_content() -> None:
+    events = [
+        {"choices": [{"index": 0, "delta": {"reasoning_content": "Hmm"}}],
+         "usage": {"prompt_tokens": 9, "completion_tokens": 2}},
+        {"choices": [{"index": 0, "delta": {"content": "Yes"}, "finish_reason": "stop"}],
+         "usage": {"prompt_tokens": 9, "completion_tokens": 3}},
+    ]  # fmt: skip
+    deltas = _feed(T.stream_parser(chat_request()), events)
+    assert [(d.reasoning, d.text, d.token_count) for d in deltas] == [
+        ("Hmm", "", 2),
+        ("", "Yes", 1),
+    ]
+
+
+@pytest.mark.parametrize(
+    "message",
+    [
+        "Model only supports text input; received unsupported content type 'image_url'.",
+        "image input is not supported for this model",
+    ],
+)
+def test_images_to_a_text_only_model_are_unsupported(message: str) -> None:
+    body = {"object": "error", "message": message, "type": "BadRequestError", "param": None,
+            "code": 400}  # fmt: skip
+    error = T.error(400, orjson.dumps(body))
+    assert (error.code, error.reason) == (grpc.StatusCode.INVALID_ARGUMENT, pb.UNSUPPORTED_FEATURE)
+
+
+@pytest.mark.parametrize(
+    ("parser", "refused"), [(None, False), ("qwen25", False), ("", True)], ids=str
+)
+async def test_tools_need_the_engine_s_tool_call_parser(parser: str | None, refused: bool) -> None:
+    """SGLang without --tool-call-parser refuses nothing and leaves calls in the text: the
+    adapter reads `/model_info` at readiness and refuses tool calls itself."""
+    translation = SglangTranslation("qwen")
+    if parser is not None:
+        engine = RecordingEngine({("GET", "/model_info"): {"tool_call_parser": parser or None}})
+        await translation.max_model_len(engine)
+    calling = chat_request()
+    with_tools(calling, pb.ToolChoice(mode=pb.TOOL_CHOICE_MODE_AUTO))
+    if refused:
+        with pytest.raises(InferenceError) as caught:
+            translation.request(calling, stream=False)
+        assert caught.value.reason == pb.UNSUPPORTED_FEATURE
+        assert "--tool-call-parser" in caught.value.message
+    else:
+        assert translation.request(calling, stream=False).body["tools"]
+    silent = chat_request()
+    with_tools(silent, pb.ToolChoice(mode=pb.TOOL_CHOICE_MODE_NONE))
+    assert translation.request(silent, stream=False).body["tool_choice"] == "none"

@@ -19,7 +19,14 @@ from jsonschema.validators import Draft202012Validator
 
 from switchyard.adapter_tgi.translation import TgiTranslation
 from tests.enginesim.tgi import openapi
-from tests.support.request_matrix import CONSTRAINTS, PROMPT, Case, matrix, on_the_wire
+from tests.support.request_matrix import (
+    CONSTRAINTS,
+    PROMPT,
+    Case,
+    feature_cases,
+    matrix,
+    on_the_wire,
+)
 
 T = TgiTranslation("qwen")
 _U32: Final = 2**32 - 1
@@ -111,6 +118,18 @@ def _route(case: Case) -> str:
 def test_tgi_accepts_every_body_the_adapter_sends(case: Case) -> None:
     call = T.request(case.request, stream=case.stream)
     assert call.path == _route(case)
+    refusal = tgi_refusal(call.path, call.body)
+    assert not refusal, f"TGI refuses {call.path} {call.body}: {refusal}"
+
+
+@pytest.mark.parametrize("case", feature_cases(), ids=str)
+def test_tgi_accepts_every_feature_body(case: Case) -> None:
+    """Tools, tool choices, logprobs, images (a vision model), n (never sent: one call per
+    choice)."""
+    t = TgiTranslation("qwen")
+    t.reads_images = True
+    call = t.request(case.request, stream=case.stream)
+    assert "n" not in call.body
     refusal = tgi_refusal(call.path, call.body)
     assert not refusal, f"TGI refuses {call.path} {call.body}: {refusal}"
 

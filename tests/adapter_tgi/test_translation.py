@@ -16,7 +16,7 @@ from hypothesis import strategies as st
 from switchyard.adapter.translation import Delta, EngineHTTPError
 from switchyard.adapter_tgi.json_object import json_object_regex
 from switchyard.adapter_tgi.stops import StopTrimmer, cut_at_stop
-from switchyard.adapter_tgi.translation import TgiTranslation
+from switchyard.adapter_tgi.translation import IMAGE_PROBE, TgiTranslation
 from switchyard.inference.errors import InferenceError
 from switchyard.inference.v1 import inference_pb2 as pb
 from tests.support.canonical import generate_request
@@ -517,7 +517,7 @@ _INFO = {("GET", "/info"): {"max_total_tokens": 8192, "max_input_tokens": 8191}}
 async def test_max_model_len_reads_info_and_proves_the_key() -> None:
     engine = RecordingEngine(_INFO)
     assert await T.max_model_len(engine) == 8192
-    assert engine.calls == [("GET", "/info", None), ("POST", "/tokenize", {"inputs": "ready"})]
+    assert engine.calls == [("GET", "/info", None), ("POST", "/tokenize", {"inputs": IMAGE_PROBE})]
 
 
 class _Refusing(RecordingEngine):

@@ -338,3 +338,127 @@ def test_load_metrics_names() -> None:
         "vllm:num_requests_waiting",
         "vllm:kv_cache_usage_perc",
     )
+
+
+# Tools, n, logprobs, images and reasoning (shapes from vLLM 0.33.0's chat_completion and
+# completion protocol and serving modules)
+
+
+def test_chat_features_travel_in_openai_s_fields() -> None:
+    request = chat_request(max_tokens=8)
+    request.tools.add(name="weather", parameters='{"type": "object"}')
+    request.tool_choice.mode = pb.TOOL_CHOICE_MODE_REQUIRED
+    request.parallel_tool_calls = False
+    request.n = 2
+    request.logprobs.top_logprobs = 3
+    body = T.request(request, stream=False).body
+    assert body["tools"] == [
+        {"type": "function", "function": {"name": "weather", "parameters": {"type": "object"}}}
+    ]
+    assert (body["tool_choice"], body["parallel_tool_calls"]) == ("required", False)
+    assert (body["n"], body["logprobs"], body["top_logprobs"]) == (2, True, 3)
+
+
+def test_completions_logprobs_are_a_count_and_one_choice_sends_no_n() -> None:
+    request = prompt_request(max_tokens=8)
+    request.logprobs.top_logprobs = 2
+    body = T.request(request, stream=True).body
+    assert body["logprobs"] == 2
+    assert "n" not in body
+    assert "top_logprobs" not in body
+    assert "logprobs" not in T.request(prompt_request(max_tokens=8), stream=True).body
+
+
+def test_a_chat_completion_with_tool_calls_reasoning_and_two_choices() -> None:
+    body = {
+        "id": "chatcmpl-1", "object": "chat.completion", "created": 1, "model": "llama",
+        "choices": [
+            {"index": 0, "message": {"role": "assistant", "content": None, "reasoning": "Oslo.",
+                                     "tool_calls": [{"id": "chatcmpl-tool-9f", "type": "function",
+                                                     "function": {"name": "weather",
+                                                                  "arguments": '{"city": "Oslo"}'}}]},
+             "logprobs": None, "finish_reason": "tool_calls", "stop_reason": None},
+            {"index": 1, "message": {"role": "assistant", "content": "Sunny.", "reasoning": None},
+             "logprobs": None, "finish_reason": "stop", "stop_reason": None},
+        ],
+        "usage": {"prompt_tokens": 20, "total_tokens": 32, "completion_tokens": 12},
+    }  # fmt: skip
+    result = T.completion(chat_request(), body)
+    first, second = result.choices
+    assert first.finish_reason == pb.FINISH_REASON_TOOL_CALLS
+    assert [(c.id, c.name, c.arguments) for c in first.tool_calls] == [
+        ("chatcmpl-tool-9f", "weather", '{"city": "Oslo"}')
+    ]
+    assert (first.reasoning, first.text) == ("Oslo.", "")
+    assert (second.index, second.text, second.finish_reason) == (1, "Sunny.", pb.FINISH_REASON_STOP)
+    assert (result.prompt_tokens, result.completion_tokens) == (20, 12)
+
+
+def test_a_completion_s_legacy_logprobs() -> None:
+    request = prompt_request(max_tokens=1)
+    request.logprobs.top_logprobs = 1
+    body = {
+        "choices": [{"index": 0, "text": " a", "finish_reason": "length", "logprobs": {
+            "text_offset": [9], "token_logprobs": [-0.1], "tokens": [" a"],
+            "top_logprobs": [{" a": -0.1, " the": -2.5}]}}],
+        "usage": {"prompt_tokens": 3, "total_tokens": 4, "completion_tokens": 1},
+    }  # fmt: skip
+    (logprob,) = T.completion(request, body).choices[0].logprobs
+    assert logprob.token == " a"
+    assert logprob.logprob == pytest.approx(-0.1)
+    (top,) = logprob.top_logprobs  # the most likely one, as asked
+    assert top.token == " a"
+    assert top.logprob == pytest.approx(-0.1)
+
+
+def test_a_chat_stream_of_reasoning_then_a_tool_call() -> None:
+    request = chat_request()
+    request.logprobs.SetInParent()
+    payloads = [
+        {"choices": [{"index": 0, "delta": {"role": "assistant", "content": ""}}],
+         "usage": {"prompt_tokens": 9, "completion_tokens": 0}},
+        {"choices": [{"index": 0, "delta": {"reasoning": "Think."},
+                      "logprobs": {"content": [{"token": "Think", "logprob": -0.5, "bytes": [84, 104, 105, 110, 107], "top_logprobs": []}]}}],
+         "usage": {"prompt_tokens": 9, "completion_tokens": 1}},
+        {"choices": [{"index": 0, "delta": {"tool_calls": [
+            {"id": "chatcmpl-tool-1", "type": "function", "index": 0,
+             "function": {"name": "weather", "arguments": '{"city": "Oslo"}'}}]}}],
+         "usage": {"prompt_tokens": 9, "completion_tokens": 6}},
+        {"choices": [{"index": 0, "delta": {"content": ""}, "finish_reason": "tool_calls"}],
+         "usage": {"prompt_tokens": 9, "completion_tokens": 7}},
+    ]  # fmt: skip
+    parser = T.stream_parser(request)
+    deltas = [d for d in (parser.feed("message", p) for p in payloads) if d is not None]
+    assert [d.reasoning for d in deltas] == ["", "Think.", "", ""]
+    assert [d.token_count for d in deltas] == [0, 1, 5, 1]
+    assert [t.token for t in deltas[1].logprobs] == ["Think"]
+    (call,) = deltas[2].tool_calls
+    assert (call.index, call.id, call.name, call.arguments_delta) == (
+        0, "chatcmpl-tool-1", "weather", '{"city": "Oslo"}',
+    )  # fmt: skip
+    assert deltas[3].finish_reason == pb.FINISH_REASON_TOOL_CALLS
+
+
+@pytest.mark.parametrize(
+    "message",
+    [
+        '"auto" tool choice requires --enable-auto-tool-choice and --tool-call-parser to be set',
+        'tool_choice="required" requires --tool-call-parser to be set',
+        'tool_choice=function "weather" requires --tool-call-parser to be set',
+        "demo is not a multimodal model",
+    ],
+)
+def test_features_the_engine_was_not_started_for_are_unsupported(message: str) -> None:
+    error = _error(400, {"error": {"message": message, "type": "BadRequestError",
+                                   "param": None, "code": 400}})  # fmt: skip
+    assert (error.code, error.reason) == (grpc.StatusCode.INVALID_ARGUMENT, pb.UNSUPPORTED_FEATURE)
+    assert error.message == message
+
+
+def test_logprobs_above_the_engine_s_limit_are_invalid() -> None:
+    error = _error(400, {"error": {
+        "message": "Requested sample logprobs of 25, which is greater than max allowed: 20 "
+        "(parameter=logprobs, value=25)",
+        "type": "BadRequestError", "param": "logprobs", "code": 400}})  # fmt: skip
+    assert (error.code, error.reason) == (grpc.StatusCode.INVALID_ARGUMENT, pb.INVALID_REQUEST)
+    assert error.metadata["param"] == "logprobs"

@@ -30,7 +30,8 @@ ROOT = Path(__file__).resolve().parents[2]
 
 @pytest.fixture(scope="module")
 def sim(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Service]:
-    service = start_sim("vllm", tmp_path_factory.mktemp("bench"), options(ttft_s=0, itl_s=0))
+    opts = options(ttft_s=0, itl_s=0, tools=True)  # as the bench's "zero" simulator
+    service = start_sim("vllm", tmp_path_factory.mktemp("bench"), opts)
     try:
         wait_http(service, f"http://127.0.0.1:{service.port}/health")
         yield service
@@ -55,6 +56,13 @@ async def test_closed_loop_unary_and_streams(sim: Service) -> None:
     assert summary.latency_p50_s <= summary.latency_p99_s
     assert all(s.ok and s.tokens == 8 and s.ttft_s is not None for s in streamed)
     assert all(s.ttft_s is not None and s.ttft_s <= s.latency_s for s in streamed)
+
+
+async def test_the_tools_workload_gets_tool_calls(sim: Service) -> None:
+    async with session(2) as client:
+        tools = Sender(client, _target(sim), Workload("chat", False, 64, tools=True))
+        samples = await closed_loop(tools, 2, 6)
+    assert all(s.ok and s.status == 200 and s.tokens > 0 for s in samples), samples
 
 
 async def test_open_loop_and_errors(sim: Service) -> None:
@@ -100,12 +108,13 @@ def test_the_meter_follows_a_process_tree(sim: Service) -> None:
 @pytest.mark.timeout(360)  # about 25 s on an idle machine: room for a loaded one
 def test_the_command_runs_the_floor_and_switchyard_and_writes_its_files(tmp_path: Path) -> None:
     """`python -m switchyard.bench`, cut down to a few requests, without LiteLLM; the
-    two-worker edge, so its redis-server starts too."""
+    two-worker edge, so its redis-server starts too; the tools scenario's every answer is
+    a tool call (or it counts as an error)."""
     out = tmp_path / "results"
     command = [
         sys.executable, "-m", "switchyard.bench",
         "--paths", "floor,switchyard-2w",
-        "--scenarios", "unary-c1,stream-c1",
+        "--scenarios", "unary-c1,stream-c1,tools-c16",
         "--scale", "0.01",
         "--out", str(out),
     ]  # fmt: skip
@@ -115,8 +124,9 @@ def test_the_command_runs_the_floor_and_switchyard_and_writes_its_files(tmp_path
     (report,) = out.glob("*.json")
     doc = json.loads(report.read_text())
     assert {(r["path"], r["scenario"]["name"]) for r in doc["results"]} == {
-        (p, s) for p in ("floor", "switchyard-2w") for s in ("unary-c1", "stream-c1")
+        (p, s) for p in ("floor", "switchyard-2w") for s in ("unary-c1", "stream-c1", "tools-c16")
     }
+    assert "| switchyard-2w | tools-c16 |" in done.stdout
     assert all(r["summary"]["ok"] == r["summary"]["requests"] for r in doc["results"])
     assert all(r["added_p50_s"] is not None for r in doc["results"] if r["path"] != "floor")
     assert "without one" not in done.stdout, "the 2-worker edge shares its limits through redis"

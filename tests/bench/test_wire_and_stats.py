@@ -47,6 +47,23 @@ def test_request_bodies_ask_for_exactly_max_tokens() -> None:
         completion_tokens(b'{"error": {}}')
 
 
+def test_the_tools_body_offers_one_tool_that_must_be_called() -> None:
+    body = orjson.loads(request_body(Workload("chat", False, 64, tools=True), "m"))
+    (tool,) = body["tools"]
+    assert tool["type"] == "function"
+    assert tool["function"]["name"] == "get_weather"
+    assert body["tool_choice"] == "required"
+    assert "ignore_eos" not in body  # a call ends with its arguments
+    called = (
+        b'{"choices":[{"message":{"tool_calls":[{"id":"c"}]}}],"usage":{"completion_tokens":9}}'
+    )
+    assert completion_tokens(called, tool_call=True) == 9
+    text = b'{"choices":[{"message":{"content":"hi"}}],"usage":{"completion_tokens":2}}'
+    assert completion_tokens(text) == 2
+    with pytest.raises(ValueError, match="no tool call"):
+        completion_tokens(text, tool_call=True)
+
+
 def test_percentiles_interpolate_like_numpy() -> None:
     values = [float(v) for v in range(1, 101)]
     assert percentile(values, 50) == pytest.approx(50.5)
@@ -81,6 +98,14 @@ def test_the_plan_has_the_issues_scenarios() -> None:
     assert (memory.concurrency, memory.requests) == (1000, 1000)
     assert all(s.workload.max_tokens == 256 for s in plan if s.group == "stream")
     assert [s.name for s in select(plan, ["stream-c1", "memory"])] == ["stream-c1", "memory-1000"]
+    (tools,) = select(plan, ["tools"])
+    assert (tools.name, tools.sim, tools.workload.tools, tools.workload.stream) == (
+        "tools-c16",
+        "zero",
+        True,
+        False,
+    )
+    assert tools.warmup_workload == tools.workload  # a tool call is not cut short
     with pytest.raises(ValueError, match="unknown scenario"):
         select(plan, ["nope"])
     small = plan[0].scaled(0.001)

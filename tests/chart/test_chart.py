@@ -25,7 +25,10 @@ import yaml
 from switchyard.edge.settings import EdgeSettings
 from switchyard.engines import ENGINES
 from switchyard.operator import rbac
+from switchyard.operator.api import ModelBackendSpec
+from switchyard.operator.engines import engine_args
 from switchyard.operator.settings import OperatorSettings
+from tests.operator.schema import validation_errors
 from tests.support.workspace import CHART, ROOT, skaffold, skaffold_artifacts, template_var
 
 K8S_VERSION = "1.33.0"
@@ -634,3 +637,29 @@ def test_fail_open_shares_each_limit_among_the_processes_that_can_run(
     assert "EDGE_RATE_LIMIT_FALLBACK_PROCESSES" not in env_of(
         pod["template"]["spec"]["containers"][0]
     )
+
+
+@pytest.mark.parametrize("case", ["local", "gpu"])
+def test_the_chart_s_backends_pass_the_crd_s_rules(helm: dict[str, Any], case: str) -> None:
+    """The schema and the CEL rules, as the API server checks them (what jsonschema alone
+    misses: e.g. a tool-call parser on TGI)."""
+    for obj in backends(helm, case):
+        assert validation_errors(obj) == [], obj["metadata"]["name"]
+
+
+def test_the_local_demo_backends_serve_tools_reasoning_and_images(helm: dict[str, Any]) -> None:
+    """As `make run`'s: every simulated model takes images; vLLM and SGLang get a tool-call
+    and a reasoning parser (TGI serves tools without one, and has no reasoning parser)."""
+    for obj in backends(helm, "local"):
+        spec = ModelBackendSpec.model_validate(obj["spec"])
+        args = engine_args(spec, obj["metadata"]["name"])
+        assert "--sim-multimodal" in args, spec.engine
+        has_parsers = {"--tool-call-parser", "--reasoning-parser"} <= set(args)
+        assert has_parsers is (spec.engine != "tgi"), spec.engine
+
+
+def test_the_gpu_example_serves_tools() -> None:
+    (backend,) = values_file("gpu")["backends"]
+    spec = ModelBackendSpec.model_validate(backend["spec"])
+    args = engine_args(spec, backend["name"])
+    assert args[args.index("--tool-call-parser") - 1] == "--enable-auto-tool-choice"

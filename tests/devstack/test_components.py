@@ -4,6 +4,7 @@ bound (from the line each one logs)."""
 from __future__ import annotations
 
 import importlib
+from dataclasses import replace
 from typing import Any
 
 import orjson
@@ -82,11 +83,43 @@ def test_simulators_get_their_engine_s_flags_then_the_simulation_s(engine: str) 
     assert adapter_args(engine) == [f"switchyard.adapter_{engine}"]
 
 
+#: What `make run` serves: tools, reasoning where the engine has a parser, images.
+DEMO = EngineOptions(tools=True, reasoning=True, images=True)
+
+
+@pytest.mark.parametrize("features", [False, True], ids=["plain", "demo"])
 @pytest.mark.parametrize("engine", ENGINES)
-def test_simulators_accept_the_stack_s_command_lines(engine: str) -> None:
+def test_simulators_accept_the_stack_s_command_lines(engine: str, features: bool) -> None:
     opts = EngineOptions(max_model_len=2048, max_running=4, max_queued=2, load_delay_s=1)
+    if features:
+        opts = replace(opts, tools=True, reasoning=True, images=True)
     args = sim_args(engine, "127.0.0.1", 0, "demo", opts)
     importlib.import_module(f"{args[0]}.flags").parse(args[1:])
+
+
+@pytest.mark.parametrize(("engine", "expected"), [
+    ("vllm", ["--enable-auto-tool-choice", "--tool-call-parser", "hermes",
+              "--reasoning-parser", "qwen3"]),
+    ("sglang", ["--tool-call-parser", "qwen", "--reasoning-parser", "qwen3"]),
+    ("tgi", []),  # TGI serves tools without a parser and has no reasoning parser
+])  # fmt: skip
+def test_the_demo_models_serve_tools_reasoning_and_images(engine: str, expected: list[str]) -> None:
+    plain = sim_args(engine, "127.0.0.1", 0, "demo", EngineOptions())
+    demo = sim_args(engine, "127.0.0.1", 0, "demo", DEMO)
+    kind = engine_kind(engine)
+    engine_flags = demo[len(kind.simulator) : demo.index("--sim-ttft")]
+    assert engine_flags == plain[len(kind.simulator) : plain.index("--sim-ttft")] + expected
+    assert demo[-1] == "--sim-multimodal"
+    assert "--sim-multimodal" not in plain
+
+
+def test_each_feature_is_its_own_switch() -> None:
+    tools = sim_args("vllm", "127.0.0.1", 0, "demo", EngineOptions(tools=True))
+    assert "--tool-call-parser" in tools
+    assert not {"--reasoning-parser", "--sim-multimodal"} & set(tools)
+    reasoning = sim_args("sglang", "127.0.0.1", 0, "demo", EngineOptions(reasoning=True))
+    assert "--reasoning-parser" in reasoning
+    assert not {"--tool-call-parser", "--sim-multimodal"} & set(reasoning)
 
 
 def test_an_unknown_engine_has_no_command_line() -> None:

@@ -10,16 +10,20 @@ import asyncio
 import contextlib
 import functools
 import os
+import re
 import signal
 import sys
 from collections.abc import AsyncIterator, Iterable
 from pathlib import Path
 
 import pytest
-from openai import AsyncOpenAI
+from openai import AsyncOpenAI, pydantic_function_tool
+from openai.types.chat import ChatCompletionMessageParam
+from pydantic import BaseModel
 
 from switchyard.devstack.components import ENGINES, served_name
 from tests.support.processes import free_port
+from tests.support.request_matrix import PIXEL
 
 #: What `make run` used before, or would by default: each engine's own port (3000 is also
 #: Grafana's), the adapters' 50051-50053, redis's 6379, the metrics ports' 9090.
@@ -105,6 +109,62 @@ async def stop(process: asyncio.subprocess.Process) -> int:
     return process.returncode
 
 
+class GetWeather(BaseModel):
+    """The weather in a city."""
+
+    city: str
+
+
+async def serves_the_demo_features(client: AsyncOpenAI, engine: str) -> None:
+    """A demo model answers, keeps reasoning apart where its engine can (vLLM and SGLang
+    run a reasoning parser in `make run`, TGI has none), calls a tool, and reads an image."""
+    model = served_name(engine)
+    hello: list[ChatCompletionMessageParam] = [{"role": "user", "content": "Hello!"}]
+    reply = await client.chat.completions.create(model=model, messages=hello, max_tokens=200)
+    message = reply.choices[0].message
+    assert message.content, engine
+    reasoning = (message.model_extra or {}).get("reasoning_content")
+    assert bool(reasoning) is (engine != "tgi"), (engine, reasoning)
+
+    ask: list[ChatCompletionMessageParam] = [
+        {"role": "user", "content": "What is the weather in Paris? Use GetWeather."}
+    ]
+    called = await client.chat.completions.create(
+        model=model, messages=ask, tools=[pydantic_function_tool(GetWeather)]
+    )
+    choice = called.choices[0]
+    assert choice.finish_reason == "tool_calls", engine
+    (call,) = choice.message.tool_calls or []
+    assert call.type == "function"
+    assert call.function.name == "GetWeather"
+    GetWeather.model_validate_json(call.function.arguments)
+
+    picture: list[ChatCompletionMessageParam] = [{"role": "user", "content": [
+        {"type": "text", "text": "Hello!"}, {"type": "image_url", "image_url": {"url": PIXEL}},
+    ]}]  # fmt: skip
+    seen = await client.chat.completions.create(model=model, messages=picture, max_tokens=200)
+    assert seen.usage is not None
+    assert reply.usage is not None
+    assert seen.usage.prompt_tokens > reply.usage.prompt_tokens, engine  # the image counted
+
+
+async def the_printed_python_example_runs(banner: str) -> None:
+    """The banner's Python example, pasted as it is, against the stack it came from."""
+    found = re.search(r"python - <<'EOF'\n(.*?)\n\s*EOF", banner, flags=re.DOTALL)
+    assert found is not None, banner
+    code = "\n".join(line.removeprefix("  ") for line in found.group(1).splitlines())
+    example = await asyncio.create_subprocess_exec(
+        sys.executable, "-c", code, stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.PIPE
+    )
+    async with asyncio.timeout(START_S):
+        out, err = await example.communicate()
+    assert example.returncode == 0, err.decode()
+    reasoning_and_answer, tool_calls = out.decode().splitlines()
+    assert " -> " in reasoning_and_answer
+    assert not reasoning_and_answer.startswith("None ")  # demo-sglang's reasoning
+    assert "name='get_weather'" in tool_calls
+
+
 async def test_taken_well_known_ports_neither_stop_the_stack_nor_reach_it(
     tmp_path: Path,
 ) -> None:
@@ -113,8 +173,9 @@ async def test_taken_well_known_ports_neither_stop_the_stack_nor_reach_it(
         assert stranger.connections, "every well-known port is taken here: nothing to test"
         # Two workers: the edges share rate limits through a redis the stack starts too.
         process = await devstack(
-            tmp_path / "state", "--edge-port", str(edge_port), "--workers", "2"
-        )
+            tmp_path / "state", "--edge-port", str(edge_port), "--workers", "2",
+            "--ttft", "0.001", "--itl", "0.001",
+        )  # fmt: skip
         try:
             banner = await until_up(process)
             assert f"http://127.0.0.1:{edge_port}" in banner
@@ -122,12 +183,8 @@ async def test_taken_well_known_ports_neither_stop_the_stack_nor_reach_it(
             client = AsyncOpenAI(base_url=f"http://127.0.0.1:{edge_port}/v1", api_key=key)
             async with client:
                 for engine in ENGINES:
-                    reply = await client.chat.completions.create(
-                        model=served_name(engine),
-                        messages=[{"role": "user", "content": "Hello!"}],
-                        max_tokens=5,
-                    )
-                    assert reply.choices[0].message.content, engine
+                    await serves_the_demo_features(client, engine)
+            await the_printed_python_example_runs(banner)
         finally:
             returncode = await stop(process)
         assert returncode == 0

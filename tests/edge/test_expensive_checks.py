@@ -4,6 +4,7 @@ limiting, never on the event loop (the canary keeps making progress meanwhile)."
 from __future__ import annotations
 
 import asyncio
+import base64
 import uuid
 from typing import Any
 
@@ -157,3 +158,57 @@ async def test_the_edge_keeps_serving_while_a_heavy_schema_is_checked(edge: Edge
     assert answer.json()["error"]["param"] == PARAM
     assert probes >= 10, f"only {probes} health probes answered while the schema was checked"
     assert chunks_while_pending >= 10, f"only {chunks_while_pending} stream chunks meanwhile"
+
+
+@pytest.mark.usefixtures("features_quiet_after")
+async def test_tool_schemas_are_checked_once_then_remembered(features: Edge) -> None:
+    """An agent sends the same tools with every turn: their schemas are checked the first
+    time only (an image's base64 is checked every time: it is new every time)."""
+    tool = {
+        "type": "function",
+        "function": {
+            "name": "lookup",
+            "parameters": {"type": "object", "title": uuid.uuid4().hex},
+        },
+    }
+    body = {
+        "model": "demo-vllm",
+        "messages": [{"role": "user", "content": "hi"}],
+        "max_tokens": 2,
+        "tools": [tool],
+        "tool_choice": "none",
+    }
+    async with httpx.AsyncClient(base_url=features.url, timeout=30) as client:
+        checks = [await _schema_checks(features)]
+        for _ in range(2):
+            response = await client.post(CHAT, json=body, headers=features.auth())
+            assert response.status_code == 200, response.text
+            checks.append(await _schema_checks(features))
+    assert checks == [checks[0], checks[0] + 1, checks[0] + 1]
+
+
+@pytest.mark.usefixtures("features_quiet_after")
+async def test_a_key_out_of_quota_gets_no_tool_or_image_check(features: Edge) -> None:
+    image = "data:image/png;base64," + base64.b64encode(b"\x89PNG" + b"\0" * 64).decode()
+    tool = {
+        "type": "function",
+        "function": {"name": "f", "parameters": {"type": "object", "title": uuid.uuid4().hex}},
+    }
+    heavy = {
+        "model": "demo-vllm",
+        "messages": [
+            {"role": "user", "content": [{"type": "image_url", "image_url": {"url": image}}]}
+        ],
+        "tools": [tool],
+    }
+    async with httpx.AsyncClient(base_url=features.url, timeout=30) as client:
+        first = await client.post(
+            CHAT,
+            json={"model": "demo-vllm", "messages": [{"role": "user", "content": "hi"}]},
+            headers=features.auth("one-rpm"),
+        )
+        assert first.status_code == 200, first.text
+        checks_before = await _schema_checks(features)
+        refused = await client.post(CHAT, json=heavy, headers=features.auth("one-rpm"))
+    assert refused.status_code == 429, refused.text
+    assert await _schema_checks(features) == checks_before

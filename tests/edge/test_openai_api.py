@@ -173,9 +173,11 @@ async def test_context_overflow_is_bad_request(edge: Edge, engine: str) -> None:
     ("extra", "fragment"),
     [
         ({"temperature": 5}, "temperature"),
-        ({"n": 2}, "n is not supported"),
+        ({"n": 9}, "at most 8 choices"),
         ({"max_tokens": 10**12}, "max_tokens"),
-        ({"logprobs": True}, "logprobs is not supported"),
+        ({"logprobs": 1}, "logprobs"),
+        ({"top_logprobs": 2}, "top_logprobs"),
+        ({"logit_bias": {"1": 1.0}}, "logit_bias is not supported"),
         ({"frobnicate": 1}, "frobnicate"),
         (
             {

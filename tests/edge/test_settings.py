@@ -31,3 +31,20 @@ def test_schema_limits_default_to_the_contract_s_and_may_only_be_lowered() -> No
 
 def test_docs_are_off_unless_asked_for() -> None:
     assert not EdgeSettings(routes_file=ROUTES).docs
+
+
+def test_image_url_hosts_are_a_comma_separated_list_of_exact_names(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    assert EdgeSettings(routes_file=ROUTES).image_url_hosts == frozenset()  # none by default
+    monkeypatch.setenv("EDGE_ROUTES_FILE", str(ROUTES))
+    monkeypatch.setenv("EDGE_IMAGE_URL_HOSTS", " Images.Example.com., cdn.example.org ,")
+    hosts = EdgeSettings().image_url_hosts
+    assert hosts == frozenset({"images.example.com", "cdn.example.org"})
+
+
+def test_chat_limits_default_to_openai_like_values() -> None:
+    settings = EdgeSettings(routes_file=ROUTES)
+    assert (settings.max_n, settings.max_images, settings.max_image_bytes) == (8, 8, 10 << 20)
+    with pytest.raises(ValidationError, match="max_n"):
+        EdgeSettings(routes_file=ROUTES, max_n=129)  # beyond what the schema lets through

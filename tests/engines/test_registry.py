@@ -3,13 +3,14 @@ same serving options into its engine's own flags."""
 
 from __future__ import annotations
 
+import dataclasses
 import importlib
 import importlib.util
 
 import pytest
 
 from switchyard.adapter.translation import Translation
-from switchyard.engines import ENGINES, NAMES, EngineKind, Serving, engine_kind
+from switchyard.engines import CHAT_OPTIONS, ENGINES, NAMES, EngineKind, Serving, engine_kind
 
 KINDS = list(ENGINES.values())
 FULL = Serving(
@@ -22,6 +23,11 @@ FULL = Serving(
     max_running=8,
     max_queued=4,
     seeded=True,
+    tool_call_parser="hermes",
+    reasoning_parser="qwen3",
+    chat_template="/templates/chat.jinja",
+    max_images_per_prompt=2,
+    max_top_logprobs=3,
 )
 
 
@@ -102,3 +108,52 @@ def test_only_sglang_needs_a_flag_to_honour_seeds(kind: EngineKind) -> None:
     seeded = Serving("m", "h", 1, "s", seeded=True)
     extra = [arg for arg in kind.flags(seeded) if arg not in kind.flags(plain)]
     assert extra == (["--enable-deterministic-inference"] if kind.name == "sglang" else [])
+
+
+#: A value for each chat option (0 for the limits: a limit, not "unset").
+CHAT = {
+    "tool_call_parser": "hermes",
+    "reasoning_parser": "qwen3",
+    "chat_template": "/templates/chat.jinja",
+    "max_images_per_prompt": 0,
+    "max_top_logprobs": 0,
+}
+
+
+def test_chat_options_are_serving_fields() -> None:
+    assert set(CHAT) == set(CHAT_OPTIONS) <= {f.name for f in dataclasses.fields(Serving)}
+    for kind in KINDS:
+        assert set(kind.unsupported) <= set(CHAT_OPTIONS), kind.name
+        assert all(why for why in kind.unsupported.values())
+
+
+@pytest.mark.parametrize("kind", KINDS, ids=NAMES)
+@pytest.mark.parametrize("option", CHAT_OPTIONS)
+def test_each_chat_option_has_a_flag_unless_the_engine_says_it_has_none(
+    kind: EngineKind, option: str
+) -> None:
+    """An option the engine has no flag for changes nothing here (the CRD refuses it)."""
+    plain = Serving("m", "h", 1, "s")
+    given = dataclasses.replace(plain, **{option: CHAT[option]})  # type: ignore[arg-type]
+    extra = kind.flags(given)[len(kind.flags(plain)) :]
+    assert bool(extra) is (option not in kind.unsupported)
+    if extra:
+        assert str(CHAT[option]) in extra[-1]  # the value follows its flag
+
+
+@pytest.mark.parametrize(("engine", "expected"), [
+    ("vllm", ["--enable-auto-tool-choice", "--tool-call-parser", "hermes",
+              "--reasoning-parser", "qwen3", "--chat-template", "/templates/chat.jinja",
+              "--limit-mm-per-prompt", '{"image":0}', "--max-logprobs", "0"]),
+    ("sglang", ["--tool-call-parser", "hermes", "--reasoning-parser", "qwen3",
+                "--chat-template", "/templates/chat.jinja",
+                "--limit-mm-data-per-request", '{"image":0}']),
+    ("tgi", ["--max-top-n-tokens", "0"]),
+])  # fmt: skip
+def test_chat_flags_of_each_engine(engine: str, expected: list[str]) -> None:
+    """vLLM serves `tool_choice: auto` only with --enable-auto-tool-choice, which it refuses
+    without --tool-call-parser; vLLM and SGLang read per-modality limits as a JSON object."""
+    kind = ENGINES[engine]
+    plain = Serving("m", "h", 1, "s")
+    flags = kind.flags(dataclasses.replace(plain, **CHAT))  # type: ignore[arg-type]
+    assert flags == kind.flags(plain) + expected

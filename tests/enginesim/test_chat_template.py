@@ -37,3 +37,19 @@ def test_tool_messages_are_accepted() -> None:
 def test_bad_messages_are_refused(messages: list[dict[str, str]], message: str) -> None:
     with pytest.raises(ValueError, match=message):
         render(messages)
+
+
+def test_tools_and_tool_calls_are_rendered() -> None:
+    tool = {"type": "function", "function": {"name": "get_weather", "parameters": {}}}
+    calls = '<tool_call>\n{"name": "get_weather", "arguments": {}}\n</tool_call>'
+    prompt = render(
+        [
+            {"role": "user", "content": "Weather?"},
+            {"role": "assistant", "content": "", "tool_calls": calls},
+            {"role": "tool", "content": "sunny"},
+        ],
+        tools=[tool],
+    )
+    assert prompt.startswith('<|im_start|>system\n# Tools\n<tools>\n{"type": "function"')
+    assert f"<|im_start|>assistant\n{calls}<|im_end|>" in prompt
+    assert prompt.endswith("<|im_start|>tool\nsunny<|im_end|>\n<|im_start|>assistant\n")

@@ -20,6 +20,11 @@ def test_defaults() -> None:
     options = sim_options(_parse())
     assert options.latency == LatencyModel(load_delay_s=0, ttft_s=0.02, itl_s=0.01)
     assert options.seed is None
+    assert not options.multimodal
+
+
+def test_multimodal() -> None:
+    assert sim_options(_parse("--sim-multimodal")).multimodal
 
 
 def test_values() -> None:

@@ -14,14 +14,26 @@ from hypothesis import given
 from hypothesis import strategies as st
 
 from switchyard.enginesim import tokenizer
-from switchyard.enginesim.generation import Generation, SamplingParams, generate
+from switchyard.enginesim.generation import (
+    Generation,
+    SamplingParams,
+    choice_params,
+    generate,
+    generate_n,
+    rng,
+)
 from switchyard.enginesim.structured import Constraint
 
 PROMPT = "<|im_start|>user\nTell me a story.<|im_end|>\n<|im_start|>assistant\n"
 
 
-def _gen(params: SamplingParams, prompt: str = PROMPT, **kw: int) -> Generation:
-    return generate(prompt, params, default_max_tokens=kw.pop("default_max_tokens", 1000), **kw)
+def _gen(
+    params: SamplingParams, prompt: str = PROMPT, *, default_max_tokens: int = 1000,
+    default_seed: int | None = None,
+) -> Generation:  # fmt: skip
+    return generate(
+        prompt, params, default_max_tokens=default_max_tokens, default_seed=default_seed
+    )
 
 
 def test_free_text_is_sentences_of_single_tokens_ended_by_eos() -> None:
@@ -208,3 +220,68 @@ def test_outputs_and_ids_are_the_same_in_other_processes() -> None:
     here: dict[str, object] = {}
     exec(_SCRIPT.replace("print(", "result = ("), here)
     assert outputs[0] == outputs[1] == json.loads(str(here["result"]))
+
+
+# --- preamble (reasoning), script (tool calls), n choices ------------------------------------
+
+
+def test_a_preamble_comes_first_and_counts() -> None:
+    plain = _gen(SamplingParams(temperature=0))
+    thinking = generate(
+        PROMPT, SamplingParams(temperature=0), default_max_tokens=1000,
+        preamble="<think>Think first.</think>",
+    )  # fmt: skip
+    assert thinking.text.startswith("<think>Think first.</think>")
+    assert thinking.preamble_tokens == len(tokenizer.tokens("<think>Think first.</think>"))
+    assert thinking.eos
+    assert plain.preamble_tokens == 0
+    assert thinking.completion_tokens > thinking.preamble_tokens
+
+
+def test_a_script_replaces_the_text_then_ends() -> None:
+    g = generate(
+        PROMPT, SamplingParams(seed=1), default_max_tokens=1000, preamble="<think>x</think>",
+        script="<tool_call>\n{}\n</tool_call>",
+    )  # fmt: skip
+    assert g.text == "<think>x</think><tool_call>\n{}\n</tool_call>"
+    assert g.eos
+    assert g.completion_tokens == len(g.tokens) + 1
+
+
+def test_a_script_is_cut_by_the_output_limit_and_stop_strings() -> None:
+    script = "<tool_call>\n" + '{"name": "f", "arguments": {}}' + "\n</tool_call>"
+    short = generate(PROMPT, SamplingParams(max_tokens=3), default_max_tokens=1, script=script)
+    assert short.finish_reason == "length"
+    assert len(short.tokens) == 3
+    stopped = generate(PROMPT, SamplingParams(stop=("name",)), default_max_tokens=99, script=script)
+    assert stopped.matched_stop == "name"
+    assert "name" not in stopped.text
+
+
+def test_n_choices_are_seeded_apart() -> None:
+    params = SamplingParams(seed=5, max_tokens=30)
+    choices = generate_n(PROMPT, params, 3, default_max_tokens=1000)
+    assert choices[0] == _gen(params)
+    assert choices[1] == _gen(choice_params(params, 1))
+    assert len({c.text for c in choices}) == 3
+    assert generate_n(PROMPT, params, 3, default_max_tokens=1000) == choices
+    greedy = generate_n(PROMPT, SamplingParams(temperature=0), 2, default_max_tokens=1000)
+    assert greedy[0] == greedy[1]
+
+
+def test_rng_follows_the_output_seeding() -> None:
+    params = SamplingParams(seed=9)
+    assert rng(PROMPT, params, salt="a").random() == rng(PROMPT, params, salt="a").random()
+    assert rng(PROMPT, params, salt="a").random() != rng(PROMPT, params, salt="b").random()
+
+
+@pytest.mark.parametrize("seed", range(20))
+def test_a_model_that_reasoned_at_length_still_answers(seed: int) -> None:
+    """The answer's length is drawn apart from the reasoning's: however long the reasoning,
+    a text answer follows (before, a reasoning longer than the drawn length left none)."""
+    reasoning = "<think>" + " ".join(["thought"] * 300) + "</think>"  # past any drawn length
+    out = generate(
+        PROMPT, SamplingParams(seed=seed), default_max_tokens=100_000, preamble=reasoning
+    )
+    assert out.finish_reason == "stop"
+    assert out.completion_tokens > out.preamble_tokens + 1  # some answer, then EOS

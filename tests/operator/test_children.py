@@ -115,7 +115,11 @@ def test_gpu_backends_request_their_gpus(name: str) -> None:
     pod = objs.deployment["spec"]["template"]["spec"]
     assert pod["tolerations"] == raw["spec"]["tolerations"]
     mounts = {m["mountPath"]: m["name"] for m in engine["volumeMounts"]}
-    assert mounts == {"/dev/shm": "dshm", "/models": "model-cache"}
+    template = {"/etc/switchyard/chat-template": "chat-template"}
+    with_template = "chatTemplate" in raw["spec"].get("chat", {})
+    assert mounts == {"/dev/shm": "dshm", "/models": "model-cache"} | (
+        template if with_template else {}
+    )
     volumes = {v["name"]: v for v in pod["volumes"]}
     assert volumes["dshm"]["emptyDir"] == {
         "medium": "Memory",
@@ -191,6 +195,8 @@ def test_scaling_changes_only_the_replicas() -> None:
         {"maxModelLen": 4096},
         {"args": ["--enforce-eager"]},
         {"image": "vllm/vllm-openai:v0.34.0"},
+        {"chat": {"toolCallParser": "llama3_json", "reasoningParser": "deepseek_r1"}},
+        {"chat": {"toolCallParser": "llama3_json"}},  # the chat template dropped
     ],
 )
 def test_serving_changes_roll_the_pods(change: dict[str, Any]) -> None:

@@ -18,7 +18,9 @@ from typing import Any
 import pytest
 import yaml
 from pydantic import ValidationError
+from pydantic.alias_generators import to_camel
 
+from switchyard.engines import ENGINES as ENGINE_KINDS
 from switchyard.operator import api
 from switchyard.operator.crd import CRD_PATH, crd_manifest, crd_yaml
 from tests.operator.cases import INVALID, spec
@@ -281,9 +283,26 @@ def _values_at(value: Any, where: tuple[str, ...]) -> list[Any]:
     return []
 
 
+#: A value for each field of spec.chat.
+CHAT: dict[str, Any] = {
+    "toolCallParser": "hermes",
+    "reasoningParser": "qwen3",
+    "chatTemplate": {"configMapRef": {"name": "t", "key": "t.jinja"}},
+    "maxImagesPerPrompt": 2,
+    "maxTopLogprobs": 5,
+}
+
+
+def _chat_for(engine: str) -> dict[str, Any]:
+    """Every chat field `engine` takes."""
+    unsupported = {to_camel(o) for o in ENGINE_KINDS[engine].unsupported}
+    return {k: v for k, v in CHAT.items() if k not in unsupported}
+
+
 #: Minimal valid objects, between them filling every node that carries rules.
 MINIMAL = [
     *(backend("m", {"engine": engine, "model": "m"}) for engine in api.ENGINES),
+    *(backend("m", {"engine": e, "model": "m", "chat": _chat_for(e)}) for e in api.ENGINES),
     backend("m", spec(env=[{"name": "A"}], modelCache={})),
     backend("m", spec(env=[{"name": "A", "value": "1"}], modelCache={"claimName": "c"})),
     backend("m", spec(env=[{"name": "A", "valueFrom": {}}], modelCache={"sizeLimit": "1Gi"})),
@@ -323,6 +342,14 @@ REFUSED_BY_RULE: dict[str, dict[str, Any]] = {
     api.MODEL_CACHE_RULES[0].message: backend(
         "m", spec(modelCache={"claimName": "c", "sizeLimit": "1Gi"})
     ),
+    # One rule per chat field an engine has no flag for: that field alone, on that engine.
+    **{
+        f"chat.{to_camel(option)} is not for engine {kind.name}: {why}": backend(
+            "m", spec(engine=kind.name, chat={to_camel(option): CHAT[to_camel(option)]})
+        )
+        for kind in ENGINE_KINDS.values()
+        for option, why in kind.unsupported.items()
+    },
 }
 
 
@@ -456,6 +483,24 @@ def test_cel_rules_agree_with_the_models_on_edge_cases() -> None:
                 api.Scaling.model_construct(min_replicas=low, max_replicas=high, warm_replicas=warm)
             )
             assert evaluate(rule.cel, value) == model_ok, (rule.cel, value)
+
+
+@pytest.mark.parametrize("engine", api.ENGINES)
+@pytest.mark.parametrize("field", CHAT)
+def test_chat_rules_agree_with_the_models(engine: str, field: str) -> None:
+    """Each chat field set alone, and every field the engine takes at once: the CRD and the
+    models accept and refuse the same."""
+    for chat in ({field: CHAT[field]}, _chat_for(engine)):
+        obj = backend("m", spec(engine=engine, chat=chat))
+        server_ok = validation_errors(obj) == []
+        try:
+            api.ModelBackend.model_validate(obj)
+            model_ok = True
+        except ValidationError:
+            model_ok = False
+        assert server_ok == model_ok, (engine, chat)
+        expected = all(to_camel(o) not in chat for o in ENGINE_KINDS[engine].unsupported)
+        assert server_ok == expected, (engine, chat)
 
 
 def test_name_rule_runs_on_metadata() -> None:

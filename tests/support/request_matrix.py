@@ -18,14 +18,16 @@ from tests.support.canonical import Message, generate_request
 
 MODEL: Final = "qwen"
 PROMPT: Final = "Once upon a time"
-#: Every role the contract admits, and a message with a name.
+#: Every role the contract admits, a message with a name, and a tool call answered
+#: (`canonical` adds the call to the assistant's message and its id to the tool's).
 MESSAGES: Final[tuple[Message, ...]] = (
     ("system", "Be brief."),
     ("user", "Hi", "ann"),
-    ("assistant", "Hello."),
+    ("assistant", ""),
     ("tool", "42"),
     ("user", "And then?"),
 )
+TOOL_CALL: Final = pb.ToolCall(id="call_1", name="lookup", arguments='{"q": "x"}')
 SCHEMA: Final = {
     "type": "object",
     "properties": {
@@ -85,6 +87,8 @@ def canonical(
         request = generate_request(MODEL, prompt=PROMPT, request_id="r-1", **fields)
     else:
         request = generate_request(MODEL, messages=MESSAGES, request_id="r-1", **fields)
+        request.chat.messages[2].tool_calls.append(TOOL_CALL)
+        request.chat.messages[3].tool_call_id = TOOL_CALL.id
     constraint = CONSTRAINTS[kind]
     if constraint is not None:
         request.structured_output.CopyFrom(constraint)
@@ -114,3 +118,84 @@ def matrix(
 def on_the_wire(body: dict[str, Any]) -> Any:
     """The body as the engine receives it (the adapter's engine client sends orjson)."""
     return orjson.loads(orjson.dumps(body))
+
+
+#: A tool's parameters and a picture for the feature cases.
+TOOL_PARAMETERS: Final = {
+    "type": "object",
+    "properties": {"city": {"type": "string"}, "days": {"type": "integer"}},
+    "required": ["city"],
+}
+PIXEL: Final = (  # a 2x2 PNG
+    "data:image/png;base64,"
+    "iVBORw0KGgoAAAANSUhEUgAAAAIAAAACCAIAAAD91JpzAAAAFklEQVR4nGM8ISfHwMDAxMDAwMDAAAANBAEIfXHKZgAAAABJRU5ErkJggg=="
+)
+
+
+def with_tools(request: pb.GenerateRequest, choice: pb.ToolChoice | None = None) -> None:
+    """Two tools (the second without parameters), and `choice` if given."""
+    request.tools.add(
+        name="weather",
+        description="The weather in a city",
+        parameters=orjson.dumps(TOOL_PARAMETERS).decode(),
+        strict=True,
+    )
+    request.tools.add(name="time_now")
+    if choice is not None:
+        request.tool_choice.CopyFrom(choice)
+
+
+def _chat_feature(name: str) -> pb.GenerateRequest:
+    request = canonical("chat", "free", {}, 64)
+    if name == "tools-unset":
+        with_tools(request)
+    elif name == "tools-auto":
+        with_tools(request, pb.ToolChoice(mode=pb.TOOL_CHOICE_MODE_AUTO))
+    elif name == "tools-required-serial":
+        with_tools(request, pb.ToolChoice(mode=pb.TOOL_CHOICE_MODE_REQUIRED))
+        request.parallel_tool_calls = False
+    elif name == "tools-none":
+        with_tools(request, pb.ToolChoice(mode=pb.TOOL_CHOICE_MODE_NONE))
+    elif name == "tools-named":
+        with_tools(request, pb.ToolChoice(function="weather"))
+    elif name == "logprobs":
+        request.logprobs.top_logprobs = 3
+    elif name == "logprobs-chosen-only":
+        request.logprobs.SetInParent()
+    elif name == "n":
+        request.n = 2
+    elif name == "image":
+        user = request.chat.messages[-1]
+        user.content = ""
+        user.parts.add(text="What is in this picture?")
+        user.parts.add(image=pb.Image(url=PIXEL, detail="low"))
+    validate(request, MODEL)
+    return request
+
+
+CHAT_FEATURES: Final = (
+    "tools-unset", "tools-auto", "tools-required-serial", "tools-none", "tools-named",
+    "logprobs", "logprobs-chosen-only", "n", "image",
+)  # fmt: skip
+PROMPT_FEATURES: Final = ("logprobs", "logprobs-chosen-only", "n")
+
+
+def feature_cases(
+    *, chat: Collection[str] = CHAT_FEATURES, prompt: Collection[str] = PROMPT_FEATURES
+) -> list[Case]:
+    """One request per feature an adapter may carry (tools, logprobs, n, images), streamed
+    and not: for checking bodies against the engine's own models."""
+    cases: list[Case] = []
+    for stream in (False, True):
+        mode = "stream" if stream else "unary"
+        cases.extend(Case(f"chat-{mode}-{name}", _chat_feature(name), stream) for name in chat)
+        for name in prompt:
+            request = canonical("prompt", "free", {}, 64)
+            if name == "n":
+                request.n = 2
+            elif name == "logprobs":
+                request.logprobs.top_logprobs = 3
+            else:
+                request.logprobs.SetInParent()
+            cases.append(Case(f"prompt-{mode}-{name}", request, stream))
+    return cases

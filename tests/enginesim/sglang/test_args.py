@@ -41,6 +41,21 @@ def test_the_flags_a_launch_server_command_line_uses() -> None:
     assert (args.sim.latency.load_delay_s, args.sim.seed) == (1.0, 7)
 
 
+def test_the_chat_feature_flags() -> None:
+    args = parse(
+        [
+            "--model-path", "m", "--tool-call-parser", "qwen25", "--reasoning-parser",
+            "deepseek-r1", "--chat-template", "t.jinja", "--enable-multimodal",
+            "--limit-mm-data-per-request", '{"image": 2}', "--sim-multimodal",
+        ]
+    )  # fmt: skip
+    assert (args.tool_call_parser, args.reasoning_parser) == ("qwen25", "deepseek-r1")
+    assert args.limit_mm_data_per_request == {"image": 2}
+    assert args.multimodal
+    plain = parse(["--model-path", "m", "--enable-multimodal"])
+    assert (plain.tool_call_parser, plain.reasoning_parser, plain.multimodal) == (None, None, False)
+
+
 @pytest.mark.parametrize(
     "argv",
     [
@@ -49,6 +64,11 @@ def test_the_flags_a_launch_server_command_line_uses() -> None:
         ["--model-path", "m", "--context-length", "0"],
         ["--model-path", "m", "--max-queued-requests", "-1"],
         ["--model-path", "m", "--port", "70000"],
+        # SGLang's parsers for other models' formats: the simulated model writes Qwen's.
+        ["--model-path", "m", "--tool-call-parser", "mistral"],
+        ["--model-path", "m", "--reasoning-parser", "gpt-oss"],
+        ["--model-path", "m", "--limit-mm-data-per-request", '{"picture": 1}'],
+        ["--model-path", "m", "--limit-mm-data-per-request", "2"],
     ],
 )
 def test_bad_command_lines_are_refused(argv: list[str]) -> None:

@@ -88,3 +88,23 @@ async def test_many_streams_leave_nothing_open() -> None:
         await eventually(lambda: engine.stats.open_streams == 0 and engine.stats.in_flight == 0)
     assert engine.stats.requests == 20
     assert engine.stats.completed + engine.stats.aborted == 20
+
+
+@pytest.mark.parametrize("stream", [True, False], ids=["stream", "unary"])
+async def test_a_client_that_leaves_aborts_every_sample_of_n(stream: bool) -> None:
+    app = make_app(*SLOW)
+    engine = engine_of(app)
+    body = {**CHAT, "n": 3, "rid": "mine", "stream": stream}
+    async with live(app) as url, httpx.AsyncClient(base_url=url, timeout=60) as client:
+        call = asyncio.create_task(client.post("/v1/chat/completions", json=body))
+        await eventually(lambda: engine.running == 3, what="the three samples running")
+        # SGLang gives the samples fresh rids: an abort by the caller's rid reaches none.
+        assert (await client.post("/abort_request", json={"rid": "mine"})).status_code == 200
+        assert engine.running == 3
+        call.cancel()
+        with pytest.raises(asyncio.CancelledError):
+            await call
+        await eventually(lambda: engine.stats.aborted == 3)
+    assert engine.running == 0
+    ended = [rid for a in engine.aborts if a.source == "disconnect" for rid in a.ended]
+    assert len(set(ended)) == 3

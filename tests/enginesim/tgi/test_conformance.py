@@ -264,3 +264,12 @@ async def test_streams_carry_no_token_counts(client: httpx.AsyncClient) -> None:
         assert response.headers["x-accel-buffering"] == "no", path
         assert response.headers["x-compute-type"] == "gpu+optimized"
         assert not any(name in response.headers for name in (*_COUNTS, *_TIMINGS))
+
+
+async def test_chat_reads_n_and_ignores_it(client: httpx.AsyncClient) -> None:
+    body = {"messages": [{"role": "user", "content": "Hi"}], "max_tokens": 4, "n": 3}
+    out = (await _post(client, "/v1/chat/completions", body)).json()
+    check("ChatCompletion", out)
+    assert len(out["choices"]) == 1  # TGI has no `n`: one choice, no error
+    bad = await _post(client, "/v1/chat/completions", {**body, "n": -1})
+    assert bad.status_code == 422  # but it is read: a u32

@@ -2,12 +2,17 @@
 
 from __future__ import annotations
 
+import base64
+import io
 from collections.abc import AsyncIterator, Awaitable, Callable
 from typing import Any
 
 import httpx
+import httpx2
+import openai
 import orjson
 import pytest
+from PIL import Image
 
 from switchyard.enginesim.vllm.engine import Engine
 from switchyard.enginesim.vllm.flags import parse
@@ -74,3 +79,32 @@ def piece(chunk: dict[str, Any]) -> str:
     if "text" in choice:
         return str(choice["text"])
     return str(choice["delta"].get("content") or "")
+
+
+SdkFactory = Callable[..., Awaitable[openai.AsyncOpenAI]]
+
+
+@pytest.fixture
+async def sdk() -> AsyncIterator[SdkFactory]:
+    """The official SDK (no retries) on an in-process simulator started with extra flags."""
+    clients: list[httpx2.AsyncClient] = []
+
+    async def make(*extra: str) -> openai.AsyncOpenAI:
+        app = create_app(parse(argv(*(extra or FAST)), environ={}))
+        # The SDK's own HTTP client library, on the app in process.
+        http = httpx2.AsyncClient(transport=httpx2.ASGITransport(app=app))
+        clients.append(http)
+        return openai.AsyncOpenAI(
+            base_url="http://sim/v1", api_key="unused", http_client=http, max_retries=0
+        )
+
+    yield make
+    for client in clients:
+        await client.aclose()
+
+
+def image_url(width: int, height: int) -> str:
+    """A PNG of that size, as a data URL."""
+    out = io.BytesIO()
+    Image.new("RGB", (width, height), "blue").save(out, format="PNG")
+    return f"data:image/png;base64,{base64.b64encode(out.getvalue()).decode()}"

@@ -87,6 +87,24 @@ def test_command_line() -> None:
         parse(["serve", "m", "--max-model-len", "0"])
 
 
+def test_chat_feature_flags() -> None:
+    plain = parse(argv())
+    assert (plain.tool_call_parser, plain.reasoning_parser, plain.max_logprobs) == (None, None, 20)
+    assert plain.image_limit == 999
+    assert not plain.enable_auto_tool_choice
+    config = parse(
+        [*argv(), "--tool-call-parser", "hermes", "--enable-auto-tool-choice",
+         "--reasoning-parser", "qwen3", "--max-logprobs", "-1", "--chat-template", "t.jinja",
+         "--limit-mm-per-prompt", '{"image": {"count": 3, "width": 512}}']
+    )  # fmt: skip
+    assert (config.tool_call_parser, config.reasoning_parser) == ("hermes", "qwen3")
+    assert config.enable_auto_tool_choice
+    assert (config.max_logprobs, config.image_limit) == (-1, 3)
+    for bad in ('{"image": -1}', "[2]", "image=2"):
+        with pytest.raises(SystemExit):
+            parse([*argv(), "--limit-mm-per-prompt", bad])
+
+
 async def test_metrics_follow_the_scheduler(simulator: Factory) -> None:
     client, sim = await simulator(
         "--max-num-seqs",
@@ -163,3 +181,11 @@ async def test_chat_stream_with_n_choices(client: httpx.AsyncClient) -> None:
     assert roles == [0, 1]
     finished = [c["choices"][0]["index"] for c in chunks if c["choices"][0]["finish_reason"]]
     assert sorted(finished) == [0, 1]
+
+
+async def test_tokenize_chat_counts_tools(client: httpx.AsyncClient) -> None:
+    messages = [{"role": "user", "content": "hi"}]
+    tool = {"type": "function", "function": {"name": "get_weather", "parameters": {}}}
+    plain = (await client.post("/tokenize", json={"messages": messages})).json()
+    tooled = (await client.post("/tokenize", json={"messages": messages, "tools": [tool]})).json()
+    assert tooled["count"] > plain["count"]  # the tool definitions are part of the prompt

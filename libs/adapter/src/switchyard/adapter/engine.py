@@ -12,7 +12,8 @@ from __future__ import annotations
 
 import asyncio
 from collections.abc import AsyncGenerator, Callable
-from typing import Any
+from dataclasses import replace
+from typing import Any, Final
 
 import aiohttp
 import orjson
@@ -27,6 +28,7 @@ from switchyard.adapter.translation import (
     EngineHTTPError,
     EngineRequest,
     Translation,
+    choice_count,
 )
 from switchyard.inference.errors import InferenceError
 from switchyard.inference.v1 import inference_pb2 as pb
@@ -89,6 +91,84 @@ class EngineClient:
         return self.translation.error(status, body)
 
     async def complete(self, request: pb.GenerateRequest) -> Completion:
+        n = choice_count(request)
+        if n == 1 or self.translation.native_n:
+            return await self._complete(request)
+        return await self._complete_each(request, n)
+
+    def stream(self, request: pb.GenerateRequest) -> AsyncGenerator[Delta, None]:
+        n = choice_count(request)
+        if n == 1 or self.translation.native_n:
+            return self._stream(request)
+        return self._stream_each(request, n)
+
+    async def _complete_each(self, request: pb.GenerateRequest, n: int) -> Completion:
+        """n engine calls of one choice each, concurrently; the first failure cancels (and so
+        aborts) the others."""
+        try:
+            async with asyncio.TaskGroup() as group:
+                tasks = [
+                    group.create_task(self._complete(one))
+                    for one in one_choice_requests(request, n)
+                ]
+        except BaseExceptionGroup as group_error:
+            raise _first_error(group_error) from None
+        completions = [task.result() for task in tasks]
+        choices = tuple(
+            replace(choice, index=i)
+            for i, completion in enumerate(completions)
+            for choice in completion.choices[:1]
+        )
+        return Completion(
+            choices=choices,
+            prompt_tokens=completions[0].prompt_tokens,  # the same prompt n times: once
+            completion_tokens=sum(c.completion_tokens for c in completions),
+        )
+
+    async def _stream_each(
+        self, request: pb.GenerateRequest, n: int
+    ) -> AsyncGenerator[Delta, None]:
+        """n engine streams of one choice each, merged as their events arrive: each delta
+        tagged with its choice, usage summed. Leaving early closes (so aborts) every one."""
+        streams = [self._stream(one) for one in one_choice_requests(request, n)]
+        pending: dict[asyncio.Task[Delta | None], int] = {}
+        totals = [0] * n  # each stream's cumulative completion tokens
+
+        def ask(i: int) -> None:
+            pending[asyncio.create_task(_next(streams[i]))] = i
+
+        try:
+            for i in range(n):
+                ask(i)
+            while pending:
+                done, _ = await asyncio.wait(pending, return_when=asyncio.FIRST_COMPLETED)
+                for task in done:
+                    i = pending.pop(task)
+                    delta = task.result()  # an engine error ends every stream (finally)
+                    if delta is None:
+                        continue
+                    ask(i)
+                    if delta.completion_tokens is not None:
+                        totals[i] = delta.completion_tokens
+                    yield replace(
+                        delta,
+                        index=i,
+                        completion_tokens=sum(totals)
+                        if delta.completion_tokens is not None
+                        else None,
+                    )
+        finally:
+            for task in pending:
+                task.cancel()
+            if pending:
+                await asyncio.wait(pending)
+            for task in pending:  # read, so that no failure is reported as unretrieved
+                if not task.cancelled():
+                    task.exception()
+            for stream in streams:
+                await stream.aclose()
+
+    async def _complete(self, request: pb.GenerateRequest) -> Completion:
         call = self.translation.request(request, stream=False)
         try:
             async with self._session.post(
@@ -104,7 +184,7 @@ class EngineClient:
             raise self._error(response.status, body)
         return self.translation.completion(request, _json(body), response.headers)
 
-    async def stream(self, request: pb.GenerateRequest) -> AsyncGenerator[Delta, None]:
+    async def _stream(self, request: pb.GenerateRequest) -> AsyncGenerator[Delta, None]:
         call = self.translation.request(request, stream=True)
         parser = self.translation.stream_parser(request)
         try:
@@ -227,6 +307,49 @@ class EngineClient:
 
 def _nothing() -> None:
     pass
+
+
+async def _next(stream: AsyncGenerator[Delta, None]) -> Delta | None:
+    """The stream's next delta; None at its end."""
+    try:
+        return await anext(stream)
+    except StopAsyncIteration:
+        return None
+
+
+_INT64_MAX: Final = 2**63 - 1
+
+
+def one_choice_requests(request: pb.GenerateRequest, n: int) -> list[pb.GenerateRequest]:
+    """`request` as n requests of one choice each (each engine call gets its own abort id
+    from the translation). A seeded request's choice i is seeded seed + i, as vLLM seeds
+    its n choices: the same seed n times would give n identical choices."""
+    singles = []
+    for i in range(n):
+        one = pb.GenerateRequest()
+        one.CopyFrom(request)
+        one.n = 1
+        if request.sampling.HasField("seed"):
+            seed = request.sampling.seed
+            one.sampling.seed = seed + i if seed <= _INT64_MAX - i else seed - i
+        singles.append(one)
+    return singles
+
+
+def _first_error(group: BaseExceptionGroup[BaseException]) -> BaseException:
+    """The error to report for a failed fan-out: an `InferenceError` if one is among them."""
+    leaves: list[BaseException] = []
+    stack: list[BaseException] = [group]
+    while stack:
+        error = stack.pop()
+        if isinstance(error, BaseExceptionGroup):
+            stack.extend(reversed(error.exceptions))
+        else:
+            leaves.append(error)
+    for error in leaves:
+        if isinstance(error, InferenceError):
+            return error
+    return leaves[0]
 
 
 def _json(raw: bytes) -> Any:

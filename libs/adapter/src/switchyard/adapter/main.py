@@ -71,6 +71,7 @@ async def serve(settings: AdapterSettings, translation: Translation) -> None:
         readiness=readiness,
         load=LoadReader(engine, translation.load_metrics, settings.load_cache_s),
         default_timeout_s=settings.request_timeout_s,
+        max_n=settings.max_n,
     )
 
     # Traces of the inference service only (health checks and reflection are noise).

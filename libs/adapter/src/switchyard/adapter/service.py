@@ -22,7 +22,8 @@ from switchyard.adapter import metrics
 from switchyard.adapter.engine import EngineClient
 from switchyard.adapter.health import Readiness
 from switchyard.adapter.load import LoadReader
-from switchyard.adapter.validation import validate
+from switchyard.adapter.translation import Choice, Completion, Delta, choice_count
+from switchyard.adapter.validation import DEFAULT_MAX_N, validate
 from switchyard.inference.errors import InferenceError
 from switchyard.inference.v1 import inference_pb2 as pb
 from switchyard.inference.v1 import inference_pb2_grpc as pb_grpc
@@ -31,7 +32,11 @@ log = structlog.get_logger(__name__)
 
 Context: TypeAlias = grpc.aio.ServicerContext[Any, Any]
 
-_FINISH_NAMES = {pb.FINISH_REASON_STOP: "stop", pb.FINISH_REASON_LENGTH: "length"}
+_FINISH_NAMES = {
+    pb.FINISH_REASON_STOP: "stop",
+    pb.FINISH_REASON_LENGTH: "length",
+    pb.FINISH_REASON_TOOL_CALLS: "tool_calls",
+}
 
 
 class _Call:
@@ -40,7 +45,7 @@ class _Call:
     __slots__ = (
         "code",
         "completion_tokens",
-        "finish",
+        "finishes",
         "first_token_at",
         "method",
         "prompt_tokens",
@@ -59,7 +64,8 @@ class _Call:
         self.first_token_at = 0.0
         self.prompt_tokens = 0
         self.completion_tokens = 0
-        self.finish: pb.FinishReason.ValueType = pb.FINISH_REASON_UNSPECIFIED
+        #: Each choice's finish reason, by index (empty until one finishes).
+        self.finishes: dict[int, pb.FinishReason.ValueType] = {}
         self.code = grpc.StatusCode.OK
         if not request.request_id:
             request.request_id = uuid.uuid4().hex
@@ -70,6 +76,10 @@ class _Call:
     def first_token(self) -> None:
         self.first_token_at = time.perf_counter()
         self.servicer.ttft.observe(self.first_token_at - self.started)
+
+    def finish_names(self) -> list[str]:
+        """The choices' finish reasons, in index order."""
+        return [_FINISH_NAMES.get(self.finishes[i], "") for i in sorted(self.finishes)]
 
     def end(self) -> None:
         s = self.servicer
@@ -94,15 +104,15 @@ class _Call:
                     "switchyard.request_id": self.request.request_id,
                 }
             )
-            if self.finish:
-                span.set_attribute("gen_ai.response.finish_reasons", [_FINISH_NAMES[self.finish]])
+            if self.finishes:
+                span.set_attribute("gen_ai.response.finish_reasons", self.finish_names())
         log.info(
             "generate",
             method=self.method,
             request_id=self.request.request_id,
             model=self.request.model,
             code=self.code.name,
-            finish_reason=_FINISH_NAMES.get(self.finish),
+            finish_reasons=self.finish_names() or None,
             prompt_tokens=self.prompt_tokens,
             completion_tokens=self.completion_tokens,
             ttft_ms=round((self.first_token_at - self.started) * 1000, 1)
@@ -121,6 +131,7 @@ class InferenceServicer(pb_grpc.InferenceServiceServicer):
         readiness: Readiness,
         load: LoadReader,
         default_timeout_s: float,
+        max_n: int = DEFAULT_MAX_N,
     ) -> None:
         self.served_model_name = served_model_name
         self.engine_kind = engine.translation.engine
@@ -128,6 +139,7 @@ class InferenceServicer(pb_grpc.InferenceServiceServicer):
         self._readiness = readiness
         self._load = load
         self._default_timeout_s = default_timeout_s
+        self._max_n = max_n
         self.in_flight = 0
         #: Set while no generation is in flight (what a graceful shutdown waits for).
         self.idle = asyncio.Event()
@@ -137,6 +149,16 @@ class InferenceServicer(pb_grpc.InferenceServiceServicer):
         self.ttft = metrics.TIME_TO_FIRST_TOKEN.labels(*labels)
         self.prompt_counter = metrics.TOKENS.labels(*labels, "prompt")
         self.completion_counter = metrics.TOKENS.labels(*labels, "completion")
+
+    def _validate(self, request: pb.GenerateRequest) -> None:
+        translation = self._engine.translation
+        validate(
+            request,
+            self.served_model_name,
+            engine=translation.engine,
+            features=translation.features,
+            max_n=self._max_n,
+        )
 
     def _deadline(self, context: Context) -> float:
         remaining = context.time_remaining()
@@ -161,20 +183,13 @@ class InferenceServicer(pb_grpc.InferenceServiceServicer):
     async def Generate(self, request: pb.GenerateRequest, context: Context) -> pb.GenerateResponse:
         call = _Call(self, request, "Generate")
         try:
-            validate(request, self.served_model_name)
+            self._validate(request)
             async with asyncio.timeout_at(self._deadline(context)):
                 completion = await self._engine.complete(request)
             call.prompt_tokens = completion.prompt_tokens
             call.completion_tokens = completion.completion_tokens
-            call.finish = completion.finish_reason
-            return pb.GenerateResponse(
-                text=completion.text,
-                finish_reason=completion.finish_reason,
-                usage=pb.Usage(
-                    prompt_tokens=completion.prompt_tokens,
-                    completion_tokens=completion.completion_tokens,
-                ),
-            )
+            call.finishes = {c.index: c.finish_reason for c in completion.choices}
+            return _response(completion)
         except InferenceError as error:
             await self._fail(call, context, error)
         except TimeoutError:
@@ -203,7 +218,7 @@ class InferenceServicer(pb_grpc.InferenceServiceServicer):
 
         timer = asyncio.get_running_loop().call_at(self._deadline(context), expire)
         try:
-            validate(request, self.served_model_name)
+            self._validate(request)
             stream = self._engine.stream(request)
             try:
                 async for delta in stream:
@@ -212,27 +227,40 @@ class InferenceServicer(pb_grpc.InferenceServiceServicer):
                     if delta.completion_tokens is not None:
                         completion_tokens = delta.completion_tokens
                     if delta.finish_reason:
-                        call.finish = delta.finish_reason
-                    if delta.text or delta.token_count:
+                        # Sent on the choice's last message, once every choice has ended.
+                        call.finishes[delta.index] = delta.finish_reason
+                    if (
+                        delta.text
+                        or delta.token_count
+                        or delta.tool_calls
+                        or delta.reasoning
+                        or delta.logprobs
+                    ):
                         if not call.first_token_at:
                             call.first_token()
                         call.completion_tokens += delta.token_count
-                        yield pb.GenerateStreamResponse(
-                            text_delta=delta.text, token_count=delta.token_count
-                        )
+                        yield _stream_message(delta)
             finally:
                 await stream.aclose()
-            if not call.finish:
+            choices = choice_count(request)
+            if len(call.finishes) < choices or any(i >= choices for i in call.finishes):
                 raise InferenceError.engine_failed(
-                    "the engine ended the stream without a finish reason"
+                    "the engine ended the stream without a finish reason for every choice"
                 )
+            # What the messages counted; the engine's own count, where it gave one, wins,
+            # and the last message accounts for the difference (so that the token counts
+            # of a stream always add up to its usage).
+            counted = call.completion_tokens
             if completion_tokens is not None:
                 call.completion_tokens = completion_tokens
-            last = pb.GenerateStreamResponse(finish_reason=call.finish)
-            if request.include_usage:
-                last.usage.prompt_tokens = call.prompt_tokens
-                last.usage.completion_tokens = call.completion_tokens
-            yield last
+            for index in range(choices):
+                last = pb.GenerateStreamResponse(index=index, finish_reason=call.finishes[index])
+                if index == choices - 1:
+                    last.token_count = max(0, call.completion_tokens - counted)
+                if index == choices - 1 and request.include_usage:
+                    last.usage.prompt_tokens = call.prompt_tokens
+                    last.usage.completion_tokens = call.completion_tokens
+                yield last
         except InferenceError as error:
             await self._fail(call, context, error)
         except asyncio.CancelledError:
@@ -271,6 +299,49 @@ class InferenceServicer(pb_grpc.InferenceServiceServicer):
             if load.kv_cache_usage is not None:
                 report.kv_cache_usage = load.kv_cache_usage
         return report
+
+
+def _choice(choice: Choice) -> pb.GeneratedChoice:
+    return pb.GeneratedChoice(
+        index=choice.index,
+        text=choice.text,
+        finish_reason=choice.finish_reason,
+        tool_calls=[
+            pb.ToolCall(id=c.id, name=c.name, arguments=c.arguments) for c in choice.tool_calls
+        ],
+        reasoning=choice.reasoning,
+        logprobs=choice.logprobs,
+    )
+
+
+def _response(completion: Completion) -> pb.GenerateResponse:
+    """The top-level fields are choice 0's (for callers from before `choices`)."""
+    if not completion.choices:
+        raise InferenceError.engine_failed("the engine's completion has no choice")
+    first = completion.choices[0]
+    return pb.GenerateResponse(
+        text=first.text,
+        finish_reason=first.finish_reason,
+        usage=pb.Usage(
+            prompt_tokens=completion.prompt_tokens,
+            completion_tokens=completion.completion_tokens,
+        ),
+        choices=[_choice(c) for c in completion.choices],
+    )
+
+
+def _stream_message(delta: Delta) -> pb.GenerateStreamResponse:
+    # On every token: only what this delta has is set.
+    message = pb.GenerateStreamResponse(
+        text_delta=delta.text, token_count=delta.token_count, index=delta.index
+    )
+    if delta.reasoning:
+        message.reasoning_delta = delta.reasoning
+    if delta.tool_calls:
+        message.tool_calls.extend(delta.tool_calls)
+    if delta.logprobs:
+        message.logprobs.extend(delta.logprobs)
+    return message
 
 
 def _deadline_error() -> InferenceError:

@@ -41,6 +41,8 @@ class AdapterSettings(ServiceSettings):
     shutdown_grace_s: float = Field(default=30.0, ge=0)
     #: Connections kept to the engine (one per concurrent request).
     max_connections: int = Field(default=1024, ge=1)
+    #: The most choices (`n`) one request may ask for.
+    max_n: int = Field(default=8, ge=1)
 
     @field_validator("engine_url")
     @classmethod

@@ -14,6 +14,9 @@ from dataclasses import dataclass
 from types import MappingProxyType
 from typing import Any, ClassVar, Final, Protocol, TypeAlias
 
+import grpc
+import orjson
+
 from switchyard.inference.errors import InferenceError
 from switchyard.inference.v1 import inference_pb2 as pb
 
@@ -36,21 +39,57 @@ class EngineRequest:
 
 
 @dataclass(frozen=True, slots=True)
-class Completion:
-    """A whole (unary) completion, read from the engine's response."""
+class ToolCall:
+    """A call the model made; `arguments` is the JSON text of the arguments object."""
+
+    id: str
+    name: str
+    arguments: str
+
+
+@dataclass(frozen=True, slots=True)
+class Choice:
+    """One generated choice of a unary completion."""
 
     text: str
     finish_reason: FinishReason
+    index: int = 0
+    tool_calls: tuple[ToolCall, ...] = ()
+    #: The model's reasoning, apart from `text` (engines started with a reasoning parser).
+    reasoning: str = ""
+    logprobs: tuple[pb.TokenLogprob, ...] = ()
+
+
+@dataclass(frozen=True, slots=True)
+class Completion:
+    """A whole (unary) completion, read from the engine's response.
+
+    `completion_tokens` is summed over the choices; the prompt is counted once.
+    """
+
+    choices: tuple[Choice, ...]
     prompt_tokens: int
     completion_tokens: int
+
+    @property
+    def text(self) -> str:
+        """Choice 0's text (what callers from before `choices` read)."""
+        return self.choices[0].text if self.choices else ""
+
+    @property
+    def finish_reason(self) -> FinishReason:
+        """Choice 0's finish reason."""
+        return self.choices[0].finish_reason if self.choices else pb.FINISH_REASON_UNSPECIFIED
 
 
 @dataclass(frozen=True, slots=True)
 class Delta:
-    """What one stream event adds.
+    """What one stream event adds, to choice `index`.
 
     `token_count` is the number of generated tokens this event accounts for. Usage, when
-    the engine reports it, is cumulative (`completion_tokens` so far).
+    the engine reports it, is cumulative (`completion_tokens` so far, over all choices).
+    `tool_calls` are fragments: a call's first has its id and name, later ones continue its
+    arguments.
     """
 
     text: str = ""
@@ -58,6 +97,10 @@ class Delta:
     finish_reason: FinishReason = pb.FINISH_REASON_UNSPECIFIED
     prompt_tokens: int | None = None
     completion_tokens: int | None = None
+    index: int = 0
+    tool_calls: tuple[pb.ToolCallDelta, ...] = ()
+    reasoning: str = ""
+    logprobs: tuple[pb.TokenLogprob, ...] = ()
 
 
 @dataclass(frozen=True, slots=True)
@@ -105,15 +148,133 @@ class EngineHTTPError(Exception):
         )
 
 
-def chat_messages(request: pb.GenerateRequest) -> list[dict[str, str]]:
+def _content_part(part: pb.ContentPart) -> dict[str, Any]:
+    if part.WhichOneof("kind") == "image":
+        image: dict[str, str] = {"url": part.image.url}
+        if part.image.detail:
+            image["detail"] = part.image.detail
+        return {"type": "image_url", "image_url": image}
+    return {"type": "text", "text": part.text}
+
+
+def tool_call_json(call: pb.ToolCall) -> dict[str, Any]:
+    """A call an assistant made, as OpenAI's `tool_calls` item."""
+    return {
+        "id": call.id,
+        "type": "function",
+        "function": {"name": call.name, "arguments": call.arguments},
+    }
+
+
+def chat_message(m: pb.ChatMessage) -> dict[str, Any]:
+    """One message in OpenAI's shape: text or content parts, an assistant's tool calls, a
+    tool result's `tool_call_id`."""
+    message: dict[str, Any] = {"role": m.role}
+    if m.parts:
+        message["content"] = [_content_part(p) for p in m.parts]
+    elif m.content or not m.tool_calls:
+        # An assistant's message of only tool calls has no content (OpenAI's shape, and
+        # the only one TGI's message schema admits).
+        message["content"] = m.content
+    if m.name:
+        message["name"] = m.name
+    if m.tool_calls:
+        message["tool_calls"] = [tool_call_json(c) for c in m.tool_calls]
+    if m.tool_call_id:
+        message["tool_call_id"] = m.tool_call_id
+    return message
+
+
+def chat_messages(request: pb.GenerateRequest) -> list[dict[str, Any]]:
     """The request's chat as OpenAI's `messages` (every engine's chat route takes them)."""
-    messages = []
-    for m in request.chat.messages:
-        message = {"role": m.role, "content": m.content}
-        if m.name:
-            message["name"] = m.name
-        messages.append(message)
-    return messages
+    return [chat_message(m) for m in request.chat.messages]
+
+
+def tools_json(request: pb.GenerateRequest) -> list[dict[str, Any]]:
+    """The request's (validated) tools as OpenAI's `tools`."""
+    tools = []
+    for tool in request.tools:
+        function: dict[str, Any] = {"name": tool.name}
+        if tool.description:
+            function["description"] = tool.description
+        if tool.parameters:  # validated as a JSON Schema object; empty: no parameters
+            function["parameters"] = orjson.loads(tool.parameters)
+        if tool.strict:
+            function["strict"] = True
+        tools.append({"type": "function", "function": function})
+    return tools
+
+
+_TOOL_CHOICE_MODES: Final[Mapping[int, str]] = MappingProxyType(
+    {
+        pb.TOOL_CHOICE_MODE_AUTO: "auto",
+        pb.TOOL_CHOICE_MODE_NONE: "none",
+        pb.TOOL_CHOICE_MODE_REQUIRED: "required",
+    }
+)
+
+
+def tool_choice_json(request: pb.GenerateRequest) -> str | dict[str, Any] | None:
+    """OpenAI's `tool_choice` for the request; None when unset (the engine's default: auto
+    with tools)."""
+    if not request.HasField("tool_choice"):
+        return None
+    choice = request.tool_choice
+    kind = choice.WhichOneof("kind")
+    if kind == "function":
+        return {"type": "function", "function": {"name": choice.function}}
+    if kind == "mode":
+        return _TOOL_CHOICE_MODES.get(choice.mode)
+    return None
+
+
+def add_tools(body: dict[str, Any], request: pb.GenerateRequest) -> None:
+    """OpenAI's `tools`, `tool_choice` and `parallel_tool_calls` into a chat `body`."""
+    if not request.tools:
+        return
+    body["tools"] = tools_json(request)
+    choice = tool_choice_json(request)
+    if choice is not None:
+        body["tool_choice"] = choice
+    if request.HasField("parallel_tool_calls"):
+        body["parallel_tool_calls"] = request.parallel_tool_calls
+
+
+def wants_logprobs(request: pb.GenerateRequest) -> bool:
+    return request.HasField("logprobs")
+
+
+def choice_count(request: pb.GenerateRequest) -> int:
+    """`n`, where 0 means 1."""
+    return request.n or 1
+
+
+def uses_images(request: pb.GenerateRequest) -> bool:
+    return any(p.WhichOneof("kind") == "image" for m in request.chat.messages for p in m.parts)
+
+
+def features_used(request: pb.GenerateRequest) -> list[str]:
+    """The features among `FEATURES` that `request` asks for (in a fixed order)."""
+    used = []
+    if request.tools or request.HasField("tool_choice") or _tool_history(request):
+        used.append("tools")
+    if uses_images(request):
+        used.append("images")
+    if wants_logprobs(request):
+        used.append("logprobs")
+    if choice_count(request) > 1:
+        used.append("n")
+    return used
+
+
+def _tool_history(request: pb.GenerateRequest) -> bool:
+    return any(m.tool_calls or m.tool_call_id for m in request.chat.messages)
+
+
+def unsupported_feature(message: str, param: str | None = None) -> InferenceError:
+    """INVALID_ARGUMENT / UNSUPPORTED_FEATURE: the engine, as started, cannot serve this."""
+    meta = {"param": param} if param else None
+    return InferenceError(grpc.StatusCode.INVALID_ARGUMENT, pb.UNSUPPORTED_FEATURE, message, meta)
 
 
 _REGEX_SPECIAL: Final = frozenset("\\^$.|?*+()[]{}")
@@ -141,11 +302,21 @@ class StreamParser(ABC):
         """
 
 
+#: The request features a translation may declare (see `Translation.features`).
+FEATURES: Final = frozenset({"tools", "images", "logprobs", "n", "reasoning"})
+
+
 class Translation(ABC):
     """The engine-specific half of an adapter."""
 
     #: The engine's name in the engine registry (`switchyard.engines`) and the contract.
     engine: ClassVar[str]
+    #: What this translation can carry to its engine, among `FEATURES`: a request using
+    #: another is refused (UNSUPPORTED_FEATURE) before the engine is called.
+    features: ClassVar[frozenset[str]] = frozenset()
+    #: Whether the engine generates `n` choices in one call. If not, the engine client makes
+    #: n calls of one choice each and merges them.
+    native_n: ClassVar[bool] = True
     #: GET this path; 200 means the engine can generate.
     health_path: ClassVar[str] = "/health"
     #: Prometheus exposition of the engine.

@@ -8,8 +8,9 @@ it into each engine's own flags through one function per engine.
 
 from __future__ import annotations
 
-from collections.abc import Callable
-from dataclasses import dataclass
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass, field
+from typing import Final
 
 
 @dataclass(frozen=True, slots=True)
@@ -31,6 +32,33 @@ class Serving:
     max_queued: int | None = None
     #: Honour request seeds (engines that do so only when told).
     seeded: bool = False
+    # What chat features beyond text need (a ModelBackend's `chat`). Parser names are the
+    # engine's own (vLLM `hermes` is SGLang `qwen` for Qwen models): passed on unchecked.
+    #: Parse tool calls out of the model's output with this parser (and let `tool_choice:
+    #: auto` call tools); None: no tool-call parsing where the engine needs one.
+    tool_call_parser: str | None = None
+    #: Separate the model's reasoning from its answer with this parser.
+    reasoning_parser: str | None = None
+    #: A chat template file the engine can read (a path); None: the model's own template.
+    chat_template: str | None = None
+    #: Images one prompt may carry (0: none, even on a multimodal model).
+    max_images_per_prompt: int | None = None
+    #: The most alternatives per token a request may ask for (`top_logprobs`).
+    max_top_logprobs: int | None = None
+
+
+#: Every simulator's flag for a model that takes images: a real model does or does not by
+#: its weights, a simulated one is told.
+SIM_MULTIMODAL_FLAG: Final = "--sim-multimodal"
+
+#: The `Serving` fields a ModelBackend sets from its `chat` group (same names, camelCase).
+CHAT_OPTIONS: Final = (
+    "tool_call_parser",
+    "reasoning_parser",
+    "chat_template",
+    "max_images_per_prompt",
+    "max_top_logprobs",
+)
 
 
 @dataclass(frozen=True, slots=True)
@@ -66,6 +94,9 @@ class EngineKind:
     #: The environment variable the engine reads its API key from (None: only the flag).
     api_key_env: str | None
     api_key_flag: str = "--api-key"
+    #: The `CHAT_OPTIONS` this engine has no flag for, each with the reason: its `flags`
+    #: ignores them, so the CRD refuses a ModelBackend that sets one for this engine.
+    unsupported: Mapping[str, str] = field(default_factory=dict)
 
     @property
     def adapter_module(self) -> str:

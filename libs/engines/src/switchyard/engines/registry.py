@@ -9,6 +9,7 @@ the release the image pins.
 
 from __future__ import annotations
 
+import json
 from collections.abc import Mapping
 from types import MappingProxyType
 from typing import Final
@@ -17,6 +18,11 @@ from switchyard.engines.kind import EngineKind, Probes, Serving
 
 #: vLLM's default `--max-num-seqs` (its OpenAI server's on most GPUs; its simulator's).
 _VLLM_MAX_NUM_SEQS: Final = 256
+
+
+def _images(limit: int) -> str:
+    """A per-modality limit as vLLM and SGLang read it: a JSON object."""
+    return json.dumps({"image": limit}, separators=(",", ":"))
 
 
 def _vllm_flags(s: Serving) -> list[str]:
@@ -31,6 +37,18 @@ def _vllm_flags(s: Serving) -> list[str]:
         # vLLM's limit counts unfinished requests, the running ones included.
         unfinished = (s.max_running or _VLLM_MAX_NUM_SEQS) + s.max_queued
         flags += ["--max-num-queued-reqs", str(unfinished)]
+    if s.tool_call_parser:
+        # vLLM refuses `tool_choice: auto` without the first flag, and the first without
+        # the parser (entrypoints/common/cli_args.py): a parser means both.
+        flags += ["--enable-auto-tool-choice", "--tool-call-parser", s.tool_call_parser]
+    if s.reasoning_parser:
+        flags += ["--reasoning-parser", s.reasoning_parser]
+    if s.chat_template:
+        flags += ["--chat-template", s.chat_template]
+    if s.max_images_per_prompt is not None:
+        flags += ["--limit-mm-per-prompt", _images(s.max_images_per_prompt)]
+    if s.max_top_logprobs is not None:
+        flags += ["--max-logprobs", str(s.max_top_logprobs)]
     return flags
 
 
@@ -50,6 +68,14 @@ def _sglang_flags(s: Serving) -> list[str]:
         flags += ["--max-running-requests", str(s.max_running)]
     if s.max_queued is not None:
         flags += ["--max-queued-requests", str(s.max_queued)]
+    if s.tool_call_parser:
+        flags += ["--tool-call-parser", s.tool_call_parser]
+    if s.reasoning_parser:
+        flags += ["--reasoning-parser", s.reasoning_parser]
+    if s.chat_template:
+        flags += ["--chat-template", s.chat_template]
+    if s.max_images_per_prompt is not None:
+        flags += ["--limit-mm-data-per-request", _images(s.max_images_per_prompt)]
     return flags
 
 
@@ -67,6 +93,8 @@ def _tgi_flags(s: Serving) -> list[str]:
         # TGI has one limit: requests admitted at all (running or queued).
         admitted = (s.max_running or 0) + (s.max_queued or 0)
         flags += ["--max-concurrent-requests", str(admitted)]
+    if s.max_top_logprobs is not None:
+        flags += ["--max-top-n-tokens", str(s.max_top_logprobs)]
     return flags
 
 
@@ -96,6 +124,9 @@ _KINDS: Final = (
         probes=Probes(startup="/health", readiness="/ready", liveness="/health", timeout_s=30),
         # srt/arg_groups/fields/serving.py: `api_key`, a flag with no environment variable.
         api_key_env=None,
+        unsupported={
+            "max_top_logprobs": "SGLang has no limit on top_logprobs to set",
+        },
     ),
     EngineKind(
         name="tgi",
@@ -108,6 +139,16 @@ _KINDS: Final = (
         probes=Probes(startup="/health", readiness="/health", liveness="/health", timeout_s=10),
         # launcher/src/main.rs: `#[clap(long, env)] api_key`, i.e. --api-key or API_KEY.
         api_key_env="API_KEY",
+        # launcher/src/main.rs has none of these flags.
+        unsupported={
+            "tool_call_parser": "TGI has no tool-call parser flag (it always serves tools, "
+            "generating calls under its own grammar)",
+            "reasoning_parser": "TGI has no reasoning parser",
+            "chat_template": "TGI reads a chat template only inside a tokenizer_config.json "
+            "(--tokenizer-config-path), and the model's own chat_template.json overrides it",
+            "max_images_per_prompt": "TGI has no per-prompt image limit (only --payload-limit "
+            "on the request size)",
+        },
     ),
 )
 

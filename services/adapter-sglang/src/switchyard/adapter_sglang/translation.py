@@ -26,6 +26,15 @@
   and `regex`; chat `response_format` and the `regex` extra. `json_object`
   is SGLang's own mapping, the schema `{"type": "object"}` (xgrammar: any object); a
   choice is an alternation regex.
+- Chat features: OpenAI's `tools`, `tool_choice`, `parallel_tool_calls`, image parts, `n`,
+  `logprobs`/`top_logprobs`; reasoning comes back as `reasoning_content` (with
+  --reasoning-parser; `separate_reasoning` defaults to true). SGLang finishes every choice
+  that called tools "tool_calls", a forced named one included. `/generate` takes `n` in
+  `sampling_params` (parallel samples, rids `<rid>_<i>`, events tagged `index`) and
+  logprobs as `return_logprob`/`top_logprobs_num`, answered in
+  `meta_info.output_token_logprobs` / `output_top_logprobs` (`[logprob, id, text]`).
+  Images to a text-only model: 400 "Model only supports text input; ...":
+  UNSUPPORTED_FEATURE.
 - Errors: OpenAI routes answer a flat `{"object":"error","message",...}`; `/generate`
   answers `{"error":{"message"}}` (or `{"error":"..."}` from its JSON contract gate);
   streams end with an abort `finish_reason` (a full queue: `status_code` 503) or an
@@ -42,7 +51,7 @@ from typing import Any, Final
 import orjson
 
 from switchyard.adapter import translation as base
-from switchyard.adapter.openai_stream import OpenAIStream
+from switchyard.adapter.openai_stream import OpenAIStream, chat_completion
 from switchyard.inference.errors import InferenceError
 from switchyard.inference.v1 import inference_pb2 as pb
 
@@ -53,7 +62,15 @@ _CONTEXT_OVERFLOW: Final = re.compile(
     r"|exceeds the model's maximum context length"
     r"|max_completion_tokens is too large"
 )
+#: SGLang's 400s for a feature the model, as served, lacks: images to a text-only model
+#: (`serving_chat.py:_validate_media_content`, and its check after encoding).
+_UNSUPPORTED: Final = re.compile(
+    r"Model only supports text input|image input is not supported for this model"
+)
 _MAX_MESSAGE: Final = 1000
+#: Where SGLang's chat messages and deltas put reasoning (with --reasoning-parser and the
+#: request's `separate_reasoning`, true by default).
+_REASONING_KEYS: Final = ("reasoning_content",)
 
 
 def _sampling_params(s: pb.SamplingParams) -> dict[str, Any]:
@@ -132,14 +149,29 @@ def _chat_body(request: pb.GenerateRequest, model: str, stream: bool, rid: str) 
     body.update(params)
     if request.HasField("structured_output"):
         body.update(_chat_constraint(request.structured_output))
+    base.add_tools(body, request)
+    n = base.choice_count(request)
+    if n > 1:
+        body["n"] = n
+    if base.wants_logprobs(request):
+        body["logprobs"] = True
+        body["top_logprobs"] = request.logprobs.top_logprobs
     if stream:
         body["stream_options"] = {"include_usage": True, "continuous_usage_stats": True}
     return body
 
 
+def _calls_tools(request: pb.GenerateRequest) -> bool:
+    """Whether the model may answer with tool calls (tools offered, and a choice not `none`)."""
+    none = pb.ToolChoice(mode=pb.TOOL_CHOICE_MODE_NONE)
+    return bool(request.tools) and request.tool_choice != none
+
+
 def _bad_request(message: str) -> InferenceError:
     if _CONTEXT_OVERFLOW.search(message):
         return InferenceError.context_length(message)
+    if _UNSUPPORTED.search(message):
+        return base.unsupported_feature(message)
     return InferenceError.invalid(message)
 
 
@@ -172,7 +204,9 @@ def _finish_type(kind: Any, abort: dict[str, Any] | None = None) -> base.FinishR
         status = abort.get("status_code")
         message = str(abort.get("message") or "the engine aborted the request")
         raise _by_status(status if isinstance(status, int) else None, message)
-    return pb.FINISH_REASON_STOP  # stop, tool_calls, ...
+    if kind == "tool_calls":  # the choice called tools (named ones too, unlike vLLM)
+        return pb.FINISH_REASON_TOOL_CALLS
+    return pb.FINISH_REASON_STOP  # stop, ...
 
 
 def _error_event(data: dict[str, Any]) -> InferenceError:
@@ -212,48 +246,127 @@ def _count(value: Any) -> int:
     return value if isinstance(value, int) and value >= 0 else 0
 
 
-class NativeStream(base.StreamParser):
-    """`/generate` stream events → deltas (cumulative text, or deltas from an engine
-    started with --incremental-streaming-output)."""
+def _native_logprob(entry: Any) -> pb.TokenLogprob | None:
+    """One `[logprob, token_id, text]` entry of `meta_info` (text with return_text_in_logprobs)."""
+    if not isinstance(entry, list | tuple) or len(entry) < 3:
+        return None
+    value, _, text = entry[0], entry[1], entry[2] or ""
+    text = str(text)
+    logprob = float(value) if isinstance(value, int | float) else -9999.0
+    return pb.TokenLogprob(token=text, logprob=logprob, bytes=text.encode())
 
-    __slots__ = ("_completion", "_text")
+
+def _native_logprobs(meta: dict[str, Any], start: int, top: int) -> tuple[pb.TokenLogprob, ...]:
+    """`meta_info.output_token_logprobs[start:]` with their `output_top_logprobs`."""
+    chosen = meta.get("output_token_logprobs") or ()
+    tops = meta.get("output_top_logprobs") or ()
+    out = []
+    for i in range(start, len(chosen)):
+        entry = _native_logprob(chosen[i])
+        if entry is None:
+            continue
+        alternatives = tops[i] if i < len(tops) and isinstance(tops[i], list) else ()
+        ranked = [alt for alt in map(_native_logprob, alternatives) if alt is not None]
+        ranked.sort(key=lambda alt: -alt.logprob)
+        entry.top_logprobs.extend(ranked[:top])
+        out.append(entry)
+    return tuple(out)
+
+
+class _Choice:
+    """What a native stream has seen of one choice (`index`, with `n` > 1)."""
+
+    __slots__ = ("completion", "logprobs", "text")
 
     def __init__(self) -> None:
-        self._text = ""
-        self._completion = 0
+        self.text = ""
+        self.completion = 0
+        self.logprobs = 0
+
+
+class NativeStream(base.StreamParser):
+    """`/generate` stream events → deltas (cumulative text, or deltas from an engine
+    started with --incremental-streaming-output). With `n` > 1 each event carries the
+    `index` of its choice."""
+
+    __slots__ = ("_choices", "_top")
+
+    def __init__(self, top_logprobs: int | None = None) -> None:
+        self._choices: dict[int, _Choice] = {}
+        #: None: no logprobs asked for (not read).
+        self._top = top_logprobs
 
     def feed(self, event: str, data: Any) -> base.Delta | None:
         data = _require_dict(data)
         if "error" in data:
             raise _error_event(data)
+        index = _count(data.get("index"))
+        seen = self._choices.get(index)
+        if seen is None:
+            seen = self._choices[index] = _Choice()
         meta = data.get("meta_info") or {}
         finish = _finish(meta.get("finish_reason"))
         completion = _count(meta.get("completion_tokens"))
         text = data.get("text") or ""
         ids = data.get("output_ids")
-        if isinstance(ids, list) and len(ids) < completion and self._completion:
-            delta = text  # incremental: the event holds only what is new
-        elif text.startswith(self._text):
-            delta = text[len(self._text) :]
+        incremental = isinstance(ids, list) and len(ids) < completion and bool(seen.completion)
+        if incremental:
+            delta = text  # the event holds only what is new
+        elif text.startswith(seen.text):
+            delta = text[len(seen.text) :]
         else:
             raise InferenceError.engine_failed("the engine's cumulative stream lost text")
-        self._text += delta
-        count = max(0, completion - self._completion)
-        self._completion = max(completion, self._completion)
+        seen.text += delta
+        count = max(0, completion - seen.completion)
+        seen.completion = max(completion, seen.completion)
+        logprobs: tuple[pb.TokenLogprob, ...] = ()
+        if self._top is not None:
+            logprobs = _native_logprobs(meta, 0 if incremental else seen.logprobs, self._top)
+            seen.logprobs += len(logprobs)
         prompt = meta.get("prompt_tokens")
-        if not (delta or count or finish):
+        if not (delta or count or finish or logprobs):
             return None
         return base.Delta(
             text=delta,
             token_count=count,
             finish_reason=finish,
             prompt_tokens=prompt if isinstance(prompt, int) else None,
-            completion_tokens=self._completion,
+            completion_tokens=sum(c.completion for c in self._choices.values()),
+            index=index,
+            logprobs=logprobs,
         )
+
+
+def _native_completion(body: Any, top: int | None) -> base.Completion:
+    """`/generate`'s answer: one object, or a list of them with `n` > 1."""
+    results = body if isinstance(body, list) else [body]
+    choices = []
+    prompt = completion = 0
+    for i, result in enumerate(results):
+        result = _require_dict(result)
+        meta = result.get("meta_info") or {}
+        choices.append(
+            base.Choice(
+                text=result.get("text") or "",
+                finish_reason=_finish(meta.get("finish_reason")),
+                index=i,
+                logprobs=_native_logprobs(meta, 0, top) if top is not None else (),
+            )
+        )
+        prompt = prompt or _count(meta.get("prompt_tokens"))
+        completion += _count(meta.get("completion_tokens"))
+    if not choices:
+        raise InferenceError.engine_failed("the engine's response has no result")
+    return base.Completion(tuple(choices), prompt, completion)
+
+
+def _top_logprobs(request: pb.GenerateRequest) -> int | None:
+    return request.logprobs.top_logprobs if base.wants_logprobs(request) else None
 
 
 class SglangTranslation(base.Translation):
     engine = "sglang"
+    features = base.FEATURES
     #: /ready: 503 while starting, paused, unhealthy or shutting down, and cheap. /health
     #: would run a one-token generation and sleep a second on every poll; it is the engine
     #: container's liveness probe instead (and marks SGLang unhealthy, which /ready reflects).
@@ -264,56 +377,76 @@ class SglangTranslation(base.Translation):
         kv_cache_usage="sglang:token_usage",
     )
 
+    def __init__(self, served_model_name: str) -> None:
+        super().__init__(served_model_name)
+        #: The engine's `--tool-call-parser`, read at readiness from `/model_info` ("": none;
+        #: None: not known yet, so the engine decides).
+        self.tool_call_parser: str | None = None
+
     def request(self, request: pb.GenerateRequest, *, stream: bool) -> base.EngineRequest:
         rid = engine_rid(request)
         if request.WhichOneof("input") == "chat":
+            if self.tool_call_parser == "" and _calls_tools(request):
+                # SGLang without a parser refuses nothing: `auto` calls come back as text in
+                # `content`, `required` / named ones as a JSON array there. Refuse instead.
+                raise base.unsupported_feature(
+                    "SGLang was started without --tool-call-parser, so it cannot return tool "
+                    "calls (set the ModelBackend's tool-call parser)",
+                    "tools",
+                )
             body = _chat_body(request, self.served_model_name, stream, rid)
             return base.EngineRequest("/v1/chat/completions", body, abort_id=rid)
         params = _sampling_params(request.sampling)
         if request.HasField("structured_output"):
             params.update(_native_constraint(request.structured_output))
-        body = {
+        n = base.choice_count(request)
+        if n > 1:
+            # SGLang samples n in parallel, as rids `<rid>_<i>`: its abort by prefix
+            # reaches them all.
+            params["n"] = n
+        body: dict[str, Any] = {
             "text": request.prompt,
             "rid": rid,
             "stream": stream,
             "sampling_params": params,
         }
+        if base.wants_logprobs(request):
+            body["return_logprob"] = True
+            body["top_logprobs_num"] = request.logprobs.top_logprobs
+            body["return_text_in_logprobs"] = True
         return base.EngineRequest("/generate", body, abort_id=rid)
 
     def completion(
         self, request: pb.GenerateRequest, body: Any, headers: Mapping[str, str] = base.NO_HEADERS
     ) -> base.Completion:
-        body = _require_dict(body)
         if request.WhichOneof("input") == "chat":
-            choices = body.get("choices")
-            if not choices or not isinstance(choices[0], dict):
-                raise InferenceError.engine_failed("the engine's chat completion has no choice")
-            choice = choices[0]
-            usage = body.get("usage") or {}
-            return base.Completion(
-                text=(choice.get("message") or {}).get("content") or "",
-                finish_reason=_finish_type(choice.get("finish_reason")),
-                prompt_tokens=_count(usage.get("prompt_tokens")),
-                completion_tokens=_count(usage.get("completion_tokens")),
+            return chat_completion(
+                _require_dict(body), finish_reason=_finish_type, reasoning_keys=_REASONING_KEYS
             )
-        meta = body.get("meta_info") or {}
-        return base.Completion(
-            text=body.get("text") or "",
-            finish_reason=_finish(meta.get("finish_reason")),
-            prompt_tokens=_count(meta.get("prompt_tokens")),
-            completion_tokens=_count(meta.get("completion_tokens")),
-        )
+        return _native_completion(body, _top_logprobs(request))
 
     def stream_parser(self, request: pb.GenerateRequest) -> base.StreamParser:
+        top = _top_logprobs(request)
         if request.WhichOneof("input") == "chat":
-            return OpenAIStream(chat=True, finish_reason=_finish_type, error=_error_event)
-        return NativeStream()
+            return OpenAIStream(
+                chat=True,
+                finish_reason=_finish_type,
+                error=_error_event,
+                reasoning_keys=_REASONING_KEYS,
+                top_logprobs=top,
+            )
+        return NativeStream(top)
 
     def error(self, status: int, body: bytes) -> InferenceError:
         return _by_status(status, _body_message(body) or f"HTTP {status}")
 
     async def max_model_len(self, engine: base.EngineHTTP) -> int:
-        """From `/v1/models` (SGLang's `/model_info` has no context length)."""
+        """From `/v1/models` (SGLang's `/model_info` has no context length). Readiness asks
+        this before the adapter serves: `/model_info` tells, on the way, whether SGLang has
+        a tool-call parser."""
+        info = await engine.get_json("/model_info")
+        if isinstance(info, dict):
+            self.tool_call_parser = str(info.get("tool_call_parser") or "")
         cards = (await engine.get_json("/v1/models") or {}).get("data") or []
         for card in cards:
             if card.get("id") == self.served_model_name and isinstance(

@@ -24,15 +24,37 @@ unless TGI runs with `--enable-prefill-logprobs`. Chat goes to `/v1/chat/complet
   `{"error": {"message", "http_status_code": 422}}` whatever the cause;
 - `--api-key` guards generation but not `/health` or `/info`, so readiness also proves
   the adapter's key on a guarded route (`max_model_len`).
+
+Chat features (TGI 3.3, `router/src/lib.rs`, `chat.rs`, `infer/tool_grammar.rs`):
+- tools are a JSON grammar, not a parser: TGI writes at most one call (no parallel calls),
+  answers it with the id "0" and finish reason "stop", and streams it as `tool_calls`
+  deltas of raw tokens with no chunk carrying a finish reason. Here every call gets its
+  own id (`call_...`) and OpenAI's finish reason (`tool_calls`, or `stop` for a named
+  function); a stream's comes with the usage chunk. `tool_choice` keeps its meaning: TGI's `auto` offers a `no_tool` function whose
+  choice makes it answer in text, `required` and a named function always call; `none`
+  sends no tools at all (TGI refuses tools beside a `response_format` even then). Tools
+  with a `response_format` otherwise are refused. An assistant message's calls reach the
+  template only when it has no content (TGI's message is one or the other): a message
+  with both is refused;
+- logprobs come as OpenAI's `content` list without `bytes` (computed here); EOS has an
+  entry, dropped here, as it is no text; `top_logprobs` above `--max-top-n-tokens` is
+  TGI's validation error;
+- `n` does not exist (TGI reads and ignores it): the framework makes n calls;
+- images go as `image_url` chunks. A text-only model reads them as markdown text, without
+  error, so readiness asks `/tokenize` whether the model reads an image (its tokens then
+  no longer spell the markdown), and a text-only model's requests with images are
+  refused.
 """
 
 from __future__ import annotations
 
+import uuid
 from collections.abc import Mapping
 from typing import Any, Final
 
 import orjson
 
+from switchyard.adapter import openai_stream
 from switchyard.adapter import translation as base
 from switchyard.adapter.validation import parse_json_schema
 from switchyard.adapter_tgi.budget import Budget, may_overrun
@@ -53,6 +75,23 @@ _CONTEXT_MARKERS: Final = (
     "`inputs` must have less than",
 )
 _U64: Final = (1 << 64) - 1
+#: A 1x1 PNG as markdown: what TGI's router makes of an `image_url` chunk.
+IMAGE_PROBE: Final = (
+    "![](data:image/png;base64,iVBORw0KGgoAAAANSUhEUgAAAAEAAAABCAYAAAAfFcSJAAAADUlEQVR4"
+    "2mP8z8BQDwAEhQGAhKmMIQAAAABJRU5ErkJggg==)"
+)
+
+
+def _call_id() -> str:
+    """An id for a call TGI made (TGI's own are "0" or a count, not unique)."""
+    return f"call_{uuid.uuid4().hex[:24]}"
+
+
+def _eos_dropped(
+    logprobs: tuple[pb.TokenLogprob, ...], finish: object
+) -> tuple[pb.TokenLogprob, ...]:
+    """TGI lists EOS among the logprobs of an output it ended ("stop"); it is no text."""
+    return logprobs[:-1] if finish == "stop" and logprobs else logprobs
 
 
 def _greedy(s: pb.SamplingParams) -> bool:
@@ -121,13 +160,36 @@ def _object(body: Any, what: str) -> dict[str, Any]:
     return body
 
 
+def native_logprobs(tokens: Any, top_tokens: Any) -> tuple[pb.TokenLogprob, ...]:
+    """Native `tokens` (`{id, text, logprob, special}`) and their `top_tokens` (a list per
+    token, when `top_n_tokens` was set) as the contract's logprobs; special tokens (EOS)
+    are no text and have none."""
+    out = []
+    tops = top_tokens if isinstance(top_tokens, list) else []
+    for i, token in enumerate(tokens):
+        if token["special"]:
+            continue
+        entry = pb.TokenLogprob(
+            token=token["text"], logprob=float(token["logprob"]), bytes=token["text"].encode()
+        )
+        for alt in tops[i] if i < len(tops) else ():
+            entry.top_logprobs.add(
+                token=alt["text"], logprob=float(alt["logprob"]), bytes=alt["text"].encode()
+            )
+        out.append(entry)
+    return tuple(out)
+
+
 class NativeStreamParser(base.StreamParser):
     """`/generate_stream`: one event per token, the last one with `details`."""
 
-    def __init__(self, stops: list[str], max_tokens: int | None = None) -> None:
+    def __init__(
+        self, stops: list[str], max_tokens: int | None = None, *, logprobs: bool = False
+    ) -> None:
         self._trimmer = StopTrimmer(stops)
         self._budget = Budget(max_tokens)
         self._reason: base.FinishReason = pb.FINISH_REASON_LENGTH
+        self._logprobs = logprobs
 
     def feed(self, event: str, data: Any) -> base.Delta | None:
         data = _object(data, "stream event")
@@ -143,6 +205,12 @@ class NativeStreamParser(base.StreamParser):
             raise InferenceError.engine_failed("TGI's last stream event has no details")
         if self._budget.spent:  # TGI's surplus past max_tokens; the last event ends the call
             return None if details is None else self._surplus_end(details)
+        logprobs: tuple[pb.TokenLogprob, ...] = ()
+        if self._logprobs:
+            try:
+                logprobs = native_logprobs([token], [data.get("top_tokens") or []])
+            except (KeyError, TypeError, ValueError):
+                raise InferenceError.engine_failed("TGI sent a malformed token") from None
         last_allowed = self._budget.take()
         was_stopped = self._trimmer.stopped
         out = self._trimmer.push(text)
@@ -150,10 +218,12 @@ class NativeStreamParser(base.StreamParser):
             if last_allowed:  # max_tokens reached, though TGI goes on
                 out += self._trimmer.flush()
                 self._reason = pb.FINISH_REASON_STOP if self._trimmer.stopped else self._reason
-                return base.Delta(text=out, token_count=1, finish_reason=self._reason)
+                return base.Delta(
+                    text=out, token_count=1, finish_reason=self._reason, logprobs=logprobs
+                )
             just_stopped = self._trimmer.stopped and not was_stopped
             reason = pb.FINISH_REASON_STOP if just_stopped else pb.FINISH_REASON_UNSPECIFIED
-            return base.Delta(text=out, token_count=1, finish_reason=reason)
+            return base.Delta(text=out, token_count=1, finish_reason=reason, logprobs=logprobs)
         try:
             reason = finish_reason(details["finish_reason"])
             out += self._trimmer.flush()
@@ -165,6 +235,7 @@ class NativeStreamParser(base.StreamParser):
                 finish_reason=reason,
                 prompt_tokens=int(details["input_length"]),
                 completion_tokens=self._budget.cap(int(details["generated_tokens"])),
+                logprobs=logprobs,
             )
         except (KeyError, TypeError, ValueError):
             raise InferenceError.engine_failed("TGI sent malformed stream details") from None
@@ -181,11 +252,22 @@ class NativeStreamParser(base.StreamParser):
 
 
 class ChatStreamParser(base.StreamParser):
-    """`/v1/chat/completions` streamed: one chunk per token, then a usage chunk, then `[DONE]`."""
+    """`/v1/chat/completions` streamed: one chunk per token, then a usage chunk, then `[DONE]`.
 
-    def __init__(self, stops: list[str], max_tokens: int | None = None) -> None:
+    A tool call's chunks carry `tool_calls` deltas and none a finish reason: the usage
+    chunk (always asked for) ends the call with `tool_calls`.
+    """
+
+    def __init__(
+        self, stops: list[str], max_tokens: int | None = None, *, logprobs: bool = False,
+        call_finish: base.FinishReason = pb.FINISH_REASON_TOOL_CALLS,
+    ) -> None:  # fmt: skip
         self._trimmer = StopTrimmer(stops)
         self._budget = Budget(max_tokens)
+        self._logprobs = logprobs
+        self._call_finish = call_finish
+        self._call_id: str | None = None
+        self._finished = False
 
     def feed(self, event: str, data: Any) -> base.Delta | None:
         data = _object(data, "stream event")
@@ -203,14 +285,36 @@ class ChatStreamParser(base.StreamParser):
         if not choices or self._budget.spent:  # a usage chunk, or TGI's surplus past max_tokens
             if prompt_tokens is None:
                 return None
-            return base.Delta(prompt_tokens=prompt_tokens, completion_tokens=completion_tokens)
+            reason: base.FinishReason = pb.FINISH_REASON_UNSPECIFIED
+            if not self._finished:  # a tool call's stream: no chunk said why it ended
+                self._finished = True
+                reason = self._call_finish if self._call_id else pb.FINISH_REASON_LENGTH
+            return base.Delta(
+                finish_reason=reason,
+                prompt_tokens=prompt_tokens,
+                completion_tokens=completion_tokens,
+            )
         last_allowed = self._budget.take()
         try:
             choice = choices[0]
-            content = choice["delta"].get("content") or ""
+            delta = choice["delta"]
+            content = delta.get("content") or ""
             finish = choice.get("finish_reason")
+            calls = self._tool_calls(delta.get("tool_calls"))
         except (KeyError, TypeError, AttributeError, IndexError):
             raise InferenceError.engine_failed("TGI sent a malformed chat chunk") from None
+        logprobs: tuple[pb.TokenLogprob, ...] = ()
+        if self._logprobs:
+            logprobs = _eos_dropped(openai_stream.chat_logprobs(choice.get("logprobs")), finish)
+        if calls:
+            reason = finish_reason(finish) if finish else pb.FINISH_REASON_UNSPECIFIED
+            if last_allowed and not finish:
+                reason = pb.FINISH_REASON_LENGTH
+            self._finished = self._finished or bool(reason)
+            return base.Delta(
+                token_count=1, finish_reason=reason, prompt_tokens=prompt_tokens,
+                completion_tokens=completion_tokens, tool_calls=calls, logprobs=logprobs,
+            )  # fmt: skip
         was_stopped = self._trimmer.stopped
         out = self._trimmer.push(content)
         reason: base.FinishReason = pb.FINISH_REASON_UNSPECIFIED
@@ -222,19 +326,43 @@ class ChatStreamParser(base.StreamParser):
             out += self._trimmer.flush()
         if self._trimmer.stopped and (finish or last_allowed or not was_stopped):
             reason = pb.FINISH_REASON_STOP
+        self._finished = self._finished or bool(reason)
         return base.Delta(
             text=out,
             token_count=1,
             finish_reason=reason,
             prompt_tokens=prompt_tokens,
             completion_tokens=completion_tokens,
+            logprobs=logprobs,
         )
+
+    def _tool_calls(self, raw: Any) -> tuple[pb.ToolCallDelta, ...]:
+        """TGI's `tool_calls` delta (one call, its id and type on every chunk, the name on
+        the first) as the contract's: our id and the name on the first fragment only."""
+        if not raw:
+            return ()
+        function = raw[0]["function"]
+        arguments = function.get("arguments") or ""
+        if self._call_id is None:
+            self._call_id = _call_id()
+            name = str(function.get("name") or "")
+            return (
+                pb.ToolCallDelta(index=0, id=self._call_id, name=name, arguments_delta=arguments),
+            )
+        return (pb.ToolCallDelta(index=0, arguments_delta=arguments),) if arguments else ()
 
 
 class TgiTranslation(base.Translation):
     engine = "tgi"
+    features = frozenset({"tools", "images", "logprobs", "n"})
+    native_n = False  # the chat API reads `n` and ignores it
     health_path = "/health"
     load_metrics = base.LoadMetrics(running="tgi_batch_current_size", waiting="tgi_queue_size")
+
+    def __init__(self, served_model_name: str) -> None:
+        super().__init__(served_model_name)
+        #: Whether the model reads images (None: not known yet; see `max_model_len`).
+        self.reads_images: bool | None = None
 
     # Requests.
     def request(self, request: pb.GenerateRequest, *, stream: bool) -> base.EngineRequest:
@@ -289,6 +417,8 @@ class TgiTranslation(base.Translation):
                 params["top_k"] = s.top_k
         if s.HasField("repetition_penalty") and s.repetition_penalty != 1:
             params["repetition_penalty"] = s.repetition_penalty
+        if request.logprobs.top_logprobs:
+            params["top_n_tokens"] = request.logprobs.top_logprobs
         self._common(s, params)
         if grammar is not None:
             params["grammar"] = grammar
@@ -304,7 +434,11 @@ class TgiTranslation(base.Translation):
             raise InferenceError.unsupported(
                 "TGI's chat API has no repetition_penalty", "repetition_penalty"
             )
-        messages = base.chat_messages(request)
+        if base.uses_images(request) and self.reads_images is False:
+            raise base.unsupported_feature(
+                "the model TGI serves reads no images (it would take them as text)", "messages"
+            )
+        messages = [_chat_message(m) for m in request.chat.messages]
         body: dict[str, Any] = {"model": "tgi", "messages": messages, "stream": stream}
         if stream:
             body["stream_options"] = {"include_usage": True}
@@ -317,6 +451,20 @@ class TgiTranslation(base.Translation):
         if s.HasField("top_p") and s.top_p < 1 and not _greedy(s):
             body["top_p"] = s.top_p  # with temperature 0 it would make TGI sample
         self._common(s, body)
+        if request.HasField("logprobs"):
+            body["logprobs"] = True
+            if request.logprobs.top_logprobs:
+                body["top_logprobs"] = request.logprobs.top_logprobs
+        if _calls_tools(request):
+            if grammar is not None:
+                raise base.unsupported_feature(
+                    "TGI cannot constrain an output to tools and to a response format at once",
+                    "tools",
+                )
+            body["tools"] = [_tool(t) for t in request.tools]
+            choice = base.tool_choice_json(request)
+            if choice is not None:
+                body["tool_choice"] = choice
         if grammar is not None:
             body["response_format"] = grammar
         return body
@@ -338,42 +486,64 @@ class TgiTranslation(base.Translation):
         limit = _max_tokens(request)
         body = _object(body, "response")
         try:
+            calls: tuple[base.ToolCall, ...] = ()
+            logprobs: tuple[pb.TokenLogprob, ...] = ()
             if request.WhichOneof("input") == "chat":
                 choice = body["choices"][0]
-                text = choice["message"]["content"] or ""
+                message = choice["message"]
+                text = message.get("content") or ""
                 reason = finish_reason(choice["finish_reason"])
                 usage = body["usage"]
                 prompt_tokens = int(usage["prompt_tokens"])
                 completion_tokens = int(usage["completion_tokens"])
+                if request.HasField("logprobs"):
+                    listed_logprobs = openai_stream.chat_logprobs(choice.get("logprobs"))
+                    logprobs = _eos_dropped(listed_logprobs, choice["finish_reason"])
+                calls = tuple(
+                    base.ToolCall(_call_id(), c.name, c.arguments)
+                    for c in openai_stream.tool_calls(message.get("tool_calls"))
+                )
                 if limit is not None and completion_tokens > limit:
                     listed = (choice.get("logprobs") or {}).get("content", [])
                     text = _first_tokens([t["token"] for t in listed], limit, completion_tokens)
+                    logprobs = logprobs[:limit]
             else:
                 text = body["generated_text"]
                 details = body["details"]
                 reason = finish_reason(details["finish_reason"])
                 completion_tokens = int(details["generated_tokens"])
                 prompt_tokens = _prompt_tokens(headers)
+                tokens = details["tokens"]
                 if limit is not None and completion_tokens > limit:
-                    listed = [t["text"] if not t["special"] else "" for t in details["tokens"]]
+                    listed = [t["text"] if not t["special"] else "" for t in tokens]
                     text = _first_tokens(listed, limit, completion_tokens)
+                    tokens = tokens[:limit]
+                if request.HasField("logprobs"):
+                    logprobs = native_logprobs(tokens, details.get("top_tokens"))
         except (KeyError, TypeError, ValueError, IndexError, AttributeError):
             raise InferenceError.engine_failed("TGI sent a malformed response") from None
         if limit is not None and completion_tokens > limit:  # TGI ran past max_tokens
             reason, completion_tokens = pb.FINISH_REASON_LENGTH, limit
         text, stopped = cut_at_stop(text, stops)
+        if stopped:
+            reason = pb.FINISH_REASON_STOP
+        if calls and reason == pb.FINISH_REASON_STOP:  # TGI says "stop" after a call
+            reason = _call_finish(request)
+        choice = base.Choice(text=text, finish_reason=reason, tool_calls=calls, logprobs=logprobs)
         return base.Completion(
-            text=text,
-            finish_reason=pb.FINISH_REASON_STOP if stopped else reason,
-            prompt_tokens=prompt_tokens,
-            completion_tokens=completion_tokens,
+            choices=(choice,), prompt_tokens=prompt_tokens, completion_tokens=completion_tokens
         )
 
     def stream_parser(self, request: pb.GenerateRequest) -> base.StreamParser:
         stops = list(request.sampling.stop)
         if request.WhichOneof("input") == "chat":
-            return ChatStreamParser(stops, _max_tokens(request))
-        return NativeStreamParser(stops, _max_tokens(request))
+            return ChatStreamParser(
+                stops, _max_tokens(request), logprobs=request.HasField("logprobs"),
+                call_finish=_call_finish(request),
+            )  # fmt: skip
+        return NativeStreamParser(
+            stops, _max_tokens(request), logprobs=request.HasField("logprobs")
+        )
 
     def error(self, status: int, body: bytes) -> InferenceError:
         message, error_type = body.decode("utf-8", "replace")[:2000], ""
@@ -407,9 +577,79 @@ class TgiTranslation(base.Translation):
         """
         info = await engine.get_json("/info")
         try:
-            await engine.post_json("/tokenize", {"inputs": "ready"})
+            tokens = await engine.post_json("/tokenize", {"inputs": IMAGE_PROBE})
         except base.EngineHTTPError as exc:
             if exc.status is None or exc.credentials_refused:  # not reached, or the key refused
                 raise exc.on_route("POST /tokenize") from None
             # Anything else (a model without a tokenizer, ...) says the key was accepted.
+        else:
+            self.reads_images = _reads_images(tokens)
         return int(info["max_total_tokens"])
+
+
+def _reads_images(tokens: Any) -> bool:
+    """Whether `/tokenize` of `IMAGE_PROBE` read an image: a text-only model's tokens spell
+    the markdown back; a vision model's image tokens do not (their offsets are in the text
+    it tokenized, images expanded)."""
+    if not isinstance(tokens, list):
+        return True  # not TGI's answer: let the engine decide
+    spelled = "".join(t.get("text", "") for t in tokens if isinstance(t, dict))
+    return spelled != IMAGE_PROBE
+
+
+def _call_finish(request: pb.GenerateRequest) -> base.FinishReason:
+    """How a call ends, as OpenAI (and vLLM) say it: "stop" when the function was named,
+    "tool_calls" when the model chose to call."""
+    if request.tool_choice.WhichOneof("kind") == "function":
+        return pb.FINISH_REASON_STOP
+    return pb.FINISH_REASON_TOOL_CALLS
+
+
+def _calls_tools(request: pb.GenerateRequest) -> bool:
+    """Whether the request offers TGI tools: with `tool_choice: none` it does not, as TGI
+    then neither lists them to the model nor constrains the output."""
+    choice = request.tool_choice
+    none = choice.WhichOneof("kind") == "mode" and choice.mode == pb.TOOL_CHOICE_MODE_NONE
+    return bool(request.tools) and not none
+
+
+def _tool(tool: pb.Tool) -> dict[str, Any]:
+    """A tool as TGI reads it: the parameters under TGI's own name, `arguments` (its
+    document knows no alias `parameters`), and required (none: an empty object)."""
+    parameters = orjson.loads(tool.parameters) if tool.parameters else None
+    function: dict[str, Any] = {
+        "name": tool.name,
+        "arguments": parameters or {"type": "object", "properties": {}},
+    }
+    if tool.description:
+        function["description"] = tool.description
+    return {"type": "function", "function": function}
+
+
+def _arguments(text: str) -> Any:
+    """A call's arguments as the object they are (TGI writes a string's value back quoted)."""
+    try:
+        return orjson.loads(text)
+    except orjson.JSONDecodeError:
+        return text
+
+
+def _chat_message(m: pb.ChatMessage) -> dict[str, Any]:
+    """A message as TGI reads it: an assistant's calls without `content`, since TGI's
+    message is either content or calls (with both, it reads the content alone)."""
+    message = base.chat_message(m)
+    if not m.tool_calls:
+        return message
+    if message.pop("content", None):
+        raise base.unsupported_feature(
+            "TGI cannot read an assistant message with both content and tool calls", "messages"
+        )
+    message["tool_calls"] = [
+        {
+            "id": c.id,
+            "type": "function",
+            "function": {"name": c.name, "arguments": _arguments(c.arguments)},
+        }
+        for c in m.tool_calls
+    ]
+    return message

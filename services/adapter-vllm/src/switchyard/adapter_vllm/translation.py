@@ -12,10 +12,20 @@ model's `generation_config.json`. So the adapter always sends a limit: the engin
 `max_model_len` (read from `/v1/models` before the adapter is ready), which vLLM accepts
 (it refuses only a limit above `max_model_len`) and clamps to what the prompt leaves
 (`serve/utils/api_utils.py:get_max_tokens`).
+
+The chat surface is OpenAI's, as vLLM 0.33.0 reads it: `tools`, `tool_choice`,
+`parallel_tool_calls`, content parts with `image_url`, `n`, chat `logprobs: true` with
+`top_logprobs`, completions `logprobs: <int>` (answered in the legacy `tokens` /
+`token_logprobs` / `top_logprobs` format, the chosen token listed among the alternatives).
+Reasoning comes back as `reasoning` (vLLM renamed `reasoning_content`). A forced named tool
+finishes "stop" (as OpenAI's does); calls made otherwise finish "tool_calls". What the
+server was not started for is a 400 naming the flag (`--enable-auto-tool-choice`,
+`--tool-call-parser`), or "... is not a multimodal model": UNSUPPORTED_FEATURE here.
 """
 
 from __future__ import annotations
 
+import re
 from collections.abc import Mapping
 from typing import Any, Final
 
@@ -23,7 +33,7 @@ import grpc
 import orjson
 
 from switchyard.adapter import translation as base
-from switchyard.adapter.openai_stream import OpenAIStream
+from switchyard.adapter.openai_stream import OpenAIStream, chat_completion, text_completion
 from switchyard.adapter.validation import parse_json_schema
 from switchyard.inference.errors import InferenceError
 from switchyard.inference.v1 import inference_pb2 as pb
@@ -37,7 +47,9 @@ _FINISH: Final[dict[str, base.FinishReason]] = {
     "length": pb.FINISH_REASON_LENGTH,
     # vLLM ends a sequence early when it detects a repetition loop: a natural stop.
     "repetition": pb.FINISH_REASON_STOP,
-    "tool_calls": pb.FINISH_REASON_STOP,
+    # vLLM reports "tool_calls" when the choice called tools on its own (auto, required);
+    # a forced named call finishes "stop", as OpenAI's does.
+    "tool_calls": pb.FINISH_REASON_TOOL_CALLS,
 }
 _SAMPLING_FIELDS: Final = (
     "temperature",
@@ -51,6 +63,16 @@ _SAMPLING_FIELDS: Final = (
 # Texts of vLLM's context-overflow errors (`renderers/params.py`): params and a phrase.
 _CONTEXT_PARAMS: Final = frozenset({"input_tokens", "input_text"})
 _CONTEXT_PHRASE: Final = "maximum context length"
+#: vLLM's 400s for a feature the server was not started for: tool choice without
+#: --enable-auto-tool-choice / --tool-call-parser (`renderers/online_renderer.py`), and
+#: image input to a text-only model (`multimodal/registry.py:create_processor`).
+_UNSUPPORTED: Final = re.compile(
+    r"tool choice requires --enable-auto-tool-choice"
+    r"|requires --tool-call-parser to be set"
+    r"|is not a multimodal model"
+)
+#: The reasoning field of a message or delta (vLLM 0.33 renamed `reasoning_content`).
+_REASONING_KEYS: Final = ("reasoning",)
 
 
 def _finish_reason(reason: str) -> base.FinishReason:
@@ -85,6 +107,8 @@ def _error_from(status: int, message: str, param: str | None) -> InferenceError:
     if status == 400:
         if param in _CONTEXT_PARAMS or _CONTEXT_PHRASE in message:
             return InferenceError.context_length(message)
+        if _UNSUPPORTED.search(message):
+            return base.unsupported_feature(message, param)
         return InferenceError.invalid(message, param)
     if status in (422, 413):
         return InferenceError.invalid(message, param)
@@ -129,6 +153,7 @@ def _stream_error(data: dict[str, Any]) -> InferenceError:
 
 class VllmTranslation(base.Translation):
     engine = "vllm"
+    features = base.FEATURES
     load_metrics = base.LoadMetrics(
         running="vllm:num_requests_running",
         waiting="vllm:num_requests_waiting",
@@ -173,6 +198,18 @@ class VllmTranslation(base.Translation):
             body["ignore_eos"] = True
         if request.HasField("structured_output"):
             body["structured_outputs"] = _structured_outputs(request.structured_output)
+        if chat:
+            base.add_tools(body, request)
+        n = base.choice_count(request)
+        if n > 1:
+            body["n"] = n
+        if base.wants_logprobs(request):
+            top = request.logprobs.top_logprobs
+            if chat:
+                body["logprobs"] = True
+                body["top_logprobs"] = top
+            else:  # completions: the number of alternatives (vLLM adds the chosen token)
+                body["logprobs"] = top
         if request.request_id:
             body["request_id"] = request.request_id
         body["stream"] = stream
@@ -183,30 +220,22 @@ class VllmTranslation(base.Translation):
     def completion(
         self, request: pb.GenerateRequest, body: Any, headers: Mapping[str, str] = base.NO_HEADERS
     ) -> base.Completion:
-        try:
-            choice = body["choices"][0]
-            if request.WhichOneof("input") == "chat":
-                text = choice["message"].get("content") or ""
-            else:
-                text = choice["text"]
-            usage = body["usage"]
-            prompt_tokens = int(usage["prompt_tokens"])
-            completion_tokens = int(usage["completion_tokens"])
-            reason = choice["finish_reason"]
-        except (KeyError, IndexError, TypeError, ValueError) as exc:
-            raise InferenceError.engine_failed(
-                f"the engine's response lacks {exc!s} where a completion was expected"
-            ) from None
-        return base.Completion(
-            text=text,
-            finish_reason=_finish_reason(reason),
-            prompt_tokens=prompt_tokens,
-            completion_tokens=completion_tokens,
+        if request.WhichOneof("input") == "chat":
+            return chat_completion(
+                body, finish_reason=_finish_reason, reasoning_keys=_REASONING_KEYS
+            )
+        return text_completion(
+            body, finish_reason=_finish_reason, top_logprobs=request.logprobs.top_logprobs
         )
 
     def stream_parser(self, request: pb.GenerateRequest) -> base.StreamParser:
-        chat = request.WhichOneof("input") == "chat"
-        return OpenAIStream(chat=chat, finish_reason=_finish_reason, error=_stream_error)
+        return OpenAIStream(
+            chat=request.WhichOneof("input") == "chat",
+            finish_reason=_finish_reason,
+            error=_stream_error,
+            reasoning_keys=_REASONING_KEYS,
+            top_logprobs=request.logprobs.top_logprobs if base.wants_logprobs(request) else None,
+        )
 
     def error(self, status: int, body: bytes) -> InferenceError:
         try:

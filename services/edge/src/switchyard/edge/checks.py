@@ -1,5 +1,5 @@
-"""Expensive request checks (JSON schemas today; tool definitions and images later), run
-outside the event loop's process, in a bounded pool.
+"""Expensive request checks (JSON schemas: response_format's and tools' parameters; the
+base64 of images), run outside the event loop's process, in a bounded pool.
 
 A check can take CPU-seconds. On the event loop it would stall every request, stream and
 health probe of the process; in a thread it would still hold the GIL most of the time,
@@ -14,17 +14,23 @@ behind the bound.
 from __future__ import annotations
 
 import asyncio
+import binascii
 import contextlib
 import multiprocessing
+import re
 import signal
 from collections.abc import Callable
 from concurrent.futures import Executor, Future, ProcessPoolExecutor
 from concurrent.futures.process import BrokenProcessPool
-from typing import Any, TypeVar
+from typing import Any, Literal, TypeVar
 
-from switchyard.servicekit.json_schema import check_json_schema
+from switchyard.servicekit.json_schema import InvalidJsonSchema, check_json_schema
 
 T = TypeVar("T")
+
+#: The data URL head of the image types every engine decodes (workers import this module:
+#: it imports nothing of the edge's web stack).
+IMAGE_DATA_URL = re.compile(r"^data:image/(png|jpeg|gif|webp);base64,", re.IGNORECASE)
 
 
 class ChecksBusy(Exception):
@@ -39,6 +45,36 @@ def json_schema(schema: Any) -> None:
     """The metaschema check, in a worker (`InvalidJsonSchema` crosses back; the schema
     does not, it is the caller's already)."""
     check_json_schema(schema)
+
+
+class InvalidPart(ValueError):
+    """A part of the request failed its check: which (`param`), of what kind, and why."""
+
+    def __init__(self, param: str, kind: Literal["json_schema", "image"], message: str) -> None:
+        super().__init__(param, kind, message)  # the args rebuild it on this side of the pool
+        self.param = param
+        self.kind = kind
+        self.message = message
+
+
+def request_parts(schemas: list[tuple[str, Any]], images: list[tuple[str, str]]) -> None:
+    """One request's expensive checks, in a worker: each `(param, schema)` against its
+    metaschema, then each `(param, data URL)`'s base64; `InvalidPart` at the first failure."""
+    for param, schema in schemas:
+        try:
+            check_json_schema(schema)
+        except InvalidJsonSchema as exc:
+            raise InvalidPart(param, "json_schema", f"{param}: {exc}") from None
+    for param, url in images:
+        head = IMAGE_DATA_URL.match(url)
+        if head is None:
+            continue  # an http(s) URL: nothing to decode
+        try:
+            binascii.a2b_base64(url[head.end() :], strict_mode=True)
+        except binascii.Error:
+            raise InvalidPart(
+                param, "image", f"{param}: the image data URL is not valid base64"
+            ) from None
 
 
 def _worker_started() -> None:

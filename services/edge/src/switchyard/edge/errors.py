@@ -143,6 +143,9 @@ def from_inference(error: InferenceError, retry_after_s: int) -> OpenAIError:
             return OpenAIError.invalid(
                 error.message, param or "response_format", "unsupported_parameter"
             )
+        if error.reason == pb.UNSUPPORTED_FEATURE:
+            # The engine, as started, cannot serve it (no tool parser, a text-only model...).
+            return OpenAIError.invalid(error.message, param, "unsupported_parameter")
         return OpenAIError.invalid(error.message, param)
     if code == grpc.StatusCode.NOT_FOUND:
         return OpenAIError(

@@ -31,6 +31,8 @@ class Exchange:
     key_name: str | None = None
     tenant: str | None = None
     stream: bool = False
+    #: Choices asked for (`n`); the tokens are those of all of them.
+    choices: int = 1
     status: int = 200
     error_kind: str | None = None
     prompt_tokens: int = 0
@@ -99,6 +101,7 @@ class Exchange:
             model=self.requested_model,
             route=None if self.model == UNROUTED else self.model,
             stream=self.stream,
+            choices=self.choices if self.choices > 1 else None,
             status=status,
             error=self.error_kind,
             prompt_tokens=self.prompt_tokens,

@@ -45,6 +45,11 @@ _JSON_HEADERS = [(b"content-type", b"application/json")]
 StreamCall = grpc.aio.UnaryStreamCall[pb.GenerateRequest, pb.GenerateStreamResponse]
 
 
+def _bad_backend(message: str) -> OpenAIError:
+    """An answer the contract does not allow: an adapter bug, never passed on as it is."""
+    return OpenAIError(502, message, type="server_error", code="backend_error")
+
+
 class Generation:
     """One request's call to a backend and the client's response, under its `Claim`."""
 
@@ -114,12 +119,8 @@ class Generation:
                 call.cancel()
                 raise
             if not isinstance(first, pb.GenerateStreamResponse):
-                raise OpenAIError(  # EOF with an OK status but no message: an adapter bug
-                    502,
-                    "The backend ended the stream without output.",
-                    type="server_error",
-                    code="backend_error",
-                )
+                # EOF with an OK status but no message: an adapter bug
+                raise _bad_backend("The backend ended the stream without output.")
             self.claim.endpoint_answered()
             return call, first
         raise error or self._no_backend()
@@ -130,7 +131,9 @@ class Generation:
         response = await self._call_unary()
         self.ex.first_token()
         self.ex.used(response.usage.prompt_tokens, response.usage.completion_tokens)
-        body = self.encoder.whole(response.text, response.finish_reason, response.usage)
+        if any(c.index >= self.encoder.choices for c in response.choices):
+            raise _bad_backend("The backend answered more choices than asked for.")
+        body = self.encoder.whole(response)
         await self.claim.respond(_JSON_HEADERS, body)
 
     # -- streams ------------------------------------------------------------------------------
@@ -162,8 +165,11 @@ class Generation:
     async def _relay(
         self, message: pb.GenerateStreamResponse, send: Send, watch: ClientWatch, last: float
     ) -> float:
-        ex = self.ex
-        if message.token_count or message.text_delta:
+        ex, encoder = self.ex, self.encoder
+        if message.index >= encoder.choices:
+            raise _bad_backend("The backend streamed more choices than asked for.")
+        chunk = encoder.delta(message)
+        if message.token_count or chunk:
             now = time.perf_counter()
             if last:
                 self._itl.observe(now - last)
@@ -171,11 +177,11 @@ class Generation:
                 ex.first_token()
             last = now
             ex.completion_tokens += message.token_count
-            if message.text_delta:
-                await send(body_message(self.encoder.chunk(message.text_delta)))
+            if chunk:
+                await send(body_message(chunk))
                 watch.touch()
         if message.finish_reason:
-            await send(body_message(self.encoder.finish(message.finish_reason)))
+            await send(body_message(encoder.finish(message.finish_reason, message.index)))
         if message.HasField("usage"):
             ex.used(message.usage.prompt_tokens, message.usage.completion_tokens)
             if self.encoder.include_usage:

@@ -1,10 +1,11 @@
 """The request pipeline for /v1/chat/completions and /v1/completions, top to bottom.
 
-authenticate → read and validate the body (cheap checks: types, bounds, a schema's size)
-→ resolve the model (404 if the key may not use it) → a ready backend? (503) → rate limits
-(429) → expensive checks, off the event loop (a schema against its metaschema: 400, or 429
-when the checks are saturated) → admission (429) → the generation itself
-(`generation.Generation`, which calls the backend and relays the result).
+authenticate → read and validate the body (cheap checks: types, bounds, schemas' sizes,
+images' sizes and addresses) → resolve the model (404 if the key may not use it) → a ready
+backend? (503) → rate limits (429) → expensive checks, off the event loop (schemas against
+their metaschema, images' base64: 400, or 429 when the checks are saturated) → admission
+(429) → the generation itself (`generation.Generation`, which calls the backend and relays
+the result).
 
 Authentication comes first, so unauthenticated callers cost us no parsing; expensive
 checks come after rate limiting, so a key out of quota costs us no more than a refusal.
@@ -34,14 +35,13 @@ from starlette.types import Receive, Scope, Send
 from switchyard.edge import metrics
 from switchyard.edge.admission import Refused
 from switchyard.edge.auth import ApiKey
-from switchyard.edge.checks import ChecksBusy, ChecksUnavailable, json_schema
+from switchyard.edge.checks import ChecksBusy, ChecksUnavailable, InvalidPart, request_parts
 from switchyard.edge.claim import Claim
 from switchyard.edge.convert import (
-    SCHEMA_PARAM,
+    Canonical,
     chat_request,
     completion_request,
     estimate_prompt_tokens,
-    response_schema,
 )
 from switchyard.edge.errors import OpenAIError
 from switchyard.edge.exchange import Exchange
@@ -58,7 +58,7 @@ from switchyard.edge.schemas import (
 from switchyard.edge.settings import EdgeSettings
 from switchyard.edge.state import EdgeState
 from switchyard.inference.v1 import inference_pb2 as pb
-from switchyard.servicekit.json_schema import CheckedSchemas, InvalidJsonSchema
+from switchyard.servicekit.json_schema import CheckedSchemas
 
 Api = Literal["chat", "completions"]
 Body = ChatCompletionRequest | CompletionRequest
@@ -115,15 +115,15 @@ async def _serve(api: Api, request: Request, claim: Claim) -> None:
     ex.routed()
     _ready(edge, route)
     if isinstance(body, ChatCompletionRequest):
-        canonical = chat_request(body, route.name, ex.request_id, settings.schema_limits)
+        canonical = chat_request(body, route.name, ex.request_id, edge.rules)
     else:
-        canonical = completion_request(body, route.name, ex.request_id, settings.schema_limits)
+        canonical = completion_request(body, route.name, ex.request_id, edge.rules)
+    ex.choices = body.choices
 
-    await _reserve(claim, key, route, canonical)
+    await _reserve(claim, key, route, canonical.request)
     await claim.watch_client()  # from here on, a client that leaves ends the request
-    schema = response_schema(body)
-    if schema is not None:
-        await _check_schema(edge, route.name, schema, canonical)
+    if canonical.needs_checks:
+        await _check_parts(edge, route.name, canonical)
     try:
         await claim.admit(route)
     except Refused as refusal:
@@ -135,8 +135,10 @@ async def _serve(api: Api, request: Request, claim: Claim) -> None:
         body.model,
         int(time.time()),
         body.include_usage,
+        body.choices,
+        logprobs=canonical.request.HasField("logprobs"),
     )
-    await Generation(claim, canonical, encoder, deadline).run()
+    await Generation(claim, canonical.request, encoder, deadline).run()
 
 
 async def _read_body(request: Request, limit: int) -> bytes:
@@ -209,8 +211,9 @@ def _ready(edge: EdgeState, route: Route) -> None:
 
 
 async def _reserve(claim: Claim, key: ApiKey, route: Route, canonical: pb.GenerateRequest) -> None:
-    """Reserve the most the request can use (429 past the key's limits); the real usage
-    corrects it when the request ends."""
+    """Reserve the most the request can use (429 past the key's limits): the prompt once,
+    and each of its n choices up to its max_tokens; the real usage corrects it when the
+    request ends."""
     edge = claim.edge
     settings = edge.settings
     prompt_estimate = estimate_prompt_tokens(canonical)
@@ -223,7 +226,7 @@ async def _reserve(claim: Claim, key: ApiKey, route: Route, canonical: pb.Genera
             if room > 0
             else settings.default_reserved_completion_tokens
         )
-    reserved = prompt_estimate + completion_reserve
+    reserved = prompt_estimate + completion_reserve * max(canonical.n, 1)
     try:
         decision = await claim.reserve(
             key.name, Limits(key.rpm, key.tpm), reserved, prompt_estimate
@@ -271,15 +274,17 @@ def _refused(refusal: Refused, model: str, settings: EdgeSettings) -> OpenAIErro
     return OpenAIError.busy(refusal.message, settings.retry_after_s, kind=refusal.reason)
 
 
-async def _check_schema(
-    edge: EdgeState, model: str, schema: dict[str, object], canonical: pb.GenerateRequest
-) -> None:
-    """The schema against its metaschema, in the checks' pool (unless seen valid lately)."""
-    digest = CheckedSchemas.digest(canonical.structured_output.json_schema.encode())
-    if digest in edge.checked_schemas:
+async def _check_parts(edge: EdgeState, model: str, canonical: Canonical) -> None:
+    """The request's schemas against their metaschema (unless seen valid lately) and its
+    images' base64, in the checks' pool."""
+    digests = [(part, CheckedSchemas.digest(part.text)) for part in canonical.schemas]
+    fresh = [(part, digest) for part, digest in digests if digest not in edge.checked_schemas]
+    if not fresh and not canonical.images:
         return
     try:
-        await edge.checks.run(json_schema, schema)
+        await edge.checks.run(
+            request_parts, [(p.param, p.schema) for p, _ in fresh], canonical.images
+        )
     except ChecksBusy:
         metrics.REFUSALS.labels(model, "validation_busy").inc()
         raise OpenAIError.busy(
@@ -293,8 +298,12 @@ async def _check_schema(
             edge.settings.retry_after_s,
             kind="validation_unavailable",
         ) from None
-    except InvalidJsonSchema as exc:
-        metrics.CHECKS.labels("json_schema", "invalid").inc()
-        raise OpenAIError.invalid(f"{SCHEMA_PARAM}: {exc}", SCHEMA_PARAM) from None
-    metrics.CHECKS.labels("json_schema", "valid").inc()
-    edge.checked_schemas.add(digest)
+    except InvalidPart as exc:
+        metrics.CHECKS.labels(exc.kind, "invalid").inc()
+        raise OpenAIError.invalid(exc.message, exc.param) from None
+    if fresh:
+        metrics.CHECKS.labels("json_schema", "valid").inc()
+    if canonical.images:
+        metrics.CHECKS.labels("image", "valid").inc()
+    for _, digest in fresh:
+        edge.checked_schemas.add(digest)

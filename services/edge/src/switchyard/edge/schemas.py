@@ -1,10 +1,15 @@
 """The OpenAI request bodies the edge accepts, validated with pydantic.
 
 Unknown fields are refused (OpenAI does the same), and every number is bounded to what
-the contract can carry, so hostile input is a 400, never a 500. Features the platform
-does not serve (tools, logprobs, n > 1, images) are typed so that only their "off" value
-validates: the OpenAPI document says exactly what is accepted, and anything else is a 400
-saying the feature is not supported, never silently dropped.
+the contract can carry, so hostile input is a 400, never a 500. Shapes follow the
+`openai` SDK's request types. Features the platform does not serve (logit_bias, echo,
+best_of, suffix) are typed so that only their "off" value validates: the OpenAPI
+document says exactly what is accepted, and anything else is a 400 saying the feature is
+not supported, never silently dropped.
+
+What a type cannot say (a tool message answering an earlier call, a named tool_choice
+among the tools, an image's size and address, `n` against the configured maximum) is
+checked when the body is translated (`switchyard.edge.convert`).
 """
 
 from __future__ import annotations
@@ -20,30 +25,34 @@ from pydantic import (
     Strict,
     WithJsonSchema,
     field_validator,
+    model_validator,
 )
 
 INT32_MAX = 2**31 - 1
 INT64_MAX = 2**63 - 1
+#: OpenAI's limits: tools per request, alternatives per token (chat), logprobs (completions).
+MAX_TOOLS = 128
+MAX_TOP_LOGPROBS = 20
+MAX_COMPLETION_LOGPROBS = 5
+#: A hard ceiling on `n` whatever the settings say (EDGE_MAX_N may only be lower).
+MAX_N = 128
+MAX_TOOL_DESCRIPTION = 8192
+#: vLLM's structured_outputs extra: bounds on its choice list and regex.
+MAX_CHOICES = 256
+MAX_CHOICE_LENGTH = 1024
+MAX_REGEX_LENGTH = 4096
 
 MaxTokens = Annotated[int, Field(ge=1, le=INT32_MAX)]
 Seed = Annotated[int, Field(ge=-(2**63), le=INT64_MAX)]
 Penalty = Annotated[float, Field(ge=-2.0, le=2.0)]
 StopString = Annotated[str, Field(min_length=1, max_length=1024)]
+#: OpenAI's rule for function names (engines' tool parsers expect it too).
+FunctionName = Annotated[str, Field(pattern=r"^[A-Za-z0-9_-]{1,64}$")]
+ToolCallId = Annotated[str, Field(min_length=1, max_length=256)]
+Choices = Annotated[int, Strict(), Field(ge=1, le=MAX_N)]
 
 #: Fields accepted only with their "off" value (see `unsupported_message`).
-UNSUPPORTED = frozenset(
-    {
-        "n",
-        "logit_bias",
-        "logprobs",
-        "top_logprobs",
-        "tools",
-        "tool_choice",
-        "echo",
-        "best_of",
-        "suffix",
-    }
-)
+UNSUPPORTED = frozenset({"logit_bias", "echo", "best_of", "suffix"})
 _OFF = "Not supported by this server: leave it out, or send its default."
 
 
@@ -78,17 +87,131 @@ class TextPart(_Body):
     text: str
 
 
-class ChatMessage(_Body):
-    role: Literal["system", "developer", "user", "assistant", "tool"]
+class ImageUrl(_Body):
+    #: A data URL (data:image/png;base64,...), or an http(s) URL on the allow-list.
+    url: Annotated[str, Field(min_length=1)]
+    detail: Literal["auto", "low", "high", "original"] | None = None
+
+
+class ImagePart(_Body):
+    type: Literal["image_url"]
+    image_url: ImageUrl
+
+
+ContentPart = Annotated[TextPart | ImagePart, Field(discriminator="type")]
+
+
+class FunctionCall(_Body):
+    name: FunctionName
+    #: The arguments as JSON text (as the model wrote them: not parsed here).
+    arguments: str
+
+
+class ToolCall(_Body):
+    id: ToolCallId
+    type: Literal["function"]
+    function: FunctionCall
+
+
+def _text(content: str | list[TextPart] | list[ContentPart] | None) -> str:
+    if content is None:
+        return ""
+    if isinstance(content, str):
+        return content
+    return "".join(part.text for part in content if isinstance(part, TextPart))
+
+
+class SystemMessage(_Body):
+    role: Literal["system", "developer"]
     content: str | list[TextPart]
     name: Annotated[str, Field(max_length=256)] | None = None
-    tool_call_id: str | None = None
 
-    @property
-    def text(self) -> str:
-        if isinstance(self.content, str):
-            return self.content
-        return "".join(part.text for part in self.content or ())
+
+class UserMessage(_Body):
+    role: Literal["user"]
+    content: str | list[ContentPart]
+    name: Annotated[str, Field(max_length=256)] | None = None
+
+
+class AssistantMessage(_Body):
+    role: Literal["assistant"]
+    #: May be null when the message made tool calls.
+    content: str | list[TextPart] | None = None
+    name: Annotated[str, Field(max_length=256)] | None = None
+    tool_calls: Annotated[list[ToolCall], Field(max_length=MAX_TOOLS)] | None = None
+    #: Sent back by SDKs that echo a whole answer; never reaches the model (chat templates
+    #: drop earlier turns' reasoning, and a refusal is only ever null here). `reasoning` is
+    #: vLLM's newer name of `reasoning_content`.
+    refusal: None = None
+    reasoning_content: str | None = None
+    reasoning: str | None = None
+
+    @model_validator(mode="after")
+    def _says_something(self) -> AssistantMessage:
+        if self.content is None and not self.tool_calls:
+            raise ValueError("an assistant message needs content or tool_calls")
+        return self
+
+
+class ToolMessage(_Body):
+    role: Literal["tool"]
+    content: str | list[TextPart]
+    #: The id of the earlier assistant tool call this message answers.
+    tool_call_id: ToolCallId
+
+
+ChatMessage = Annotated[
+    SystemMessage | UserMessage | AssistantMessage | ToolMessage, Field(discriminator="role")
+]
+
+
+def message_text(message: SystemMessage | UserMessage | AssistantMessage | ToolMessage) -> str:
+    """A message's text parts, joined (images are carried apart)."""
+    return _text(message.content)
+
+
+class FunctionDefinition(_Body):
+    name: FunctionName
+    description: Annotated[str, Field(max_length=MAX_TOOL_DESCRIPTION)] | None = None
+    #: The JSON Schema of the arguments (checked against its metaschema after rate limits).
+    parameters: dict[str, Any] | None = None
+    strict: bool | None = None
+
+
+class FunctionTool(_Body):
+    type: Literal["function"]
+    function: FunctionDefinition
+
+
+class NamedFunction(_Body):
+    name: FunctionName
+
+
+class NamedToolChoice(_Body):
+    type: Literal["function"]
+    function: NamedFunction
+
+
+ToolChoice = Literal["none", "auto", "required"] | NamedToolChoice
+
+
+class ChoiceConstraint(_Body):
+    """The output is exactly one of these strings."""
+
+    choice: Annotated[
+        list[Annotated[str, Field(min_length=1, max_length=MAX_CHOICE_LENGTH)]],
+        Field(min_length=1, max_length=MAX_CHOICES),
+    ]
+
+
+class RegexConstraint(_Body):
+    """The whole output matches this regular expression."""
+
+    regex: Annotated[str, Field(min_length=1, max_length=MAX_REGEX_LENGTH)]
+
+
+#: vLLM's `structured_outputs` extra (what its clients send in `extra_body`): one of these.
+StructuredOutputs = ChoiceConstraint | RegexConstraint
 
 
 class JsonSchemaSpec(_Body):
@@ -125,7 +248,8 @@ class _Sampling(_Body):
     max_tokens: MaxTokens | None = None
     temperature: Annotated[float, Field(ge=0.0, le=2.0)] | None = None
     top_p: Annotated[float, Field(gt=0.0, le=1.0)] | None = None
-    n: OnlyOne | None = None
+    #: Choices to generate (at most EDGE_MAX_N; each may use max_tokens).
+    n: Choices | None = None
     stream: bool = False
     stream_options: StreamOptions | None = None
     stop: StopString | Annotated[list[StopString], Field(max_length=4)] | None = None
@@ -139,6 +263,8 @@ class _Sampling(_Body):
     top_k: Annotated[int, Field(ge=1, le=INT32_MAX)] | None = None
     repetition_penalty: Annotated[float, Field(gt=0.0, le=10.0)] | None = None
     ignore_eos: bool | None = None
+    #: vLLM's extra: `{"choice": [...]}` or `{"regex": "..."}` (not with response_format).
+    structured_outputs: StructuredOutputs | None = None
 
     @field_validator(
         "temperature", "top_p", "presence_penalty", "frequency_penalty", "repetition_penalty"
@@ -159,6 +285,10 @@ class _Sampling(_Body):
     def include_usage(self) -> bool:
         return bool(self.stream_options and self.stream_options.include_usage)
 
+    @property
+    def choices(self) -> int:
+        return self.n or 1
+
 
 class ChatCompletionRequest(_Sampling):
     model_config = ConfigDict(
@@ -176,16 +306,34 @@ class ChatCompletionRequest(_Sampling):
                     "stream_options": {"include_usage": True},
                     "max_tokens": 16,
                 },
+                {
+                    "model": "demo-vllm",
+                    "messages": [{"role": "user", "content": "Weather in Paris?"}],
+                    "tools": [
+                        {
+                            "type": "function",
+                            "function": {
+                                "name": "get_weather",
+                                "parameters": {
+                                    "type": "object",
+                                    "properties": {"city": {"type": "string"}},
+                                    "required": ["city"],
+                                },
+                            },
+                        }
+                    ],
+                    "tool_choice": "auto",
+                },
             ]
         }
     )
 
     messages: Annotated[list[ChatMessage], Field(min_length=1, max_length=4096)]
     max_completion_tokens: MaxTokens | None = None
-    logprobs: OnlyFalse | None = None
-    top_logprobs: Annotated[None, Field(description=_OFF)] = None
-    tools: Annotated[list[dict[str, Any]], Field(max_length=0, description=_OFF)] | None = None
-    tool_choice: Annotated[Literal["none"], Field(description=_OFF)] | None = None
+    logprobs: bool | None = None
+    top_logprobs: Annotated[int, Strict(), Field(ge=0, le=MAX_TOP_LOGPROBS)] | None = None
+    tools: Annotated[list[FunctionTool], Field(max_length=MAX_TOOLS)] | None = None
+    tool_choice: ToolChoice | None = None
     parallel_tool_calls: bool | None = None
     metadata: dict[str, str] | None = None
     store: bool | None = None
@@ -209,7 +357,9 @@ class CompletionRequest(_Sampling):
     )
     echo: OnlyFalse | None = None
     best_of: OnlyOne | None = None
-    logprobs: Annotated[None, Field(description=_OFF)] = None
+    #: The log-probabilities of this many most likely tokens at each position, besides the
+    #: chosen one (OpenAI's limit: 5).
+    logprobs: Annotated[int, Strict(), Field(ge=0, le=MAX_COMPLETION_LOGPROBS)] | None = None
     suffix: Annotated[Literal[""], Field(description=_OFF)] | None = None
 
     @property

@@ -4,10 +4,10 @@ from __future__ import annotations
 
 from functools import cached_property
 from pathlib import Path
-from typing import Literal
+from typing import Annotated, Literal
 
-from pydantic import Field, SecretStr, model_validator
-from pydantic_settings import SettingsConfigDict
+from pydantic import Field, SecretStr, field_validator, model_validator
+from pydantic_settings import NoDecode, SettingsConfigDict
 
 from switchyard.servicekit.json_schema import CONTRACT_LIMITS, SchemaLimits
 from switchyard.servicekit.settings import ServiceSettings
@@ -87,6 +87,16 @@ class EdgeSettings(ServiceSettings):
     max_schema_properties: int = Field(
         default=CONTRACT_LIMITS.max_properties, ge=0, le=CONTRACT_LIMITS.max_properties
     )
+    #: Choices one request may ask for (`n`); each may generate max_tokens.
+    max_n: int = Field(default=8, ge=1, le=128)
+    #: Images in one request, and the decoded size of one image sent as a data URL.
+    max_images: int = Field(default=8, ge=0, le=256)
+    max_image_bytes: int = Field(default=10 * 1024 * 1024, ge=1)
+    #: Hosts whose http(s) image URLs are passed on (exact names, comma-separated; empty:
+    #: none). The engine fetches such a URL from inside the cluster, so a host listed here
+    #: is one every caller may make it reach. IP literals that are loopback, private,
+    #: link-local (cloud metadata), unique-local or unspecified are refused even if listed.
+    image_url_hosts: Annotated[frozenset[str], NoDecode] = frozenset()
     #: Worker processes running expensive request checks (JSON schemas) away from the event
     #: loop (started on first use, ~35 MiB each), and checks that may wait; past that, 429.
     validation_workers: int = Field(default=2, ge=1, le=64)
@@ -127,6 +137,13 @@ class EdgeSettings(ServiceSettings):
     endpoint_max_ejection_s: float = Field(default=300.0, gt=0)
     #: On SIGTERM: how long in-flight requests may take before the process exits.
     shutdown_grace_s: float = Field(default=30.0, ge=0)
+
+    @field_validator("image_url_hosts", mode="before")
+    @classmethod
+    def _host_list(cls, value: object) -> object:
+        if isinstance(value, str):
+            return frozenset(h.strip().lower().rstrip(".") for h in value.split(",") if h.strip())
+        return value
 
     @model_validator(mode="after")
     def _coherent(self) -> EdgeSettings:

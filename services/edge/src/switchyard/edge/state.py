@@ -4,11 +4,14 @@ from __future__ import annotations
 
 from collections.abc import Callable
 from dataclasses import dataclass, field
+from functools import cached_property
 
 from switchyard.edge.admission import Admission
 from switchyard.edge.auth import KeyStore
 from switchyard.edge.checks import Checks
+from switchyard.edge.convert import Rules
 from switchyard.edge.draining import Drain
+from switchyard.edge.images import ImageRules
 from switchyard.edge.ratelimit import RateLimiter
 from switchyard.edge.routing.endpoints import EndpointPool
 from switchyard.edge.routing.table import Route, RouteTable
@@ -23,7 +26,7 @@ class EdgeState:
     pool: EndpointPool
     limiter: RateLimiter
     admission: Admission
-    #: Expensive request checks (JSON schemas), off the event loop.
+    #: Expensive request checks (JSON schemas, images), off the event loop.
     checks: Checks
     #: The requests running, to end when a shutdown's grace period is over.
     drain: Drain
@@ -34,6 +37,13 @@ class EdgeState:
     demand: Callable[[Route], None] | None = None
     #: Whether the routes source has its first complete view (a file: loaded; a cluster: synced).
     routes_synced: Callable[[], bool] = lambda: True
+
+    @cached_property
+    def rules(self) -> Rules:
+        """What requests are checked against while translated."""
+        s = self.settings
+        images = ImageRules(s.max_images, s.max_image_bytes, s.image_url_hosts)
+        return Rules(s.schema_limits, s.max_n, images)
 
     def use_routes(self, table: RouteTable) -> None:
         """A routes source's new table: route to it, and open/close endpoints to match."""

@@ -25,6 +25,7 @@ C = TypeVar("C", bound="DataclassInstance")
 class SimOptions:
     latency: LatencyModel
     seed: int | None  # seeds requests that bring no seed; None: fresh randomness
+    multimodal: bool = False  # the model reads images (where the engine has no flag for it)
 
 
 def add_sim_arguments(parser: argparse.ArgumentParser) -> None:
@@ -40,8 +41,15 @@ def add_sim_arguments(parser: argparse.ArgumentParser) -> None:
             flag, type=seconds, default=default, metavar="S", help=f"{what} (default: {default:g})"
         )
     group.add_argument(
-        "--sim-seed", type=int, default=None, metavar="N",
+        "--sim-seed",
+        type=int,
+        default=None,
+        metavar="N",
         help="sample requests that carry no seed as if they had this one (default: random)",
+    )
+    group.add_argument(
+        "--sim-multimodal", action="store_true",
+        help="simulate a model that reads images (default: text only, which refuses images)",
     )  # fmt: skip
 
 
@@ -53,7 +61,7 @@ def sim_options(args: argparse.Namespace) -> SimOptions:
         prefill_s_per_token=args.sim_prefill_per_token,
         itl_s=args.sim_itl,
     )
-    return SimOptions(latency=latency, seed=args.sim_seed)
+    return SimOptions(latency=latency, seed=args.sim_seed, multimodal=args.sim_multimodal)
 
 
 def checked(convert: Callable[[str], T], ok: Callable[[T], bool], what: str) -> Callable[[str], T]:

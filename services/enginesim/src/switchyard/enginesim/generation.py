@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import asyncio
 import bisect
+import dataclasses
 import hashlib
 import itertools
 import random
@@ -107,6 +108,8 @@ class Generation:
     completion_tokens: int
     """Tokens the engine generated, counted as engines do: EOS and the token that
     completed a stop string included."""
+    preamble_tokens: int = 0
+    """How many of `tokens` are the preamble (the reasoning segment) asked of `generate`."""
 
     @property
     def text(self) -> str:
@@ -124,46 +127,110 @@ def generate(
     *,
     default_max_tokens: int,
     default_seed: int | None = None,
+    preamble: str = "",
+    script: str | None = None,
 ) -> Generation:
     """The completion of `prompt` under `params`.
 
     `default_max_tokens` applies when `params.max_tokens` is None; `default_seed` seeds
     requests that bring none (the simulator's `--sim-seed`). A constrained output ends
     when the constraint is complete: `ignore_eos` and `min_tokens` apply to free text.
-    Raises ConstraintError (a ValueError) when the constraint cannot be satisfied.
+    `preamble` is text the model writes first (a reasoning segment, see `reasoning`);
+    `script`, when given, is what it writes next instead of free or constrained text
+    (tool calls, see `tools.hermes`), then EOS. Both count against the output limit and
+    are cut by stop strings like any output (`Generation.preamble_tokens` says where the
+    preamble ends). Raises ConstraintError (a ValueError) when the constraint cannot be
+    satisfied.
     """
     limit = default_max_tokens if params.max_tokens is None else params.max_tokens
     rng = _rng(prompt, params, default_seed)
+    head = tokenizer.tokens(preamble)
     eos_at: int | None
-    if params.constraint is not None:
+    if script is not None:
+        candidate = head + tokenizer.tokens(script)
+        eos_at = len(candidate)
+    elif params.constraint is not None:
         # Like a grammar-constrained engine: the constrained text, then only EOS is allowed.
-        candidate = tokenizer.tokens(params.constraint.generate(rng))
+        candidate = head + tokenizer.tokens(params.constraint.generate(rng))
         eos_at = len(candidate)
     else:
         # Drawn even when ignored, so ignore_eos only extends the same text.
+        # The answer's natural length does not include the reasoning before it: a model
+        # that reasoned still answers (only max_tokens can cut it short).
+        room = max(0, limit - len(head))
         natural = round(rng.triangular(_MIN_NATURAL, _MAX_NATURAL, _MODE_NATURAL))
-        want = limit if params.ignore_eos else min(max(params.min_tokens, natural), limit)
-        candidate = _sentences(rng, want)
+        want = room if params.ignore_eos else min(max(params.min_tokens, natural), room)
+        candidate = head + _sentences(rng, want)
         eos_at = None if params.ignore_eos else len(candidate)  # EOS after a full stop
     out = candidate[:limit] if eos_at is None else candidate[: min(eos_at, limit)]
     ids = tuple(tokenizer.token_id(t) for t in out)
     cut = _cut_at_stop(out, params.stop)
     if cut is not None:
         kept, stop, generated = cut
-        return Generation(tuple(kept), ids[: len(kept)], "stop", stop, generated)
+        return Generation(
+            tuple(kept), ids[: len(kept)], "stop", stop, generated, min(len(head), len(kept))
+        )
+    preamble_tokens = min(len(head), len(out))
     if eos_at is not None and eos_at < limit:
-        return Generation(tuple(out), ids, "stop", None, eos_at + 1)
-    return Generation(tuple(out), ids, "length", None, limit)
+        return Generation(tuple(out), ids, "stop", None, eos_at + 1, preamble_tokens)
+    return Generation(tuple(out), ids, "length", None, limit, preamble_tokens)
+
+
+def generate_n(
+    prompt: str,
+    params: SamplingParams,
+    n: int,
+    *,
+    default_max_tokens: int,
+    default_seed: int | None = None,
+    preamble: str = "",
+    script: str | None = None,
+) -> tuple[Generation, ...]:
+    """`n` independent completions of `prompt` (the choices of a request with `n`).
+
+    Choice `i` samples as if seeded with `seed + i` (vLLM's rule for `n` seeded sequences),
+    so each is reproducible and they differ; greedy ones are all the same text, unseeded
+    ones fresh.
+    """
+    return tuple(
+        generate(
+            prompt, choice_params(params, i, default_seed), default_max_tokens=default_max_tokens,
+            default_seed=default_seed, preamble=preamble, script=script,
+        )
+        for i in range(n)
+    )  # fmt: skip
+
+
+def choice_params(
+    params: SamplingParams, index: int, default_seed: int | None = None
+) -> SamplingParams:
+    """The sampling of choice `index` of `n`: seeded with `seed + index` when seeded."""
+    seed = params.seed if params.seed is not None else default_seed
+    if index == 0 or seed is None:
+        return params
+    return dataclasses.replace(params, seed=seed + index)
+
+
+def rng(
+    prompt: str, params: SamplingParams, default_seed: int | None = None, *, salt: str = ""
+) -> random.Random:
+    """A random generator determined like the output is (see the module's docstring), for
+    decisions beside the text (reasoning, tool arguments); `salt` tells them apart."""
+    return _rng(salt + prompt, params, default_seed)
 
 
 async def decide(
     prompt: str, params: SamplingParams, *, default_max_tokens: int,
-    default_seed: int | None = None,
+    default_seed: int | None = None, preamble: str = "", script: str | None = None,
 ) -> Generation:  # fmt: skip
     """`generate`, off the event loop when the prompt or output is large, or constrained."""
     limit = default_max_tokens if params.max_tokens is None else params.max_tokens
     heavy = len(prompt) > LARGE_TEXT or limit > LARGE_OUTPUT or params.constraint is not None
-    work = partial(generate, default_max_tokens=default_max_tokens, default_seed=default_seed)
+    heavy = heavy or (script is not None and len(script) > LARGE_TEXT)
+    work = partial(
+        generate, default_max_tokens=default_max_tokens, default_seed=default_seed,
+        preamble=preamble, script=script,
+    )  # fmt: skip
     return await off_loop(heavy, work, prompt, params)
 
 

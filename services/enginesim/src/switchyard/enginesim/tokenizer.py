@@ -23,6 +23,13 @@ EOS_TOKEN: Final = "</s>"
 IM_START: Final = "<|im_start|>"
 IM_END: Final = "<|im_end|>"
 SPECIAL_TOKENS: Final[tuple[str, ...]] = (UNK_TOKEN, BOS_TOKEN, EOS_TOKEN, IM_START, IM_END)
+THINK_START: Final = "<think>"
+THINK_END: Final = "</think>"
+TOOL_CALL_START: Final = "<tool_call>"
+TOOL_CALL_END: Final = "</tool_call>"
+MARKUP_TOKENS: Final[tuple[str, ...]] = (THINK_START, THINK_END, TOOL_CALL_START, TOOL_CALL_END)
+"""Whole tokens that are not special (output keeps them), as Qwen-style models add them
+for reasoning and tool calls; last in the table, so that no earlier id moved."""
 BOS_TOKEN_ID: Final = 1
 EOS_TOKEN_ID: Final = 2
 
@@ -35,7 +42,9 @@ def _table() -> tuple[str, ...]:
     words = [form for w in WORDS for form in (w, " " + w, w.capitalize(), " " + w.capitalize())]
     # dict.fromkeys: first occurrence wins, order (hence ids) stays fixed.
     return tuple(
-        dict.fromkeys([*SPECIAL_TOKENS, *ascii_chars, *whitespace, *spaced, *bigrams, *words])
+        dict.fromkeys(
+            [*SPECIAL_TOKENS, *ascii_chars, *whitespace, *spaced, *bigrams, *words, *MARKUP_TOKENS]
+        )
     )
 
 
@@ -47,7 +56,8 @@ CHAR_BASE: Final = len(_TABLE)
 """Ids from here on are single characters: `CHAR_BASE + ord(char)`."""
 VOCAB_SIZE: Final = CHAR_BASE + 0x110000
 
-_SPECIALS_RE = "|".join(re.escape(s) for s in sorted(SPECIAL_TOKENS, key=len, reverse=True))
+_WHOLE = sorted((*SPECIAL_TOKENS, *MARKUP_TOKENS), key=len, reverse=True)
+_SPECIALS_RE = "|".join(re.escape(s) for s in _WHOLE)
 # Whitespace before a special token stays its own piece so the special is recognised.
 _PIECE = re.compile(rf"{_SPECIALS_RE}|\s+(?={_SPECIALS_RE})|\s*\w+|\s*[^\w\s]|\s+")
 

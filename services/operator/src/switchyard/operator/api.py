@@ -28,6 +28,7 @@ from pydantic import (
 from pydantic.alias_generators import to_camel
 from pydantic_core import PydanticCustomError
 
+from switchyard.engines import ENGINES as ENGINE_KINDS
 from switchyard.engines import NAMES
 
 GROUP: Final = "switchyard.dev"
@@ -243,6 +244,61 @@ class SecretKeyRef(ApiModel):
     """The key in the Secret whose value is used."""
 
 
+class ConfigMapKeyRef(ApiModel):
+    """One key of a ConfigMap in the ModelBackend's namespace."""
+
+    name: Annotated[
+        str,
+        StringConstraints(
+            min_length=1, max_length=253, pattern=r"^[a-z0-9]([-a-z0-9.]*[a-z0-9])?$"
+        ),
+    ]
+    """The ConfigMap's name."""
+    key: Annotated[
+        str, StringConstraints(min_length=1, max_length=253, pattern=r"^[-._a-zA-Z0-9]+$")
+    ]
+    """The key whose value is used."""
+
+
+class ChatTemplate(ApiModel):
+    """A chat template (Jinja) in place of the model's own."""
+
+    config_map_ref: ConfigMapKeyRef
+    """The ConfigMap key holding the template. It is mounted read-only into the engine
+    container and passed as a file (vLLM and SGLang `--chat-template`); the engine reads it
+    when it starts, so a changed ConfigMap takes effect with the next rollout."""
+
+
+class Chat(ApiModel):
+    """What the engine needs to serve chat features beyond plain text: tool calls, reasoning,
+    a chat template, images, log probabilities. Unset fields keep the engine's defaults.
+    Parser names are the engine's own, and differ between engines (vLLM `hermes` is SGLang
+    `qwen` for Qwen models): see each engine's list of parsers."""
+
+    tool_call_parser: NonEmpty | None = None
+    """The parser that turns the model's tool-call output into OpenAI `tool_calls` (vLLM
+    `--enable-auto-tool-choice --tool-call-parser`, SGLang `--tool-call-parser`), e.g.
+    `hermes` (vLLM) or `qwen` (SGLang) for Qwen 2.5/3, `llama3_json` (vLLM) or `llama3`
+    (SGLang) for Llama 3.1+. Without one, vLLM refuses `tool_choice: auto` and SGLang answers
+    tool calls as plain text. TGI has none: it always serves tools, so leave this unset."""
+    reasoning_parser: NonEmpty | None = None
+    """The parser that moves the model's reasoning out of the answer, into its own field
+    (vLLM `reasoning`, SGLang `reasoning_content`; vLLM and SGLang `--reasoning-parser`),
+    e.g. `qwen3`, `deepseek_r1` (vLLM) or `deepseek-r1` (SGLang). TGI has none."""
+    chat_template: ChatTemplate | None = None
+    """A chat template in place of the model's own (vLLM and SGLang only; TGI reads one only
+    inside a tokenizer_config.json)."""
+    max_images_per_prompt: int | None = Field(default=None, ge=0)
+    """Images one request may carry (vLLM `--limit-mm-per-prompt`, SGLang
+    `--limit-mm-data-per-request`); 0 serves a multimodal model as text-only. Default: the
+    engine's own. The model itself must take images; a simulated backend takes them with 1 or
+    more (its simulator's `--sim-multimodal`, which a simulated TGI backend, without this
+    limit, gets from `args`). TGI has no such limit."""
+    max_top_logprobs: int | None = Field(default=None, ge=0)
+    """The most `top_logprobs` a request may ask for (vLLM `--max-logprobs`, default 20;
+    TGI `--max-top-n-tokens`, default 5). SGLang has no such limit."""
+
+
 ENV_RULES: Final = (
     Rule(
         "!(has(self.value) && has(self.valueFrom))",
@@ -306,6 +362,29 @@ class ModelCache(ApiModel):
         return self
 
 
+def _chat_option_unset_for(engine: str, option: str) -> Callable[[Any], bool]:
+    def check(spec: Any) -> bool:
+        return spec.engine != engine or spec.chat is None or getattr(spec.chat, option) is None
+
+    return check
+
+
+def _unsupported_chat_rules() -> tuple[Rule, ...]:
+    """A rule per chat option an engine has no flag for (the registry's `unsupported`):
+    refused, never silently dropped."""
+    return tuple(
+        Rule(
+            f"!(self.engine == '{kind.name}' && has(self.chat) && "
+            f"has(self.chat.{to_camel(option)}))",
+            f"chat.{to_camel(option)} is not for engine {kind.name}: {why}",
+            _chat_option_unset_for(kind.name, option),
+            f".chat.{to_camel(option)}",
+        )
+        for kind in ENGINE_KINDS.values()
+        for option, why in kind.unsupported.items()
+    )
+
+
 SPEC_RULES: Final = (
     Rule(
         # The API server applies the schema's defaults before it validates, so every field
@@ -316,6 +395,7 @@ SPEC_RULES: Final = (
         lambda s: s.simulated or s.resources.gpus == 0 or s.parallelism.tensor <= s.resources.gpus,
         ".parallelism.tensor",
     ),
+    *_unsupported_chat_rules(),
 )
 
 
@@ -359,6 +439,7 @@ class ModelBackendSpec(ApiModel):
     max_model_len: int | None = Field(default=None, ge=1)
     """Context length in tokens (vLLM `--max-model-len`, SGLang `--context-length`, TGI
     `--max-total-tokens`); default: the model's own."""
+    chat: Chat | None = None
     scaling: Scaling = Field(
         default_factory=Scaling, json_schema_extra={"default": _full_default(Scaling)}
     )

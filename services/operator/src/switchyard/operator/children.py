@@ -16,7 +16,14 @@ from typing import Any, Final
 
 from switchyard.operator import naming
 from switchyard.operator.api import ModelBackendSpec
-from switchyard.operator.engines import MODEL_CACHE_PATH, EngineLaunch, api_key_env, engine_launch
+from switchyard.operator.engines import (
+    MODEL_CACHE_PATH,
+    EngineLaunch,
+    api_key_env,
+    chat_template_mount,
+    chat_template_volume,
+    engine_launch,
+)
 from switchyard.operator.settings import OperatorSettings
 
 Obj = dict[str, Any]
@@ -165,6 +172,9 @@ def engine_container(
                 "readOnly": bool(spec.model_cache and spec.model_cache.read_only),
             },
         ]
+    template = chat_template_mount(spec)
+    if template is not None:
+        container["volumeMounts"].append(template)
     return container
 
 
@@ -240,6 +250,9 @@ def adapter_container(
 
 def volumes(spec: ModelBackendSpec) -> list[Obj]:
     out: list[Obj] = [{"name": "tmp", "emptyDir": {}}]
+    template = chat_template_volume(spec)
+    if template is not None:
+        out.append(template)
     if spec.simulated:
         return out
     out.append({"name": "dshm", "emptyDir": {"medium": "Memory", "sizeLimit": spec.shm_size}})

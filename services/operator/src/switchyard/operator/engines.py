@@ -13,8 +13,8 @@ import math
 from dataclasses import dataclass
 from typing import Any, Final
 
-from switchyard.engines import ENGINES, EngineKind, Serving
-from switchyard.operator.api import ModelBackendSpec
+from switchyard.engines import ENGINES, SIM_MULTIMODAL_FLAG, EngineKind, Serving
+from switchyard.operator.api import Chat, ModelBackendSpec
 from switchyard.operator.settings import OperatorSettings
 
 #: Where the model cache is mounted in the engine container (HF_HOME points here).
@@ -24,6 +24,11 @@ STARTUP_PERIOD_S: Final = 10
 #: as a flag: `--api-key $(SWITCHYARD_ENGINE_API_KEY)`, which the kubelet expands, so the
 #: Deployment shows the variable's name and never the key.
 API_KEY_VARIABLE: Final = "SWITCHYARD_ENGINE_API_KEY"
+#: spec.chat.chatTemplate's ConfigMap key, mounted read-only in the engine container as
+#: this file (the engines take a template as a path).
+CHAT_TEMPLATE_VOLUME: Final = "chat-template"
+CHAT_TEMPLATE_DIR: Final = "/etc/switchyard/chat-template"
+CHAT_TEMPLATE_FILE: Final = "template.jinja"
 
 
 @dataclass(frozen=True, slots=True)
@@ -41,8 +46,10 @@ class EngineLaunch:
 
 
 def engine_args(spec: ModelBackendSpec, served_name: str) -> list[str]:
-    """The engine's own flags (the same for the real engine and its simulator)."""
+    """The engine's own flags (the same for the real engine and its simulator, which also
+    gets the simulator-only flag for images)."""
     kind = ENGINES[spec.engine]
+    chat = spec.chat or Chat()
     serving = Serving(
         model=spec.model,
         host="0.0.0.0",
@@ -50,11 +57,43 @@ def engine_args(spec: ModelBackendSpec, served_name: str) -> list[str]:
         served_name=served_name,
         tensor=spec.parallelism.tensor,
         max_model_len=spec.max_model_len,
+        tool_call_parser=chat.tool_call_parser,
+        reasoning_parser=chat.reasoning_parser,
+        chat_template=chat_template_path(spec),
+        max_images_per_prompt=chat.max_images_per_prompt,
+        max_top_logprobs=chat.max_top_logprobs,
     )
     args = kind.flags(serving)
     if spec.api_key_secret is not None and kind.api_key_env is None:
         args += [kind.api_key_flag, f"$({API_KEY_VARIABLE})"]
+    if spec.simulated and chat.max_images_per_prompt:
+        args.append(SIM_MULTIMODAL_FLAG)
     return args + list(spec.args)
+
+
+def chat_template_path(spec: ModelBackendSpec) -> str | None:
+    """Where the engine finds spec.chat.chatTemplate (None: the model's own template)."""
+    if spec.chat is None or spec.chat.chat_template is None:
+        return None
+    return f"{CHAT_TEMPLATE_DIR}/{CHAT_TEMPLATE_FILE}"
+
+
+def chat_template_volume(spec: ModelBackendSpec) -> dict[str, Any] | None:
+    """The pod volume holding spec.chat.chatTemplate's ConfigMap key (None without one)."""
+    if spec.chat is None or spec.chat.chat_template is None:
+        return None
+    ref = spec.chat.chat_template.config_map_ref
+    return {
+        "name": CHAT_TEMPLATE_VOLUME,
+        "configMap": {"name": ref.name, "items": [{"key": ref.key, "path": CHAT_TEMPLATE_FILE}]},
+    }
+
+
+def chat_template_mount(spec: ModelBackendSpec) -> dict[str, Any] | None:
+    """The engine container's read-only mount of `chat_template_volume`."""
+    if chat_template_volume(spec) is None:
+        return None
+    return {"name": CHAT_TEMPLATE_VOLUME, "mountPath": CHAT_TEMPLATE_DIR, "readOnly": True}
 
 
 def api_key_env(spec: ModelBackendSpec, name: str) -> list[dict[str, Any]]:

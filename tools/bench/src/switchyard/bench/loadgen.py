@@ -74,6 +74,7 @@ class Sender:
         self._headers = target.headers()
         self._body = request_body(workload, target.model)
         self._stream = workload.stream
+        self._tool_call = workload.tools
 
     async def send(self, due: float | None = None) -> Sample:
         started = time.perf_counter()
@@ -91,7 +92,7 @@ class Sender:
                 body = await response.read()
                 latency = time.perf_counter() - due
                 try:
-                    tokens = completion_tokens(body)
+                    tokens = completion_tokens(body, self._tool_call)
                 except ValueError as exc:
                     return Sample(due, latency, None, 0, 200, str(exc))
                 return Sample(due, latency, None, tokens, 200)

@@ -48,7 +48,8 @@ _CAPACITY = 8192
 #: The simulators: no latency (overhead runs), a realistic one (streams), and a slow one
 #: (long-lived streams that cost little CPU, for the memory run).
 SIMS: dict[str, EngineOptions] = {
-    "zero": EngineOptions(max_running=_CAPACITY, ttft_s=0.0, itl_s=0.0),
+    # With a tool-call parser (the tools scenario); plain requests never reach it.
+    "zero": EngineOptions(max_running=_CAPACITY, ttft_s=0.0, itl_s=0.0, tools=True),
     "stream": EngineOptions(max_running=_CAPACITY, ttft_s=0.05, itl_s=0.01),
     "idle": EngineOptions(max_running=_CAPACITY, ttft_s=0.05, itl_s=0.5),
 }

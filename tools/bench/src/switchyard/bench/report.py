@@ -25,6 +25,8 @@ _GROUPS = {
     "stream": "Streaming, 256 tokens, simulator at TTFT {ttft} ms / ITL {itl} ms",
     "open": "Open loop, non-streaming, simulator without latency",
     "memory": "Memory: 1,000 concurrent long-lived streams (TTFT {ttft_idle} ms / ITL {itl_idle} ms)",
+    "tools": "Tools: non-streaming, one function tool, tool_choice required, simulator without "
+    "latency",
 }
 
 
@@ -237,7 +239,7 @@ def markdown(run: Run, info: dict[str, Any], command: str) -> str:
             note = "; ".join(status.notes) or "not measured"
             lines.append(f"- **{status.name}**: {note}")
     lines.append("")
-    for group in ("unary", "open", "stream", "memory"):
+    for group in ("unary", "open", "stream", "memory", "tools"):
         rows = [r for r in run.results if r.scenario.group == group]
         if not rows:
             continue

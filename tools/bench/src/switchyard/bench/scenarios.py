@@ -8,6 +8,10 @@
   (50 ms to the first token, then 10 ms per token).
 - `memory-1000`: 1,000 streams open at once, each long-lived and mostly idle (10 tokens,
   one every 500 ms).
+- `tools-c16`: non-streaming chat completions offering one function tool with
+  `tool_choice: required` (every answer is a tool call), on the simulator without latency:
+  the cost of carrying tools (the schema, cached as valid after its first check, and the
+  call's translation) on top of `unary-c16`.
 
 Every scenario has a fixed number of requests (the same on every path), after a warm-up
 at the same concurrency that is not measured, and a time cap: no request starts after it,
@@ -22,11 +26,12 @@ from typing import Literal
 
 from switchyard.bench.wire import Workload
 
-Group = Literal["unary", "stream", "open", "memory"]
+Group = Literal["unary", "stream", "open", "memory", "tools"]
 CONCURRENCY = (1, 16, 64, 256)
 UNARY = Workload(api="chat", stream=False, max_tokens=16)
 STREAM = Workload(api="chat", stream=True, max_tokens=256)
 LONG_LIVED = Workload(api="chat", stream=True, max_tokens=10)
+TOOLS = Workload(api="chat", stream=False, max_tokens=64, tools=True)
 
 
 @dataclass(frozen=True, slots=True)
@@ -43,7 +48,10 @@ class Scenario:
 
     @property
     def warmup_workload(self) -> Workload:
-        """Warm-ups only open the connections and wake the code paths: short answers."""
+        """Warm-ups only open the connections and wake the code paths: short answers (but
+        a whole tool call: one cut short is no call)."""
+        if self.workload.tools:
+            return self.workload
         return replace(self.workload, max_tokens=min(self.workload.max_tokens, 4))
 
     def scaled(self, factor: float) -> Scenario:
@@ -67,6 +75,7 @@ def default_plan() -> list[Scenario]:
         for c, n in _STREAM_REQUESTS.items()
     ]
     plan.append(Scenario("memory-1000", "memory", "idle", LONG_LIVED, 1000, 1000, 50, cap_s=60))
+    plan.append(Scenario("tools-c16", "tools", "zero", TOOLS, 16, 800, 50, cap_s=40))
     return plan
 
 

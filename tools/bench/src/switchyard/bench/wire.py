@@ -23,36 +23,67 @@ class Workload:
     api: Api = "chat"
     stream: bool = False
     max_tokens: int = 16
+    #: Chat with one function tool that must be called (`tool_choice: required`).
+    tools: bool = False
 
     @property
     def path(self) -> str:
         return "/v1/chat/completions" if self.api == "chat" else "/v1/completions"
 
 
+#: The tools scenario's function: what an agent's first turn typically offers.
+WEATHER_TOOL = {
+    "type": "function",
+    "function": {
+        "name": "get_weather",
+        "description": "The current weather in a city.",
+        "parameters": {
+            "type": "object",
+            "properties": {
+                "city": {"type": "string"},
+                "unit": {"type": "string", "enum": ["celsius", "fahrenheit"]},
+            },
+            "required": ["city", "unit"],
+        },
+    },
+}
+TOOLS_PROMPT = "What is the weather in Paris?"
+
+
 def request_body(workload: Workload, model: str) -> bytes:
-    """The body: `ignore_eos`, so that every answer has exactly `max_tokens` tokens."""
+    """The body: `ignore_eos`, so that every plain answer has exactly `max_tokens` tokens (a
+    tool call ends when its arguments do)."""
     body: dict[str, Any] = {
         "model": model,
         "max_tokens": workload.max_tokens,
-        "ignore_eos": True,
         "stream": workload.stream,
     }
-    if workload.api == "chat":
+    if workload.tools:
+        body["messages"] = [{"role": "user", "content": TOOLS_PROMPT}]
+        body["tools"] = [WEATHER_TOOL]
+        body["tool_choice"] = "required"
+    elif workload.api == "chat":
+        body["ignore_eos"] = True
         body["messages"] = [{"role": "user", "content": PROMPT}]
     else:
+        body["ignore_eos"] = True
         body["prompt"] = PROMPT
     return orjson.dumps(body)
 
 
-def completion_tokens(body: bytes) -> int:
-    """A whole answer's completion tokens (its usage). Raises ValueError if it has none."""
+def completion_tokens(body: bytes, tool_call: bool = False) -> int:
+    """A whole answer's completion tokens (its usage). Raises ValueError if it has none, or
+    when `tool_call` and its first choice called no tool."""
     try:
         data = orjson.loads(body)
         tokens = data["usage"]["completion_tokens"]
-    except (orjson.JSONDecodeError, KeyError, TypeError) as exc:
+        calls = data["choices"][0]["message"].get("tool_calls") if tool_call else True
+    except (orjson.JSONDecodeError, KeyError, TypeError, IndexError, AttributeError) as exc:
         raise ValueError(f"not a completion: {body[:200]!r}") from exc
     if not isinstance(tokens, int):
         raise ValueError(f"not a completion: {body[:200]!r}")
+    if not calls:
+        raise ValueError(f"no tool call: {body[:200]!r}")
     return tokens
 
 

@@ -99,11 +99,21 @@ Switchyard is up: {", ".join(edge_urls)}   models: {models}
     -H "Authorization: Bearer {key}" -H "Content-Type: application/json" \\
     -d '{{"model": "demo-vllm", "messages": [{{"role": "user", "content": "Hello!"}}], "stream": true}}'
 
+  Tools (the demo models call one when the last message is the user's, then answer its result):
+  curl {url}/v1/chat/completions \\
+    -H "Authorization: Bearer {key}" -H "Content-Type: application/json" \\
+    -d '{{"model": "demo-tgi", "messages": [{{"role": "user", "content": "Weather in Paris?"}}],
+         "tools": [{{"type": "function", "function": {{"name": "get_weather", "parameters":
+           {{"type": "object", "properties": {{"city": {{"type": "string"}}}}, "required": ["city"]}}}}}}]}}'
+
   python - <<'EOF'
   from openai import OpenAI
   client = OpenAI(base_url="{url}/v1", api_key="{key}")
   reply = client.chat.completions.create(model="demo-sglang", messages=[{{"role": "user", "content": "Hello!"}}])
-  print(reply.choices[0].message.content)
+  print(reply.choices[0].message.reasoning_content, "->", reply.choices[0].message.content)
+  weather = {{"type": "function", "function": {{"name": "get_weather", "parameters": {{"type": "object", "properties": {{"city": {{"type": "string"}}}}}}}}}}
+  reply = client.chat.completions.create(model="demo-vllm", messages=[{{"role": "user", "content": "Weather in Paris?"}}], tools=[weather])
+  print(reply.choices[0].message.tool_calls)
   EOF
 
   API docs: {url}/docs
@@ -157,7 +167,8 @@ async def run(args: argparse.Namespace, key: str, keys_file: Path) -> int:
         )
         return 1
     supervisor = Supervisor(quiet=args.quiet)
-    opts = EngineOptions(ttft_s=args.ttft, itl_s=args.itl)
+    # The demo models serve tools and images, and keep reasoning apart where the engine can.
+    opts = EngineOptions(ttft_s=args.ttft, itl_s=args.itl, tools=True, reasoning=True, images=True)
     shared_limits = args.edges > 1 or args.workers > 1
     # Short and private: a unix socket path must stay under ~100 bytes.
     sockets_dir = Path(tempfile.mkdtemp(prefix="switchyard-devstack-"))

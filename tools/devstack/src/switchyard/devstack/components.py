@@ -17,12 +17,19 @@ from pathlib import Path
 
 import yaml
 
-from switchyard.engines import NAMES, Serving, engine_kind
+from switchyard.engines import NAMES, SIM_MULTIMODAL_FLAG, Serving, engine_kind
 
 #: The engines the stack runs, one simulator and one adapter each: every engine there is.
 ENGINES = NAMES
 #: What the simulators say they serve (they load nothing).
 SIM_MODEL = "switchyard/sim-1b-instruct"
+
+
+#: The parsers the simulators run when asked for tools or reasoning: each engine's own name
+#: for the format of the model the simulators stand in for (a Qwen-style instruct model).
+#: TGI has neither: it always serves tools, and has no reasoning parser.
+TOOL_CALL_PARSERS: Mapping[str, str] = {"vllm": "hermes", "sglang": "qwen"}
+REASONING_PARSERS: Mapping[str, str] = {"vllm": "qwen3", "sglang": "qwen3"}
 
 
 def served_name(engine: str) -> str:
@@ -71,6 +78,12 @@ class EngineOptions:
     ttft_s: float = 0.02
     itl_s: float = 0.01
     load_delay_s: float = 0.0
+    #: Tool calls parsed (and `tool_choice: auto` served) where the engine needs a parser.
+    tools: bool = False
+    #: Reasoning kept apart from the answer, on the engines that have a reasoning parser.
+    reasoning: bool = False
+    #: The model takes images.
+    images: bool = False
 
 
 def sim_args(
@@ -88,12 +101,16 @@ def sim_args(
         max_queued=opts.max_queued,
         # The demo models then behave alike under a seed, on every engine.
         seeded=True,
+        tool_call_parser=TOOL_CALL_PARSERS.get(engine) if opts.tools else None,
+        reasoning_parser=REASONING_PARSERS.get(engine) if opts.reasoning else None,
     )
     sim = [
         "--sim-ttft", str(opts.ttft_s),
         "--sim-itl", str(opts.itl_s),
         "--sim-load-delay", str(opts.load_delay_s),
     ]  # fmt: skip
+    if opts.images:
+        sim.append(SIM_MULTIMODAL_FLAG)
     return [*kind.simulator, *kind.flags(serving), *sim]
 
 

@@ -20,7 +20,13 @@ Request ids (`rid`) follow SGLang's tokenizer manager and scheduler:
 
 Seeds follow the sampler: `sampling_seed` counts only with --enable-deterministic-inference,
 where a request without one samples with seed 42; otherwise every request samples freshly
-(or from the simulator's --sim-seed, for reproducible test runs).
+(or from the simulator's --sim-seed, for reproducible test runs). Each of a prompt's `n`
+samples is its own request, drawing as if seeded with seed + its index, so they differ.
+
+A chat turn (`Turn`) may make the model think first (`<think>...</think>`) and write tool
+calls instead of an answer; both are output tokens like any, reasoning ones counted in
+`reasoning_tokens`. Logprobs, when asked for, are decided with the output, one per output
+token (EOS included), and a prompt's from `logprob_start_len` on.
 
 Outputs are coalesced like SGLang's `ReqState`: a reader that falls behind gets one `Step`
 with everything new, so memory per request stays bounded by its output. SGLang is
@@ -38,15 +44,18 @@ manager's `_validate_one_request`, the scheduler's `init_req_max_new_tokens`), t
 from __future__ import annotations
 
 import asyncio
+import json
 import math
 import time
 from collections import deque
 from collections.abc import AsyncGenerator, Awaitable, Callable, Mapping, Sequence
 from dataclasses import dataclass, field, replace
+from functools import partial
 from typing import Any, Final, Literal
 
-from switchyard.enginesim import generation, tokenizer
+from switchyard.enginesim import generation, reasoning, tokenizer, tools
 from switchyard.enginesim.generation import LARGE_TEXT, Generation, Prompt, decide, off_loop
+from switchyard.enginesim.logprobs import Alternative, TokenLogprob, logprobs
 from switchyard.enginesim.scheduler import QueueFull, Scheduler
 from switchyard.enginesim.sglang.flags import Config
 from switchyard.enginesim.sglang.metrics import Metrics, Throughput
@@ -61,6 +70,8 @@ from switchyard.enginesim.structured import (
 FinishReason = dict[str, Any]
 
 _QUEUED_ABORT: Final[FinishReason] = {"type": "abort", "message": "Abort in waiting queue"}
+#: Logprob work (tokens times alternatives) above which it runs off the event loop.
+_LARGE_LOGPROBS: Final = 20000
 #: The seed SGLang's deterministic sampler gives requests that bring none.
 DETERMINISTIC_DEFAULT_SEED: Final = 42
 _RECENT_ABORTS: Final = 256
@@ -135,6 +146,36 @@ class Sampling:
 
 
 @dataclass(frozen=True, slots=True)
+class Turn:
+    """What a chat turn makes the model write besides free text (the chat route decides):
+    a reasoning segment first, then calls of these tools instead of an answer, as its own
+    `<tool_call>` blocks, or as the JSON array SGLang constrains required calls to when it
+    has no tool-call parser."""
+
+    think: bool = False
+    calls: tuple[tools.Tool, ...] = ()
+    call_format: Literal["hermes", "json"] = "hermes"
+
+
+#: A turn of free text only (every request but a chat with thinking or tools).
+PLAIN: Final = Turn()
+
+
+@dataclass(frozen=True, slots=True)
+class LogprobRequest:
+    """`return_logprob` with its `top_logprobs_num` and `logprob_start_len` (-1: output only)."""
+
+    top: int = 0
+    start: int = -1
+    #: Whether each entry carries its token's text (`return_text_in_logprobs`).
+    text: bool = False
+
+
+#: One entry of SGLang's logprob lists: (logprob, token id, text or None).
+LogprobEntry = tuple[float | None, int, str | None]
+
+
+@dataclass(frozen=True, slots=True)
 class Job:
     """One request, validated and tokenised, as the engine runs it."""
 
@@ -144,6 +185,14 @@ class Job:
     max_new_tokens: int  # the scheduler's budget (see `budget`)
     stream: bool
     traceparent: str | None = None
+    #: The sample's place among a prompt's `n` (it samples as if seeded with seed + index).
+    index: int = 0
+    turn: Turn = PLAIN
+    logprobs: LogprobRequest | None = None
+    #: The prompt's logprob entries from `logprob_start_len` on, with their top alternatives.
+    input_logprobs: tuple[tuple[LogprobEntry, list[LogprobEntry] | None], ...] = ()
+    #: Tokens the prompt's images count for (in `prompt.tokens` too).
+    image_tokens: int = 0
 
 
 def parse_sampling(params: Mapping[str, Any]) -> Sampling:
@@ -195,10 +244,6 @@ def parse_sampling(params: Mapping[str, Any]) -> Sampling:
     if len(grammars) > 1:
         raise ValueError("Only one of json_schema, regex, ebnf, or structural_tag can be set.")
     grammar = GrammarSpec(grammars[0][0], str(grammars[0][1])) if grammars else None
-    if int(number("n", 1)) != 1:
-        raise ValueError(
-            f"The SGLang simulator generates one sample per request, got n={params['n']}."
-        )
     return Sampling(
         max_new_tokens=max_new,
         min_new_tokens=min_new,
@@ -239,6 +284,12 @@ class Step:
     scheduled: bool
     first: bool
     e2e_latency: float = 0.0
+    #: The text of each new token (`text` joined), for the chat route's parsers.
+    pieces: list[str] = field(default_factory=list)
+    #: The new tokens' logprobs, when the request asked for them.
+    logprobs: list[TokenLogprob] = field(default_factory=list)
+    #: Output tokens so far that are reasoning (`<think>` to `</think>`, both included).
+    reasoning_tokens: int = 0
 
 
 @dataclass(eq=False, slots=True)
@@ -253,17 +304,24 @@ class _Request:
     generated: int = 0
     pending_text: list[str] = field(default_factory=list)
     pending_ids: list[int] = field(default_factory=list)
+    pending_logprobs: list[TokenLogprob] = field(default_factory=list)
+    #: How many output tokens are reasoning, once decided; counted as they come.
+    thinking: int = 0
     finish: FinishReason | None = None
     e2e_latency: float = 0.0
     changed: asyncio.Event = field(default_factory=asyncio.Event)
     done: asyncio.Event = field(default_factory=asyncio.Event)
     read_once: bool = False
+    #: Every output token's logprob, decided with the output (when asked for).
+    logprobs: tuple[TokenLogprob, ...] = ()
 
-    def push(self, text: str, token_id: int) -> None:
+    def push(self, text: str, token_id: int, logprob: TokenLogprob | None = None) -> None:
         self.generated += 1
         if text:
             self.pending_text.append(text)
         self.pending_ids.append(token_id)
+        if logprob is not None:
+            self.pending_logprobs.append(logprob)
         self.changed.set()
 
     def end(self, reason: FinishReason) -> None:
@@ -275,9 +333,11 @@ class _Request:
     def take(self) -> Step:
         step = Step(
             "".join(self.pending_text), self.pending_ids, self.generated, self.finish,
-            self.scheduled, not self.read_once, self.e2e_latency,
+            self.scheduled, not self.read_once, self.e2e_latency, self.pending_text,
+            self.pending_logprobs, min(self.thinking, self.generated),
         )  # fmt: skip
         self.pending_text, self.pending_ids, self.read_once = [], [], True
+        self.pending_logprobs = []
         return step
 
 
@@ -369,7 +429,9 @@ class Engine:
 
     async def job(
         self, prompt: Prompt, sampling_params: Mapping[str, Any], *, rid: str, stream: bool,
-        traceparent: str | None,
+        traceparent: str | None, index: int = 0, turn: Turn = PLAIN,
+        logprobs: LogprobRequest | None = None, prompt_ids: Sequence[int] | None = None,
+        image_tokens: int = 0,
     ) -> Job:  # fmt: skip
         requested = sampling_params.get("max_new_tokens")
         kept, max_new_tokens = self._fit(prompt.tokens, requested)
@@ -378,8 +440,15 @@ class Engine:
         sampling = parse_sampling(sampling_params)
         if kept < prompt.tokens:
             prompt = await off_loop(len(prompt.text) > LARGE_TEXT, _truncated, prompt.text, kept)
+            prompt_ids = None
         budget = self.budget(prompt.tokens, sampling.max_new_tokens)
-        return Job(rid, prompt, sampling, budget, stream, traceparent)
+        inputs: tuple[tuple[LogprobEntry, list[LogprobEntry] | None], ...] = ()
+        if logprobs is not None and logprobs.start >= 0:
+            inputs = await _input_logprobs(prompt, prompt_ids, logprobs)
+        return Job(
+            rid, prompt, sampling, budget, stream, traceparent, index, turn, logprobs, inputs,
+            image_tokens,
+        )  # fmt: skip
 
     @property
     def up(self) -> bool:
@@ -480,15 +549,15 @@ class Engine:
             with self.stats.track(job.rid, job.traceparent, stream=job.stream):
                 if request.abort_pending:
                     raise asyncio.CancelledError
-                gen = await self._decide(request)
+                gen, ids = await self._decide(request)
                 await self.scheduler.wait_loaded()
                 async with self.scheduler.admit(job.prompt.tokens):
                     request.admitted = request.scheduled = True
-                    await self._generate(request, gen)
+                    await self._generate(request, gen, ids)
         except QueueFull as exc:
             self._finish(request, {"type": "abort", "status_code": 503, "message": str(exc)})
         except ConstraintError as exc:
-            key = job.sampling.grammar.key if job.sampling.grammar else "grammar"
+            key = job.sampling.grammar.key if job.sampling.grammar else _call_grammar(job.turn)
             self._finish(
                 request, _abort(f"Failed to compile {key} grammar: {exc}", 400, "BadRequestError")
             )
@@ -502,32 +571,43 @@ class Engine:
                     job.stream, job.prompt.tokens, request.generated, request.e2e_latency
                 )
 
-    async def _decide(self, request: _Request) -> Generation:
-        """The whole completion, decided up front (grammar errors surface here)."""
+    async def _decide(self, request: _Request) -> tuple[Generation, list[int]]:
+        """The whole completion and its output ids, decided up front (grammar errors
+        surface here), with their logprobs when asked for."""
         job = request.job
         # SGLang's sampler reads `sampling_seed` only in deterministic mode (42 without one).
         seed = job.sampling.seed if self.config.enable_deterministic_inference else None
         if self.config.enable_deterministic_inference and seed is None:
             seed = DETERMINISTIC_DEFAULT_SEED
+        default_seed = None if self.config.enable_deterministic_inference else self.config.sim.seed
         params = job.sampling.generation_params(job.max_new_tokens, seed)
+        # Each of a prompt's n samples draws its own output (as if seeded with seed + index).
+        params = generation.choice_params(params, job.index, default_seed)
         try:
             if job.sampling.grammar is not None:  # schemas meet their metaschema: off the loop
                 constraint = await off_loop(True, job.sampling.grammar.build)
                 params = replace(params, constraint=constraint)
-            default_seed = (
-                None if self.config.enable_deterministic_inference else self.config.sim.seed
+            preamble, script = await off_loop(
+                bool(job.turn.calls), _turn_text, job.prompt.text, params, default_seed, job.turn
             )
-            return await decide(
+            gen = await decide(
                 job.prompt.text, params, default_max_tokens=job.max_new_tokens,
-                default_seed=default_seed,
+                default_seed=default_seed, preamble=preamble, script=script,
             )  # fmt: skip
         except ConstraintError:
             request.scheduled = True  # SGLang compiles grammars in the scheduler
             raise
-
-    async def _generate(self, request: _Request, gen: Generation) -> None:
-        job, metrics = request.job, self.metrics
         ids = _output_ids(gen)
+        request.thinking = gen.preamble_tokens
+        if job.logprobs is not None:
+            top, greedy = job.logprobs.top, params.temperature == 0
+            heavy = len(ids) * max(top, 1) > _LARGE_LOGPROBS
+            request.logprobs = await off_loop(heavy, partial(logprobs, greedy=greedy), ids, top)
+        return gen, ids
+
+    async def _generate(self, request: _Request, gen: Generation, ids: list[int]) -> None:
+        job, metrics = request.job, self.metrics
+        entries = request.logprobs
         self.used_tokens += job.prompt.tokens
         last = request.arrived
         try:
@@ -540,10 +620,16 @@ class Engine:
                 last = now
                 self.used_tokens += 1
                 self.throughput.add()
-                request.push(gen.tokens[i] if i < len(gen.tokens) else "", ids[i])
+                entry = entries[i] if entries else None
+                request.push(gen.tokens[i] if i < len(gen.tokens) else "", ids[i], entry)
             self._finish(request, _finish_reason(gen, job.max_new_tokens))
         finally:
             self.used_tokens -= job.prompt.tokens + request.generated
+
+
+def _call_grammar(turn: Turn) -> str:
+    """The grammar SGLang would have compiled for a turn's tool calls (for its error)."""
+    return "structural_tag" if turn.call_format == "hermes" else "json"
 
 
 def _abort(
@@ -558,6 +644,61 @@ def _finish_reason(gen: Generation, max_new_tokens: int) -> FinishReason:
         return {"type": "length", "length": max_new_tokens}
     matched = tokenizer.EOS_TOKEN_ID if gen.matched_stop is None else gen.matched_stop
     return {"type": "stop", "matched": matched}
+
+
+def _turn_text(
+    prompt: str, params: generation.SamplingParams, default_seed: int | None, turn: Turn
+) -> tuple[str, str | None]:
+    """(preamble, script) of a chat turn: the reasoning segment, and the tool calls the
+    model writes instead of an answer (None: it answers). Drawn like the text is, so a
+    seeded or greedy request thinks and calls the same way every time."""
+    preamble = ""
+    if turn.think:
+        preamble = reasoning.preamble(generation.rng(prompt, params, default_seed, salt="think"))
+    if not turn.calls:
+        return preamble, None
+    rng = generation.rng(prompt, params, default_seed, salt="tools")
+    # SGLang's parser re-serialises arguments with json.dumps: the model writes them so.
+    calls = [
+        tools.Call(c.name, json.dumps(json.loads(c.arguments), ensure_ascii=False))
+        for c in tools.calls(turn.calls, rng)
+    ]
+    if turn.call_format == "hermes":
+        return preamble, tools.hermes(calls)
+    array = [{"name": c.name, "parameters": json.loads(c.arguments)} for c in calls]
+    return preamble, json.dumps(array, ensure_ascii=False)
+
+
+async def _input_logprobs(
+    prompt: Prompt, ids: Sequence[int] | None, request: LogprobRequest
+) -> tuple[tuple[LogprobEntry, list[LogprobEntry] | None], ...]:
+    """The prompt's logprob entries from `start` on (`logprob_start_len`): the first token
+    of a prompt has no logprob (None), nor alternatives; ValueError past the prompt's end."""
+    if ids is None:
+        ids = await off_loop(len(prompt.text) > LARGE_TEXT, tokenizer.encode, prompt.text)
+    if request.start > len(ids):  # SGLang's scheduler words it with its own variable names
+        raise ValueError(
+            f"req.logprob_start_len={request.start} is higher than the number of input tokens "
+            f"len(req.origin_input_ids)={len(ids)}. Please use a smaller logprob_start_len."
+        )
+    heavy = len(ids) * max(request.top, 1) > _LARGE_LOGPROBS
+    values = await off_loop(heavy, partial(logprobs, greedy=False), list(ids), request.top)
+    out: list[tuple[LogprobEntry, list[LogprobEntry] | None]] = []
+    for position in range(request.start, len(ids)):
+        value = values[position]
+        if position == 0:
+            out.append(((None, value.token_id, entry_text(value, request.text)), None))
+        else:
+            top: list[LogprobEntry] = [
+                (a.logprob, a.token_id, entry_text(a, request.text)) for a in value.top
+            ]
+            out.append(((value.logprob, value.token_id, entry_text(value, request.text)), top))
+    return tuple(out)
+
+
+def entry_text(value: Alternative, text: bool) -> str | None:
+    """A token's text in a logprob entry, when the request asked for texts."""
+    return value.token if text else None
 
 
 def _output_ids(gen: Generation) -> list[int]:

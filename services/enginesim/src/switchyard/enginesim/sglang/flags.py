@@ -4,12 +4,19 @@ Flags keep SGLang's names and defaults (`srt/arg_groups/fields/`); flags that on
 GPU (`--tp-size`, `--mem-fraction-static`, ...) are accepted and ignored, so the same
 command line starts the real engine or the simulator. Unknown flags are refused, as
 SGLang refuses them. SGLang reads its API keys from the command line only.
+
+The simulated model writes Qwen's formats: reasoning in `<think>...</think>`, tool calls in
+`<tool_call>` blocks. The parser flags therefore take the names of SGLang's parsers that
+read those formats; SGLang's other names are refused like an unknown name. A real model's
+checkpoint says whether it reads images (SGLang's `--enable-multimodal` only turns a
+vision model's support off or on): here the shared `--sim-multimodal` says so.
 """
 
 from __future__ import annotations
 
 import argparse
-from collections.abc import Sequence
+import json
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from typing import Final
 
@@ -29,6 +36,11 @@ MODEL_CONTEXT_LENGTH: Final = 8192
 DEFAULT_MAX_RUNNING: Final = 256
 #: Seconds after a stream's end before SGLang aborts its rid (`create_abort_task`).
 STREAM_END_ABORT_DELAY_S: Final = 2.0
+#: `--tool-call-parser` values whose detector reads the simulated model's `<tool_call>` blocks.
+TOOL_CALL_PARSERS: Final = ("hermes", "qwen", "qwen25")
+#: `--reasoning-parser` values whose detector reads `<think>...</think>`; `qwen3` thinks
+#: unless `chat_template_kwargs.enable_thinking` is false, the others always think.
+REASONING_PARSERS: Final = ("deepseek-r1", "qwen3", "qwen3-thinking")
 
 
 @dataclass(frozen=True, slots=True)
@@ -60,9 +72,38 @@ class Config:
     api_key: str | None = None
     #: The bearer token of the admin routes (`/abort_request`), instead of `api_key`.
     admin_api_key: str | None = None
+    #: `--tool-call-parser`: None leaves tool calls in the text (SGLang parses none then).
+    tool_call_parser: str | None = None
+    #: `--reasoning-parser`: None, and the model does not think.
+    reasoning_parser: str | None = None
+    #: `--limit-mm-data-per-request`, e.g. {"image": 2}: most items of a modality per request.
+    limit_mm_data_per_request: Mapping[str, int] | None = None
+
+    @property
+    def multimodal(self) -> bool:
+        """Whether the model reads images (`--sim-multimodal`)."""
+        return self.sim.multimodal
 
 
 _port = checked(int, lambda value: 0 <= value <= 65535, "a port")
+
+
+def _mm_limits(text: str) -> dict[str, int]:
+    """`--limit-mm-data-per-request`: a JSON object of modality → count, as SGLang checks it."""
+    try:
+        value = json.loads(text)
+    except json.JSONDecodeError:
+        raise argparse.ArgumentTypeError(f"not JSON: {text!r}") from None
+    if not isinstance(value, dict) or not all(isinstance(v, int) for v in value.values()):
+        raise argparse.ArgumentTypeError(f'must be an object like {{"image": 1}}, got {text!r}')
+    allowed = ["image", "video", "audio"]
+    for modality in value:
+        if modality not in allowed:  # SGLang's words, its missing space included
+            raise argparse.ArgumentTypeError(
+                f"Invalid modality '{modality}' in --limit-mm-data-per-request."
+                f"Allowed modalities are: {allowed}"
+            )
+    return value
 
 
 def parser() -> argparse.ArgumentParser:
@@ -86,6 +127,20 @@ def parser() -> argparse.ArgumentParser:
     add(
         "--enable-deterministic-inference", action="store_true",
         help="sample with each request's sampling_seed (42 without one); ignored otherwise",
+    )  # fmt: skip
+    add(
+        "--tool-call-parser", choices=TOOL_CALL_PARSERS, default=None,
+        help="parse the model's tool calls into `tool_calls` (without: they stay in the text)",
+    )  # fmt: skip
+    add(
+        "--reasoning-parser", choices=REASONING_PARSERS, default=None,
+        help="the model thinks first; its reasoning is returned as `reasoning_content`",
+    )  # fmt: skip
+    add("--chat-template", default=None, help="accepted; the simulated model has one template")
+    add("--enable-multimodal", action="store_true", help="accepted; see --sim-multimodal")
+    add(
+        "--limit-mm-data-per-request", type=_mm_limits, default=None, metavar="JSON",
+        help='most multimodal items per request, e.g. \'{"image": 1}\'',
     )  # fmt: skip
     add("--api-key", default=None, help="require this bearer token (probes stay open)")
     add("--admin-api-key", default=None, help="the bearer token of the admin routes")

@@ -8,7 +8,9 @@
   `POST /abort_request` aborts by rid (prefix) or all.
 - OpenAI `POST /v1/chat/completions` and `/v1/completions`: what the engine refuses before
   streaming is an HTTP 400, even for a stream; an abort with an error status (a full
-  queue: 503) is one error event inside the HTTP 200 stream.
+  queue: 503) is one error event inside the HTTP 200 stream. `n` > 1 runs `n` samples
+  with fresh rids (the caller's `rid` names none of them); the chat route's tools,
+  reasoning, logprobs and images are `chat`'s.
 - `GET /v1/models[/{model}]`, `POST [/v1]/tokenize`, `POST [/v1]/detokenize`.
 - Health: SGLang listens while `Starting`, and `/health`, `/health_generate`, `/ready`,
   `/ping` answer 503 meanwhile. Once up, `/health` (= `/health_generate`) submits a
@@ -28,7 +30,7 @@ import asyncio
 import logging
 import time
 import uuid
-from collections.abc import AsyncIterator, Sequence
+from collections.abc import AsyncGenerator, AsyncIterator, Sequence
 from contextlib import aclosing
 from dataclasses import replace
 from http import HTTPStatus
@@ -46,7 +48,7 @@ from switchyard.enginesim import tokenizer
 from switchyard.enginesim.bodies import InvalidBody, read_json, read_model
 from switchyard.enginesim.chat_template import render
 from switchyard.enginesim.faults import faults_route
-from switchyard.enginesim.generation import encode, prompt_of, prompt_of_ids
+from switchyard.enginesim.generation import Prompt, encode, prompt_of, prompt_of_ids
 from switchyard.enginesim.prometheus import exposition_route
 from switchyard.enginesim.serving import (
     BearerAuth,
@@ -58,8 +60,9 @@ from switchyard.enginesim.serving import (
     sse_event,
     until_disconnected,
 )
-from switchyard.enginesim.sglang import VERSION
-from switchyard.enginesim.sglang.engine import Engine, Handle, Step
+from switchyard.enginesim.sglang import VERSION, chat
+from switchyard.enginesim.sglang.chat import ChatWriter
+from switchyard.enginesim.sglang.engine import Engine, Handle, LogprobRequest, Step
 from switchyard.enginesim.sglang.errors import (
     HANDLERS,
     UNSUPPORTED_MEDIA_TYPE,
@@ -74,9 +77,9 @@ from switchyard.enginesim.sglang.flags import Config
 from switchyard.enginesim.sglang.wire import (
     ChatCompletionRequest,
     CompletionRequest,
+    CompletionWriter,
     DetokenizeRequest,
     Item,
-    OpenAIWriter,
     Output,
     StreamOptions,
     TokenizeRequest,
@@ -85,7 +88,6 @@ from switchyard.enginesim.sglang.wire import (
     normalize,
 )
 from switchyard.enginesim.stats import stats_route
-from switchyard.enginesim.tokenizer import IM_END
 
 log = logging.getLogger("switchyard.enginesim.sglang")
 
@@ -147,9 +149,13 @@ class Routes:
                     prompt = await prompt_of_ids(item.input_ids)
                 else:
                     prompt = await prompt_of(str(item.text))
+                if item.image_tokens:  # the images' placeholders expand to their tokens
+                    prompt = Prompt(prompt.text, prompt.tokens + item.image_tokens)
                 job = await engine.job(
                     prompt, item.sampling_params, rid=item.rid, stream=stream,
-                    traceparent=traceparent,
+                    traceparent=traceparent, index=item.index, turn=item.turn,
+                    logprobs=item.logprobs, prompt_ids=item.input_ids,
+                    image_tokens=item.image_tokens,
                 )  # fmt: skip
                 handles.append(engine.submit(job))
         except BaseException:
@@ -245,33 +251,15 @@ class Routes:
     # --- OpenAI --------------------------------------------------------------------------
     async def chat_completions(self, request: Request) -> Response:
         body = await read_model(request, ChatCompletionRequest, UNSUPPORTED_MEDIA_TYPE)
-        config, max_output = self.config, body.max_output
-        # SGLang checks max_completion_tokens only when --context-length was given.
-        checked = config.context_length_set and not config.allow_auto_truncate
-        if not body.messages:
-            return openai_error("Messages cannot be empty.")
-        if max_output and checked and max_output > config.context_length:
-            return openai_error(
-                f"max_completion_tokens is too large: {max_output}.This model supports at most "
-                f"{config.context_length} completion tokens."
-            )
-        fmt = body.response_format
-        if (
-            fmt is not None
-            and fmt.type == "json_schema"
-            and (fmt.json_schema is None or fmt.json_schema.schema_ is None)
-        ):
-            return openai_error("schema_ is required for json_schema response format request.")
-        try:
-            messages = [{"role": m.role, "content": m.text()} for m in body.messages]
-            if body.continue_final_message and body.messages[-1].role == "assistant":
-                # Continue the assistant's turn: no generation prompt, no end-of-turn marker.
-                text = render(messages, add_generation_prompt=False).removesuffix(f"{IM_END}\n")
-            else:
-                text = render(messages)
+        config = self.config
+        error = await chat.check(body, config)
+        if error is not None:
+            return openai_error(error)
+        try:  # `_convert_to_internal_request`: its ValueErrors are "BadRequest"s
+            prompt = chat.conversation(body)
             params = body.sampling_params(
                 temperature=1.0 if body.temperature is None else body.temperature,
-                max_new_tokens=max_output,
+                max_new_tokens=body.max_output,
                 stop=[body.stop] if isinstance(body.stop, str) else list(body.stop or []),
                 top_p=1.0 if body.top_p is None else body.top_p,
                 top_k=-1 if body.top_k is None else body.top_k,
@@ -280,9 +268,21 @@ class Routes:
                 if body.repetition_penalty is None
                 else body.repetition_penalty,
             )  # `ChatCompletionRequest.to_sampling_params`: the value, else OpenAI's default
-        except ValueError as exc:  # raised while converting the request
+            chat.check_constraints(body, params)
+        except ValueError as exc:
             return openai_error(str(exc), "BadRequest")
-        return await self._openai(request, body, Item("", text, None, params), chat=True)
+        try:  # the tokenizer manager reads the images
+            image_tokens = await chat.image_tokens(prompt.image_urls, config)
+        except ValueError as exc:
+            return openai_error(str(exc))
+        logprobs = (
+            LogprobRequest(max(body.top_logprobs or 0, 0), -1, True) if body.logprobs else None
+        )
+        item = Item(
+            "", prompt.text, None, params, turn=chat.turn(body, config, params),
+            logprobs=logprobs, image_tokens=image_tokens,
+        )  # fmt: skip
+        return await self._openai(request, body, item)
 
     async def completions(self, request: Request) -> Response:
         body = await read_model(request, CompletionRequest, UNSUPPORTED_MEDIA_TYPE)
@@ -297,94 +297,98 @@ class Routes:
             )  # fmt: skip
         except ValueError as exc:
             return openai_error(str(exc), "BadRequest")
+        logprobs = None
+        if body.logprobs is not None:  # the prompt's too with `echo` (logprob_start_len 0)
+            start = 0 if body.echo and body.logprobs else -1
+            logprobs = LogprobRequest(max(body.logprobs, 0), start, True)
         if isinstance(value, str):
-            item = Item("", value, None, params)
+            item = Item("", value, None, params, logprobs=logprobs)
         elif all(isinstance(v, int) for v in value):
-            item = Item("", None, [v for v in value if isinstance(v, int)], params)
+            ids = [v for v in value if isinstance(v, int)]
+            item = Item("", None, ids, params, logprobs=logprobs)
         else:
             return openai_error("The SGLang simulator serves one prompt per request.")
-        return await self._openai(request, body, item, chat=False)
+        return await self._openai(request, body, item)
 
     async def _openai(
-        self, request: Request, body: ChatCompletionRequest | CompletionRequest, item: Item,
-        *, chat: bool,
-    ) -> Response:  # fmt: skip
-        rid = body.rid or uuid.uuid4().hex
-        if isinstance(rid, list):
+        self, request: Request, body: ChatCompletionRequest | CompletionRequest, item: Item
+    ) -> Response:
+        """Start the request's `n` samples (fresh rids for n > 1, as SGLang's parallel
+        sampling gives them) and answer for all of them."""
+        if isinstance(body.rid, list):
             return openai_error("The SGLang simulator serves one prompt per request.")
+        n = max(body.n, 1)
+        rids = [body.rid or uuid.uuid4().hex] if n == 1 else [uuid.uuid4().hex for _ in range(n)]
+        items = [replace(item, rid=rid, index=i) for i, rid in enumerate(rids)]
         traceparent = request.headers.get("traceparent")
         try:
-            (handle,) = await self._start(
-                [replace(item, rid=rid)], stream=body.stream, traceparent=traceparent
-            )
+            handles = await self._start(items, stream=body.stream, traceparent=traceparent)
         except ValueError as exc:
             return openai_error(str(exc))
-        writer = OpenAIWriter(handle.job, body.model, chat=chat, usage=self._usage)
-        echo = handle.job.prompt.text if isinstance(body, CompletionRequest) and body.echo else ""
+        jobs = [handle.job for handle in handles]
+        if isinstance(body, ChatCompletionRequest):
+            writer: ChatWriter | CompletionWriter = ChatWriter(jobs, body, self.config)
+        else:
+            echo = jobs[0].prompt.text if body.echo else ""
+            writer = CompletionWriter(jobs, body.model, echo, self.config.enable_cache_report)
         if body.stream:
-            events = self._openai_events(handle, writer, body.stream_options, echo)
-            return self._streaming(events, [rid])
+            events = self._openai_events(handles, writer, body.stream_options)
+            return self._streaming(events, rids)
         try:
-            step = await until_disconnected(request, handle.result())
+            steps = await until_disconnected(request, _results(handles))
         except ClientDisconnected:  # nobody reads this answer; it is SGLang's anyway
-            handle.abort()
-            return openai_error(_disconnected(rid))
-        error = abort_error(step.finish_reason)
-        if error is not None:  # a ValueError in SGLang for 400, an HTTPException otherwise
-            status, message = error
-            return (
-                openai_error(message)
-                if status == 400
-                else openai_error(message, str(status), status)
-            )
-        return OrjsonResponse(writer.response(step, echo))
+            for handle in handles:
+                handle.abort()
+            return openai_error(_disconnected(rids[0]))
+        for step in steps:
+            error = abort_error(step.finish_reason)
+            if error is not None:  # a ValueError in SGLang for 400, an HTTPException otherwise
+                status, message = error
+                if status == 400:
+                    return openai_error(message)
+                return openai_error(message, str(status), status)
+        return OrjsonResponse(writer.response(steps))
 
     async def _openai_events(
-        self, handle: Handle, writer: OpenAIWriter, options: StreamOptions | None, echo: str
-    ) -> AsyncIterator[bytes]:
+        self, handles: Sequence[Handle], writer: ChatWriter | CompletionWriter,
+        options: StreamOptions | None,
+    ) -> AsyncIterator[bytes]:  # fmt: skip
         # `should_include_usage`: unlike vLLM, continuous_usage_stats needs no include_usage.
         include_usage = self.config.stream_response_default_include_usage
         continuous = False
         if options is not None:
             include_usage = bool(options.include_usage) or include_usage
             continuous = bool(options.continuous_usage_stats)
-        last: Step | None = None
+        rid = handles[0].job.rid  # the final chunks carry the last sample's
         try:
-            async with aclosing(handle.steps()) as steps:
-                async for step in steps:
+            async with aclosing(_merged(handles)) as steps:
+                async for index, step in steps:
+                    rid = handles[index].job.rid
                     error = abort_error(step.finish_reason)
                     if error is not None:
+                        writer.tally.add(index, handles[index].job, step)
                         status, message = error
                         error_type = HTTPStatus(status).name
                         yield sse_event(openai_stream_error(message, error_type, status))
-                        last = step
                         break
-                    usage = writer.usage(step) if continuous else None
-                    if not writer.chat:
-                        text = echo + step.text if step.first else step.text
-                        yield writer.chunk(step.finish_reason, usage, text=text)
+                    if isinstance(writer, ChatWriter):
+                        for chunk in writer.chunks(index, step, continuous):
+                            yield chunk
                     else:
-                        if step.first:
-                            yield writer.chunk(role="assistant", content="")
-                        if step.text:
-                            yield writer.chunk(None, usage, content=step.text)
-                        if step.finish_reason is not None:
-                            yield writer.chunk(step.finish_reason)
-                    last = step
-            if include_usage and last is not None:
-                yield writer.usage_chunk(writer.usage(last))
+                        usage = None
+                        if continuous:
+                            writer.tally.add(index, handles[index].job, step)
+                            usage = writer.tally.current(index)
+                        yield writer.chunk(index, step, usage)
+            if isinstance(writer, ChatWriter):
+                for chunk in writer.finish_chunks(rid):
+                    yield chunk
+            if include_usage:
+                yield writer.usage_chunk(rid)
         finally:
-            handle.abort()  # a no-op once finished; a client that left lands here
+            for handle in handles:
+                handle.abort()  # a no-op once finished; a client that left lands here
         yield sse_done()
-
-    def _usage(self, prompt_tokens: int, completion_tokens: int) -> dict[str, Any]:
-        """SGLang's UsageInfo."""
-        details = {"cached_tokens": 0} if self.config.enable_cache_report else None
-        return {
-            "prompt_tokens": prompt_tokens, "total_tokens": prompt_tokens + completion_tokens,
-            "completion_tokens": completion_tokens, "prompt_tokens_details": details,
-            "reasoning_tokens": 0, "completion_tokens_details": None,
-        }  # fmt: skip
 
     # --- models and tokens ---------------------------------------------------------------
     def _card(self, name: str) -> dict[str, Any]:
@@ -469,10 +473,13 @@ class Routes:
                 "model_path": c.model_path, "served_model_name": c.served_model_name,
                 "tokenizer_path": c.model_path, "is_generation": True,
                 "preferred_sampling_params": None, "weight_version": "default",
-                "load_format": "auto", "reasoning_parser": None, "tool_call_parser": None,
-                "disaggregation_mode": "null", "has_image_understanding": False,
-                "has_audio_understanding": False, "model_type": "qwen2",
-                "architectures": ["Qwen2ForCausalLM"],
+                "load_format": "auto", "reasoning_parser": c.reasoning_parser,
+                "tool_call_parser": c.tool_call_parser, "disaggregation_mode": "null",
+                "has_image_understanding": c.multimodal, "has_audio_understanding": False,
+                "model_type": "qwen2_vl" if c.multimodal else "qwen2",
+                "architectures": [
+                    "Qwen2VLForConditionalGeneration" if c.multimodal else "Qwen2ForCausalLM"
+                ],
             }
         )  # fmt: skip
 
@@ -495,6 +502,8 @@ class Routes:
                 "incremental_streaming_output": c.incremental_streaming_output,
                 "allow_auto_truncate": c.allow_auto_truncate, "enable_trace": c.enable_trace,
                 "enable_deterministic_inference": c.enable_deterministic_inference,
+                "tool_call_parser": c.tool_call_parser, "reasoning_parser": c.reasoning_parser,
+                "limit_mm_data_per_request": c.limit_mm_data_per_request,
                 "max_total_num_tokens": c.max_total_tokens,
                 "max_req_input_len": c.context_length - 1 - 5,
                 "startup_time": engine.started_at, "internal_states": [state],
@@ -508,7 +517,7 @@ async def _results(handles: Sequence[Handle]) -> list[Step]:
     return [await handle.result() for handle in handles]
 
 
-async def _merged(handles: Sequence[Handle]) -> AsyncIterator[tuple[int, Step]]:
+async def _merged(handles: Sequence[Handle]) -> AsyncGenerator[tuple[int, Step], None]:
     """(index, step) from every handle as each comes (SGLang's `_stream_batch_responses`)."""
     if len(handles) == 1:  # one prompt: read it directly, no task per step
         async with aclosing(handles[0].steps()) as steps:

@@ -6,8 +6,9 @@
   A list in `text` (or of token-id lists in `input_ids`) is a batch (`normalize`).
 - The OpenAI routes' bodies (`entrypoints/openai/protocol.py`) are pydantic models of the
   fields a simulated text model uses; unknown fields are ignored, as SGLang's are.
-- Every output carries SGLang's `meta_info`; OpenAI chunks are written with orjson, one
-  small dict per event.
+- Every output carries SGLang's `meta_info`, with the logprob lists a request asked for
+  (`[logprob, token id, text or null]` triples); OpenAI chunks are written with orjson,
+  one small dict per event.
 """
 
 from __future__ import annotations
@@ -17,7 +18,7 @@ import time
 import uuid
 from collections import Counter
 from collections.abc import Callable, Mapping, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import TYPE_CHECKING, Any, Final, Literal
 
 import orjson
@@ -25,8 +26,10 @@ from pydantic import BaseModel, ConfigDict, Field, StrictBool, field_validator, 
 
 from switchyard.enginesim.serde import unexpected
 from switchyard.enginesim.serving import sse_event
+from switchyard.enginesim.sglang.engine import PLAIN, LogprobEntry, LogprobRequest, Turn
 
 if TYPE_CHECKING:
+    from switchyard.enginesim.logprobs import Alternative
     from switchyard.enginesim.sglang.engine import FinishReason, Job, Step
 
 DEFAULT_MODEL_NAME: Final = "default"
@@ -168,18 +171,26 @@ def contract_violation(body: dict[str, Any]) -> str | None:
 
 @dataclass(frozen=True, slots=True)
 class Item:
-    """One prompt of a request (a `/generate` batch has several): its rid, its text or token
-    ids, its sampling_params."""
+    """One sample of a request (a `/generate` batch, or `n`, has several): its rid, its
+    prompt's text or token ids, its sampling_params, its place among its prompt's `n`, and
+    what else the model is asked for."""
 
     rid: str
     text: str | None
     input_ids: Sequence[int] | None
     sampling_params: Mapping[str, Any]
+    index: int = 0
+    turn: Turn = PLAIN
+    logprobs: LogprobRequest | None = None
+    #: Tokens the prompt's images count for (the chat route reads the images).
+    image_tokens: int = 0
 
 
 def normalize(body: Mapping[str, Any]) -> tuple[list[Item], bool]:
-    """`GenerateReqInput.normalize_batch_and_arguments`: the prompts, each with its rid and
-    sampling_params, and whether the body is a batch (ValueError with SGLang's message)."""
+    """`GenerateReqInput.normalize_batch_and_arguments`: the samples, each with its rid,
+    sampling_params and logprob request, and whether the body is a batch (ValueError with
+    SGLang's message). `n` > 1 makes even one prompt a batch of `n` samples per prompt, in
+    prompt order, each with a fresh rid (`regenerate_rid`: the caller's rid names none)."""
     text, input_ids = body.get("text"), body.get("input_ids")
     if text is None and input_ids is None:
         raise ValueError("Either text, input_ids or input_embeds should be provided.")
@@ -194,15 +205,67 @@ def normalize(body: Mapping[str, Any]) -> tuple[list[Item], bool]:
         ids = list(input_ids) if batch else [input_ids]
         texts = [None] * len(ids)
     params, rid = body.get("sampling_params"), body.get("rid")
-    if not batch:
+    n = _parallel_sample_num(params)
+    if not batch and n <= 1:
         # SGLang keeps a list here and fails on it later (a 500), as does this.
         if isinstance(rid, list) or isinstance(params, list):
             raise TypeError("a single prompt takes one rid and one sampling_params object")
-        return [Item(rid or uuid.uuid4().hex, texts[0], ids[0], params or {})], False
-    rids = _batch_rids(rid, len(texts))
-    per_prompt = params if isinstance(params, list) else [params or {}] * len(texts)
+        item = Item(rid or uuid.uuid4().hex, texts[0], ids[0], params or {})
+        return [replace(item, logprobs=_logprob_requests(body, 1, 1)[0])], False
+    size = len(texts)
+    if n <= 1:
+        rids = _batch_rids(rid, size)
+    else:
+        if isinstance(rid, list) and len(rid) != size:
+            raise ValueError(
+                "The specified rids length mismatch with the batch_size for batch processing."
+            )
+        rids = [uuid.uuid4().hex for _ in range(size * n)]
+    per_prompt = params if isinstance(params, list) else [params or {}] * size
+    requests = _logprob_requests(body, size, n)
     # A shorter sampling_params list fails with an IndexError in SGLang too (a 500).
-    return [Item(rids[i], texts[i], ids[i], per_prompt[i]) for i in range(len(texts))], True
+    samples = max(n, 1)
+    items = [
+        Item(rids[i * samples + j], texts[i], ids[i], per_prompt[i], j, PLAIN, requests[i])
+        for i in range(size)
+        for j in range(samples)
+    ]
+    return items, True
+
+
+def _parallel_sample_num(params: Any) -> int:
+    """`_handle_parallel_sampling`: the `n` of the sampling params (one for all prompts)."""
+    if isinstance(params, dict):
+        return int(params.get("n") or 1)
+    if isinstance(params, list) and params:
+        n = int(params[0].get("n") or 1)
+        if any(int(p.get("n") or 1) != n for p in params):
+            raise ValueError(
+                "The parallel_sample_num should be the same for all samples in sample params."
+            )
+        return n
+    return 1
+
+
+def _logprob_requests(body: Mapping[str, Any], size: int, n: int) -> list[LogprobRequest | None]:
+    """Each prompt's `return_logprob`, `top_logprobs_num` and `logprob_start_len` (a value
+    for all prompts, or a list with one per prompt, not with n > 1)."""
+
+    def each(name: str, default: Any) -> list[Any]:
+        value = body.get(name)
+        if value is None:
+            return [default] * size
+        if not isinstance(value, list):
+            return [value] * size
+        if n > 1:
+            raise ValueError(f"Cannot use list {name} with parallel_sample_num > 1")
+        return value
+
+    wanted, tops = each("return_logprob", False), each("top_logprobs_num", 0)
+    starts, text = each("logprob_start_len", -1), bool(body.get("return_text_in_logprobs"))
+    return [
+        LogprobRequest(max(tops[i], 0), starts[i], text) if wanted[i] else None for i in range(size)
+    ]
 
 
 def _batch_rids(rid: Any, size: int) -> list[str]:
@@ -243,11 +306,67 @@ class ResponseFormat(BaseModel):
     json_schema: JsonSchemaResponseFormat | None = None
 
 
+class ImageURL(BaseModel):
+    url: str
+    detail: Literal["auto", "low", "high"] | None = "auto"
+
+
 class ContentPart(BaseModel):
+    """A content part: text, an image, or another kind SGLang knows (video, audio, ...)."""
+
     model_config = ConfigDict(extra="allow")
 
     type: str
     text: str | None = None
+    image_url: ImageURL | None = None
+
+    @model_validator(mode="after")
+    def _complete(self) -> ContentPart:
+        # SGLang's part models require their payload (a union of one model per type).
+        if self.type == "text" and self.text is None:
+            raise ValueError("a text part needs its 'text'")
+        if self.type == "image_url" and self.image_url is None:
+            raise ValueError("an image_url part needs its 'image_url'")
+        return self
+
+
+class Function(BaseModel):
+    """A function tool's definition (SGLang's `Function`)."""
+
+    description: str | None = None
+    name: str
+    parameters: object | None = None
+    strict: bool | None = None
+
+
+class Tool(BaseModel):
+    type: str = "function"
+    function: Function
+
+
+class ToolChoiceFunction(BaseModel):
+    name: str | None = None
+
+
+class ToolChoice(BaseModel):
+    """`tool_choice` naming a function."""
+
+    function: ToolChoiceFunction
+    type: Literal["function"] = "function"
+
+
+class FunctionCall(BaseModel):
+    name: str | None = None
+    arguments: str | dict[str, Any] | None = None
+
+
+class ToolCall(BaseModel):
+    """A tool call in an assistant message of the history."""
+
+    id: str | None = None
+    index: int | None = None
+    type: Literal["function"] = "function"
+    function: FunctionCall
 
 
 class ChatMessage(BaseModel):
@@ -256,12 +375,17 @@ class ChatMessage(BaseModel):
     role: str
     content: str | list[ContentPart] | None = None
     name: str | None = None
+    tool_call_id: str | None = None
+    tool_calls: list[ToolCall] | None = None
 
     def text(self) -> str:
         """The message's text: its string, or its text parts joined."""
         if isinstance(self.content, str):
             return self.content
         return "".join(p.text or "" for p in self.content or () if p.type == "text")
+
+    def parts(self) -> list[ContentPart]:
+        return self.content if isinstance(self.content, list) else []
 
 
 class _SamplingFields(BaseModel):
@@ -321,6 +445,12 @@ class ChatCompletionRequest(_SamplingFields):
     messages: list[ChatMessage]
     logprobs: bool = False
     top_logprobs: int | None = None
+    tools: list[Tool] | None = None
+    tool_choice: ToolChoice | Literal["auto", "required", "none"] = "auto"
+    parallel_tool_calls: bool = True
+    stream_reasoning: bool = True
+    chat_template_kwargs: dict[str, Any] | None = None
+    reasoning_effort: str | float | None = None
     max_tokens: int | None = None
     max_completion_tokens: int | None = None
     temperature: float | None = None
@@ -330,6 +460,23 @@ class ChatCompletionRequest(_SamplingFields):
     repetition_penalty: float | None = None
     continue_final_message: bool = False
     separate_reasoning: bool = True
+
+    @model_validator(mode="before")
+    @classmethod
+    def _tool_choice_default(cls, values: object) -> object:
+        """`set_tool_choice_default`: no tool_choice means "none" without tools, else
+        "auto"; `reasoning_effort` "none" turns thinking off (`normalize_reasoning_inputs`)."""
+        if not isinstance(values, dict):
+            return values
+        if values.get("tool_choice") is None:
+            values = {**values, "tool_choice": "none" if values.get("tools") is None else "auto"}
+        effort = values.get("reasoning_effort")
+        if effort is not None and not isinstance(effort, bool):
+            kwargs = values.get("chat_template_kwargs")
+            kwargs = dict(kwargs) if isinstance(kwargs, dict) else {}
+            kwargs.setdefault("enable_thinking", effort != "none")
+            values = {**values, "chat_template_kwargs": kwargs}
+        return values
 
     @model_validator(mode="before")
     @classmethod
@@ -418,9 +565,11 @@ def meta_info(job: Job, step: Step) -> dict[str, Any]:
     if step.scheduled:
         meta |= {
             "prompt_tokens": job.prompt.tokens, "weight_version": "default",
-            "num_retractions": 0, "reasoning_tokens": 0,
+            "num_retractions": 0, "reasoning_tokens": step.reasoning_tokens,
             "completion_tokens": step.completion_tokens, "cached_tokens": 0,
         }  # fmt: skip
+        if job.image_tokens:  # only for a prompt that had images
+            meta["image_tokens"] = job.image_tokens
         if step.finish_reason is not None:
             meta["e2e_latency"] = step.e2e_latency
     else:  # ended before reaching the scheduler's output path (queue, abort)
@@ -431,16 +580,48 @@ def meta_info(job: Job, step: Step) -> dict[str, Any]:
     return meta
 
 
+def logprob_entry(value: Alternative, text: bool) -> LogprobEntry:
+    """SGLang's (logprob, token id, text or None) of an output token."""
+    return (value.logprob, value.token_id, value.token if text else None)
+
+
+class Logprobs:
+    """A request's logprob lists in `meta_info`, as the tokenizer manager keeps them: the
+    prompt's (from `logprob_start_len`) in every output, the output's so far (with
+    `incremental`, only the new ones; `output_token_logprobs_length` counts them all)."""
+
+    __slots__ = ("_job", "_output", "_request", "_top")
+
+    def __init__(self, job: Job, request: LogprobRequest) -> None:
+        self._job, self._request = job, request
+        self._output: list[LogprobEntry] = []
+        self._top: list[list[LogprobEntry]] = []
+
+    def add(self, step: Step, incremental: bool, meta: dict[str, Any]) -> None:
+        text = self._request.text
+        new = [logprob_entry(v, text) for v in step.logprobs]
+        tops = [[logprob_entry(a, text) for a in v.top] for v in step.logprobs]
+        self._output.extend(new)
+        self._top.extend(tops)
+        meta["input_token_logprobs"] = [entry for entry, _ in self._job.input_logprobs]
+        meta["output_token_logprobs"] = new if incremental else list(self._output)
+        meta["output_token_logprobs_length"] = len(self._output)
+        if self._request.top > 0:
+            meta["input_top_logprobs"] = [top for _, top in self._job.input_logprobs]
+            meta["output_top_logprobs"] = tops if incremental else list(self._top)
+
+
 class Output:
     """One sub-request's `/generate` outputs: the whole output so far, or with
     --incremental-streaming-output only what is new."""
 
-    __slots__ = ("_ids", "_incremental", "_job", "_text")
+    __slots__ = ("_ids", "_incremental", "_job", "_logprobs", "_text")
 
     def __init__(self, job: Job, incremental: bool = True) -> None:
         self._job, self._incremental = job, incremental
         self._text = ""
         self._ids: list[int] = []
+        self._logprobs = Logprobs(job, job.logprobs) if job.logprobs is not None else None
 
     def __call__(self, step: Step) -> dict[str, Any]:
         if self._incremental:
@@ -449,70 +630,132 @@ class Output:
             self._text += step.text
             self._ids.extend(step.ids)
             text, ids = self._text, self._ids
-        return {"text": text, "output_ids": ids, "meta_info": meta_info(self._job, step)}
+        meta = meta_info(self._job, step)
+        if self._logprobs is not None:
+            self._logprobs.add(step, self._incremental, meta)
+        return {"text": text, "output_ids": ids, "meta_info": meta}
 
 
-class OpenAIWriter:
-    """The bodies of one OpenAI request: `chat.completion[.chunk]` or `text_completion`.
+def usage_info(
+    prompt: int, completion: int, *, reasoning: int = 0, image_tokens: int = 0,
+    cache_report: bool = False,
+) -> dict[str, Any]:  # fmt: skip
+    """SGLang's UsageInfo (`UsageProcessor.calculate_token_usage`)."""
+    details: dict[str, Any] | None = {"cached_tokens": 0} if cache_report else None
+    if image_tokens:
+        details = {"cached_tokens": 0, **(details or {}), "image_tokens": image_tokens}
+    return {
+        "prompt_tokens": prompt, "total_tokens": prompt + completion,
+        "completion_tokens": completion, "prompt_tokens_details": details,
+        "reasoning_tokens": reasoning,
+        "completion_tokens_details": {"reasoning_tokens": reasoning} if reasoning else None,
+    }  # fmt: skip
 
-    Chat chunks always carry `delta.reasoning_content` (null), a first chunk with the role
-    and a separate last one with the finish; completion chunks carry `usage` (null unless
-    continuous) and the finish on their last; the usage chunk of completions drops nulls.
-    """
 
-    def __init__(
-        self, job: Job, model: str, *, chat: bool, usage: Callable[[int, int], dict[str, Any]]
-    ) -> None:
-        self.chat = chat
-        self._head = {"id": job.rid, "object": "", "created": int(time.time()), "model": model}
-        self._job, self._usage = job, usage
+class Tally:
+    """A response's token counts per choice, for its usage: the prompt once per prompt
+    (the first of its `n` samples), completion and reasoning tokens summed over choices."""
 
-    def usage(self, step: Step) -> dict[str, Any]:
-        """SGLang's UsageInfo; meta_info has no prompt_tokens for an output never scheduled."""
-        return self._usage(self._job.prompt.tokens if step.scheduled else 0, step.completion_tokens)
+    def __init__(self, n: int, cache_report: bool) -> None:
+        self._n, self._cache_report = max(n, 1), cache_report
+        self._prompt: dict[int, int] = {}
+        self._completion: dict[int, int] = {}
+        self._reasoning: dict[int, int] = {}
+        self._images: dict[int, int] = {}
 
-    def _choice(self, finish: FinishReason | None, **fields: Any) -> dict[str, Any]:
-        matched = finish.get("matched") if finish is not None else None
-        finish_type = str(finish["type"]) if finish is not None else None
+    def add(self, index: int, job: Job, step: Step) -> None:
+        """Count `step`, the latest output of choice `index` (meta_info's counts are
+        cumulative; one never scheduled has no prompt tokens)."""
+        self._prompt[index] = job.prompt.tokens if step.scheduled else 0
+        self._completion[index] = step.completion_tokens
+        self._reasoning[index] = step.reasoning_tokens if step.scheduled else 0
+        self._images[index] = job.image_tokens if step.scheduled else 0
+
+    def current(self, index: int) -> dict[str, Any]:
+        """One choice's usage so far (`continuous_usage_stats`: no image count)."""
+        return usage_info(
+            self._prompt.get(index, 0), self._completion.get(index, 0),
+            reasoning=self._reasoning.get(index, 0), cache_report=self._cache_report,
+        )  # fmt: skip
+
+    def total(self) -> dict[str, Any]:
+        first = [i for i in self._prompt if i % self._n == 0]
+        return usage_info(
+            sum(self._prompt[i] for i in first), sum(self._completion.values()),
+            reasoning=sum(self._reasoning.values()),
+            image_tokens=sum(self._images[i] for i in first), cache_report=self._cache_report,
+        )  # fmt: skip
+
+
+def head(rid: str, created: int, model: str, kind: str) -> dict[str, Any]:
+    """The fields every OpenAI body starts with (SGLang's id is the sample's rid)."""
+    return {"id": rid, "object": kind, "created": created, "model": model}
+
+
+def matched_stop(finish: FinishReason | None) -> Any:
+    return finish.get("matched") if finish is not None else None
+
+
+class CompletionWriter:
+    """The `text_completion` bodies of one `/v1/completions` request: chunks carry `usage`
+    (null unless continuous) and the finish on their last; the usage chunk drops nulls.
+    Logprobs are the legacy shape, `text_offset` -1 (SGLang does not compute offsets), the
+    prompt's first (with `echo`) then the output's."""
+
+    def __init__(self, jobs: Sequence[Job], model: str, echo: str, cache_report: bool) -> None:
+        self._jobs, self._model, self._echo = jobs, model, echo
+        self._created = int(time.time())
+        self.tally = Tally(len(jobs), cache_report)
+
+    def logprobs(self, job: Job, step: Step, *, first: bool) -> dict[str, Any] | None:
+        request = job.logprobs
+        if request is None:
+            return None
+        # The prompt's (asked for by `echo` with `logprobs` > 0) come first, then the output's.
+        inputs = job.input_logprobs if first else ()
+        tokens = [e for e, _ in inputs] + [logprob_entry(v, True) for v in step.logprobs]
+        tops: list[Any] = []
+        if request.top > 0:
+            tops = [None if top is None else {t: lp for lp, _, t in top} for _, top in inputs]
+            tops += [{a.token: a.logprob for a in v.top} for v in step.logprobs]
         return {
-            "index": 0,
-            **fields,
-            "logprobs": None,
-            "finish_reason": finish_type,
-            "matched_stop": matched,
-        }
+            "text_offset": [-1] * len(tokens), "token_logprobs": [lp for lp, _, _ in tokens],
+            "tokens": [t for _, _, t in tokens], "top_logprobs": tops,
+        }  # fmt: skip
 
-    def response(self, step: Step, echo: str = "") -> dict[str, Any]:
-        if self.chat:
-            message = {"role": "assistant", "content": step.text, "reasoning_content": None}
-            choice = self._choice(step.finish_reason, message=message)
-        else:
-            choice = self._choice(step.finish_reason, text=echo + step.text)
-        kind = "chat.completion" if self.chat else "text_completion"
+    def _choice(self, index: int, step: Step, text: str, logprobs: Any) -> dict[str, Any]:
+        finish = step.finish_reason
         return {
-            **self._head, "object": kind, "choices": [choice], "usage": self.usage(step),
+            "index": index, "text": text, "logprobs": logprobs,
+            "finish_reason": str(finish["type"]) if finish is not None else None,
+            "matched_stop": matched_stop(finish),
+        }  # fmt: skip
+
+    def response(self, steps: Sequence[Step]) -> dict[str, Any]:
+        choices = []
+        for index, (job, step) in enumerate(zip(self._jobs, steps, strict=True)):
+            self.tally.add(index, job, step)
+            logprobs = self.logprobs(job, step, first=True)
+            choices.append(self._choice(index, step, self._echo + step.text, logprobs))
+        return {
+            **head(self._jobs[0].rid, self._created, self._model, "text_completion"),
+            "choices": choices, "usage": self.tally.total(),
             "metadata": {"weight_version": "default"},
         }  # fmt: skip
 
-    def chunk(
-        self, finish: FinishReason | None = None, usage: dict[str, Any] | None = None,
-        **delta: str,
-    ) -> bytes:  # fmt: skip
-        """A chat chunk (`delta`: role, content) or a completion chunk (`delta`: text)."""
-        if self.chat:
-            choice = self._choice(finish, delta={"reasoning_content": None, **delta})
-            body = {**self._head, "object": "chat.completion.chunk", "choices": [choice]}
-            if usage is not None:
-                body["usage"] = usage
-        else:
-            choice = self._choice(finish, **delta)
-            body = {**self._head, "object": "text_completion", "choices": [choice], "usage": usage}
+    def chunk(self, index: int, step: Step, usage: dict[str, Any] | None) -> bytes:
+        job = self._jobs[index]
+        self.tally.add(index, job, step)
+        text = self._echo + step.text if step.first else step.text
+        fresh = step.logprobs or (step.first and job.input_logprobs)
+        logprobs = self.logprobs(job, step, first=step.first) if fresh else None
+        body = {
+            **head(job.rid, self._created, self._model, "text_completion"),
+            "choices": [self._choice(index, step, text, logprobs)], "usage": usage,
+        }  # fmt: skip
         return sse_event(orjson.dumps(body))
 
-    def usage_chunk(self, usage: dict[str, Any]) -> bytes:
-        kind = "chat.completion.chunk" if self.chat else "text_completion"
-        if not self.chat:
-            usage = {k: v for k, v in usage.items() if v is not None}
-        return sse_event(
-            orjson.dumps({**self._head, "object": kind, "choices": [], "usage": usage})
-        )
+    def usage_chunk(self, rid: str) -> bytes:
+        usage = {k: v for k, v in self.tally.total().items() if v is not None}
+        body = {**head(rid, self._created, self._model, "text_completion"), "choices": []}
+        return sse_event(orjson.dumps({**body, "usage": usage}))

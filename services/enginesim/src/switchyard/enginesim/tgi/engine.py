@@ -17,6 +17,10 @@ Validation follows the router (`router/src/validation.rs`): its rules, order and
 each an `InferError("validation", ...)` with the router's exact text, e.g. "`top_p` must be
 > 0.0 and < 1.0".
 
+Token logprobs are the core's (`enginesim.logprobs`), the same values every simulated
+engine gives. A tool call's job carries the JSON the model writes (`Job.script`), drawn in
+validation, where TGI compiles the tool grammar.
+
 JSON grammars are read as outlines-core reads them (the revision TGI's router pins):
 ONE keyword per schema node, the first present of `properties`, `allOf`, `anyOf`,
 `oneOf`, `prefixItems`, `enum`, `const`, `$ref`, `type`. So a node with `properties` is an
@@ -35,7 +39,7 @@ import json
 import logging
 import random
 import time
-from collections.abc import AsyncIterator, Awaitable, Iterator, Mapping, Sequence
+from collections.abc import AsyncGenerator, AsyncIterator, Awaitable, Iterator, Mapping, Sequence
 from contextlib import asynccontextmanager, contextmanager
 from dataclasses import dataclass, replace
 from typing import Any, Final, Literal, TypeVar
@@ -44,8 +48,11 @@ import orjson
 from jsonschema.exceptions import SchemaError
 from jsonschema.validators import Draft202012Validator
 
+from switchyard.enginesim import logprobs as core_logprobs
 from switchyard.enginesim import tokenizer
+from switchyard.enginesim import tools as core_tools
 from switchyard.enginesim.generation import LARGE_TEXT, Generation, SamplingParams, decide, off_loop
+from switchyard.enginesim.generation import rng as generation_rng
 from switchyard.enginesim.scheduler import Overloaded, Scheduler
 from switchyard.enginesim.serving import ClientDisconnected
 from switchyard.enginesim.stats import SimStats
@@ -53,6 +60,8 @@ from switchyard.enginesim.structured import Constraint, ConstraintError
 from switchyard.enginesim.tgi.errors import FAILURE_LABEL, InferError, validation
 from switchyard.enginesim.tgi.flags import Config
 from switchyard.enginesim.tgi.metrics import Metrics
+from switchyard.enginesim.tgi.tools import ToolDef, call_text, grammar_schema, merge_quote_comma
+from switchyard.enginesim.tgi.vision import prepare_input
 from switchyard.enginesim.tgi.wire import Grammar, Parameters
 
 T = TypeVar("T")
@@ -86,6 +95,8 @@ class Job:
     #: launcher ran with `--enable-prefill-logprobs`.
     prefill_logprobs: bool
     top_n_tokens: int
+    #: What the model writes instead of free text (a tool call's JSON), then EOS.
+    script: str | None = None
 
     @property
     def input_length(self) -> int:
@@ -303,8 +314,12 @@ class Engine:
             )
         return best_of
 
-    def _check(self, inputs: str, p: Parameters) -> Job:
-        """A Job, or InferError("validation") for the first rule broken."""
+    def _check(self, inputs: str, p: Parameters, tool: ToolDef | None = None) -> Job:
+        """A Job, or InferError("validation") for the first rule broken.
+
+        `tool`: the function the (tool-constrained) model calls; its JSON is decided here,
+        where TGI compiles the tool grammar.
+        """
         c = self.config
         best_of = p.best_of or 1
         sampling = (
@@ -342,7 +357,7 @@ class Engine:
         for broken, message in rules:
             if broken:
                 raise validation(message)
-        ids = tokenizer.encode(inputs)
+        ids, read = prepare_input(inputs, self.config.sim.multimodal)
         truncated = p.truncate is not None and len(ids) > p.truncate
         if truncated:
             ids = ids[len(ids) - (p.truncate or 0) :]  # TGI truncates on the left
@@ -358,6 +373,8 @@ class Engine:
                 f"`inputs` must have less than {c.max_input_tokens} tokens. Given: {input_length}"
             )
         constraint, constraint_error = self._grammar(p.grammar)
+        if tool is not None and self.config.disable_grammar_support:
+            raise validation("grammar is not supported")
         seed = p.seed
         if seed is None:
             seed = (
@@ -373,8 +390,8 @@ class Engine:
             or (p.top_p is not None and p.top_p < 1)
             or (p.typical_p is not None and p.typical_p < 1)
         )
-        return Job(
-            inputs=tokenizer.decode(ids) if truncated else inputs,
+        job = Job(
+            inputs=tokenizer.decode(ids) if truncated else read,
             input_ids=tuple(ids),
             max_new_tokens=max_new,
             max_total_new_tokens=max_total_new,
@@ -390,6 +407,17 @@ class Engine:
             prefill_logprobs=p.decoder_input_details and c.enable_prefill_logprobs,
             top_n_tokens=p.top_n_tokens or 0,
         )
+        return job if tool is None else replace(job, script=self._call_text(job, tool))
+
+    def _call_text(self, job: Job, tool: ToolDef) -> str:
+        """The JSON the model writes to call `tool`: arguments from the tool grammar's
+        schema, as outlines-core reads it, drawn like the output's text."""
+        rng = generation_rng(job.inputs, _sampling(job), self.config.sim.seed, salt="tool")
+        try:
+            arguments = core_tools.arguments(outlines_schema(grammar_schema(tool)), rng)
+        except (OutlinesError, ConstraintError) as exc:
+            raise validation(f"cannot compile regex from schema: {exc}") from None
+        return call_text(tool, arguments)
 
     def _lengths(self, input_length: int, requested: int | None) -> tuple[int, int]:
         """(the chunk checked against the context, the effective limit).
@@ -441,13 +469,15 @@ class Engine:
             self.metrics.failure("dropped")
             raise
 
-    async def validate(self, inputs: str, parameters: Parameters) -> Job:
+    async def validate(
+        self, inputs: str, parameters: Parameters, tool: ToolDef | None = None
+    ) -> Job:
         """Take a permit, then validate (TGI's order: an overloaded server answers 429 first)."""
         if self.scheduler.running + self.scheduler.waiting >= self.config.max_concurrent_requests:
             self.metrics.failure("overloaded")
             raise Overloaded("Model is overloaded")
         try:  # tokenizing a large input: off the loop
-            job = await off_loop(len(inputs) > LARGE_TEXT, self._check, inputs, parameters)
+            job = await off_loop(len(inputs) > LARGE_TEXT, self._check, inputs, parameters, tool)
         except InferError as error:
             raise self.fail(error) from None
         self.metrics.observe("tgi_request_input_length", job.input_length)
@@ -479,24 +509,20 @@ class Engine:
 
     async def _decide(self, job: Job) -> tuple[Decoded, tuple[tuple[OutToken, ...], ...]]:
         limit = job.max_total_new_tokens
-        params = SamplingParams(
-            max_tokens=limit,
-            temperature=job.temperature if job.do_sample else 0.0,
-            top_p=job.top_p,
-            top_k=job.top_k,
-            seed=job.seed,
-            constraint=job.constraint,
-        )
+        params = _sampling(job)
         try:
-            generation = await decide(job.inputs, params, default_max_tokens=limit)
+            generation = await decide(
+                job.inputs, params, default_max_tokens=limit, script=job.script
+            )
         except ConstraintError as exc:
             raise InferError("generation", str(exc)) from None
         except Exception as exc:  # a shard that fails answers 424; so does a simulator bug
             log.exception("generation failed")
             raise InferError("generation", f"{type(exc).__name__}: {exc}") from None
+        if job.script is not None:
+            generation = merge_quote_comma(generation)
         decoded = apply_stopping(generation, limit, job.stop, job.seed)
-        n = job.top_n_tokens
-        return decoded, tuple(_top_tokens(t, n) for t in decoded.tokens) if n else ()
+        return with_logprobs(decoded, job.top_n_tokens, greedy=not job.do_sample)
 
     def succeeded(self, outcome: Outcome, received_at: float) -> None:
         """Record a finished request as the router does on its last token."""
@@ -513,9 +539,12 @@ class Engine:
         m.observe("tgi_request_generated_tokens", tokens)
 
     # --- runs: unary, best-of, token by token ----------------------------------------------
-    async def unary(self, received_at: float, inputs: str, parameters: Parameters) -> Outcome:
-        """A whole generation (raises InferError or Overloaded)."""
-        job = await self.validate(inputs, parameters)
+    async def unary(
+        self, received_at: float, inputs: str, parameters: Parameters,
+        tool: ToolDef | None = None,
+    ) -> Outcome:  # fmt: skip
+        """A whole generation (raises InferError or Overloaded); `tool`: see `_check`."""
+        job = await self.validate(inputs, parameters, tool)
         async with self.admitted(job, received_at) as outcome:
             await self.scheduler.sleep_generation(
                 outcome.decoded.generated_tokens, job.input_length
@@ -542,10 +571,11 @@ class Engine:
         return sorted(outcomes, key=mean_logprob, reverse=True)
 
     async def steps(
-        self, received_at: float, inputs: str, parameters: Parameters
-    ) -> AsyncIterator[Step]:
+        self, received_at: float, inputs: str, parameters: Parameters,
+        tool: ToolDef | None = None,
+    ) -> AsyncGenerator[Step, None]:  # fmt: skip
         """The tokens as the model produces them (raises InferError or Overloaded)."""
-        job = await self.validate(inputs, parameters)
+        job = await self.validate(inputs, parameters, tool)
         async with self.admitted(job, received_at) as outcome:
             last = outcome.decoded.generated_tokens
             index = 0
@@ -566,6 +596,18 @@ class Engine:
             )
 
 
+def _sampling(job: Job) -> SamplingParams:
+    """The core's sampling parameters for a job (its whole output budget)."""
+    return SamplingParams(
+        max_tokens=job.max_total_new_tokens,
+        temperature=job.temperature if job.do_sample else 0.0,
+        top_p=job.top_p,
+        top_k=job.top_k,
+        seed=job.seed,
+        constraint=job.constraint,
+    )
+
+
 async def all_or_none(work: Sequence[Awaitable[T]]) -> list[T]:
     """All results, or the first error with the rest cancelled."""
     tasks = [asyncio.ensure_future(w) for w in work]
@@ -578,11 +620,24 @@ async def all_or_none(work: Sequence[Awaitable[T]]) -> list[T]:
         raise
 
 
-def _top_tokens(chosen: OutToken, n: int) -> tuple[OutToken, ...]:
-    """`n` plausible alternatives, most likely first, the chosen token among them."""
-    out = [chosen]
-    for k in range(1, n):
-        tid = (chosen.id + 7919 * k) % tokenizer.CHAR_BASE
-        text, special = tokenizer.token_text(tid), tokenizer.is_special(tid)
-        out.append(OutToken(tid, text, round(chosen.logprob - 0.75 * k, 4), special))
-    return tuple(out)
+def with_logprobs(
+    decoded: Decoded, top_n: int, *, greedy: bool
+) -> tuple[Decoded, tuple[tuple[OutToken, ...], ...]]:
+    """`decoded` with the core's logprob of each token, and its `top_n` most likely tokens
+    at each position (none when `top_n` is 0), the chosen one among them where it ranks."""
+    values = core_logprobs.logprobs([t.id for t in decoded.tokens], top_n, greedy=greedy)
+    tokens = tuple(
+        replace(t, logprob=v.logprob) for t, v in zip(decoded.tokens, values, strict=True)
+    )
+    if not top_n:
+        return replace(decoded, tokens=tokens), ()
+    top = tuple(
+        tuple(
+            # The chosen one keeps its text (a merged tool-call token has no table entry).
+            OutToken(a.token_id, t.text if a.token_id == t.id else a.token, a.logprob,
+                     tokenizer.is_special(a.token_id))
+            for a in v.top
+        )
+        for t, v in zip(tokens, values, strict=True)
+    )  # fmt: skip
+    return replace(decoded, tokens=tokens), top

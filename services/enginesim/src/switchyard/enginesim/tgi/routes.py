@@ -6,7 +6,9 @@
   arrive as one `{"error", "error_type"}` event, and the stream ends without `[DONE]`.
 - `POST /v1/chat/completions` and `/chat_tokenize`: errors found while templating are HTTP
   422 even for streams; what fails later arrives inside a stream as
-  `{"error": {"message", "http_status_code": 422}}` followed by `data:[DONE]`.
+  `{"error": {"message", "http_status_code": 422}}` followed by `data:[DONE]`. Tools are a
+  grammar and TGI's own reading of the JSON back (`tools`); after `no_tool` a second
+  generation without tools answers. Images are read by a vision model only (`vision`).
 - `POST /v1/completions`: one or several prompts (several stream interleaved); `suffix` and
   more prompts than `--max-client-batch-size` are refused; errors inside a stream are
   native events; the stream ends with `data:[DONE]`.
@@ -39,6 +41,7 @@ from starlette.routing import BaseRoute
 
 from switchyard.enginesim import chat_template
 from switchyard.enginesim.faults import faults_route
+from switchyard.enginesim.generation import LARGE_TEXT, off_loop
 from switchyard.enginesim.scheduler import Overloaded
 from switchyard.enginesim.serving import (
     SSE_KEEPALIVE,
@@ -51,10 +54,22 @@ from switchyard.enginesim.serving import (
 )
 from switchyard.enginesim.stats import stats_route
 from switchyard.enginesim.tgi import VERSION, wire
-from switchyard.enginesim.tgi.engine import Engine, all_or_none
+from switchyard.enginesim.tgi.engine import Engine, Outcome, all_or_none
 from switchyard.enginesim.tgi.errors import BodyRejection, InferError
 from switchyard.enginesim.tgi.flags import Config
 from switchyard.enginesim.tgi.metrics import listen
+from switchyard.enginesim.tgi.tools import (
+    NO_TOOL,
+    ChatState,
+    ParsedCall,
+    ToolDef,
+    ToolDelta,
+    next_tool_call_id,
+    parse_output,
+    pick,
+    select,
+)
+from switchyard.enginesim.tgi.vision import simple_tokens
 from switchyard.enginesim.tgi.wire import (
     ChatRequest,
     GenerateRequest,
@@ -209,59 +224,128 @@ class Routes:
                     step.index, step.token, step.top_tokens, generated_text=text, details=details
                 )
 
+    async def _tokens(self, inputs: str) -> list[dict[str, Any]]:
+        """`/tokenize`'s answer; a large input (or its images) read off the event loop."""
+        multimodal = self.config.sim.multimodal
+        return await off_loop(len(inputs) > LARGE_TEXT, simple_tokens, inputs, multimodal)
+
     async def tokenize(self, request: Request) -> Response:
         req = wire.parse_generate_request(await self._body(request))
-        out = wire.simple_tokens(req.inputs)
+        out = await self._tokens(req.inputs)
         truncate = req.parameters.truncate
         if truncate is not None and len(out) > truncate:
             out = out[len(out) - truncate :]
         return OrjsonResponse(out)
 
     # --- chat ----------------------------------------------------------------------------
-    async def _chat(self, request: Request) -> tuple[ChatRequest, str]:
-        """The request and its templated prompt, or TGI's template and tool errors."""
+    async def _chat(self, request: Request) -> tuple[ChatRequest, str, ToolDef | None]:
+        """The request, its templated prompt and the function the model calls (None: it
+        writes text), or TGI's template and tool errors."""
         chat = wire.parse_chat_request(await self._body(request))
         self.engine.metrics.request_count += 1
         try:
-            if chat.has_tools:
-                if chat.parameters.grammar is not None:
-                    raise InferError("tool_error", "Grammar and tools are mutually exclusive")
-                raise InferError("tool_error", "tool calling is not simulated")
-            try:
-                return chat, chat_template.render(chat.messages)
-            except ValueError as exc:
-                raise InferError("template_error", str(exc)) from None
+            return (chat, *self._prompt(chat))
         except InferError as error:
             raise self.engine.fail(error) from None
 
+    @staticmethod
+    def _prompt(chat: ChatRequest, *, with_tools: bool = True) -> tuple[str, ToolDef | None]:
+        """`try_into_generate`: the prompt, and the function the tool grammar makes the
+        model call (`with_tools` False: what TGI generates again after `no_tool`)."""
+        if chat.tools is not None and chat.parameters.grammar is not None:
+            raise InferError("tool_error", "Grammar and tools are mutually exclusive")
+        offered: tuple[ToolDef, ...] = ()
+        if chat.tools is not None and with_tools:
+            offered = select(chat.tools, chat.tool_choice)
+        messages = chat.messages
+        try:
+            if not offered:
+                return chat_template.render(messages), None
+            if chat.last_has_content:  # the template lists the tools; the prompt goes last
+                last = messages[-1]
+                content = f"{last['content']}\n---\n{chat.tool_prompt}"
+                messages = [*messages[:-1], {"role": last["role"], "content": content}]
+            prompt = chat_template.render(messages, tools=[t.json() for t in offered])
+        except ValueError as exc:
+            raise InferError("template_error", str(exc)) from None
+        users = [m["content"] for m in chat.messages if m["role"] == "user"]
+        tool = pick(
+            offered, chat.tool_choice, last_role=chat.messages[-1]["role"],
+            user_text=users[-1] if users else "",
+        )  # fmt: skip
+        return prompt, tool
+
     async def chat_completions(self, request: Request) -> Response:
-        chat, inputs = await self._chat(request)
+        chat, inputs, tool = await self._chat(request)
         engine = self.engine
         engine.metrics.request_count += 1  # the inner generate counts the request once more
         incoming, model = Incoming.of(request), self.config.model_id
         if chat.stream:
-            events = self._chat_events(incoming, chat, inputs)
+            events = self._chat_events(incoming, chat, inputs, tool)
             return self._stream(incoming, events, len(inputs), InferError.openai_sse, wire.done())
-        work = engine.unary(incoming.received_at, inputs, chat.parameters)
-        outcome = await self._unary(request, incoming, work)
-        headers = wire.generation_headers(incoming.received_at, [outcome], len(inputs))
-        return OrjsonResponse(wire.chat_completion(model, outcome, chat.logprobs), headers=headers)
+        work = self._chat_unary(incoming, chat, inputs, tool)
+        outcome, call, characters = await self._unary(request, incoming, work)
+        headers = wire.generation_headers(incoming.received_at, [outcome], characters)
+        body = wire.chat_completion(model, outcome, chat.logprobs, call)
+        return OrjsonResponse(body, headers=headers)
+
+    async def _chat_unary(
+        self, incoming: Incoming, chat: ChatRequest, inputs: str, tool: ToolDef | None
+    ) -> tuple[Outcome, ParsedCall | None, int]:
+        """The generation, the call it made, and the prompt's length in characters; after
+        `no_tool`, a second generation without tools (TGI answers that one)."""
+        engine = self.engine
+        outcome = await engine.unary(incoming.received_at, inputs, chat.parameters, tool)
+        if tool is None:
+            return outcome, None, len(inputs)
+        call = parse_output(outcome.decoded.text)
+        if call is not None:
+            return outcome, call, len(inputs)
+        plain, _ = self._prompt(chat, with_tools=False)
+        engine.metrics.request_count += 1
+        return await engine.unary(incoming.received_at, plain, chat.parameters), None, len(plain)
 
     async def _chat_events(
-        self, incoming: Incoming, chat: ChatRequest, inputs: str
+        self, incoming: Incoming, chat: ChatRequest, inputs: str, tool: ToolDef | None
     ) -> AsyncGenerator[bytes, None]:
+        """The chunks of `ChatState`: text, or a call's `tool_calls` deltas; after
+        `no_tool`, the text of a second generation without tools."""
+        state = ChatState(using_tools=tool is not None)
+        async for chunk in self._chat_chunks(incoming, chat, inputs, tool, state):
+            yield chunk
+        if state.chose_no_tool:
+            plain, _ = self._prompt(chat, with_tools=False)
+            self.engine.metrics.request_count += 1
+            plain_state = ChatState(using_tools=False)
+            async for chunk in self._chat_chunks(incoming, chat, plain, None, plain_state):
+                yield chunk
+
+    async def _chat_chunks(
+        self, incoming: Incoming, chat: ChatRequest, inputs: str, tool: ToolDef | None,
+        state: ChatState,
+    ) -> AsyncGenerator[bytes, None]:  # fmt: skip
+        """One generation's chunks, until it ends or chooses `no_tool` (then aborted)."""
         model = self.config.model_id
-        async for step in self.engine.steps(incoming.received_at, inputs, chat.parameters):
-            finish = step.outcome.decoded.finish_reason if step.outcome is not None else None
-            yield wire.chat_chunk(
-                model, step.token, step.top_tokens, logprobs=chat.logprobs, finish=finish
-            )
-            if step.outcome is not None and chat.include_usage:
-                yield wire.chat_usage_chunk(model, step.outcome)
+        call_id = next_tool_call_id(chat.call_ids) if tool is not None else ""
+        steps = self.engine.steps(incoming.received_at, inputs, chat.parameters, tool)
+        async with contextlib.aclosing(steps):
+            async for step in steps:
+                event = state.push(step.token.text, step.token.special)
+                if event == NO_TOOL:
+                    return  # closing the steps aborts the generation
+                if event != "none":
+                    finish = None if step.outcome is None else step.outcome.decoded.finish_reason
+                    yield wire.chat_chunk(
+                        model, step.token, step.top_tokens, logprobs=chat.logprobs,
+                        finish=finish, tool=event if isinstance(event, ToolDelta) else None,
+                        call_id=call_id,
+                    )  # fmt: skip
+                if step.outcome is not None and chat.include_usage:
+                    yield wire.chat_usage_chunk(model, step.outcome)
 
     async def chat_tokenize(self, request: Request) -> Response:
-        _, inputs = await self._chat(request)
-        tokens = wire.simple_tokens(inputs)
+        _, inputs, _ = await self._chat(request)
+        tokens = await self._tokens(inputs)
         return OrjsonResponse({"tokenize_response": tokens, "templated_text": inputs})
 
     # --- completions ---------------------------------------------------------------------

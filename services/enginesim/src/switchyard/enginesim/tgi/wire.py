@@ -28,17 +28,27 @@ from __future__ import annotations
 import os
 import time
 from collections.abc import Mapping, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import TYPE_CHECKING, Any, Final, Literal
 
 import orjson
 from starlette.requests import Request
 
-from switchyard.enginesim import tokenizer
 from switchyard.enginesim.serde import unexpected
 from switchyard.enginesim.serving import sse_event
 from switchyard.enginesim.tgi import VERSION
 from switchyard.enginesim.tgi.errors import BodyRejection, data_error
+from switchyard.enginesim.tgi.tools import (
+    DEFAULT_TOOL_PROMPT,
+    Choice,
+    FunctionDef,
+    ParsedCall,
+    ToolDef,
+    ToolDelta,
+    compact,
+    tool_call_json,
+)
+from switchyard.enginesim.tools import Named
 
 if TYPE_CHECKING:
     from switchyard.enginesim.tgi.engine import FinishReason, Outcome, OutToken
@@ -240,23 +250,62 @@ def _openai_parameters(f: Fields, **specific: Any) -> Parameters:
 
 @dataclass(frozen=True, slots=True)
 class ChatRequest:
+    #: Each message's role and the text the template reads (`TextMessage`).
     messages: list[dict[str, str]]
     parameters: Parameters
     stream: bool
     include_usage: bool
     logprobs: bool
-    has_tools: bool
+    #: `tools` as sent (None: absent or null; an empty list is still "tools").
+    tools: tuple[ToolDef, ...] | None = None
+    tool_choice: Choice = "auto"
+    tool_prompt: str = DEFAULT_TOOL_PROMPT
+    #: The ids of the calls in the conversation's tool-call messages (for the next id).
+    call_ids: tuple[str, ...] = ()
+    #: Whether the last message has content (the tool prompt is appended to it), not calls.
+    last_has_content: bool = True
 
 
-def _message(value: object, path: str) -> dict[str, str]:
+@dataclass(frozen=True, slots=True)
+class _Message:
+    role: str
+    content: str
+    call_ids: tuple[str, ...] | None  # a `MessageBody::Tool`: its calls' ids
+
+
+def _function(value: object, path: str) -> FunctionDef:
+    f = Fields(value, "FunctionDefinition", path)
+    description = f.get("description", "Option<String>")
+    name = f.get("name", "String")
+    key = "arguments" if f.present("arguments") or not f.present("parameters") else "parameters"
+    return FunctionDef(name, f.required(key), description)
+
+
+def _tool_calls(value: object, path: str) -> list[dict[str, Any]]:
+    """`Vec<ToolCall>` as serde writes it back for the template (arguments as a string)."""
+    if not isinstance(value, list):
+        raise data_error(f"{path}: data did not match any variant of untagged enum MessageBody")
+    calls = []
+    for i, item in enumerate(value):
+        c = Fields(item, "ToolCall", f"{path}[{i}]")
+        call_id, kind = c.get("id", "String"), c.get("type", "String")
+        function = _function(c.required("function"), f"{path}[{i}].function")
+        calls.append({"id": call_id, "type": kind, "function": function.json()})
+    return calls
+
+
+def _message(value: object, path: str) -> _Message:
     """A `Message`: its role and its text (a string, or text and image chunks, images as
-    `![](url)`; tool calls alone are no text)."""
+    `![](url)`; a message of tool calls alone reads as their JSON)."""
     m = Fields(value, "Message", path)
     role, content = m.get("role", "String"), m.raw("content")
-    if content is None and not m.present("tool_calls"):
-        raise data_error(f"{path}: data did not match any variant of untagged enum MessageBody")
-    if isinstance(content, str) or content is None:
-        return {"role": role, "content": content or ""}
+    if content is None:
+        if not m.present("tool_calls"):
+            raise data_error(f"{path}: data did not match any variant of untagged enum MessageBody")
+        calls = _tool_calls(m.raw("tool_calls"), f"{path}.tool_calls")
+        return _Message(role, compact(calls), tuple(c["id"] for c in calls))
+    if isinstance(content, str):
+        return _Message(role, content, None)
     if not isinstance(content, list):
         raise data_error(
             f"{path}.content: data did not match any variant of untagged enum MessageContent"
@@ -274,7 +323,38 @@ def _message(value: object, path: str) -> dict[str, str]:
             raise data_error(
                 f"{path}.content[{i}]: unknown variant `{kind}`, expected `text` or `image_url`"
             )
-    return {"role": role, "content": "".join(parts)}
+    return _Message(role, "".join(parts), None)
+
+
+def _tools(value: object) -> tuple[ToolDef, ...] | None:
+    if value is None:
+        return None
+    if not isinstance(value, list):
+        raise data_error(f"tools: invalid type: {unexpected(value)}, expected a sequence")
+    tools = []
+    for i, item in enumerate(value):
+        t = Fields(item, "Tool", f"tools[{i}]")
+        kind = t.get("type", "String")
+        tools.append(ToolDef(kind, _function(t.required("function"), f"tools[{i}].function")))
+    return tuple(tools)
+
+
+def _tool_choice(value: object) -> Choice:
+    """`ToolTypeDeserializer`: null is auto; a string other than the three modes names a
+    function; so does `{"type": "function", "function": {"name"}}`."""
+    if value is None:
+        return "auto"
+    if isinstance(value, str):
+        if value in ("auto", "none", "required"):
+            return value  # type: ignore[return-value]
+        return Named(value)
+    if isinstance(value, Mapping) and value.get("type") == "function":
+        function = value.get("function")
+        if isinstance(function, Mapping) and isinstance(function.get("name"), str):
+            return Named(function["name"])
+    raise data_error(
+        "tool_choice: data did not match any variant of untagged enum ToolTypeDeserializer"
+    )
 
 
 def parse_chat_request(body: object) -> ChatRequest:
@@ -300,11 +380,19 @@ def parse_chat_request(body: object) -> ChatRequest:
         top_n_tokens=f.get("top_logprobs", "Option<u32>"),
         grammar=parse_grammar(f.raw("response_format"), "response_format"),
     )
-    tools = f.raw("tools")
+    call_ids = tuple(i for m in messages if m.call_ids is not None for i in m.call_ids)
     return ChatRequest(
-        messages, parameters, f.get("stream", "bool"), include_usage,
-        bool(f.get("logprobs", "Option<bool>")), isinstance(tools, list) and len(tools) > 0,
-    )  # fmt: skip
+        messages=[{"role": m.role, "content": m.content} for m in messages],
+        parameters=parameters,
+        stream=f.get("stream", "bool"),
+        include_usage=include_usage,
+        logprobs=bool(f.get("logprobs", "Option<bool>")),
+        tools=_tools(f.raw("tools")),
+        tool_choice=_tool_choice(f.raw("tool_choice")),
+        tool_prompt=f.get("tool_prompt", "Option<String>") or DEFAULT_TOOL_PROMPT,
+        call_ids=call_ids,
+        last_has_content=bool(messages) and messages[-1].call_ids is None,
+    )
 
 
 @dataclass(frozen=True, slots=True)
@@ -382,16 +470,6 @@ def stream_details(outcome: Outcome) -> dict[str, Any]:
     }
 
 
-def simple_tokens(text: str) -> list[dict[str, Any]]:
-    """`TokenizeResponse`: each token with its character offsets in `text`."""
-    out, start = [], 0
-    for piece in tokenizer.tokens(text):
-        stop = start + len(piece)
-        out.append({"id": tokenizer.token_id(piece), "text": piece, "start": start, "stop": stop})
-        start = stop
-    return out
-
-
 # --- OpenAI answers ---------------------------------------------------------------------
 
 
@@ -423,7 +501,11 @@ def _logprob(token: OutToken, top: Sequence[OutToken]) -> dict[str, Any]:
     return {"token": token.text, "logprob": token.logprob, "top_logprobs": top_logprobs}
 
 
-def chat_completion(model: str, outcome: Outcome, logprobs: bool) -> dict[str, Any]:
+def chat_completion(
+    model: str, outcome: Outcome, logprobs: bool, call: ParsedCall | None = None
+) -> dict[str, Any]:
+    """The unary `ChatCompletion`: the text, or the call the output made (`ToolCallMessage`,
+    without `content`)."""
     decoded = outcome.decoded
     content = None
     if logprobs:
@@ -431,7 +513,9 @@ def chat_completion(model: str, outcome: Outcome, logprobs: bool) -> dict[str, A
         content = {
             "content": [_logprob(t, top) for t, top in zip(decoded.tokens, tops, strict=True)]
         }
-    message = {"role": "assistant", "content": decoded.text}
+    message: dict[str, Any] = {"role": "assistant", "content": decoded.text}
+    if call is not None:
+        message = {"role": "assistant", "tool_calls": [tool_call_json(call)]}
     finish = openai_finish(decoded.finish_reason)
     choice = {"index": 0, "message": message, "logprobs": content, "finish_reason": finish}
     return _openai("chat.completion", model, [choice], usage=_usage([outcome]))
@@ -439,11 +523,19 @@ def chat_completion(model: str, outcome: Outcome, logprobs: bool) -> dict[str, A
 
 def chat_chunk(
     model: str, token: OutToken, top: Sequence[OutToken], *, logprobs: bool,
-    finish: FinishReason | None,
+    finish: FinishReason | None, tool: ToolDelta | None = None, call_id: str = "",
 ) -> bytes:  # fmt: skip
+    """One streamed token: its text as content, or (`tool`) a `tool_calls` delta whose
+    arguments stand in for the token's text (in its logprobs too)."""
+    delta: dict[str, Any] = {"role": "assistant", "content": "" if token.special else token.text}
+    if tool is not None:
+        token = replace(token, text=tool.arguments)
+        function = {"name": tool.name, "arguments": tool.arguments}
+        call = {"index": 0, "id": call_id, "type": "function", "function": function}
+        delta = {"role": "assistant", "tool_calls": [call]}
     choice = {
         "index": 0,
-        "delta": {"role": "assistant", "content": "" if token.special else token.text},
+        "delta": delta,
         "logprobs": {"content": [_logprob(token, top)]} if logprobs else None,
         "finish_reason": None if finish is None else openai_finish(finish),
     }

@@ -4,8 +4,11 @@ A request becomes a `Job` through vLLM 0.33's checks, in its order and words: th
 limit against the context (`renderers/params.py:TokenizeParams`), the prompt's length in
 characters and then in tokens, the clamping of `max_tokens` to what the context leaves
 (`serve/utils/api_utils.py:get_max_tokens`), then `SamplingParams._verify_args`. The
-structured-output constraint is compiled when the job runs, as vLLM's engine compiles it
-when the request is added (so a bad one fails inside a stream).
+structured-output constraint is compiled, and the number of logprobs checked against
+`--max-logprobs`, when the job runs, as vLLM's engine does when the request is added (so
+a bad one fails inside a stream). A chat request's tools, reasoning and images go through
+`chat`: each choice writes its reasoning and tool calls with generators seeded like its
+text.
 
 vLLM counts every unfinished request (running or waiting) against `--max-num-queued-reqs`
 and refuses past it (`AsyncLLM.check_admission`), while the scheduler runs at most
@@ -27,17 +30,24 @@ from typing import Any, Final
 
 import orjson
 
-from switchyard.enginesim import chat_template, tokenizer
-from switchyard.enginesim.generation import Generation, Prompt, SamplingParams, decide, prompt_of
+from switchyard.enginesim import generation, reasoning, tokenizer, tools
+from switchyard.enginesim.generation import (
+    Generation,
+    Prompt,
+    SamplingParams,
+    decide,
+    off_loop,
+    prompt_of,
+)
 from switchyard.enginesim.scheduler import QueueFull, Scheduler
 from switchyard.enginesim.stats import SimStats
 from switchyard.enginesim.structured import Constraint, ConstraintError, ConstraintKind
-from switchyard.enginesim.vllm.errors import InvalidRequest, QueueOverflow, VllmError
+from switchyard.enginesim.vllm import chat
+from switchyard.enginesim.vllm.errors import InvalidRequest, QueueOverflow
 from switchyard.enginesim.vllm.flags import Config
 from switchyard.enginesim.vllm.metrics import Metrics
 from switchyard.enginesim.vllm.wire import (
     ChatCompletionRequest,
-    ChatMessage,
     CompletionRequest,
     SamplingRequest,
 )
@@ -78,33 +88,12 @@ class Job:
     max_tokens: int  # the largest output limit of its prompts, for the metrics
     n: int
     arrival: float  # event-loop time the request arrived
+    chat: chat.Features | None = None  # None: a completions request
+    logprobs: int | None = None  # alternatives per token; None: no logprobs
 
     @property
     def prompt_tokens(self) -> int:
         return sum(p.tokens for p in self.prompts)
-
-
-def render_chat(
-    messages: Sequence[ChatMessage], model: str, *, add_generation_prompt: bool,
-    continue_final_message: bool,
-) -> str:  # fmt: skip
-    """The prompt text for chat messages, with the simulated model's template."""
-    rendered = [{"role": m.role, "content": _text(m, model)} for m in messages]
-    try:
-        text = chat_template.render(rendered, add_generation_prompt=add_generation_prompt)
-    except ValueError as exc:
-        raise VllmError(str(exc)) from None
-    # continue_final_message leaves the last message open, so the model continues it.
-    return text.removesuffix(f"{tokenizer.IM_END}\n") if continue_final_message else text
-
-
-def _text(message: ChatMessage, model: str) -> str:
-    """A message's content as text: a string, or its text parts joined by newlines."""
-    if message.content is None or isinstance(message.content, str):
-        return message.content or ""
-    if any(part.type != "text" or part.text is None for part in message.content):
-        raise VllmError(f"{model} is not a multimodal model")  # the simulated model reads text
-    return "\n".join(str(part.text) for part in message.content)
 
 
 def decode(ids: Sequence[int]) -> str:
@@ -157,6 +146,8 @@ class Step:
     tokens: int
     finish_reason: str | None = None
     stop_reason: str | int | None = None
+    token_id: int | None = None  # the token shown (None: only tokens not shown)
+    position: int = 0  # its place in the output
 
 
 @dataclass(frozen=True, slots=True)
@@ -170,6 +161,8 @@ class Outcome:
     finish_reason: str
     stop_reason: str | int | None
     completion_tokens: int
+    token_ids: tuple[int, ...] = ()  # the tokens shown, then the EOS or stop token that ended it
+    greedy: bool = False
 
 
 def outcome(choice: Choice, gen: Generation, job: Job) -> Outcome:
@@ -182,16 +175,28 @@ def outcome(choice: Choice, gen: Generation, job: Job) -> Outcome:
             stop_reason = tid
             break
     suffix = gen.matched_stop if job.include_stop_str_in_output and gen.matched_stop else ""
-    steps = [Step(piece, 1) for piece in gen.tokens]
+    steps = [
+        Step(piece, 1, token_id=tid, position=k)
+        for k, (piece, tid) in enumerate(zip(gen.tokens, gen.token_ids, strict=True))
+    ]
     extra = gen.completion_tokens - len(gen.tokens)
+    # The token that ended it is generated, counted and given logprobs, but not shown.
+    ending = stop_reason if isinstance(stop_reason, int) else None
+    ending = tokenizer.EOS_TOKEN_ID if ending is None and gen.eos else ending
+    ids = gen.token_ids if ending is None else (*gen.token_ids, ending)
     if extra > 0 or not steps:
-        steps.append(Step(suffix, max(extra, 0), gen.finish_reason, stop_reason))
+        last_id = ending if extra == 1 else None
+        steps.append(
+            Step(suffix, max(extra, 0), gen.finish_reason, stop_reason, last_id, len(gen.tokens))
+        )
     else:
         last = steps[-1]
-        steps[-1] = Step(last.text + suffix, last.tokens, gen.finish_reason, stop_reason)
+        steps[-1] = dataclasses.replace(
+            last, text=last.text + suffix, finish_reason=gen.finish_reason, stop_reason=stop_reason
+        )
     return Outcome(
         choice.index, choice.prompt, gen.text + suffix, tuple(steps), gen.finish_reason,
-        stop_reason, gen.completion_tokens,
+        stop_reason, gen.completion_tokens, ids, choice.params.temperature == 0,
     )  # fmt: skip
 
 
@@ -258,7 +263,14 @@ class Engine:
                 parameter=param,
                 value=limit,
             )
-        prompts = [await self._prompt(text) for text in self._texts(req)]
+        features = None
+        if isinstance(req, ChatCompletionRequest):
+            chat.check_tool_choice(req, self.config)
+            text, image_tokens = await chat.render(req, self.config)
+            prompts = [await self._prompt(text, image_tokens)]
+            features = chat.features(req, self.config)
+        else:
+            prompts = [await self._prompt(text) for text in self._texts(req)]
         choices: list[Choice] = []
         for p, prompt in enumerate(prompts):
             room = (
@@ -278,18 +290,11 @@ class Engine:
             max_tokens=max((c.params.max_tokens or 0 for c in choices), default=0),
             n=req.n,
             arrival=arrival,
+            chat=features,
+            logprobs=req.num_logprobs,
         )
 
-    def _texts(self, req: CompletionRequest | ChatCompletionRequest) -> list[str]:
-        if isinstance(req, ChatCompletionRequest):
-            return [
-                render_chat(
-                    req.messages,
-                    self.config.model_name,
-                    add_generation_prompt=req.add_generation_prompt,
-                    continue_final_message=req.continue_final_message,
-                )
-            ]
+    def _texts(self, req: CompletionRequest) -> list[str]:
         raw = req.prompt
         if isinstance(raw, str):
             return [raw]
@@ -299,7 +304,8 @@ class Engine:
             p if isinstance(p, str) else decode(p) for p in raw or () if isinstance(p, str | list)
         ]
 
-    async def _prompt(self, text: str) -> Prompt:
+    async def _prompt(self, text: str, image_tokens: int = 0) -> Prompt:
+        """The prompt, checked against the context; `image_tokens`: what its images add."""
         limit = self.config.max_model_len
         max_chars = limit * MAX_CHARS_PER_TOKEN
         if len(text) > max_chars:
@@ -313,6 +319,7 @@ class Engine:
                 value=len(text),
             )
         prompt = await prompt_of(text)
+        prompt = Prompt(prompt.text, prompt.tokens + image_tokens)
         if prompt.tokens > limit:
             # vLLM tokenizes with truncation at limit + 1, so it only knows "at least".
             raise InvalidRequest(
@@ -418,21 +425,55 @@ class Engine:
             self._constraints.popitem(last=False)
         return compiled
 
+    def check_logprobs(self, job: Job) -> None:
+        """vLLM's `SamplingParams._validate_logprobs`, run as the engine adds the request."""
+        limit = self.config.max_logprobs
+        limit = tokenizer.VOCAB_SIZE if limit == -1 else limit
+        asked = tokenizer.VOCAB_SIZE if job.logprobs == -1 else job.logprobs
+        if asked and asked > limit:
+            raise InvalidRequest(
+                f"Requested sample logprobs of {asked}, which is greater than max allowed: {limit}",
+                parameter="logprobs",
+                value=asked,
+            )
+
     async def _outcomes(self, job: Job, constraint: Constraint | None) -> list[Outcome]:
         outcomes = []
         for choice in job.choices:
             params: SamplingParams = dataclasses.replace(choice.params, constraint=constraint)
+            prompt = job.prompts[choice.prompt].text
             try:
-                gen = await decide(job.prompts[choice.prompt].text, params, default_max_tokens=16)
+                preamble, script = await self._chat_output(job, prompt, params)
+                gen = await decide(
+                    prompt, params, default_max_tokens=16, preamble=preamble, script=script
+                )
             except ConstraintError as exc:
-                assert job.constraint is not None
+                if job.constraint is None:
+                    raise InvalidRequest(f"Invalid tool parameters: {exc}") from None
                 raise InvalidRequest(_compile_error(job.constraint, exc)) from None
             outcomes.append(outcome(choice, gen, job))
         return outcomes
 
+    async def _chat_output(
+        self, job: Job, prompt: str, params: SamplingParams
+    ) -> tuple[str, str | None]:
+        """A chat choice's reasoning (its preamble) and tool calls (its script), each from
+        its own generator seeded like the text, so a seeded request repeats exactly."""
+        if job.chat is None:
+            return "", None
+        preamble = ""
+        if job.chat.reasoning:
+            preamble = reasoning.preamble(generation.rng(prompt, params, salt="reasoning"))
+        if not job.chat.calls:
+            return preamble, None
+        rng = generation.rng(prompt, params, salt="tools")
+        calls = await off_loop(True, tools.calls, job.chat.calls, rng)  # schema checks: CPU
+        return preamble, tools.hermes(calls)
+
     @contextlib.asynccontextmanager
     async def _running(self, job: Job) -> AsyncIterator[tuple[list[Outcome], Live]]:
         """Admit the job (FIFO queue), generate it, and account for it until it ends."""
+        self.check_logprobs(job)
         constraint = await self.constraint(job.constraint) if job.constraint else None
         async with self.scheduler.admit(job.prompt_tokens) as admission:
             outcomes = await self._outcomes(job, constraint)

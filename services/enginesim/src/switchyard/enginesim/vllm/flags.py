@@ -9,6 +9,7 @@ the simulator.
 from __future__ import annotations
 
 import argparse
+import json
 import math
 import os
 import re
@@ -28,15 +29,17 @@ _IGNORED_WITH_VALUE = (
     "--dtype", "--seed", "--max-num-batched-tokens", "--generation-config",
     "--uvicorn-log-level", "--otlp-traces-endpoint", "--collect-detailed-traces",
     "--quantization", "--kv-cache-dtype", "--tokenizer", "--revision",
-    "--download-dir", "--load-format", "--chat-template", "--tool-call-parser",
-    "--reasoning-parser", "--fingerprint-mode", "--swap-space", "--root-path",
+    "--download-dir", "--load-format", "--chat-template", "--fingerprint-mode",
+    "--swap-space", "--root-path",
 )  # fmt: skip
 _IGNORED_SWITCHES = (
     "--disable-fastapi-docs", "--disable-log-requests", "--disable-log-stats",
     "--enable-log-requests", "--trust-remote-code", "--enforce-eager",
     "--enable-prefix-caching", "--no-enable-prefix-caching", "--enable-chunked-prefill",
-    "--no-enable-chunked-prefill", "--enable-auto-tool-choice", "--disable-uvicorn-access-log",
+    "--no-enable-chunked-prefill", "--disable-uvicorn-access-log",
 )  # fmt: skip
+#: Images a prompt may carry unless `--limit-mm-per-prompt` says otherwise (vLLM's 999).
+DEFAULT_IMAGE_LIMIT = 999
 
 
 @dataclass(frozen=True, slots=True)
@@ -58,6 +61,16 @@ class Config:
     enable_request_id_headers: bool
     enable_server_load_tracking: bool
     enable_force_include_usage: bool
+    #: `--tool-call-parser`: the simulated model writes Hermes-format calls, which any
+    #: named parser extracts; None: tool_choice other than "none" is refused.
+    tool_call_parser: str | None
+    enable_auto_tool_choice: bool
+    #: `--reasoning-parser`: the model reasons first, returned apart as `reasoning`.
+    reasoning_parser: str | None
+    #: Most logprobs a request may ask per token (`--max-logprobs`; -1: the vocabulary).
+    max_logprobs: int
+    #: Most images per prompt (`--limit-mm-per-prompt`), for a multimodal model.
+    image_limit: int
     sim: SimOptions
 
     @property
@@ -113,12 +126,34 @@ def parser() -> argparse.ArgumentParser:
     add("--enable-request-id-headers", action="store_true")
     add("--enable-server-load-tracking", action="store_true")
     add("--enable-force-include-usage", action="store_true")
+    add("--tool-call-parser", default=None)
+    add("--enable-auto-tool-choice", action="store_true")
+    add("--reasoning-parser", default=None)
+    add("--max-logprobs", type=checked(int, lambda value: value >= -1, "at least -1"), default=20)
+    add("--limit-mm-per-prompt", type=_mm_limits, default={})
     for flag in _IGNORED_WITH_VALUE:  # accepted; they change nothing in a simulation
         add(flag, default=None)
     for flag in _IGNORED_SWITCHES:
         add(flag, action="store_true")
     add_sim_arguments(serve)
     return root
+
+
+def _mm_limits(text: str) -> dict[str, int]:
+    """`--limit-mm-per-prompt`: JSON, `{"image": 2}` (a modality's options object: its count)."""
+    try:
+        value = json.loads(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"not JSON: {text!r}") from None
+    if not isinstance(value, dict):
+        raise argparse.ArgumentTypeError(f"must be a JSON object, got {text!r}")
+    limits: dict[str, int] = {}
+    for modality, limit in value.items():
+        count = limit.get("count") if isinstance(limit, dict) else limit
+        if not isinstance(count, int) or isinstance(count, bool) or count < 0:
+            raise argparse.ArgumentTypeError(f"{modality}: not a count: {limit!r}")
+        limits[modality] = count
+    return limits
 
 
 def api_keys(flag: Sequence[str] | None, environ: Mapping[str, str]) -> tuple[str, ...]:
@@ -135,6 +170,8 @@ def parse(argv: Sequence[str] | None = None, environ: Mapping[str, str] | None =
     model = args.model or args.model_tag
     if not model:
         p.error("serve: give the model as MODEL or --model")
+    if args.enable_auto_tool_choice and not args.tool_call_parser:
+        p.error("--enable-auto-tool-choice requires --tool-call-parser")  # vLLM: a TypeError
     # The simulated KV cache: a quarter of `max_num_seqs` full contexts, scaled by the
     # memory share, so that a busy simulator shows a KV usage that moves and can fill up.
     kv_tokens = args.gpu_memory_utilization * args.max_num_seqs * args.max_model_len / 4
@@ -143,4 +180,5 @@ def parse(argv: Sequence[str] | None = None, environ: Mapping[str, str] | None =
         host=args.host or "0.0.0.0",  # vLLM's unset host: every interface
         num_gpu_blocks=args.num_gpu_blocks_override or max(1, math.ceil(kv_tokens / args.block_size)),
         api_keys=api_keys(args.api_key, os.environ if environ is None else environ),
+        image_limit=args.limit_mm_per_prompt.get("image", DEFAULT_IMAGE_LIMIT),
     )  # fmt: skip

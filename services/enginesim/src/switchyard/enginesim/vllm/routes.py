@@ -42,8 +42,8 @@ from switchyard.enginesim.serving import (
     until_disconnected,
 )
 from switchyard.enginesim.stats import stats_route
-from switchyard.enginesim.vllm import VERSION
-from switchyard.enginesim.vllm.engine import Engine, Job, Ticket, render_chat
+from switchyard.enginesim.vllm import VERSION, chat
+from switchyard.enginesim.vllm.engine import Engine, Job, Ticket
 from switchyard.enginesim.vllm.errors import (
     HANDLERS,
     UNSUPPORTED_MEDIA_TYPE,
@@ -157,15 +157,15 @@ class Routes:
         except BaseException:
             ticket.release()
             raise
-        chat = isinstance(req, ChatCompletionRequest)
-        kind = "chat.completion" if chat else "text_completion"
+        is_chat = isinstance(req, ChatCompletionRequest)
+        kind = "chat.completion" if is_chat else "text_completion"
         head = {
-            "id": f"{'chatcmpl' if chat else 'cmpl'}-{request_id}",
+            "id": f"{'chatcmpl' if is_chat else 'cmpl'}-{request_id}",
             "object": kind,
             "created": int(time.time()),
             "model": self.config.model_name,
         }
-        prefixes = [p.text for p in job.prompts] if not chat and req.echo else []
+        prefixes = [p.text for p in job.prompts] if not is_chat and req.echo else []
         if req.stream:
             options = req.stream_options
             include = bool(options and options.include_usage)
@@ -173,12 +173,14 @@ class Routes:
             if self.config.enable_force_include_usage:
                 include = continuous = True
             chunks = Chunks(
-                {**head, "object": f"{kind}.chunk" if chat else kind},
+                {**head, "object": f"{kind}.chunk" if is_chat else kind},
                 self.fingerprint,
                 [p.tokens for p in job.prompts],
                 include_usage=include,
                 continuous_usage=continuous,
                 prefixes=prefixes,
+                features=job.chat,
+                logprobs=job.logprobs,
             )
             # The stream releases its ticket when it ends; the background task covers a
             # stream that never started (the client left before the first byte).
@@ -188,7 +190,10 @@ class Routes:
             outcomes = await until_disconnected(request, self.engine.run(job, traceparent))
         finally:
             ticket.release()
-        body = response(head, outcomes, job.prompt_tokens, self.fingerprint, prefixes)
+        body = response(
+            head, outcomes, job.prompt_tokens, self.fingerprint, prefixes,
+            features=job.chat, logprobs=job.logprobs,
+        )  # fmt: skip
         return OrjsonResponse(body)
 
     async def _events(
@@ -205,7 +210,9 @@ class Routes:
                                 yield chunks.role(choice.index)
                         first = False
                         for outcome, s in step:
-                            yield chunks.chunk(outcome, s)
+                            chunk = chunks.chunk(outcome, s)
+                            if chunk is not None:
+                                yield chunk
                 final = chunks.final()
                 if final is not None:
                     yield final
@@ -234,16 +241,11 @@ class Routes:
     async def tokenize(self, request: Request) -> Response:
         body = await read_json(request, UNSUPPORTED_MEDIA_TYPE)
         # vLLM's union of the two forms: the chat one when there are messages.
-        chat = isinstance(body, dict) and "messages" in body
-        req = validate(TokenizeChatRequest if chat else TokenizeCompletionRequest, body)
+        is_chat = isinstance(body, dict) and "messages" in body
+        req = validate(TokenizeChatRequest if is_chat else TokenizeCompletionRequest, body)
         self._check_model(req.model)
         if isinstance(req, TokenizeChatRequest):
-            text = render_chat(
-                req.messages,
-                self.config.model_name,
-                add_generation_prompt=req.add_generation_prompt,
-                continue_final_message=req.continue_final_message,
-            )
+            text, _ = await chat.render(req, self.config)  # images: their placeholder text
         else:
             text = req.prompt
         ids = await encode(text)

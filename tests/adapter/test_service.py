@@ -1,0 +1,200 @@
+"""The gRPC servicer's mapping of what translations read to the contract's messages: every
+choice in a unary response (choice 0 also at the top level), stream messages per choice as
+they come, each choice's finish on its own last message, usage once at the end.
+
+The engine behind the servicer is scripted here (what it returns is the translation's
+business, tested per engine); the servicer runs in a real gRPC server.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import AsyncGenerator, AsyncIterator, Sequence
+from typing import TYPE_CHECKING, Any, cast
+
+import grpc
+import pytest
+
+from switchyard.adapter.engine import EngineClient
+from switchyard.adapter.health import Readiness
+from switchyard.adapter.load import LoadReader
+from switchyard.adapter.service import InferenceServicer
+from switchyard.adapter.translation import Choice, Completion, Delta, ToolCall
+from switchyard.adapter_vllm.translation import VllmTranslation
+from switchyard.inference.errors import from_rpc_error
+from switchyard.inference.v1 import inference_pb2 as pb
+from switchyard.inference.v1 import inference_pb2_grpc as pb_grpc
+from tests.support.canonical import generate_request
+
+if TYPE_CHECKING:
+    from switchyard.inference.v1.inference_pb2_grpc import InferenceServiceAsyncStub as Stub
+
+MODEL = "demo"
+LOGPROB = pb.TokenLogprob(token="Hi", logprob=-0.5, bytes=b"Hi")
+
+
+class ScriptedEngine:
+    """What the servicer asks of its engine client: a completion, or a stream of deltas that
+    may wait at a gate (to show that messages are not held back)."""
+
+    def __init__(self, completion: Completion | None = None, deltas: Sequence[Delta] = ()) -> None:
+        self.translation = VllmTranslation(MODEL)
+        self.completion = completion
+        self.deltas = deltas
+        self.gate_after: int | None = None
+        self.gate = asyncio.Event()
+
+    async def complete(self, request: pb.GenerateRequest) -> Completion:
+        assert self.completion is not None
+        return self.completion
+
+    async def _deltas(self) -> AsyncGenerator[Delta, None]:
+        for i, delta in enumerate(self.deltas):
+            if i == self.gate_after:
+                await self.gate.wait()
+            yield delta
+
+    def stream(self, request: pb.GenerateRequest) -> AsyncGenerator[Delta, None]:
+        return self._deltas()
+
+
+class Ready:
+    ready = True
+    max_model_len = 1024
+
+    def engine_unreachable(self) -> None:
+        pass
+
+
+@pytest.fixture
+async def serve() -> AsyncIterator[Any]:
+    servers: list[grpc.aio.Server] = []
+    channels: list[grpc.aio.Channel] = []
+
+    async def start(engine: ScriptedEngine) -> Stub:
+        servicer = InferenceServicer(
+            served_model_name=MODEL,
+            engine=cast(EngineClient, engine),
+            readiness=cast(Readiness, Ready()),
+            load=cast(LoadReader, None),
+            default_timeout_s=30,
+        )
+        server = grpc.aio.server()
+        pb_grpc.add_InferenceServiceServicer_to_server(servicer, server)
+        port = server.add_insecure_port("127.0.0.1:0")
+        await server.start()
+        servers.append(server)
+        channel = grpc.aio.insecure_channel(f"127.0.0.1:{port}")
+        channels.append(channel)
+        return pb_grpc.InferenceServiceStub(channel)
+
+    yield start
+    for channel in channels:
+        await channel.close()
+    for server in servers:
+        await server.stop(None)
+
+
+def chat(n: int = 1, include_usage: bool = True) -> pb.GenerateRequest:
+    request = generate_request(MODEL, messages=[("user", "Hi")])
+    request.n = n
+    request.include_usage = include_usage
+    return request
+
+
+async def test_a_unary_response_carries_every_choice(serve: Any) -> None:
+    completion = Completion(
+        choices=(
+            Choice("", pb.FINISH_REASON_TOOL_CALLS, 0, (ToolCall("c1", "weather", "{}"),), "Hmm"),
+            Choice("Hi", pb.FINISH_REASON_STOP, 1, logprobs=(LOGPROB,)),
+        ),
+        prompt_tokens=7,
+        completion_tokens=9,
+    )
+    stub = await serve(ScriptedEngine(completion))
+    response = await stub.Generate(chat(n=2))
+    assert (response.text, response.finish_reason) == ("", pb.FINISH_REASON_TOOL_CALLS)
+    assert (response.usage.prompt_tokens, response.usage.completion_tokens) == (7, 9)
+    first, second = response.choices
+    assert first == pb.GeneratedChoice(
+        index=0,
+        finish_reason=pb.FINISH_REASON_TOOL_CALLS,
+        tool_calls=[pb.ToolCall(id="c1", name="weather", arguments="{}")],
+        reasoning="Hmm",
+    )
+    assert second == pb.GeneratedChoice(
+        index=1, text="Hi", finish_reason=pb.FINISH_REASON_STOP, logprobs=[LOGPROB]
+    )
+
+
+async def test_stream_messages_per_choice_and_each_choice_s_finish(serve: Any) -> None:
+    call = pb.ToolCallDelta(index=0, id="c1", name="weather", arguments_delta="{}")
+    deltas = [
+        Delta(reasoning="Hmm", token_count=1, index=0, prompt_tokens=7, completion_tokens=1),
+        Delta(text="Hi", token_count=1, index=1, logprobs=(LOGPROB,), completion_tokens=2),
+        Delta(tool_calls=(call,), token_count=2, index=0, completion_tokens=4),
+        Delta(finish_reason=pb.FINISH_REASON_TOOL_CALLS, index=0, completion_tokens=4),
+        Delta(finish_reason=pb.FINISH_REASON_LENGTH, index=1, token_count=1, completion_tokens=5),
+        Delta(prompt_tokens=7, completion_tokens=6, token_count=1),  # the usage-only last
+    ]
+    stub = await serve(ScriptedEngine(deltas=deltas))
+    messages = [m async for m in stub.GenerateStream(chat(n=2))]
+    *body, finish_0, finish_1 = messages
+    assert [(m.index, m.reasoning_delta, m.text_delta) for m in body] == [
+        (0, "Hmm", ""), (1, "", "Hi"), (0, "", ""), (1, "", ""), (0, "", ""),
+    ]  # fmt: skip
+    assert list(body[1].logprobs) == [LOGPROB]
+    assert list(body[2].tool_calls) == [call]
+    assert sum(m.token_count for m in body) == 6
+    assert not any(m.finish_reason for m in body)
+    assert (finish_0.index, finish_0.finish_reason) == (0, pb.FINISH_REASON_TOOL_CALLS)
+    assert (finish_1.index, finish_1.finish_reason) == (1, pb.FINISH_REASON_LENGTH)
+    assert not finish_0.HasField("usage")
+    assert (finish_1.usage.prompt_tokens, finish_1.usage.completion_tokens) == (7, 6)
+
+
+async def test_a_stream_message_is_sent_before_the_next_delta_exists(serve: Any) -> None:
+    engine = ScriptedEngine(
+        deltas=[
+            Delta(text="Hi", token_count=1),
+            Delta(finish_reason=pb.FINISH_REASON_STOP, token_count=1),
+        ]
+    )
+    engine.gate_after = 1
+    stub = await serve(engine)
+    stream = stub.GenerateStream(chat())
+    first = await stream.read()
+    assert first.text_delta == "Hi"  # while the engine has not said more
+    engine.gate.set()
+    rest = []
+    while (message := await stream.read()) is not grpc.aio.EOF:
+        rest.append(message)
+    assert [(m.token_count, m.finish_reason) for m in rest] == [
+        (1, pb.FINISH_REASON_UNSPECIFIED),
+        (0, pb.FINISH_REASON_STOP),
+    ]
+
+
+async def test_a_stream_missing_a_choice_s_finish_is_the_engine_s_failure(serve: Any) -> None:
+    deltas = [
+        Delta(text="a", token_count=1, index=0, finish_reason=pb.FINISH_REASON_STOP),
+        Delta(text="b", token_count=1, index=1),
+    ]
+    stub = await serve(ScriptedEngine(deltas=deltas))
+    with pytest.raises(grpc.aio.AioRpcError) as caught:
+        _ = [m async for m in stub.GenerateStream(chat(n=2))]
+    assert from_rpc_error(caught.value).reason == pb.ENGINE_ERROR
+
+
+async def test_a_stream_s_token_counts_add_up_to_the_engine_s_usage(serve: Any) -> None:
+    """An engine that reports more tokens than its chunks showed (a tool call's markup, an
+    end of sequence): the last message accounts for the rest."""
+    deltas = [
+        Delta(text="a", token_count=1, completion_tokens=1),
+        Delta(finish_reason=pb.FINISH_REASON_STOP),
+        Delta(prompt_tokens=3, completion_tokens=5),  # usage only, nothing settled
+    ]
+    stub = await serve(ScriptedEngine(deltas=deltas))
+    messages = [m async for m in stub.GenerateStream(chat())]
+    assert [m.token_count for m in messages] == [1, 4]
+    assert messages[-1].usage.completion_tokens == 5
