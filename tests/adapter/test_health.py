@@ -263,7 +263,10 @@ async def test_an_adapter_started_with_a_refused_key_waits_for_the_engine_to_tak
         await asyncio.to_thread(wait_serving, adapter, address)
         assert (await _generate(address, _request(engine))).usage.completion_tokens > 0
         assert len(_events(adapter, REFUSED)) == 1
-        assert not _events(adapter, "engine_info_failed")
+        # The refusal is reported as one (never as an info failure). A check that began just
+        # before the engine's restart may find it gone mid-check: that one is no refusal.
+        failures = _events(adapter, "engine_info_failed")
+        assert all("ClientConnectorError" in f["error"] for f in failures), failures
     finally:
         adapter.stop()
 
