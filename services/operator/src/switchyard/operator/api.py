@@ -99,6 +99,15 @@ Quantity = Annotated[
     ),
 ]
 NonEmpty = Annotated[str, StringConstraints(min_length=1)]
+#: A Secret's or ConfigMap's name (a DNS subdomain).
+ObjectName = Annotated[
+    str,
+    StringConstraints(min_length=1, max_length=253, pattern=r"^[a-z0-9]([-a-z0-9.]*[a-z0-9])?$"),
+]
+#: A key of a Secret's or ConfigMap's data.
+DataKey = Annotated[
+    str, StringConstraints(min_length=1, max_length=253, pattern=r"^[-._a-zA-Z0-9]+$")
+]
 
 
 @dataclass(frozen=True, slots=True)
@@ -231,32 +240,18 @@ class AdapterOverrides(ApiModel):
 class SecretKeyRef(ApiModel):
     """One key of a Secret in the ModelBackend's namespace."""
 
-    name: Annotated[
-        str,
-        StringConstraints(
-            min_length=1, max_length=253, pattern=r"^[a-z0-9]([-a-z0-9.]*[a-z0-9])?$"
-        ),
-    ]
+    name: ObjectName
     """The Secret's name."""
-    key: Annotated[
-        str, StringConstraints(min_length=1, max_length=253, pattern=r"^[-._a-zA-Z0-9]+$")
-    ]
+    key: DataKey
     """The key in the Secret whose value is used."""
 
 
 class ConfigMapKeyRef(ApiModel):
     """One key of a ConfigMap in the ModelBackend's namespace."""
 
-    name: Annotated[
-        str,
-        StringConstraints(
-            min_length=1, max_length=253, pattern=r"^[a-z0-9]([-a-z0-9.]*[a-z0-9])?$"
-        ),
-    ]
+    name: ObjectName
     """The ConfigMap's name."""
-    key: Annotated[
-        str, StringConstraints(min_length=1, max_length=253, pattern=r"^[-._a-zA-Z0-9]+$")
-    ]
+    key: DataKey
     """The key whose value is used."""
 
 
