@@ -24,7 +24,7 @@ UNROUTED = "(none)"
 @dataclass(slots=True)
 class Exchange:
     request_id: str
-    api: str  # "chat" | "completions"
+    api: str  # "chat" | "completions" | "embeddings"
     started: float  # time.perf_counter() at arrival
     model: str = UNROUTED  # the route's served name, once resolved
     requested_model: str | None = None
@@ -44,6 +44,8 @@ class Exchange:
     client_disconnected: bool = False
     #: The backend reported the usage (a request cut short before it did has only its count).
     usage_reported: bool = False
+    #: The response cache's answer: "hit", "miss", or None (not cacheable, or no cache).
+    cache: str | None = None
     #: The request's server span (annotated while it is open: it ends with the last byte).
     span: trace.Span = field(default_factory=trace.get_current_span)
 
@@ -112,4 +114,5 @@ class Exchange:
             endpoint=self.endpoint,
             attempts=self.attempts or None,
             client_disconnected=self.client_disconnected or None,
+            cache=self.cache,
         )

@@ -89,7 +89,22 @@ ENDPOINTS_READY = Gauge(
     ("model",),
     multiprocess_mode="livemax",
 )
-
+CACHE_LOOKUPS = Counter(
+    "switchyard_edge_cache_lookups",
+    "Response cache lookups, by model, API route and result (hit, miss).",
+    ("model", "route", "result"),
+)
+CACHE_SAVED_TOKENS = Counter(
+    "switchyard_edge_cache_saved_tokens",
+    "Tokens a cache hit answered without an engine, by model and kind (prompt or completion).",
+    ("model", "kind"),
+)
+CACHE_ERRORS = Counter(
+    "switchyard_edge_cache_errors",
+    "Response cache operations that failed (Redis unreachable or slow: a miss, never an "
+    "error to the client), by operation (get, put).",
+    ("operation",),
+)
 
 CHECKS = Counter(
     "switchyard_edge_request_checks",

@@ -48,6 +48,7 @@ from switchyard.edge.exchange import Exchange
 from switchyard.edge.generation import Generation
 from switchyard.edge.ratelimit import Decision, LimiterUnavailable, Limits
 from switchyard.edge.responses import Encoder
+from switchyard.edge.routing.endpoints import Capability
 from switchyard.edge.routing.table import Route
 from switchyard.edge.schemas import (
     UNSUPPORTED,
@@ -61,6 +62,11 @@ from switchyard.inference.v1 import inference_pb2 as pb
 from switchyard.servicekit.json_schema import CheckedSchemas
 
 Api = Literal["chat", "completions"]
+_API_NAMES: dict[Capability, str] = {
+    pb.CAPABILITY_CHAT: "chat completions",
+    pb.CAPABILITY_COMPLETIONS: "completions",
+    pb.CAPABILITY_EMBEDDINGS: "embeddings",
+}
 Body = ChatCompletionRequest | CompletionRequest
 _REQUEST_ID = re.compile(r"^[A-Za-z0-9._:-]{1,128}$")
 
@@ -104,30 +110,33 @@ async def _serve(api: Api, request: Request, claim: Claim) -> None:
         raise OpenAIError.unauthorized()
     ex.key_name, ex.tenant = key.name, key.tenant
 
-    raw = await _read_body(request, settings.max_body_bytes)
+    raw = await read_body(request, settings.max_body_bytes)
     body: Body = (
-        _parse(ChatCompletionRequest, raw) if api == "chat" else _parse(CompletionRequest, raw)
+        parse(ChatCompletionRequest, raw) if api == "chat" else parse(CompletionRequest, raw)
     )
     ex.requested_model, ex.stream = body.model, body.stream
 
-    route = _route(edge, key, body.model)
+    route = route_for(edge, key, body.model)
     ex.model = route.name
     ex.routed()
-    _ready(edge, route)
+    ready(edge, route)
+    capable(
+        edge, route, body.model, pb.CAPABILITY_CHAT if api == "chat" else pb.CAPABILITY_COMPLETIONS
+    )
     if isinstance(body, ChatCompletionRequest):
         canonical = chat_request(body, route.name, ex.request_id, edge.rules)
     else:
         canonical = completion_request(body, route.name, ex.request_id, edge.rules)
     ex.choices = body.choices
 
-    await _reserve(claim, key, route, canonical.request)
+    await reserve_generation(claim, key, route, canonical.request)
     await claim.watch_client()  # from here on, a client that leaves ends the request
     if canonical.needs_checks:
-        await _check_parts(edge, route.name, canonical)
+        await check_parts(edge, route.name, canonical)
     try:
         await claim.admit(route)
     except Refused as refusal:
-        raise _refused(refusal, route.name, settings) from None
+        raise refused(refusal, route.name, settings) from None
 
     encoder = Encoder(
         "chat" if api == "chat" else "completion",
@@ -141,7 +150,7 @@ async def _serve(api: Api, request: Request, claim: Claim) -> None:
     await Generation(claim, canonical.request, encoder, deadline).run()
 
 
-async def _read_body(request: Request, limit: int) -> bytes:
+async def read_body(request: Request, limit: int) -> bytes:
     declared = request.headers.get("content-length")
     if declared is not None:
         if not declared.isdigit():
@@ -177,14 +186,14 @@ def _validation_error(exc: ValidationError) -> OpenAIError:
 M = TypeVar("M", bound=BaseModel)
 
 
-def _parse(model: type[M], body: bytes) -> M:
+def parse(model: type[M], body: bytes) -> M:
     try:
         return model.model_validate_json(body)
     except ValidationError as exc:
         raise _validation_error(exc) from None
 
 
-def _route(edge: EdgeState, key: ApiKey, model: str) -> Route:
+def route_for(edge: EdgeState, key: ApiKey, model: str) -> Route:
     """The route serving `model`, if the key may use it (404)."""
     route = edge.routes.resolve(model)
     if route is None or not (key.allows(model) or key.allows(route.name)):
@@ -192,7 +201,19 @@ def _route(edge: EdgeState, key: ApiKey, model: str) -> Route:
     return route
 
 
-def _ready(edge: EdgeState, route: Route) -> None:
+def capable(edge: EdgeState, route: Route, model: str, capability: Capability) -> None:
+    """The model serves this API (400 if not: an embedding model asked to chat, say), as
+    its adapters say; with no adapter serving yet there is nothing to say."""
+    served = edge.pool.capabilities(route)
+    if served and capability not in served:
+        raise OpenAIError.invalid(
+            f"model '{model}' does not support {_API_NAMES[capability]}",
+            param="model",
+            code="model_not_supported",
+        )
+
+
+def ready(edge: EdgeState, route: Route) -> None:
     """A backend is ready for `route` (503 if not)."""
     if route.waking or not edge.pool.healthy(route):
         settings = edge.settings
@@ -210,23 +231,32 @@ def _ready(edge: EdgeState, route: Route) -> None:
         )
 
 
-async def _reserve(claim: Claim, key: ApiKey, route: Route, canonical: pb.GenerateRequest) -> None:
-    """Reserve the most the request can use (429 past the key's limits): the prompt once,
-    and each of its n choices up to its max_tokens; the real usage corrects it when the
-    request ends."""
-    edge = claim.edge
-    settings = edge.settings
+async def reserve_generation(
+    claim: Claim, key: ApiKey, route: Route, canonical: pb.GenerateRequest
+) -> None:
+    """Reserve the most a generation can use: the prompt once, and each of its n choices up
+    to its max_tokens (or what the context leaves, within the default reserve)."""
+    settings = claim.edge.settings
     prompt_estimate = estimate_prompt_tokens(canonical)
     if canonical.sampling.HasField("max_tokens"):
         completion_reserve = canonical.sampling.max_tokens
     else:
-        room = edge.pool.max_model_len(route) - prompt_estimate
+        room = claim.edge.pool.max_model_len(route) - prompt_estimate
         completion_reserve = (
             min(settings.default_reserved_completion_tokens, room)
             if room > 0
             else settings.default_reserved_completion_tokens
         )
     reserved = prompt_estimate + completion_reserve * max(canonical.n, 1)
+    await reserve(claim, key, route, reserved, prompt_estimate)
+
+
+async def reserve(
+    claim: Claim, key: ApiKey, route: Route, reserved: int, prompt_estimate: int
+) -> None:
+    """Reserve `reserved` tokens and one request on the key's limits (429 past them; 503
+    when the limiter is unavailable and fails closed); the real usage settles it when the
+    request ends (see `Claim`)."""
     try:
         decision = await claim.reserve(
             key.name, Limits(key.rpm, key.tpm), reserved, prompt_estimate
@@ -269,12 +299,12 @@ def _rate_limited(decision: Decision, tokens: int, key_name: str) -> OpenAIError
     )
 
 
-def _refused(refusal: Refused, model: str, settings: EdgeSettings) -> OpenAIError:
+def refused(refusal: Refused, model: str, settings: EdgeSettings) -> OpenAIError:
     metrics.REFUSALS.labels(model, refusal.reason).inc()
     return OpenAIError.busy(refusal.message, settings.retry_after_s, kind=refusal.reason)
 
 
-async def _check_parts(edge: EdgeState, model: str, canonical: Canonical) -> None:
+async def check_parts(edge: EdgeState, model: str, canonical: Canonical) -> None:
     """The request's schemas against their metaschema (unless seen valid lately) and its
     images' base64, in the checks' pool."""
     digests = [(part, CheckedSchemas.digest(part.text)) for part in canonical.schemas]

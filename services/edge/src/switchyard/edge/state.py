@@ -8,6 +8,7 @@ from functools import cached_property
 
 from switchyard.edge.admission import Admission
 from switchyard.edge.auth import KeyStore
+from switchyard.edge.cache import NoCache, ResponseCache
 from switchyard.edge.checks import Checks
 from switchyard.edge.convert import Rules
 from switchyard.edge.draining import Drain
@@ -30,6 +31,8 @@ class EdgeState:
     checks: Checks
     #: The requests running, to end when a shutdown's grace period is over.
     drain: Drain
+    #: Answers to deterministic requests (`switchyard.edge.cache`); off unless configured.
+    cache: ResponseCache = field(default_factory=NoCache)
     #: Schemas found valid lately (not checked again).
     checked_schemas: CheckedSchemas = field(default_factory=CheckedSchemas)
     routes: RouteTable = field(default_factory=RouteTable)

@@ -54,6 +54,11 @@ class InferenceServiceStub:
                 request_serializer=switchyard_dot_inference_dot_v1_dot_inference__pb2.GetLoadRequest.SerializeToString,
                 response_deserializer=switchyard_dot_inference_dot_v1_dot_inference__pb2.LoadReport.FromString,
                 _registered_method=True)
+        self.Embed = channel.unary_unary(
+                '/switchyard.inference.v1.InferenceService/Embed',
+                request_serializer=switchyard_dot_inference_dot_v1_dot_inference__pb2.EmbedRequest.SerializeToString,
+                response_deserializer=switchyard_dot_inference_dot_v1_dot_inference__pb2.EmbedResponse.FromString,
+                _registered_method=True)
 
 
 class InferenceServiceServicer:
@@ -88,6 +93,14 @@ class InferenceServiceServicer:
         context.set_details('Method not implemented!')
         raise NotImplementedError('Method not implemented!')
 
+    def Embed(self, request, context):
+        """Embed a batch of inputs in one engine call (embedding models only: a model without
+        CAPABILITY_EMBEDDINGS answers INVALID_ARGUMENT / UNSUPPORTED_FEATURE).
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
 
 def add_InferenceServiceServicer_to_server(servicer, server):
     rpc_method_handlers = {
@@ -110,6 +123,11 @@ def add_InferenceServiceServicer_to_server(servicer, server):
                     servicer.GetLoad,
                     request_deserializer=switchyard_dot_inference_dot_v1_dot_inference__pb2.GetLoadRequest.FromString,
                     response_serializer=switchyard_dot_inference_dot_v1_dot_inference__pb2.LoadReport.SerializeToString,
+            ),
+            'Embed': grpc.unary_unary_rpc_method_handler(
+                    servicer.Embed,
+                    request_deserializer=switchyard_dot_inference_dot_v1_dot_inference__pb2.EmbedRequest.FromString,
+                    response_serializer=switchyard_dot_inference_dot_v1_dot_inference__pb2.EmbedResponse.SerializeToString,
             ),
     }
     generic_handler = grpc.method_handlers_generic_handler(
@@ -220,6 +238,33 @@ class InferenceService:
             '/switchyard.inference.v1.InferenceService/GetLoad',
             switchyard_dot_inference_dot_v1_dot_inference__pb2.GetLoadRequest.SerializeToString,
             switchyard_dot_inference_dot_v1_dot_inference__pb2.LoadReport.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def Embed(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/switchyard.inference.v1.InferenceService/Embed',
+            switchyard_dot_inference_dot_v1_dot_inference__pb2.EmbedRequest.SerializeToString,
+            switchyard_dot_inference_dot_v1_dot_inference__pb2.EmbedResponse.FromString,
             options,
             channel_credentials,
             insecure,

@@ -59,6 +59,10 @@ class InferenceServiceStub:
     """The models this adapter's engine serves."""
     GetLoad: _grpc.UnaryUnaryMultiCallable[_inference_pb2.GetLoadRequest, _inference_pb2.LoadReport]
     """The engine's current load, for endpoint picking and autoscaling."""
+    Embed: _grpc.UnaryUnaryMultiCallable[_inference_pb2.EmbedRequest, _inference_pb2.EmbedResponse]
+    """Embed a batch of inputs in one engine call (embedding models only: a model without
+    CAPABILITY_EMBEDDINGS answers INVALID_ARGUMENT / UNSUPPORTED_FEATURE).
+    """
 
 @_typing.type_check_only
 class InferenceServiceAsyncStub(InferenceServiceStub):
@@ -73,6 +77,10 @@ class InferenceServiceAsyncStub(InferenceServiceStub):
     """The models this adapter's engine serves."""
     GetLoad: _aio.UnaryUnaryMultiCallable[_inference_pb2.GetLoadRequest, _inference_pb2.LoadReport]  # type: ignore[assignment]
     """The engine's current load, for endpoint picking and autoscaling."""
+    Embed: _aio.UnaryUnaryMultiCallable[_inference_pb2.EmbedRequest, _inference_pb2.EmbedResponse]  # type: ignore[assignment]
+    """Embed a batch of inputs in one engine call (embedding models only: a model without
+    CAPABILITY_EMBEDDINGS answers INVALID_ARGUMENT / UNSUPPORTED_FEATURE).
+    """
 
 class InferenceServiceServicer(metaclass=_abc_1.ABCMeta):
     @_abc_1.abstractmethod
@@ -108,5 +116,15 @@ class InferenceServiceServicer(metaclass=_abc_1.ABCMeta):
         context: _ServicerContext,
     ) -> _typing.Union[_inference_pb2.LoadReport, _abc.Awaitable[_inference_pb2.LoadReport]]:
         """The engine's current load, for endpoint picking and autoscaling."""
+
+    @_abc_1.abstractmethod
+    def Embed(
+        self,
+        request: _inference_pb2.EmbedRequest,
+        context: _ServicerContext,
+    ) -> _typing.Union[_inference_pb2.EmbedResponse, _abc.Awaitable[_inference_pb2.EmbedResponse]]:
+        """Embed a batch of inputs in one engine call (embedding models only: a model without
+        CAPABILITY_EMBEDDINGS answers INVALID_ARGUMENT / UNSUPPORTED_FEATURE).
+        """
 
 def add_InferenceServiceServicer_to_server(servicer: InferenceServiceServicer, server: _typing.Union[_grpc.Server, _aio.Server]) -> None: ...

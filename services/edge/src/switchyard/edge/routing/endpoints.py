@@ -66,6 +66,9 @@ EJECTIONS = Counter(
 )
 
 Clock = Callable[[], float]
+Capability = pb.Capability.ValueType
+#: What a model serves when its adapter does not say: chat and completions.
+GENERATION: frozenset[Capability] = frozenset({pb.CAPABILITY_CHAT, pb.CAPABILITY_COMPLETIONS})
 
 
 def _ms(seconds: float) -> int:
@@ -162,8 +165,11 @@ class Endpoint:
         "_rewatch",
         "_watch",
         "address",
+        "capabilities",
         "channel",
         "ejection",
+        "embedding_dimensions",
+        "identity",
         "in_flight",
         "max_model_len",
         "serving",
@@ -180,7 +186,11 @@ class Endpoint:
         self.serving = False
         self.ejection = Ejection(policy, clock)
         self.in_flight = 0
+        #: What the adapter's ListModels said, once it first served (see `_describe`).
         self.max_model_len = 0
+        self.capabilities: frozenset[Capability] = frozenset()
+        self.embedding_dimensions = 0
+        self.identity = ""
         self._rewatch = asyncio.Event()
         self._watch: asyncio.Task[None] | None = None
 
@@ -227,11 +237,23 @@ class Endpoint:
                 await self._rewatch.wait()
         self._rewatch.clear()
 
+    async def _describe(self) -> None:
+        """What the adapter serves: its model's context length, capabilities and identity."""
+        with contextlib.suppress(grpc.aio.AioRpcError):
+            models = await self.stub.ListModels(pb.ListModelsRequest(), timeout=5)
+            if not models.models:
+                return
+            model = models.models[0]  # an adapter serves one model (under its served name)
+            self.max_model_len = model.max_model_len
+            # An adapter from before capabilities: a generation model.
+            self.capabilities = frozenset(model.capabilities) or GENERATION
+            self.embedding_dimensions = model.embedding_dimensions
+            self.identity = model.identity
+
     async def _set_serving(self, serving: bool) -> None:
-        if serving and not self.max_model_len:
-            with contextlib.suppress(grpc.aio.AioRpcError):
-                models = await self.stub.ListModels(pb.ListModelsRequest(), timeout=5)
-                self.max_model_len = max((m.max_model_len for m in models.models), default=0)
+        if serving and (not self.serving or not self.capabilities):
+            # Again at every return to service: a restarted adapter may serve new weights.
+            await self._describe()
         if serving != self.serving:
             if serving:
                 log.info("endpoint_serving", endpoint=self.address)
@@ -316,6 +338,21 @@ class EndpointPool:
 
     def max_model_len(self, route: Route) -> int:
         return max((e.max_model_len for e in self.healthy(route)), default=0)
+
+    def capabilities(self, route: Route) -> frozenset[Capability]:
+        """What `route`'s serving endpoints can do (all of them: a rollout from a chat model
+        to an embedding model under one name serves only what both serve)."""
+        described = [e.capabilities for e in self.healthy(route) if e.capabilities]
+        return frozenset.intersection(*described) if described else frozenset()
+
+    def identity(self, route: Route) -> str | None:
+        """The identity of the weights every serving endpoint of `route` serves; None when
+        unknown or when they differ (a rollout under way): nothing is cached then."""
+        identities = {e.identity for e in self.healthy(route)}
+        if len(identities) != 1:
+            return None
+        (identity,) = identities
+        return identity or None
 
     async def aclose(self) -> None:
         endpoints = list(self._endpoints.values())
