@@ -315,6 +315,8 @@ class Claim:
 
     def _used(self, reservation: Reservation) -> int:
         ex = self.exchange
+        if ex.cache == "hit":
+            return 0  # answered from the cache: no engine ran, so no tokens are charged
         if not ex.usage_reported and ex.completion_tokens:
             # Cut short (client gone, backend lost): charge what was generated, and our
             # estimate of the prompt, which the engine did process.
