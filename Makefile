@@ -88,7 +88,9 @@ crd: sync ## Regenerate the ModelBackend CRD from the operator's models (a test 
 lint: sync ## ruff (lint and format check) and mypy (strict).
 	$(UV) run --locked ruff check .
 	$(UV) run --locked ruff format --check .
-	$(UV) run --locked mypy -p switchyard -p tests
+	@# Paths, not `-p switchyard`: over a namespace package spread across many source
+	@# roots, -p finds the first root's modules only (the others went unchecked).
+	$(UV) run --locked mypy libs/*/src services/*/src tools/*/src tests
 
 .PHONY: format
 format: sync ## Apply ruff's fixes and formatting.

@@ -1,6 +1,8 @@
 """The gRPC servicer's mapping of what translations read to the contract's messages: every
 choice in a unary response (choice 0 also at the top level), stream messages per choice as
-they come, each choice's finish on its own last message, usage once at the end.
+they come, each choice's finish on its own last message, usage once at the end; embeddings
+relayed byte for byte; what the model does not serve refused before any engine call; what
+readiness read of the model in ListModels.
 
 The engine behind the servicer is scripted here (what it returns is the translation's
 business, tested per engine); the servicer runs in a real gRPC server.
@@ -19,12 +21,22 @@ from switchyard.adapter.engine import EngineClient
 from switchyard.adapter.health import Readiness
 from switchyard.adapter.load import LoadReader
 from switchyard.adapter.service import InferenceServicer
-from switchyard.adapter.translation import Choice, Completion, Delta, ToolCall
+from switchyard.adapter.translation import (
+    EMBEDDINGS,
+    GENERATION,
+    Choice,
+    Completion,
+    Delta,
+    Embeddings,
+    ModelDescription,
+    ToolCall,
+)
 from switchyard.adapter_vllm.translation import VllmTranslation
 from switchyard.inference.errors import from_rpc_error
 from switchyard.inference.v1 import inference_pb2 as pb
 from switchyard.inference.v1 import inference_pb2_grpc as pb_grpc
 from tests.support.canonical import generate_request
+from tests.support.embeddings import embed_request, float32_le
 
 if TYPE_CHECKING:
     from switchyard.inference.v1.inference_pb2_grpc import InferenceServiceAsyncStub as Stub
@@ -37,16 +49,30 @@ class ScriptedEngine:
     """What the servicer asks of its engine client: a completion, or a stream of deltas that
     may wait at a gate (to show that messages are not held back)."""
 
-    def __init__(self, completion: Completion | None = None, deltas: Sequence[Delta] = ()) -> None:
+    def __init__(
+        self,
+        completion: Completion | None = None,
+        deltas: Sequence[Delta] = (),
+        embeddings: Embeddings | None = None,
+    ) -> None:
         self.translation = VllmTranslation(MODEL)
         self.completion = completion
         self.deltas = deltas
+        self.embeddings = embeddings
         self.gate_after: int | None = None
         self.gate = asyncio.Event()
+        #: Every engine call, by kind ("complete", "stream", "embed").
+        self.calls: list[str] = []
 
     async def complete(self, request: pb.GenerateRequest) -> Completion:
+        self.calls.append("complete")
         assert self.completion is not None
         return self.completion
+
+    async def embed(self, request: pb.EmbedRequest) -> Embeddings:
+        self.calls.append("embed")
+        assert self.embeddings is not None
+        return self.embeddings
 
     async def _deltas(self) -> AsyncGenerator[Delta, None]:
         for i, delta in enumerate(self.deltas):
@@ -55,6 +81,7 @@ class ScriptedEngine:
             yield delta
 
     def stream(self, request: pb.GenerateRequest) -> AsyncGenerator[Delta, None]:
+        self.calls.append("stream")
         return self._deltas()
 
 
@@ -62,8 +89,16 @@ class Ready:
     ready = True
     max_model_len = 1024
 
+    def __init__(self, model: ModelDescription | None = None) -> None:
+        #: What readiness read of the model (None: not yet).
+        self.model = model
+
     def engine_unreachable(self) -> None:
         pass
+
+
+CHAT_MODEL = ModelDescription(GENERATION, 1024, identity="vllm:org/chat")
+EMBEDDING_MODEL = ModelDescription(EMBEDDINGS, 512, embedding_dimensions=3, identity="vllm:e5")
 
 
 @pytest.fixture
@@ -71,11 +106,11 @@ async def serve() -> AsyncIterator[Any]:
     servers: list[grpc.aio.Server] = []
     channels: list[grpc.aio.Channel] = []
 
-    async def start(engine: ScriptedEngine) -> Stub:
+    async def start(engine: ScriptedEngine, model: ModelDescription | None = None) -> Stub:
         servicer = InferenceServicer(
             served_model_name=MODEL,
             engine=cast(EngineClient, engine),
-            readiness=cast(Readiness, Ready()),
+            readiness=cast(Readiness, Ready(model)),
             load=cast(LoadReader, None),
             default_timeout_s=30,
         )
@@ -198,3 +233,95 @@ async def test_a_stream_s_token_counts_add_up_to_the_engine_s_usage(serve: Any) 
     messages = [m async for m in stub.GenerateStream(chat())]
     assert [m.token_count for m in messages] == [1, 4]
     assert messages[-1].usage.completion_tokens == 5
+
+
+VECTORS = (float32_le([0.25, -1.5, 3.0e-8]), float32_le([1.0, 0.0, -0.0]))
+
+
+async def test_embed_relays_every_vector_byte_for_byte(serve: Any) -> None:
+    engine = ScriptedEngine(embeddings=Embeddings(VECTORS, prompt_tokens=5))
+    stub = await serve(engine, EMBEDDING_MODEL)
+    response = await stub.Embed(embed_request(MODEL, "a b", "c"))
+    assert [e.float32_le for e in response.embeddings] == list(VECTORS)
+    assert response.prompt_tokens == 5
+    assert engine.calls == ["embed"]
+
+
+async def test_embed_on_a_generation_model_is_refused_before_the_engine(serve: Any) -> None:
+    engine = ScriptedEngine(embeddings=Embeddings(VECTORS, prompt_tokens=5))
+    stub = await serve(engine, CHAT_MODEL)
+    with pytest.raises(grpc.aio.AioRpcError) as caught:
+        await stub.Embed(embed_request(MODEL, "a", "b"))
+    error = from_rpc_error(caught.value)
+    assert (error.code, error.reason) == (grpc.StatusCode.INVALID_ARGUMENT, pb.UNSUPPORTED_FEATURE)
+    assert error.message == "model 'demo' does not support embeddings"
+    assert error.metadata == {"param": "model"}
+    assert engine.calls == []
+
+
+@pytest.mark.parametrize(
+    ("request_", "what"),
+    [
+        (generate_request(MODEL, messages=[("user", "Hi")]), "chat completions"),
+        (generate_request(MODEL, prompt="Once"), "completions"),
+    ],
+    ids=["chat", "prompt"],
+)
+async def test_generation_on_an_embedding_model_is_refused_before_the_engine(
+    serve: Any, request_: pb.GenerateRequest, what: str
+) -> None:
+    engine = ScriptedEngine(Completion((Choice("x", pb.FINISH_REASON_STOP),), 1, 1))
+    stub = await serve(engine, EMBEDDING_MODEL)
+    for call in (stub.Generate(request_), stub.GenerateStream(request_)):
+        with pytest.raises(grpc.aio.AioRpcError) as caught:
+            _ = await call if isinstance(call, grpc.aio.UnaryUnaryCall) else [m async for m in call]
+        error = from_rpc_error(caught.value)
+        assert (error.code, error.reason) == (
+            grpc.StatusCode.INVALID_ARGUMENT,
+            pb.UNSUPPORTED_FEATURE,
+        )
+        assert error.message == f"model 'demo' does not support {what}"
+    assert engine.calls == []
+
+
+async def test_a_model_not_read_yet_leaves_the_engine_to_decide(serve: Any) -> None:
+    engine = ScriptedEngine(embeddings=Embeddings(VECTORS[:1], prompt_tokens=1))
+    stub = await serve(engine, None)
+    response = await stub.Embed(embed_request(MODEL, "a"))
+    assert [e.float32_le for e in response.embeddings] == [VECTORS[0]]
+    assert engine.calls == ["embed"]
+
+
+@pytest.mark.parametrize(
+    ("vectors", "dimensions"),
+    [(VECTORS[:1], None), (VECTORS, 2)],
+    ids=["fewer-vectors-than-inputs", "another-size-than-asked"],
+)
+async def test_vectors_that_do_not_answer_the_request_are_the_engine_s_failure(
+    serve: Any, vectors: tuple[bytes, ...], dimensions: int | None
+) -> None:
+    engine = ScriptedEngine(embeddings=Embeddings(vectors, prompt_tokens=2))
+    stub = await serve(engine, EMBEDDING_MODEL)
+    with pytest.raises(grpc.aio.AioRpcError) as caught:
+        await stub.Embed(embed_request(MODEL, "a", "b", dimensions=dimensions))
+    error = from_rpc_error(caught.value)
+    assert (error.code, error.reason) == (grpc.StatusCode.INTERNAL, pb.ENGINE_ERROR)
+
+
+async def test_an_invalid_embed_request_never_reaches_the_engine(serve: Any) -> None:
+    engine = ScriptedEngine(embeddings=Embeddings(VECTORS, prompt_tokens=2))
+    stub = await serve(engine, EMBEDDING_MODEL)
+    with pytest.raises(grpc.aio.AioRpcError) as caught:
+        await stub.Embed(embed_request(MODEL))
+    assert from_rpc_error(caught.value).code == grpc.StatusCode.INVALID_ARGUMENT
+    assert engine.calls == []
+
+
+@pytest.mark.parametrize("model", [CHAT_MODEL, EMBEDDING_MODEL], ids=["chat", "embedding"])
+async def test_list_models_reports_what_readiness_read(serve: Any, model: ModelDescription) -> None:
+    stub = await serve(ScriptedEngine(), model)
+    (info,) = (await stub.ListModels(pb.ListModelsRequest())).models
+    assert set(info.capabilities) == set(model.capabilities)
+    assert info.embedding_dimensions == model.embedding_dimensions
+    assert info.identity == model.identity
+    assert (info.id, info.engine) == (MODEL, "vllm")

@@ -6,9 +6,10 @@ import grpc
 import orjson
 import pytest
 
-from switchyard.adapter.validation import validate
+from switchyard.adapter.validation import validate, validate_embed
 from switchyard.inference.errors import InferenceError
 from switchyard.inference.v1 import inference_pb2 as pb
+from tests.support.embeddings import embed_request
 
 MODEL = "demo"
 
@@ -326,3 +327,36 @@ def test_a_feature_the_engine_s_translation_lacks_is_refused_by_name(
     assert feature in error.message
     assert "tgi" in error.message
     validate(request, MODEL, engine="tgi", features=others | {feature})
+
+
+def test_an_embed_request_of_texts_or_of_token_ids_passes() -> None:
+    validate_embed(embed_request(MODEL, "a", "", dimensions=1), MODEL)  # "": the engine's call
+    validate_embed(embed_request(MODEL, [1, 2], [0]), MODEL)
+
+
+@pytest.mark.parametrize(
+    ("request_", "param", "words"),
+    [
+        (embed_request(""), "model", "model is required"),
+        (embed_request(MODEL), "input", "at least one input"),
+        (pb.EmbedRequest(model=MODEL, inputs=[pb.EmbedInput()]), "input", "neither text"),
+        (embed_request(MODEL, "a", []), "input", "empty list of token ids"),
+        (embed_request(MODEL, "a", [1]), "input", "all texts or all token ids"),
+        (embed_request(MODEL, "a", dimensions=0), "dimensions", "at least 1"),
+    ],
+    ids=["no-model", "no-input", "no-kind", "empty-tokens", "mixed", "zero-dimensions"],
+)
+def test_embed_requests_no_engine_should_see(
+    request_: pb.EmbedRequest, param: str, words: str
+) -> None:
+    with pytest.raises(InferenceError) as caught:
+        validate_embed(request_, MODEL)
+    assert caught.value.code == grpc.StatusCode.INVALID_ARGUMENT
+    assert caught.value.metadata["param"] == param
+    assert words in caught.value.message
+
+
+def test_an_embed_request_for_another_model_is_not_found() -> None:
+    with pytest.raises(InferenceError) as caught:
+        validate_embed(embed_request("other", "a"), MODEL)
+    assert caught.value.code == grpc.StatusCode.NOT_FOUND

@@ -14,14 +14,14 @@ from pathlib import Path
 import pytest
 
 from switchyard.bench.loadgen import Sender, Target, closed_loop, open_loop, session, timed
-from switchyard.bench.paths import Deployment
+from switchyard.bench.paths import SIMS, Deployment
 from switchyard.bench.plot import plot
 from switchyard.bench.procstats import Meter, Role
 from switchyard.bench.report import document, machine, markdown
 from switchyard.bench.runner import Progress, Run, run_scenario
 from switchyard.bench.scenarios import Scenario
 from switchyard.bench.stats import summarize
-from switchyard.bench.wire import Workload
+from switchyard.bench.wire import EncodingFormat, Workload
 from tests.support.processes import Service, wait_http
 from tests.support.stacks import options, start_sim
 
@@ -32,6 +32,17 @@ ROOT = Path(__file__).resolve().parents[2]
 def sim(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Service]:
     opts = options(ttft_s=0, itl_s=0, tools=True)  # as the bench's "zero" simulator
     service = start_sim("vllm", tmp_path_factory.mktemp("bench"), opts)
+    try:
+        wait_http(service, f"http://127.0.0.1:{service.port}/health")
+        yield service
+    finally:
+        service.stop()
+
+
+@pytest.fixture(scope="module")
+def embedder(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Service]:
+    """The bench's embedding model: the vLLM simulator with its pooling runner."""
+    service = start_sim("vllm", tmp_path_factory.mktemp("bench-embed"), SIMS["embed"], "-embed")
     try:
         wait_http(service, f"http://127.0.0.1:{service.port}/health")
         yield service
@@ -63,6 +74,22 @@ async def test_the_tools_workload_gets_tool_calls(sim: Service) -> None:
         tools = Sender(client, _target(sim), Workload("chat", False, 64, tools=True))
         samples = await closed_loop(tools, 2, 6)
     assert all(s.ok and s.status == 200 and s.tokens > 0 for s in samples), samples
+
+
+async def test_embeddings_answers_are_read_whole_in_either_encoding(embedder: Service) -> None:
+    tokens: dict[tuple[int, str], set[int]] = {}
+    encodings: tuple[EncodingFormat, ...] = ("base64", "float")
+    async with session(2) as client:
+        for inputs in (1, 32):
+            for encoding in encodings:
+                workload = Workload("embeddings", inputs=inputs, encoding_format=encoding)
+                samples = await closed_loop(Sender(client, _target(embedder), workload), 2, 4)
+                assert all(s.ok and s.status == 200 for s in samples), samples
+                tokens[inputs, encoding] = {s.tokens for s in samples}
+    # The same texts every time, whatever the encoding; 32 of them are more tokens than one.
+    assert tokens[1, "base64"] == tokens[1, "float"]
+    assert tokens[32, "base64"] == tokens[32, "float"]
+    assert min(tokens[32, "float"]) > max(tokens[1, "float"]) > 0
 
 
 async def test_open_loop_and_errors(sim: Service) -> None:
@@ -109,12 +136,14 @@ def test_the_meter_follows_a_process_tree(sim: Service) -> None:
 def test_the_command_runs_the_floor_and_switchyard_and_writes_its_files(tmp_path: Path) -> None:
     """`python -m switchyard.bench`, cut down to a few requests, without LiteLLM; the
     two-worker edge, so its redis-server starts too; the tools scenario's every answer is
-    a tool call (or it counts as an error)."""
+    a tool call (or it counts as an error); embeddings of 32 texts; the cache scenario
+    through a second edge caching in that Redis: every measured answer a hit."""
     out = tmp_path / "results"
+    scenarios = ("unary-c1", "stream-c1", "tools-c16", "embed-x32-c1", "cache-hit-c16")
     command = [
         sys.executable, "-m", "switchyard.bench",
         "--paths", "floor,switchyard-2w",
-        "--scenarios", "unary-c1,stream-c1,tools-c16",
+        "--scenarios", ",".join(scenarios),
         "--scale", "0.01",
         "--out", str(out),
     ]  # fmt: skip
@@ -124,10 +153,17 @@ def test_the_command_runs_the_floor_and_switchyard_and_writes_its_files(tmp_path
     (report,) = out.glob("*.json")
     doc = json.loads(report.read_text())
     assert {(r["path"], r["scenario"]["name"]) for r in doc["results"]} == {
-        (p, s) for p in ("floor", "switchyard-2w") for s in ("unary-c1", "stream-c1", "tools-c16")
+        (p, s) for p in ("floor", "switchyard-2w") for s in scenarios
     }
     assert "| switchyard-2w | tools-c16 |" in done.stdout
     assert all(r["summary"]["ok"] == r["summary"]["requests"] for r in doc["results"])
+    caches = {(r["path"], r["scenario"]["name"]): r["summary"]["cache"] for r in doc["results"]}
+    hits = caches["switchyard-2w", "cache-hit-c16"]
+    assert hits == {"hit": 16}, caches  # the warm-up stored it: nothing measured missed
+    assert caches["switchyard-2w", "unary-c1"] == {}, "the plain edge has no cache"
+    assert "| switchyard-2w | redis | whole | 16/16 |" in done.stdout  # no miss scenario run
+    hit_checks = [t for t in doc["targets"] if "cache-hit-c16" in t["target"]]
+    assert [t["hits"] for t in hit_checks] == ["16/16", "16/16"]  # p50, p99; speed unasserted
     assert all(r["added_p50_s"] is not None for r in doc["results"] if r["path"] != "floor")
     assert "without one" not in done.stdout, "the 2-worker edge shares its limits through redis"
     assert len(list(out.glob("*.png"))) == len(list(out.glob("*.md"))) == 1

@@ -2,15 +2,26 @@
 
 from __future__ import annotations
 
+import base64
 import math
+import struct
+from dataclasses import replace
 
 import orjson
 import pytest
 
 from switchyard.bench.loadgen import Sample
+from switchyard.bench.paths import SIMS
 from switchyard.bench.scenarios import default_plan, select
 from switchyard.bench.stats import added, percentile, summarize
-from switchyard.bench.wire import StreamReader, Workload, completion_tokens, request_body
+from switchyard.bench.wire import (
+    PASSAGES,
+    StreamReader,
+    Workload,
+    completion_tokens,
+    embedding_tokens,
+    request_body,
+)
 
 CHUNK = b'data: {"choices":[{"index":0,"delta":{"content":"hi"}}]}\n\n'
 ROLE = b'data: {"choices":[{"index":0,"delta":{"role":"assistant","content":""}}]}\n\n'
@@ -111,3 +122,86 @@ def test_the_plan_has_the_issues_scenarios() -> None:
     small = plan[0].scaled(0.001)
     assert small.requests >= 1
     assert small.warmup <= small.requests
+
+
+def test_embeddings_bodies_carry_n_distinct_texts_as_the_sdk_asks() -> None:
+    one = orjson.loads(request_body(Workload("embeddings"), "m"))
+    assert one == {"model": "m", "encoding_format": "base64", "input": PASSAGES[0]}
+    batch = orjson.loads(request_body(Workload("embeddings", inputs=32), "m"))
+    assert len(batch["input"]) == len(set(batch["input"])) == 32
+    assert "max_tokens" not in batch
+    floats = orjson.loads(request_body(Workload("embeddings", encoding_format="float"), "m"))
+    assert floats["encoding_format"] == "float"
+    assert Workload("embeddings").path == "/v1/embeddings"
+
+
+def test_distinct_workloads_send_a_new_prompt_every_time() -> None:
+    greedy = Workload("chat", max_tokens=16, temperature=0.0)
+    assert request_body(greedy, "m") == request_body(greedy, "m")
+    assert orjson.loads(request_body(greedy, "m"))["temperature"] == 0.0
+    assert "temperature" not in orjson.loads(request_body(Workload(), "m"))
+    for workload in (
+        replace(greedy, distinct=True),
+        Workload("completions", distinct=True),
+        Workload("embeddings", inputs=2, distinct=True),
+    ):
+        bodies = {request_body(workload, "m") for _ in range(5)}
+        assert len(bodies) == 5, workload
+
+
+def _embeddings(vectors: list[object], tokens: int = 7) -> bytes:
+    data = [{"object": "embedding", "index": i, "embedding": v} for i, v in enumerate(vectors)]
+    return orjson.dumps({"data": data, "usage": {"prompt_tokens": tokens, "total_tokens": tokens}})
+
+
+def test_embeddings_answers_count_input_tokens_and_check_every_vector() -> None:
+    packed = base64.b64encode(struct.pack("<3f", 0.6, 0.0, 0.8)).decode()
+    assert embedding_tokens(_embeddings([packed, packed]), inputs=2) == 7
+    assert embedding_tokens(_embeddings([[0.6, 0.0, 0.8]], 3), inputs=1) == 3
+    for bad, inputs in (
+        (_embeddings([packed]), 2),  # a vector missing
+        (_embeddings([packed, [0.6, 0.8]]), 2),  # lengths differ
+        (_embeddings(["not base64!"]), 1),
+        (_embeddings([base64.b64encode(b"abc").decode()]), 1),  # not float32s
+        (_embeddings([[]]), 1),
+        (_embeddings([None]), 1),
+        (b'{"error": {"message": "no"}}', 1),
+    ):
+        with pytest.raises(ValueError, match="embeddings"):
+            embedding_tokens(bad, inputs)
+
+
+def test_summaries_count_the_cache_header_of_good_answers() -> None:
+    samples = [Sample(0, 0.001, None, 16, 200, cache="hit") for _ in range(3)]
+    samples += [Sample(0, 0.2, None, 16, 200, cache="miss"), Sample(0, 0.2, None, 16, 200)]
+    samples.append(Sample(0, 0.2, None, 0, 500, "HTTP 500: no", cache="miss"))
+    assert summarize(samples, 1.0).cache == {"hit": 3, "miss": 1}
+    assert summarize(samples[-2:], 1.0).cache == {}
+
+
+def test_the_plan_has_the_embeddings_and_cache_scenarios() -> None:
+    plan = default_plan()
+    embed = select(plan, ["embed"])
+    assert {(s.workload.inputs, s.concurrency) for s in embed} == {
+        (1, 1),
+        (1, 16),
+        (32, 1),
+        (32, 16),
+    }
+    assert all(s.sim == "embed" and s.workload.api == "embeddings" for s in embed)
+    assert all(SIMS[s.sim].embedding for s in embed)
+    assert all(s.target == s.sim for s in embed)
+    cache = select(plan, ["cache"])
+    assert {s.name for s in cache} == {
+        "cache-miss-c16",
+        "cache-hit-c16",
+        "cache-miss-stream-c16",
+        "cache-hit-stream-c16",
+    }
+    for s in cache:
+        assert (s.concurrency, s.workload.temperature, s.target) == (16, 0.0, "stream+cache")
+        assert s.workload.distinct == ("miss" in s.name)
+        assert s.workload.stream == ("stream" in s.name)
+        # The warm-up sends the request measured: a hit scenario's is stored by then.
+        assert s.warmup_workload == s.workload
+        assert s.scaled(0.01).warmup >= 1

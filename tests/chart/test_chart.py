@@ -91,6 +91,23 @@ GOOD = {
         "edge": {"autoscaling": {"enabled": True}, "rateLimit": {"existingSecret": "redis"}},
         "redis": {"enabled": False},
     },
+    # Every request setting, and a cache in each process (a bare YAML `off` is false).
+    "request-settings": {
+        "edge": {
+            "maxN": 4,
+            "maxImages": 2,
+            "maxImageBytes": 123456789,
+            "maxEmbeddingInputs": 512,
+            "imageUrlHosts": ["images.example.com", "cdn.example.org"],
+            "cache": {
+                "mode": "memory",
+                "maxBytes": 268435456,
+                "maxEntryBytes": 65536,
+                "ttlSeconds": 600,
+            },
+        },
+    },
+    "cache-off-as-yaml-false": {"edge": {"cache": {"mode": False}}},
 }
 BAD = {
     "wrong-type": {"edge": {"replicas": "two"}},
@@ -105,7 +122,16 @@ BAD = {
         }
     },
     "unshared-limits": {"redis": {"enabled": False}},  # two replicas, in-memory limits
+    "wrong-cache-mode": {"edge": {"cache": {"mode": "disk"}}},
+    "tiny-cache": {"edge": {"cache": {"mode": "memory", "maxBytes": 10}}},
+    # One replica, in-memory limits: no Redis for the cache.
+    "redis-cache-without-redis": {
+        "edge": {"replicas": 1, "cache": {"mode": "redis"}},
+        "redis": {"enabled": False},
+    },
 }
+#: The BAD cases the chart's own checks refuse (the schema accepts them).
+REFUSED_BY_THE_CHART = {"unshared-limits", "redis-cache-without-redis"}
 RENDERED_CASES = ("default", "local", "gpu")
 #: Cases upgraded after the install, with these values (helm upgrade).
 UPGRADES = {
@@ -555,7 +581,7 @@ def test_the_chart_pins_each_registered_engine_and_its_adapter() -> None:
 # -- values.schema.json -------------------------------------------------------------------
 
 
-@pytest.mark.parametrize("case", sorted(set(BAD) - {"unshared-limits"}))
+@pytest.mark.parametrize("case", sorted(set(BAD) - REFUSED_BY_THE_CHART))
 def test_schema_rejects_bad_values(helm: dict[str, Any], case: str) -> None:
     with pytest.raises(jsonschema.ValidationError):
         jsonschema.validate(BAD[case], SCHEMA)
@@ -575,12 +601,76 @@ def test_several_edges_without_shared_limits_are_refused(helm: dict[str, Any]) -
     assert "shared rate limits" in helm["cases"]["unshared-limits"].get("error", "")
 
 
+def test_a_redis_cache_without_a_redis_is_refused(helm: dict[str, Any]) -> None:
+    jsonschema.validate(BAD["redis-cache-without-redis"], SCHEMA)  # the schema cannot tell
+    error = helm["cases"]["redis-cache-without-redis"].get("error", "")
+    assert "edge.cache.mode=redis" in error
+    assert "redis.enabled=true" in error  # how to give it one
+
+
+def edge_env(helm: dict[str, Any], case: str) -> dict[str, str]:
+    pod = one(manifest(helm, case), "Deployment", "switchyard-edge")["spec"]["template"]
+    return env_of(pod["spec"]["containers"][0])
+
+
+def test_request_and_cache_settings_reach_the_edge(helm: dict[str, Any]) -> None:
+    env = edge_env(helm, "request-settings")
+    expected = {
+        "EDGE_MAX_N": "4",
+        "EDGE_MAX_IMAGES": "2",
+        "EDGE_MAX_IMAGE_BYTES": "123456789",
+        "EDGE_MAX_EMBEDDING_INPUTS": "512",
+        "EDGE_IMAGE_URL_HOSTS": "images.example.com,cdn.example.org",
+        "EDGE_CACHE": "memory",
+        "EDGE_CACHE_MAX_BYTES": "268435456",
+        "EDGE_CACHE_MAX_ENTRY_BYTES": "65536",
+        "EDGE_CACHE_TTL_S": "600",
+    }
+    assert {name: env.get(name) for name in expected} == expected
+    assert "EDGE_CACHE_REDIS_URL" not in env
+
+
+@pytest.mark.parametrize("case", ["default", "cache-off-as-yaml-false"])
+def test_by_default_the_edge_s_settings_are_its_own_defaults(
+    helm: dict[str, Any], case: str
+) -> None:
+    env = edge_env(helm, case)
+    defaults = EdgeSettings.model_fields
+    for name, field in (
+        ("EDGE_MAX_N", "max_n"),
+        ("EDGE_MAX_IMAGES", "max_images"),
+        ("EDGE_MAX_IMAGE_BYTES", "max_image_bytes"),
+        ("EDGE_MAX_EMBEDDING_INPUTS", "max_embedding_inputs"),
+        ("EDGE_CACHE", "cache"),
+        ("EDGE_CACHE_MAX_BYTES", "cache_max_bytes"),
+        ("EDGE_CACHE_MAX_ENTRY_BYTES", "cache_max_entry_bytes"),
+    ):
+        assert env[name] == str(defaults[field].default), name
+    assert float(env["EDGE_CACHE_TTL_S"]) == defaults["cache_ttl_s"].default
+    assert "EDGE_IMAGE_URL_HOSTS" not in env  # none: only images sent inline
+
+
+def test_the_local_edges_share_their_cache_in_the_chart_s_redis(helm: dict[str, Any]) -> None:
+    env = edge_env(helm, "local")
+    assert env["EDGE_CACHE"] == "redis"
+    (redis_url,) = [
+        item
+        for item in one(manifest(helm, "local"), "Deployment", "switchyard-edge")["spec"][
+            "template"
+        ]["spec"]["containers"][0]["env"]
+        if item["name"] == "EDGE_REDIS_URL"
+    ]
+    assert "secretKeyRef" in redis_url["valueFrom"]
+
+
 def test_notes_say_how_to_get_a_key_and_call(helm: dict[str, Any]) -> None:
     notes = helm["cases"]["default"]["notes"]
     assert "sha256sum" in notes
     assert "edge.keys.entries" in notes
     assert "kind: ModelBackend" in notes
     assert "/v1/chat/completions" in notes
+    assert "task: embed" in notes
+    assert "/v1/embeddings" in notes
     assert "port-forward svc/switchyard-edge" in notes
 
 
@@ -648,10 +738,13 @@ def test_the_chart_s_backends_pass_the_crd_s_rules(helm: dict[str, Any], case: s
 
 
 def test_the_local_demo_backends_serve_tools_reasoning_and_images(helm: dict[str, Any]) -> None:
-    """As `make run`'s: every simulated model takes images; vLLM and SGLang get a tool-call
-    and a reasoning parser (TGI serves tools without one, and has no reasoning parser)."""
+    """As `make run`'s: every simulated chat model takes images; vLLM and SGLang get a
+    tool-call and a reasoning parser (TGI serves tools without one, and has no reasoning
+    parser)."""
     for obj in backends(helm, "local"):
         spec = ModelBackendSpec.model_validate(obj["spec"])
+        if spec.task == "embed":
+            continue
         args = engine_args(spec, obj["metadata"]["name"])
         assert "--sim-multimodal" in args, spec.engine
         has_parsers = {"--tool-call-parser", "--reasoning-parser"} <= set(args)
@@ -663,3 +756,13 @@ def test_the_gpu_example_serves_tools() -> None:
     spec = ModelBackendSpec.model_validate(backend["spec"])
     args = engine_args(spec, backend["name"])
     assert args[args.index("--tool-call-parser") - 1] == "--enable-auto-tool-choice"
+
+
+def test_the_local_demo_serves_an_embedding_model_as_make_run_does(helm: dict[str, Any]) -> None:
+    (obj,) = [b for b in backends(helm, "local") if b["spec"].get("task") == "embed"]
+    assert obj["metadata"]["name"] == "demo-embed"
+    spec = ModelBackendSpec.model_validate(obj["spec"])
+    args = engine_args(spec, obj["metadata"]["name"])
+    assert spec.engine == "vllm"
+    assert args[args.index("--runner") + 1] == "pooling"
+    assert json.loads(args[args.index("--hf-overrides") + 1]) == {"is_matryoshka": True}

@@ -7,15 +7,19 @@ import re
 from typing import Any
 
 from switchyard.devstack.__main__ import banner
-from switchyard.devstack.components import ENGINES, served_name
+from switchyard.devstack.components import EMBEDDING_MODELS, demo_models
 
 TEXT = banner("sy-key", ["http://127.0.0.1:8080"], [("sim-vllm", "http://127.0.0.1:1")])
 
 
+def curls() -> list[tuple[str, dict[str, Any]]]:
+    """Each `curl <url> ... -d '<json>'`: its URL's path and its body."""
+    found = re.findall(r"curl http://127\.0\.0\.1:8080(\S+).*?-d '(.*?)'", TEXT, flags=re.DOTALL)
+    return [(path, json.loads(body)) for path, body in found]
+
+
 def curl_bodies() -> list[dict[str, Any]]:
-    """The JSON after each `curl ... -d '`, up to its closing quote."""
-    bodies = re.findall(r"-d '(.*?)'", TEXT, flags=re.DOTALL)
-    return [json.loads(body) for body in bodies]
+    return [body for _, body in curls()]
 
 
 def python_example() -> str:
@@ -26,9 +30,18 @@ def python_example() -> str:
 
 def test_the_curl_examples_are_json_for_served_models() -> None:
     bodies = curl_bodies()
-    assert len(bodies) == 2
-    models = {served_name(engine) for engine in ENGINES}
+    assert len(bodies) == 3
+    models = {model.name for model in demo_models()}
     assert all(body["model"] in models for body in bodies)
+    assert all(model in TEXT.splitlines()[1] for model in models)  # "models: ..." lists them
+
+
+def test_one_curl_example_asks_an_embedding_model_for_short_vectors() -> None:
+    (body,) = [b for p, b in curls() if p == "/v1/embeddings"]
+    assert body["model"] in EMBEDDING_MODELS.values()
+    assert body["dimensions"] >= 1
+    assert all(isinstance(text, str) for text in body["input"])
+    assert sorted(p for p, _ in curls()) == [*["/v1/chat/completions"] * 2, "/v1/embeddings"]
 
 
 def test_one_curl_example_calls_a_tool() -> None:
@@ -44,3 +57,4 @@ def test_the_python_example_compiles_and_uses_the_key_and_tools() -> None:
     assert 'api_key="sy-key"' in code
     assert "tools=[" in code
     assert "reasoning_content" in code
+    assert f'embeddings.create(model="{EMBEDDING_MODELS["vllm"]}"' in code

@@ -4,22 +4,30 @@ bound (from the line each one logs)."""
 from __future__ import annotations
 
 import importlib
+import json
 from dataclasses import replace
+from pathlib import Path
 from typing import Any
 
 import orjson
 import pytest
 import structlog
+import yaml
 
 from switchyard.devstack.components import (
     ADAPTER_LISTENING,
+    EMBEDDING_MODELS,
     ENGINES,
     SIM_LISTENING,
     SIM_MODEL,
     EngineOptions,
     adapter_args,
+    adapter_env,
+    demo_models,
     sim_args,
+    write_model_routes,
 )
+from switchyard.engines import ENGINES as KINDS
 from switchyard.engines import Serving, engine_kind
 
 STARTED: dict[str, Any] = {
@@ -125,3 +133,78 @@ def test_each_feature_is_its_own_switch() -> None:
 def test_an_unknown_engine_has_no_command_line() -> None:
     with pytest.raises(ValueError, match="unknown engine 'llamacpp'"):
         sim_args("llamacpp", "127.0.0.1", 0, "demo", EngineOptions())
+
+
+#: An embedding model whose vectors may be shortened, as `make run` serves them.
+EMBED = EngineOptions(embedding=True, matryoshka=True, embedding_dimensions=256)
+
+
+@pytest.mark.parametrize(
+    ("engine", "expected"),
+    [
+        ("vllm", ["--runner", "pooling", "--convert", "embed",
+                  "--hf-overrides", '{"is_matryoshka":true}']),
+        ("sglang", ["--is-embedding", "--json-model-override-args", '{"is_matryoshka":true}']),
+    ],
+)  # fmt: skip
+def test_an_embedding_model_gets_its_engine_s_flags_and_its_size(
+    engine: str, expected: list[str]
+) -> None:
+    plain = sim_args(engine, "127.0.0.1", 0, "demo", EngineOptions())
+    embed = sim_args(engine, "127.0.0.1", 0, "demo", EMBED)
+    size = ["--sim-embedding-dimensions", "256"]
+    assert [arg for arg in embed if arg not in plain] == [*expected, *size]
+    assert embed[-2:] == size
+    assert "--sim-embedding-dimensions" not in plain
+
+
+def test_only_the_listed_sizes_are_said_when_there_are_some() -> None:
+    opts = replace(EMBED, matryoshka_dimensions=(128, 64))
+    args = sim_args("vllm", "127.0.0.1", 0, "demo", opts)
+    assert json.loads(args[args.index("--hf-overrides") + 1]) == {
+        "matryoshka_dimensions": [128, 64]
+    }
+
+
+def test_tgi_has_no_embedding_model() -> None:
+    with pytest.raises(ValueError, match="TGI serves no embeddings"):
+        sim_args("tgi", "127.0.0.1", 0, "demo", EMBED)
+
+
+def test_an_embedding_model_takes_no_generation_options() -> None:
+    with pytest.raises(ValueError, match="an embedding model generates nothing: tool_call_parser"):
+        sim_args("vllm", "127.0.0.1", 0, "demo", replace(EMBED, tools=True))
+
+
+@pytest.mark.parametrize("engine", list(EMBEDDING_MODELS))
+def test_simulators_accept_an_embedding_model_s_command_line(engine: str) -> None:
+    for opts in (EMBED, replace(EMBED, matryoshka=False, matryoshka_dimensions=(64, 128))):
+        args = sim_args(engine, "127.0.0.1", 0, "demo", opts)
+        importlib.import_module(f"{args[0]}.flags").parse(args[1:])
+
+
+def test_make_run_serves_an_embedding_model_on_every_engine_that_has_them() -> None:
+    served = [k.name for k in KINDS.values() if k.no_embeddings is None]
+    models = demo_models()
+    embedding = {m.engine: m.name for m in models if m.options.embedding}
+    assert embedding == dict(EMBEDDING_MODELS)
+    assert list(embedding) == served
+    assert embedding["vllm"] == "demo-embed"
+    assert all(m.options.matryoshka for m in models if m.options.embedding)
+    assert [m.name for m in models if not m.options.embedding] == [f"demo-{e}" for e in ENGINES]
+    names = [m.name for m in models]
+    assert len(set(names)) == len(names)
+    assert len({m.component for m in models}) == len(models)
+
+
+def test_each_demo_model_has_its_own_adapter_and_route(tmp_path: Path) -> None:
+    env = adapter_env("vllm", "http://127.0.0.1:1", "127.0.0.1", 0, model="demo-embed")
+    assert env["ADAPTER_SERVED_MODEL_NAME"] == "demo-embed"
+    default = adapter_env("vllm", "http://127.0.0.1:1", "127.0.0.1", 0)
+    assert default["ADAPTER_SERVED_MODEL_NAME"] == "demo-vllm"
+    routes = tmp_path / "routes.yaml"
+    write_model_routes(routes, {"demo-vllm": ("vllm", ["a:1"]), "demo-embed": ("vllm", ["b:2"])})
+    assert yaml.safe_load(routes.read_text()) == {"models": [
+        {"name": "demo-vllm", "engine": "vllm", "endpoints": ["a:1"]},
+        {"name": "demo-embed", "engine": "vllm", "endpoints": ["b:2"]},
+    ]}  # fmt: skip

@@ -17,19 +17,19 @@ from collections.abc import AsyncIterator, Iterable
 from pathlib import Path
 
 import pytest
-from openai import AsyncOpenAI, pydantic_function_tool
+from openai import AsyncOpenAI, BadRequestError, pydantic_function_tool
 from openai.types.chat import ChatCompletionMessageParam
 from pydantic import BaseModel
 
-from switchyard.devstack.components import ENGINES, served_name
+from switchyard.devstack.components import EMBEDDING_MODELS, ENGINES, EngineOptions, served_name
 from tests.support.processes import free_port
 from tests.support.request_matrix import PIXEL
 
 #: What `make run` used before, or would by default: each engine's own port (3000 is also
 #: Grafana's), the adapters' 50051-50053, redis's 6379, the metrics ports' 9090.
 WELL_KNOWN_PORTS = (8000, 30000, 3000, 50051, 50052, 50053, 6379, 9090)
-#: Nine processes start on a loaded 2-core machine: a generous bound.
-START_S = 180.0
+#: Thirteen processes start on a loaded 2-core machine: a generous bound.
+START_S = 240.0
 
 pytestmark = [pytest.mark.slow, pytest.mark.timeout(2 * START_S)]
 
@@ -148,6 +148,20 @@ async def serves_the_demo_features(client: AsyncOpenAI, engine: str) -> None:
     assert seen.usage.prompt_tokens > reply.usage.prompt_tokens, engine  # the image counted
 
 
+async def serves_embeddings(client: AsyncOpenAI, model: str) -> None:
+    """An embedding model answers vectors of its full size, and shorter ones when asked
+    (`make run` serves them Matryoshka-capable), and refuses to chat."""
+    full = await client.embeddings.create(model=model, input="Hello!")
+    (vector,) = full.data
+    assert len(vector.embedding) == EngineOptions().embedding_dimensions, model
+    short = await client.embeddings.create(model=model, input=["Hello!", "Hi!"], dimensions=64)
+    assert [len(item.embedding) for item in short.data] == [64, 64], model
+    assert short.usage.prompt_tokens > 0
+    hello: list[ChatCompletionMessageParam] = [{"role": "user", "content": "Hello!"}]
+    with pytest.raises(BadRequestError, match="does not support chat completions"):
+        await client.chat.completions.create(model=model, messages=hello)
+
+
 async def the_printed_python_example_runs(banner: str) -> None:
     """The banner's Python example, pasted as it is, against the stack it came from."""
     found = re.search(r"python - <<'EOF'\n(.*?)\n\s*EOF", banner, flags=re.DOTALL)
@@ -159,10 +173,11 @@ async def the_printed_python_example_runs(banner: str) -> None:
     async with asyncio.timeout(START_S):
         out, err = await example.communicate()
     assert example.returncode == 0, err.decode()
-    reasoning_and_answer, tool_calls = out.decode().splitlines()
+    reasoning_and_answer, tool_calls, vectors = out.decode().splitlines()
     assert " -> " in reasoning_and_answer
     assert not reasoning_and_answer.startswith("None ")  # demo-sglang's reasoning
     assert "name='get_weather'" in tool_calls
+    assert vectors == "2 vectors of 64"
 
 
 async def test_taken_well_known_ports_neither_stop_the_stack_nor_reach_it(
@@ -184,6 +199,8 @@ async def test_taken_well_known_ports_neither_stop_the_stack_nor_reach_it(
             async with client:
                 for engine in ENGINES:
                     await serves_the_demo_features(client, engine)
+                for model in EMBEDDING_MODELS.values():
+                    await serves_embeddings(client, model)
             await the_printed_python_example_runs(banner)
         finally:
             returncode = await stop(process)

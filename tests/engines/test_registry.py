@@ -6,11 +6,21 @@ from __future__ import annotations
 import dataclasses
 import importlib
 import importlib.util
+import json
+import re
 
 import pytest
 
 from switchyard.adapter.translation import Translation
-from switchyard.engines import CHAT_OPTIONS, ENGINES, NAMES, EngineKind, Serving, engine_kind
+from switchyard.engines import (
+    CHAT_OPTIONS,
+    ENGINES,
+    GENERATION_ONLY,
+    NAMES,
+    EngineKind,
+    Serving,
+    engine_kind,
+)
 
 KINDS = list(ENGINES.values())
 FULL = Serving(
@@ -157,3 +167,79 @@ def test_chat_flags_of_each_engine(engine: str, expected: list[str]) -> None:
     plain = Serving("m", "h", 1, "s")
     flags = kind.flags(dataclasses.replace(plain, **CHAT))  # type: ignore[arg-type]
     assert flags == kind.flags(plain) + expected
+
+
+#: What starts each engine that serves embeddings as an embedding model, and the flag that
+#: overrides the model's HF config (where both read `is_matryoshka`/`matryoshka_dimensions`:
+#: vLLM config/model.py `ModelConfig.is_matryoshka`, SGLang configs/model_config.py).
+EMBEDDING = {
+    "vllm": (["--runner", "pooling", "--convert", "embed"], "--hf-overrides"),
+    "sglang": (["--is-embedding"], "--json-model-override-args"),
+}
+PLAIN = Serving("m", "h", 1, "s")
+
+
+def test_the_engines_that_serve_embeddings_are_those_that_can() -> None:
+    assert [k.name for k in KINDS if k.no_embeddings is None] == list(EMBEDDING)
+
+
+@pytest.mark.parametrize("engine", EMBEDDING)
+def test_an_embedding_model_gets_its_engine_s_flags(engine: str) -> None:
+    kind = ENGINES[engine]
+    flags, override = EMBEDDING[engine]
+    embed = kind.flags(dataclasses.replace(PLAIN, embedding=True))
+    assert [arg for arg in embed if arg not in kind.flags(PLAIN)] == flags
+    assert override not in embed  # the model's config is left alone
+
+
+@pytest.mark.parametrize(
+    ("matryoshka", "dimensions", "config"),
+    [
+        (True, (), {"is_matryoshka": True}),
+        (False, (256, 64), {"matryoshka_dimensions": [256, 64]}),
+        (True, (64,), {"matryoshka_dimensions": [64]}),
+    ],
+)
+@pytest.mark.parametrize("engine", EMBEDDING)
+def test_matryoshka_vectors_are_said_in_the_model_s_config(
+    engine: str, matryoshka: bool, dimensions: tuple[int, ...], config: dict[str, object]
+) -> None:
+    serving = dataclasses.replace(
+        PLAIN, embedding=True, matryoshka=matryoshka, matryoshka_dimensions=dimensions
+    )
+    flags = ENGINES[engine].flags(serving)
+    override = EMBEDDING[engine][1]
+    assert json.loads(flags[flags.index(override) + 1]) == config
+
+
+def test_seeds_mean_nothing_to_an_embedding_model() -> None:
+    """SGLang's deterministic mode is for sampling, which an embedding model does not do."""
+    seeded = dataclasses.replace(PLAIN, seeded=True, embedding=True)
+    assert "--enable-deterministic-inference" not in ENGINES["sglang"].flags(seeded)
+
+
+@pytest.mark.parametrize("kind", [k for k in KINDS if k.no_embeddings], ids=lambda k: k.name)
+def test_an_engine_without_embeddings_refuses_an_embedding_model(kind: EngineKind) -> None:
+    assert kind.no_embeddings is not None
+    with pytest.raises(ValueError, match=re.escape(kind.no_embeddings)):
+        kind.flags(dataclasses.replace(PLAIN, embedding=True))
+
+
+def test_generation_only_options_are_chat_options() -> None:
+    assert set(GENERATION_ONLY) <= set(CHAT_OPTIONS)
+
+
+@pytest.mark.parametrize("option", GENERATION_ONLY)
+def test_an_embedding_model_refuses_what_shapes_generated_text(option: str) -> None:
+    with pytest.raises(ValueError, match=f"an embedding model generates nothing: {option}"):
+        dataclasses.replace(PLAIN, embedding=True, **{option: CHAT[option]})  # type: ignore[arg-type]
+    dataclasses.replace(PLAIN, **{option: CHAT[option]})  # type: ignore[arg-type]
+
+
+def test_matryoshka_is_for_an_embedding_model_and_sizes_are_positive() -> None:
+    with pytest.raises(ValueError, match="matryoshka dimensions are for an embedding model"):
+        dataclasses.replace(PLAIN, matryoshka=True)
+    with pytest.raises(ValueError, match="matryoshka dimensions are for an embedding model"):
+        dataclasses.replace(PLAIN, matryoshka_dimensions=(64,))
+    with pytest.raises(ValueError, match="at least 1"):
+        dataclasses.replace(PLAIN, embedding=True, matryoshka_dimensions=(64, 0))

@@ -36,4 +36,9 @@ INVALID: list[tuple[dict[str, Any], str]] = [
     (spec(apiKeySecret={"name": "Engine_Key", "key": "token"}), "apiKeySecret.name"),
     (spec(apiKeySecret={"name": "engine-key"}), "apiKeySecret.key"),
     (spec(apiKeySecret={"name": "engine-key", "key": "a/b"}), "apiKeySecret.key"),
+    (spec(task="classify"), "task"),
+    (spec(task="embed", embedding={"matryoshkaDimensions": [0]}), "matryoshkaDimensions"),
+    (spec(embedding={}), "embedding is for an embedding model"),
+    (spec(engine="tgi", task="embed"), "task embed is not for engine tgi"),
+    (spec(task="embed", chat={"toolCallParser": "hermes"}), "not for an embedding model"),
 ]

@@ -196,7 +196,10 @@ async def eventually(
 
 
 EXAMPLES_DIR = Path(__file__).resolve().parents[2] / "services" / "operator" / "examples"
-EXAMPLES = ("vllm-gpu", "sglang-gpu", "tgi-gpu", "vllm-sim", "sglang-sim", "tgi-sim")
+EXAMPLES = (
+    "vllm-gpu", "sglang-gpu", "tgi-gpu", "embed-gpu",
+    "vllm-sim", "sglang-sim", "tgi-sim", "embed-sim",
+)  # fmt: skip
 
 
 def example(name: str) -> dict[str, Any]:

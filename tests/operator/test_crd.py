@@ -21,6 +21,7 @@ from pydantic import ValidationError
 from pydantic.alias_generators import to_camel
 
 from switchyard.engines import ENGINES as ENGINE_KINDS
+from switchyard.engines import GENERATION_ONLY
 from switchyard.operator import api
 from switchyard.operator.crd import CRD_PATH, crd_manifest, crd_yaml
 from tests.operator.cases import INVALID, spec
@@ -299,10 +300,25 @@ def _chat_for(engine: str) -> dict[str, Any]:
     return {k: v for k, v in CHAT.items() if k not in unsupported}
 
 
+#: Every field of spec.embedding.
+EMBEDDING: dict[str, Any] = {"matryoshka": True, "matryoshkaDimensions": [64, 128]}
+
+
+def _embedding_chat(engine: str) -> dict[str, Any]:
+    """Every chat field `engine` takes on an embedding model."""
+    generation = {to_camel(o) for o in GENERATION_ONLY}
+    return {k: v for k, v in _chat_for(engine).items() if k not in generation}
+
+
 #: Minimal valid objects, between them filling every node that carries rules.
 MINIMAL = [
     *(backend("m", {"engine": engine, "model": "m"}) for engine in api.ENGINES),
     *(backend("m", {"engine": e, "model": "m", "chat": _chat_for(e)}) for e in api.ENGINES),
+    *(
+        backend("m", spec(engine=e, task="embed", embedding=EMBEDDING, chat=_embedding_chat(e)))
+        for e in api.ENGINES
+        if not ENGINE_KINDS[e].no_embeddings
+    ),
     backend("m", spec(env=[{"name": "A"}], modelCache={})),
     backend("m", spec(env=[{"name": "A", "value": "1"}], modelCache={"claimName": "c"})),
     backend("m", spec(env=[{"name": "A", "valueFrom": {}}], modelCache={"sizeLimit": "1Gi"})),
@@ -349,6 +365,25 @@ REFUSED_BY_RULE: dict[str, dict[str, Any]] = {
         )
         for kind in ENGINE_KINDS.values()
         for option, why in kind.unsupported.items()
+    },
+    "embedding is for an embedding model: set task embed": backend(
+        "m", spec(embedding={"matryoshka": True})
+    ),
+    # One rule per engine that serves no embeddings, and per chat field that shapes
+    # generated text (on an engine that takes it otherwise).
+    **{
+        f"task embed is not for engine {kind.name}: {kind.no_embeddings}": backend(
+            "m", spec(engine=kind.name, task="embed")
+        )
+        for kind in ENGINE_KINDS.values()
+        if kind.no_embeddings
+    },
+    **{
+        f"chat.{to_camel(option)} is not for an embedding model (task embed), which generates "
+        "no text": backend(
+            "m", spec(engine="vllm", task="embed", chat={to_camel(option): CHAT[to_camel(option)]})
+        )
+        for option in GENERATION_ONLY
     },
 }
 
@@ -501,6 +536,33 @@ def test_chat_rules_agree_with_the_models(engine: str, field: str) -> None:
         assert server_ok == model_ok, (engine, chat)
         expected = all(to_camel(o) not in chat for o in ENGINE_KINDS[engine].unsupported)
         assert server_ok == expected, (engine, chat)
+
+
+@pytest.mark.parametrize("engine", api.ENGINES)
+@pytest.mark.parametrize("task", ["generate", "embed"])
+@pytest.mark.parametrize("field", [*CHAT, "embedding"])
+def test_task_rules_agree_with_the_models(engine: str, task: str, field: str) -> None:
+    """An embedding model on each engine with each field set alone: the CRD and the models
+    accept and refuse the same, and what they refuse is what the registry says."""
+    setting = {"embedding": EMBEDDING} if field == "embedding" else {"chat": {field: CHAT[field]}}
+    obj = backend("m", spec(engine=engine, task=task, **setting))
+    server_ok = validation_errors(obj) == []
+    try:
+        api.ModelBackend.model_validate(obj)
+        model_ok = True
+    except ValidationError:
+        model_ok = False
+    assert server_ok == model_ok, (engine, task, field)
+    kind = ENGINE_KINDS[engine]
+    if task == "generate":
+        expected = field != "embedding" and field not in map(to_camel, kind.unsupported)
+    else:
+        expected = (
+            kind.no_embeddings is None
+            and field not in map(to_camel, kind.unsupported)
+            and field not in map(to_camel, GENERATION_ONLY)
+        )
+    assert server_ok == expected, (engine, task, field)
 
 
 def test_name_rule_runs_on_metadata() -> None:

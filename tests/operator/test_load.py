@@ -49,6 +49,9 @@ class FakeAdapter(pb_grpc.InferenceServiceServicer):
     async def ListModels(self, request: Any, context: Any) -> Any:
         await context.abort(grpc.StatusCode.UNIMPLEMENTED, "load reports only")
 
+    async def Embed(self, request: Any, context: Any) -> Any:
+        await context.abort(grpc.StatusCode.UNIMPLEMENTED, "load reports only")
+
 
 @pytest.fixture
 def port() -> int:

@@ -12,7 +12,7 @@ from typing import Any, Final
 
 import orjson
 
-from switchyard.adapter.validation import validate
+from switchyard.adapter.validation import validate, validate_embed
 from switchyard.inference.v1 import inference_pb2 as pb
 from tests.support.canonical import Message, generate_request
 
@@ -198,4 +198,40 @@ def feature_cases(
             else:
                 request.logprobs.SetInParent()
             cases.append(Case(f"prompt-{mode}-{name}", request, stream))
+    return cases
+
+
+@dataclass(frozen=True)
+class EmbedCase:
+    id: str
+    request: pb.EmbedRequest
+
+    def __str__(self) -> str:  # the pytest id
+        return self.id
+
+
+#: The inputs of embedding requests: one text, a batch, token ids, a batch of token ids.
+EMBED_INPUTS: Final[Mapping[str, tuple[str | tuple[int, ...], ...]]] = {
+    "text": ("The quick brown fox",),
+    "texts": ("first passage", "second, longer passage of text", "third"),
+    "tokens": ((1, 2, 3),),
+    "token-lists": ((1, 2, 3), (4,), (5, 6)),
+}
+
+
+def embed_matrix() -> list[EmbedCase]:
+    """Every shape of embedding request: each input kind, with and without `dimensions`."""
+    cases = []
+    for (name, inputs), dimensions in itertools.product(EMBED_INPUTS.items(), (None, 64)):
+        request = pb.EmbedRequest(request_id="r-1", model=MODEL)
+        for item in inputs:
+            if isinstance(item, str):
+                request.inputs.add(text=item)
+            else:
+                request.inputs.add(tokens=pb.TokenIds(ids=item))
+        if dimensions is not None:
+            request.dimensions = dimensions
+        validate_embed(request, MODEL)
+        suffix = "" if dimensions is None else f"-dimensions-{dimensions}"
+        cases.append(EmbedCase(f"{name}{suffix}", request))
     return cases

@@ -139,11 +139,19 @@ redis-url
 {{- end -}}
 
 {{/* Values the schema cannot check alone. */}}
+{{/* edge.cache.mode, with YAML's bare `off` (read as false) taken for "off". */}}
+{{- define "switchyard.edge.cacheMode" -}}
+{{- .Values.edge.cache.mode | default "off" -}}
+{{- end -}}
+
 {{- define "switchyard.validate" -}}
 {{- $shared := include "switchyard.edge.redisSecret" . -}}
 {{- $many := or (gt (int .Values.edge.replicas) 1) (gt (int .Values.edge.workers) 1) .Values.edge.autoscaling.enabled -}}
 {{- if and $many (not $shared) -}}
 {{- fail "edge: several replicas or workers need shared rate limits (each would admit the full limit alone): set redis.enabled=true, edge.rateLimit.redisUrl or edge.rateLimit.existingSecret" -}}
+{{- end -}}
+{{- if and (eq (include "switchyard.edge.cacheMode" .) "redis") (not $shared) -}}
+{{- fail "edge.cache.mode=redis keeps the cache in the rate limits' Redis: set redis.enabled=true, edge.rateLimit.redisUrl or edge.rateLimit.existingSecret (or use mode memory)" -}}
 {{- end -}}
 {{- if and .Values.edge.autoscaling.enabled (lt (int .Values.edge.autoscaling.maxReplicas) (int .Values.edge.autoscaling.minReplicas)) -}}
 {{- fail "edge.autoscaling: maxReplicas must not be below minReplicas" -}}

@@ -68,6 +68,7 @@ def test_add_appends_keeps_the_mode_and_refuses_a_duplicate_name(tmp_path: Path)
     ops = store.authenticate(f"Bearer {added.stdout.strip()}")
     assert ops is not None
     assert (ops.tenant, ops.models, ops.rpm, ops.tpm) == ("default", ("*",), None, None)
+    assert ops.cache  # the response cache is on for a key unless it opts out
     assert store.authenticate(f"Bearer {DEV_KEY}") is not None
 
     before = path.read_bytes()
@@ -81,16 +82,18 @@ def test_add_appends_keeps_the_mode_and_refuses_a_duplicate_name(tmp_path: Path)
 def test_list_shows_every_field_and_only_hash_prefixes(tmp_path: Path) -> None:
     path = tmp_path / "keys.yaml"
     first = keys("add", "--file", path, "--name", "dev", "--rpm", "600", "--tenant", "local")
-    second = keys("add", "--file", path, "--name", "batch", "--models", "a,b-*", "--tpm", "5000")
+    second = keys(
+        "add", "--file", path, "--name", "batch", "--models", "a,b-*", "--tpm", "5000", "--no-cache"
+    )
     assert first.returncode == second.returncode == 0
     result = keys("list", "--file", path)
     assert result.returncode == 0, result.stderr
     lines = result.stdout.splitlines()
-    assert lines[0].split() == ["NAME", "TENANT", "MODELS", "RPM", "TPM", "SHA256"]
+    assert lines[0].split() == ["NAME", "TENANT", "MODELS", "RPM", "TPM", "CACHE", "SHA256"]
     dev_hash = hash_key(first.stdout.strip())
     batch_hash = hash_key(second.stdout.strip())
-    assert lines[1].split() == ["dev", "local", "*", "600", "-", dev_hash[:8]]
-    assert lines[2].split() == ["batch", "default", "a,b-*", "-", "5000", batch_hash[:8]]
+    assert lines[1].split() == ["dev", "local", "*", "600", "-", "on", dev_hash[:8]]
+    assert lines[2].split() == ["batch", "default", "a,b-*", "-", "5000", "off", batch_hash[:8]]
     for full in (dev_hash, batch_hash):
         assert full[:9] not in result.stdout + result.stderr
 

@@ -60,6 +60,21 @@ def test_render_round_trips_including_values_yaml_would_misread() -> None:
     assert "  - name: dev\n" in text  # plain where that is unambiguous
 
 
+def test_a_key_opts_out_of_the_response_cache_with_cache_false() -> None:
+    (opted_out, default) = parse_keys(keys_yaml(_dev("    cache: false\n"), entry("ops", OPS_KEY)))
+    assert opted_out.api_key().cache is False
+    assert default.api_key().cache is True
+    # Written back only where it differs from the default, and read back the same.
+    text = render_keys([opted_out, default])
+    assert text.count("cache: false") == 1
+    assert parse_keys(text) == [opted_out, default]
+
+
+def test_cache_must_be_a_boolean() -> None:
+    with pytest.raises(KeysFileError, match=r"keys\[0\] \(name 'dev'\)\.cache"):
+        parse_keys(keys_yaml(_dev('    cache: "no"\n')))
+
+
 def test_entries_never_show_their_hash_in_repr() -> None:
     e = KeyEntry(name="dev", tenant="local", sha256=DEV_HASH, models=["*"])
     assert DEV_HASH not in repr(e)
@@ -86,7 +101,7 @@ def _bare(name: str, sha256: str, tail: str = '    models: ["*"]\n') -> str:
         ),
         pytest.param(
             keys_yaml(_dev("    rpn: 5\n")),
-            "keys[0] (name 'dev').rpn: unknown field (allowed: name, tenant, sha256, models, rpm, tpm)",
+            "keys[0] (name 'dev').rpn: unknown field (allowed: name, tenant, sha256, models, rpm, tpm, cache)",
             id="entry-extra",
         ),
         pytest.param(

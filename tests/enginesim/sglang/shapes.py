@@ -13,7 +13,7 @@ from types import ModuleType
 from typing import Any
 
 import orjson
-from openai.types import Completion
+from openai.types import Completion, CreateEmbeddingResponse
 from openai.types.chat import ChatCompletion, ChatCompletionChunk
 
 from tests.support.engine_wheels import (
@@ -78,3 +78,17 @@ def completion_chunk(chunk: dict[str, Any]) -> None:
     else:  # the usage chunk leaves nulls out
         model = protocol().CompletionStreamResponse.model_validate(chunk)
         assert orjson.loads(model.model_dump_json(exclude_none=True)) == chunk
+
+
+def embedding_response(body: dict[str, Any]) -> CreateEmbeddingResponse | None:
+    """An `/v1/embeddings` body, checked against SGLang's `EmbeddingResponse`; with float
+    vectors, the `openai` SDK's type reads it too (base64 ones it decodes itself)."""
+    _same(protocol().EmbeddingResponse, body)
+    if all(isinstance(item["embedding"], list) for item in body["data"]):
+        return CreateEmbeddingResponse.model_validate(body)
+    return None
+
+
+def embedding_request(body: dict[str, Any]) -> None:
+    """A request body SGLang's `EmbeddingRequest` accepts."""
+    protocol().EmbeddingRequest.model_validate(body)

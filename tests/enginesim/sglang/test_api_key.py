@@ -23,6 +23,8 @@ GUARDED = [
         "/v1/chat/completions",
         {"model": "demo", "messages": [{"role": "user", "content": "hi"}], "max_tokens": 2},
     ),
+    ("POST", "/v1/embeddings", {"model": "demo", "input": "hi"}),
+    ("POST", "/encode", {"text": "hi"}),
     ("GET", "/v1/models", None),
     ("GET", "/v1/models/demo", None),
     ("GET", "/model_info", None),

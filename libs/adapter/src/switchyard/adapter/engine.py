@@ -11,7 +11,7 @@ and where the engine has an abort route, calls it with that call's own `abort_id
 from __future__ import annotations
 
 import asyncio
-from collections.abc import AsyncGenerator, Callable
+from collections.abc import AsyncGenerator, Callable, Mapping
 from dataclasses import replace
 from typing import Any, Final
 
@@ -25,8 +25,10 @@ from switchyard.adapter.translation import (
     AUTH_REFUSED,
     Completion,
     Delta,
+    Embeddings,
     EngineHTTPError,
     EngineRequest,
+    ModelDescription,
     Translation,
     choice_count,
 )
@@ -169,7 +171,17 @@ class EngineClient:
                 await stream.aclose()
 
     async def _complete(self, request: pb.GenerateRequest) -> Completion:
-        call = self.translation.request(request, stream=False)
+        body, headers = await self._unary(self.translation.request(request, stream=False))
+        return self.translation.completion(request, body, headers)
+
+    async def embed(self, request: pb.EmbedRequest) -> Embeddings:
+        """All of the request's inputs in one engine call; leaving early aborts it."""
+        body, _ = await self._unary(self.translation.embed_request(request))
+        return self.translation.embeddings(request, body)
+
+    async def _unary(self, call: EngineRequest) -> tuple[Any, Mapping[str, str]]:
+        """One non-streaming engine call: its JSON body and headers. An error status raises
+        the translation's error; leaving early (cancelled) aborts the call in the engine."""
         try:
             async with self._session.post(
                 call.path, data=orjson.dumps(call.body), headers=_JSON
@@ -182,7 +194,7 @@ class EngineClient:
             raise
         if response.status >= 400:
             raise self._error(response.status, body)
-        return self.translation.completion(request, _json(body), response.headers)
+        return _json(body), response.headers
 
     async def _stream(self, request: pb.GenerateRequest) -> AsyncGenerator[Delta, None]:
         call = self.translation.request(request, stream=True)
@@ -228,8 +240,8 @@ class EngineClient:
                 self._abort_left(call)
 
     def _abort_left(self, call: EngineRequest) -> None:
-        if call.abort_id is not None:
-            self.abort_in_background(call.abort_id)
+        for abort_id in call.aborts:
+            self.abort_in_background(abort_id)
 
     def abort_in_background(self, abort_id: str) -> None:
         """Ask the engine to abort now, without holding up the cancelled caller."""
@@ -286,6 +298,11 @@ class EngineClient:
     async def max_model_len(self) -> int:
         length: int = await self.translation.max_model_len(self)
         return length
+
+    async def describe(self) -> ModelDescription:
+        """What the engine serves (capabilities, context, vector size, identity)."""
+        description: ModelDescription = await self.translation.describe(self)
+        return description
 
     async def metrics_text(self) -> str:
         """The engine's Prometheus exposition; EngineHTTPError when it cannot be read."""

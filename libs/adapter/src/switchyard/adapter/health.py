@@ -1,6 +1,7 @@
 """Readiness: the adapter is SERVING only while its engine can generate.
 
-A background task asks the engine (its health route, then its model info) and sets
+A background task asks the engine (its health route, then its model info: what it serves,
+its context length, vector size and identity, as ListModels reports them) and sets
 the standard `grpc.health.v1` status for the whole server and for the inference service.
 A request that finds the engine unreachable wakes the checker at once, so routers learn of
 it without waiting for the next tick. The adapter publishes exactly what it believes:
@@ -28,7 +29,7 @@ from grpc_health.v1.health import aio as health_aio
 from prometheus_client import Gauge
 
 from switchyard.adapter.engine import EngineClient
-from switchyard.adapter.translation import EngineHTTPError
+from switchyard.adapter.translation import EngineHTTPError, ModelDescription
 from switchyard.inference.v1 import inference_pb2
 
 log = structlog.get_logger(__name__)
@@ -53,6 +54,8 @@ class Readiness:
         self._wake = asyncio.Event()
         self.ready = False
         self.max_model_len = 0
+        #: What the engine serves, as last read (None until the first read succeeds).
+        self.model: ModelDescription | None = None
         #: Whether the next healthy check must read the engine's info (prove the key) first.
         self._reread_info = True
         #: The last cause logged for not serving (None while serving): logged once each.
@@ -86,7 +89,8 @@ class Readiness:
         # Cleared before the call: a refusal reported while it runs asks for another read.
         self._reread_info = False
         try:
-            self.max_model_len = await self._engine.max_model_len()
+            self.model = await self._engine.describe()
+            self.max_model_len = self.model.max_model_len
         except Exception as exc:  # the engine answers health but not its info: not ready yet
             self._reread_info = True
             if isinstance(exc, EngineHTTPError) and exc.credentials_refused:

@@ -1,9 +1,11 @@
 """The gRPC InferenceService of an adapter: canonical requests in, engine calls out.
 
-Each RPC is: validate → bound by the caller's deadline (or our own) → call the engine
-through its translation → relay the result. Streams are relayed delta by delta as they
-arrive. Cancellation (the caller went away, or the deadline passed) closes the engine
-stream and, where the engine has one, calls its abort route.
+Each RPC is: validate → refuse what the model does not serve (a chat on an embedding
+model, embeddings on a generation model), before any engine call → bound by the caller's
+deadline (or our own) → call the engine through its translation → relay the result.
+Streams are relayed delta by delta as they arrive. Cancellation (the caller went away, or
+the deadline passed) closes the engine stream and, where the engine has one, calls its
+abort route.
 """
 
 from __future__ import annotations
@@ -22,8 +24,16 @@ from switchyard.adapter import metrics
 from switchyard.adapter.engine import EngineClient
 from switchyard.adapter.health import Readiness
 from switchyard.adapter.load import LoadReader
-from switchyard.adapter.translation import Choice, Completion, Delta, choice_count
-from switchyard.adapter.validation import DEFAULT_MAX_N, validate
+from switchyard.adapter.translation import (
+    Capability,
+    Choice,
+    Completion,
+    Delta,
+    Embeddings,
+    choice_count,
+    unsupported_feature,
+)
+from switchyard.adapter.validation import DEFAULT_MAX_N, validate, validate_embed
 from switchyard.inference.errors import InferenceError
 from switchyard.inference.v1 import inference_pb2 as pb
 from switchyard.inference.v1 import inference_pb2_grpc as pb_grpc
@@ -39,8 +49,16 @@ _FINISH_NAMES = {
 }
 
 
+#: What a refusal calls each capability (the edge's words for the same refusal).
+_CAPABILITY_NAMES: dict[Capability, str] = {
+    pb.CAPABILITY_CHAT: "chat completions",
+    pb.CAPABILITY_COMPLETIONS: "completions",
+    pb.CAPABILITY_EMBEDDINGS: "embeddings",
+}
+
+
 class _Call:
-    """Book-keeping of one generation RPC: in-flight count, metrics, span attributes, one log line."""
+    """Book-keeping of one inference RPC: in-flight count, metrics, span attributes, a log line."""
 
     __slots__ = (
         "code",
@@ -55,7 +73,10 @@ class _Call:
     )
 
     def __init__(
-        self, servicer: InferenceServicer, request: pb.GenerateRequest, method: str
+        self,
+        servicer: InferenceServicer,
+        request: pb.GenerateRequest | pb.EmbedRequest,
+        method: str,
     ) -> None:
         self.servicer = servicer
         self.request = request
@@ -106,8 +127,10 @@ class _Call:
             )
             if self.finishes:
                 span.set_attribute("gen_ai.response.finish_reasons", self.finish_names())
+            if self.method == "Embed":
+                span.set_attribute("gen_ai.operation.name", "embeddings")
         log.info(
-            "generate",
+            "embed" if self.method == "Embed" else "generate",
             method=self.method,
             request_id=self.request.request_id,
             model=self.request.model,
@@ -160,6 +183,22 @@ class InferenceServicer(pb_grpc.InferenceServiceServicer):
             max_n=self._max_n,
         )
 
+    def _require(self, capability: Capability) -> None:
+        """Refuse, before the engine is called, what the model (as last read) does not serve.
+        Not yet read: the engine decides."""
+        model = self._readiness.model
+        if model is not None and not model.serves(capability):
+            raise unsupported_feature(
+                f"model '{self.served_model_name}' does not support "
+                f"{_CAPABILITY_NAMES[capability]}",
+                "model",
+            )
+
+    def _admit(self, request: pb.GenerateRequest) -> None:
+        self._validate(request)
+        chat = request.WhichOneof("input") == "chat"
+        self._require(pb.CAPABILITY_CHAT if chat else pb.CAPABILITY_COMPLETIONS)
+
     def _deadline(self, context: Context) -> float:
         remaining = context.time_remaining()
         timeout = (
@@ -183,7 +222,7 @@ class InferenceServicer(pb_grpc.InferenceServiceServicer):
     async def Generate(self, request: pb.GenerateRequest, context: Context) -> pb.GenerateResponse:
         call = _Call(self, request, "Generate")
         try:
-            self._validate(request)
+            self._admit(request)
             async with asyncio.timeout_at(self._deadline(context)):
                 completion = await self._engine.complete(request)
             call.prompt_tokens = completion.prompt_tokens
@@ -218,7 +257,7 @@ class InferenceServicer(pb_grpc.InferenceServiceServicer):
 
         timer = asyncio.get_running_loop().call_at(self._deadline(context), expire)
         try:
-            self._validate(request)
+            self._admit(request)
             stream = self._engine.stream(request)
             try:
                 async for delta in stream:
@@ -273,6 +312,25 @@ class InferenceServicer(pb_grpc.InferenceServiceServicer):
             timer.cancel()
             call.end()
 
+    async def Embed(self, request: pb.EmbedRequest, context: Context) -> pb.EmbedResponse:
+        call = _Call(self, request, "Embed")
+        try:
+            validate_embed(request, self.served_model_name)
+            self._require(pb.CAPABILITY_EMBEDDINGS)
+            async with asyncio.timeout_at(self._deadline(context)):
+                embeddings = await self._engine.embed(request)
+            call.prompt_tokens = embeddings.prompt_tokens
+            return _embed_response(request, embeddings)
+        except InferenceError as error:
+            await self._fail(call, context, error)
+        except TimeoutError:
+            await self._fail(call, context, _deadline_error())
+        except asyncio.CancelledError:
+            self._cancelled(call)
+            raise
+        finally:
+            call.end()
+
     async def ListModels(
         self, request: pb.ListModelsRequest, context: Context
     ) -> pb.ListModelsResponse:
@@ -280,15 +338,17 @@ class InferenceServicer(pb_grpc.InferenceServiceServicer):
             await context.abort_with_status(
                 InferenceError.unavailable("the engine is not ready").to_status()
             )
-        return pb.ListModelsResponse(
-            models=[
-                pb.ModelInfo(
-                    id=self.served_model_name,
-                    engine=self.engine_kind,
-                    max_model_len=self._readiness.max_model_len,
-                )
-            ]
+        info = pb.ModelInfo(
+            id=self.served_model_name,
+            engine=self.engine_kind,
+            max_model_len=self._readiness.max_model_len,
         )
+        model = self._readiness.model
+        if model is not None:
+            info.capabilities.extend(sorted(model.capabilities))
+            info.embedding_dimensions = model.embedding_dimensions
+            info.identity = model.identity
+        return pb.ListModelsResponse(models=[info])
 
     async def GetLoad(self, request: pb.GetLoadRequest, context: Context) -> pb.LoadReport:
         load = await self._load.read()
@@ -327,6 +387,25 @@ def _response(completion: Completion) -> pb.GenerateResponse:
             completion_tokens=completion.completion_tokens,
         ),
         choices=[_choice(c) for c in completion.choices],
+    )
+
+
+def _embed_response(request: pb.EmbedRequest, embeddings: Embeddings) -> pb.EmbedResponse:
+    if len(embeddings.vectors) != len(request.inputs):
+        raise InferenceError.engine_failed(
+            f"the engine sent {len(embeddings.vectors)} vectors for {len(request.inputs)} inputs"
+        )
+    if request.HasField("dimensions") and any(
+        len(v) != request.dimensions * 4 for v in embeddings.vectors
+    ):
+        # Never pass on vectors of another size than asked for (an engine ignoring the field).
+        raise InferenceError.engine_failed(
+            f"the engine sent vectors of another size than the {request.dimensions} "
+            "dimensions asked for"
+        )
+    return pb.EmbedResponse(
+        embeddings=[pb.Embedding(float32_le=v) for v in embeddings.vectors],
+        prompt_tokens=embeddings.prompt_tokens,
     )
 
 

@@ -21,7 +21,14 @@ from switchyard.inference.errors import InferenceError
 from switchyard.inference.v1 import inference_pb2 as pb
 
 FinishReason: TypeAlias = pb.FinishReason.ValueType
+Capability: TypeAlias = pb.Capability.ValueType
 NO_HEADERS: Final[Mapping[str, str]] = MappingProxyType({})
+#: What a generation model serves.
+GENERATION: Final[frozenset[Capability]] = frozenset(
+    {pb.CAPABILITY_CHAT, pb.CAPABILITY_COMPLETIONS}
+)
+#: What an embedding model serves.
+EMBEDDINGS: Final[frozenset[Capability]] = frozenset({pb.CAPABILITY_EMBEDDINGS})
 
 
 @dataclass(frozen=True, slots=True)
@@ -36,6 +43,16 @@ class EngineRequest:
     path: str
     body: dict[str, Any]
     abort_id: str | None = None
+    #: Several ids, where one call holds several engine requests (SGLang's batch of
+    #: embeddings, one rid per input): each is aborted. Used instead of `abort_id` when set.
+    abort_ids: tuple[str, ...] = ()
+
+    @property
+    def aborts(self) -> tuple[str, ...]:
+        """Every id to abort when the call is left early."""
+        if self.abort_ids:
+            return self.abort_ids
+        return (self.abort_id,) if self.abort_id is not None else ()
 
 
 @dataclass(frozen=True, slots=True)
@@ -101,6 +118,33 @@ class Delta:
     tool_calls: tuple[pb.ToolCallDelta, ...] = ()
     reasoning: str = ""
     logprobs: tuple[pb.TokenLogprob, ...] = ()
+
+
+@dataclass(frozen=True, slots=True)
+class Embeddings:
+    """An engine's answer to an embedding call: one vector per input, in input order, as
+    little-endian float32 bytes, and the tokens of all inputs together."""
+
+    vectors: tuple[bytes, ...]
+    prompt_tokens: int
+
+
+@dataclass(frozen=True, slots=True)
+class ModelDescription:
+    """What the engine serves, as read at readiness (what ListModels tells the edge).
+
+    `max_model_len`: the context length (prompt plus completion); for an embedding model,
+    the most tokens one input may have. `identity`: the engine kind and what the engine says
+    of the weights it serves ("" when it says nothing: nothing is then cached for it).
+    """
+
+    capabilities: frozenset[Capability]
+    max_model_len: int
+    embedding_dimensions: int = 0
+    identity: str = ""
+
+    def serves(self, capability: Capability) -> bool:
+        return capability in self.capabilities
 
 
 @dataclass(frozen=True, slots=True)
@@ -350,6 +394,23 @@ class Translation(ABC):
     @abstractmethod
     async def max_model_len(self, engine: EngineHTTP) -> int:
         """The context length the engine serves, read from its info routes (0 if unknown)."""
+
+    async def describe(self, engine: EngineHTTP) -> ModelDescription:
+        """What the engine serves, read before the adapter reports ready (and again after
+        anything that may have changed the engine). The default: a generation model, of
+        unknown identity; translations override it with what their engine tells."""
+        return ModelDescription(GENERATION, await self.max_model_len(engine))
+
+    def embed_request(self, request: pb.EmbedRequest) -> EngineRequest:
+        """The engine call for a validated embedding request (all its inputs in one call).
+
+        The default: the engine serves no embeddings.
+        """
+        raise unsupported_feature(f"model '{request.model}' does not support embeddings", "model")
+
+    def embeddings(self, request: pb.EmbedRequest, body: Any) -> Embeddings:
+        """Read a successful embedding response: one vector per input, in input order."""
+        raise InferenceError.engine_failed(f"the {self.engine} adapter reads no embeddings")
 
     async def abort(self, engine: EngineHTTP, abort_id: str) -> None:  # noqa: B027
         """Tell the engine to stop the call whose `EngineRequest.abort_id` this is.

@@ -81,6 +81,33 @@ def _gate(request: pb.GenerateRequest, engine: str, features: frozenset[str]) ->
             )
 
 
+def validate_embed(request: pb.EmbedRequest, served_model_name: str) -> None:
+    """Raise `InferenceError` for an embedding request no engine should see: no input, an
+    input of neither kind or an empty token list, texts and token ids mixed (no engine's
+    `input` takes both), `dimensions` below 1. Empty texts are the engine's to judge (vLLM
+    embeds them, SGLang refuses them)."""
+    if not request.model:
+        raise InferenceError.invalid("model is required", "model")
+    if request.model != served_model_name:
+        raise InferenceError.model_not_found(request.model)
+    if not request.inputs:
+        raise InferenceError.invalid("at least one input is required", "input")
+    kinds = set()
+    for i, item in enumerate(request.inputs):
+        kind = item.WhichOneof("kind")
+        if kind is None:
+            raise InferenceError.invalid(f"input[{i}] is neither text nor token ids", "input")
+        if kind == "tokens" and not item.tokens.ids:
+            raise InferenceError.invalid(f"input[{i}] is an empty list of token ids", "input")
+        kinds.add(kind)
+    if len(kinds) > 1:
+        raise InferenceError.invalid("inputs must be all texts or all token ids", "input")
+    if request.HasField("dimensions") and request.dimensions < 1:
+        raise InferenceError.invalid(
+            f"dimensions must be at least 1, got {request.dimensions}", "dimensions"
+        )
+
+
 def _validate_choices(request: pb.GenerateRequest, max_n: int) -> None:
     if request.n > max_n:
         raise InferenceError.invalid(f"n must be at most {max_n}, got {request.n}", "n")

@@ -2,6 +2,8 @@
 
 from switchyard.engines.kind import (
     CHAT_OPTIONS,
+    GENERATION_ONLY,
+    SIM_EMBEDDING_DIMENSIONS_FLAG,
     SIM_MULTIMODAL_FLAG,
     EngineKind,
     Probes,
@@ -12,7 +14,9 @@ from switchyard.engines.registry import ENGINES, NAMES, engine_kind
 __all__ = [
     "CHAT_OPTIONS",
     "ENGINES",
+    "GENERATION_ONLY",
     "NAMES",
+    "SIM_EMBEDDING_DIMENSIONS_FLAG",
     "SIM_MULTIMODAL_FLAG",
     "EngineKind",
     "Probes",

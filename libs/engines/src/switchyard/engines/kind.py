@@ -45,11 +45,44 @@ class Serving:
     max_images_per_prompt: int | None = None
     #: The most alternatives per token a request may ask for (`top_logprobs`).
     max_top_logprobs: int | None = None
+    #: Start the model as an embedding model: it serves embeddings and generates nothing
+    #: (vLLM's pooling runner, SGLang's `--is-embedding`; an engine that serves no
+    #: embeddings refuses it, see `EngineKind.no_embeddings`).
+    embedding: bool = False
+    #: The model's vectors may be shortened (a request's `dimensions`): it was trained
+    #: Matryoshka-style, which the engines learn only from the model's config, so the
+    #: flags say it. `matryoshka_dimensions` limits it to those sizes (empty: any size up
+    #: to the model's own).
+    matryoshka: bool = False
+    matryoshka_dimensions: tuple[int, ...] = ()
+
+    def __post_init__(self) -> None:
+        if self.embedding:
+            generation = [name for name in GENERATION_ONLY if getattr(self, name) is not None]
+            if generation:
+                raise ValueError(f"an embedding model generates nothing: {', '.join(generation)}")
+        elif self.matryoshka or self.matryoshka_dimensions:
+            raise ValueError("matryoshka dimensions are for an embedding model")
+        if any(size < 1 for size in self.matryoshka_dimensions):
+            raise ValueError("matryoshka dimensions must be at least 1")
+
+    @property
+    def matryoshka_config(self) -> dict[str, object] | None:
+        """What the model's HF config must say for the engines to shorten its vectors (both
+        read `matryoshka_dimensions` or `is_matryoshka` from it); None: nothing to say."""
+        if self.matryoshka_dimensions:
+            return {"matryoshka_dimensions": list(self.matryoshka_dimensions)}
+        if self.matryoshka:
+            return {"is_matryoshka": True}
+        return None
 
 
 #: Every simulator's flag for a model that takes images: a real model does or does not by
 #: its weights, a simulated one is told.
 SIM_MULTIMODAL_FLAG: Final = "--sim-multimodal"
+#: Every simulator's flag for an embedding model's vector size (a real one's is its
+#: hidden size).
+SIM_EMBEDDING_DIMENSIONS_FLAG: Final = "--sim-embedding-dimensions"
 
 #: The `Serving` fields a ModelBackend sets from its `chat` group (same names, camelCase).
 CHAT_OPTIONS: Final = (
@@ -59,6 +92,10 @@ CHAT_OPTIONS: Final = (
     "max_images_per_prompt",
     "max_top_logprobs",
 )
+
+#: The `CHAT_OPTIONS` that shape generated text, so mean nothing to an embedding model:
+#: refused with `embedding` (here and by the CRD).
+GENERATION_ONLY: Final = ("tool_call_parser", "reasoning_parser", "max_top_logprobs")
 
 
 @dataclass(frozen=True, slots=True)
@@ -97,6 +134,9 @@ class EngineKind:
     #: The `CHAT_OPTIONS` this engine has no flag for, each with the reason: its `flags`
     #: ignores them, so the CRD refuses a ModelBackend that sets one for this engine.
     unsupported: Mapping[str, str] = field(default_factory=dict)
+    #: Why this engine cannot be started as an embedding model (None: it can): its `flags`
+    #: refuse `Serving.embedding`, and so does the CRD.
+    no_embeddings: str | None = None
 
     @property
     def adapter_module(self) -> str:

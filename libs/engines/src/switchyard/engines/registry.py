@@ -20,13 +20,25 @@ from switchyard.engines.kind import EngineKind, Probes, Serving
 _VLLM_MAX_NUM_SEQS: Final = 256
 
 
+def _json(value: object) -> str:
+    return json.dumps(value, separators=(",", ":"))
+
+
 def _images(limit: int) -> str:
     """A per-modality limit as vLLM and SGLang read it: a JSON object."""
-    return json.dumps({"image": limit}, separators=(",", ":"))
+    return _json({"image": limit})
 
 
 def _vllm_flags(s: Serving) -> list[str]:
     flags = [s.model, "--host", s.host, "--port", str(s.port), "--served-model-name", s.served_name]
+    if s.embedding:
+        # vLLM registers /v1/embeddings only for the pooling runner, and `--convert embed`
+        # gives a generative checkpoint an embedding pooler (a native embedding model is
+        # left as it is: model_executor/models/adapters.py `as_embedding_model`).
+        flags += ["--runner", "pooling", "--convert", "embed"]
+    if s.matryoshka_config:
+        # config/model.py `is_matryoshka` reads the HF config, which this flag overrides.
+        flags += ["--hf-overrides", _json(s.matryoshka_config)]
     if s.tensor is not None:
         flags += ["--tensor-parallel-size", str(s.tensor)]
     if s.max_model_len:
@@ -57,11 +69,16 @@ def _sglang_flags(s: Serving) -> list[str]:
     flags += ["--served-model-name", s.served_name]
     if s.tensor is not None:
         flags += ["--tp-size", str(s.tensor)]
+    if s.embedding:
+        flags.append("--is-embedding")
+    if s.matryoshka_config:
+        # configs/model_config.py reads `is_matryoshka` from the HF config these override.
+        flags += ["--json-model-override-args", _json(s.matryoshka_config)]
     # Without it SGLang serves no /metrics, which the adapter's load reports read.
     flags.append("--enable-metrics")
     if s.max_model_len:
         flags += ["--context-length", str(s.max_model_len)]
-    if s.seeded:
+    if s.seeded and not s.embedding:
         # SGLang reads `sampling_seed` only in this mode (and ignores it otherwise).
         flags.append("--enable-deterministic-inference")
     if s.max_running:
@@ -79,7 +96,15 @@ def _sglang_flags(s: Serving) -> list[str]:
     return flags
 
 
+_TGI_NO_EMBEDDINGS: Final = (
+    "TGI serves no embeddings (its router has no embeddings route; Hugging Face serves them "
+    "with text-embeddings-inference, another server)"
+)
+
+
 def _tgi_flags(s: Serving) -> list[str]:
+    if s.embedding:
+        raise ValueError(_TGI_NO_EMBEDDINGS)
     # TGI has no served-name flag: the adapter maps the served name onto TGI's routes.
     flags = ["--model-id", s.model, "--hostname", s.host, "--port", str(s.port)]
     if s.tensor is not None:
@@ -139,6 +164,7 @@ _KINDS: Final = (
         probes=Probes(startup="/health", readiness="/health", liveness="/health", timeout_s=10),
         # launcher/src/main.rs: `#[clap(long, env)] api_key`, i.e. --api-key or API_KEY.
         api_key_env="API_KEY",
+        no_embeddings=_TGI_NO_EMBEDDINGS,
         # launcher/src/main.rs has none of these flags.
         unsupported={
             "tool_call_parser": "TGI has no tool-call parser flag (it always serves tools, "

@@ -30,7 +30,7 @@
   `logprobs`/`top_logprobs`; reasoning comes back as `reasoning_content` (with
   --reasoning-parser; `separate_reasoning` defaults to true). SGLang finishes every choice
   that called tools "tool_calls", a forced named one included. `/generate` takes `n` in
-  `sampling_params` (parallel samples, rids `<rid>_<i>`, events tagged `index`) and
+  `sampling_params` (parallel samples under fresh rids, events tagged `index`) and
   logprobs as `return_logprob`/`top_logprobs_num`, answered in
   `meta_info.output_token_logprobs` / `output_top_logprobs` (`[logprob, id, text]`).
   Images to a text-only model: 400 "Model only supports text input; ...":
@@ -39,6 +39,19 @@
   answers `{"error":{"message"}}` (or `{"error":"..."}` from its JSON contract gate);
   streams end with an abort `finish_reason` (a full queue: `status_code` 503) or an
   `{"error": {...}}` event.
+- Embeddings (a model started with `--is-embedding`; `/model_info` says `is_generation:
+  false`, and such a model serves no generation) go to `POST /v1/embeddings`, every input
+  in one call, always as a list (`input` of texts or of token-id lists) with one `rid` per
+  input (SGLang wants a list of rids for a batch, and aborts each by its own rid: its
+  tokenizer manager forwards an abort only for a rid it holds), and `encoding_format:
+  "base64"`, which SGLang packs as little-endian float32 (`serving_embedding.py`). SGLang
+  refuses empty or blank texts and checks `dimensions` against the model's
+  `is_matryoshka` / `matryoshka_dimensions` and hidden size (`tokenizer_manager.py`): not
+  Matryoshka is UNSUPPORTED_FEATURE, another size INVALID_REQUEST. An input must be shorter
+  than the context (it refuses `tokens >= context_len`), so an embedding model's
+  `max_model_len` is reported one below it. No route tells the vector size: readiness
+  embeds one small text. The identity is `/model_info`'s `model_path` (and its
+  `weight_version`, which a weight update changes).
 """
 
 from __future__ import annotations
@@ -51,6 +64,7 @@ from typing import Any, Final
 import orjson
 
 from switchyard.adapter import translation as base
+from switchyard.adapter.openai_embeddings import dimensions_of, inputs_json, read_embeddings
 from switchyard.adapter.openai_stream import OpenAIStream, chat_completion
 from switchyard.inference.errors import InferenceError
 from switchyard.inference.v1 import inference_pb2 as pb
@@ -67,7 +81,18 @@ _CONTEXT_OVERFLOW: Final = re.compile(
 _UNSUPPORTED: Final = re.compile(
     r"Model only supports text input|image input is not supported for this model"
 )
+#: SGLang's refusals of `dimensions` (`tokenizer_manager._validate_for_matryoshka_dim`):
+#: a model that is not Matryoshka, and a size it does not take.
+_NOT_MATRYOSHKA: Final = re.compile(r"does not support matryoshka representation")
+_BAD_DIMENSIONS: Final = re.compile(
+    r"matryoshka dimensions|Requested dimensions must be greater than 0"
+    r"|dimensions are greater than max embedding dimension"
+)
+#: An embedding request to a generation model (`_validate_one_request`).
+_NOT_EMBEDDING: Final = re.compile(r"does not appear to be an embedding model")
 _MAX_MESSAGE: Final = 1000
+#: What a readiness probe embeds to learn the vector size.
+_PROBE_TEXT: Final = "switchyard"
 #: Where SGLang's chat messages and deltas put reasoning (with --reasoning-parser and the
 #: request's `separate_reasoning`, true by default).
 _REASONING_KEYS: Final = ("reasoning_content",)
@@ -120,7 +145,7 @@ def _chat_constraint(so: pb.StructuredOutput) -> dict[str, Any]:
     return _native_constraint(so)
 
 
-def engine_rid(request: pb.GenerateRequest) -> str:
+def engine_rid(request: pb.GenerateRequest | pb.EmbedRequest) -> str:
     """SGLang's `rid` for one call: unique per call, never the caller's id verbatim.
 
     SGLang refuses a `rid` already in flight (400 "Duplicate request ID detected") and aborts
@@ -170,8 +195,12 @@ def _calls_tools(request: pb.GenerateRequest) -> bool:
 def _bad_request(message: str) -> InferenceError:
     if _CONTEXT_OVERFLOW.search(message):
         return InferenceError.context_length(message)
-    if _UNSUPPORTED.search(message):
+    if _UNSUPPORTED.search(message) or _NOT_EMBEDDING.search(message):
         return base.unsupported_feature(message)
+    if _NOT_MATRYOSHKA.search(message):
+        return base.unsupported_feature(message, "dimensions")
+    if _BAD_DIMENSIONS.search(message):
+        return InferenceError.invalid(message, "dimensions")
     return InferenceError.invalid(message)
 
 
@@ -382,6 +411,8 @@ class SglangTranslation(base.Translation):
         #: The engine's `--tool-call-parser`, read at readiness from `/model_info` ("": none;
         #: None: not known yet, so the engine decides).
         self.tool_call_parser: str | None = None
+        #: `/model_info` as last read (empty until readiness reads it).
+        self._info: dict[str, Any] = {}
 
     def request(self, request: pb.GenerateRequest, *, stream: bool) -> base.EngineRequest:
         rid = engine_rid(request)
@@ -401,10 +432,11 @@ class SglangTranslation(base.Translation):
             params.update(_native_constraint(request.structured_output))
         n = base.choice_count(request)
         if n > 1:
-            # SGLang samples n in parallel, as rids `<rid>_<i>`: its abort by prefix
-            # reaches them all.
+            # SGLang 0.5.23 gives the n samples fresh rids (`regenerate_rid`), which an
+            # abort by this rid does not reach: closing the connection stops them (its
+            # tokenizer manager aborts each request of a client that went away).
             params["n"] = n
-        body: dict[str, Any] = {
+        body = {
             "text": request.prompt,
             "rid": rid,
             "stream": stream,
@@ -440,12 +472,49 @@ class SglangTranslation(base.Translation):
     def error(self, status: int, body: bytes) -> InferenceError:
         return _by_status(status, _body_message(body) or f"HTTP {status}")
 
+    def embed_request(self, request: pb.EmbedRequest) -> base.EngineRequest:
+        call = engine_rid(request)
+        rids = tuple(f"{call}-{i}" for i in range(len(request.inputs)))
+        body: dict[str, Any] = {
+            "model": self.served_model_name,
+            "input": inputs_json(request),
+            "encoding_format": "base64",
+            "rid": list(rids),
+        }
+        if request.HasField("dimensions"):
+            body["dimensions"] = request.dimensions
+        return base.EngineRequest("/v1/embeddings", body, abort_ids=rids)
+
+    def embeddings(self, request: pb.EmbedRequest, body: Any) -> base.Embeddings:
+        return read_embeddings(body, len(request.inputs))
+
+    async def describe(self, engine: base.EngineHTTP) -> base.ModelDescription:
+        context = await self.max_model_len(engine)
+        path, version = self._info.get("model_path"), self._info.get("weight_version")
+        identity = f"sglang:{path}" if isinstance(path, str) and path else ""
+        if identity and isinstance(version, str) and version:
+            identity += f"@{version}"
+        if self._info.get("is_generation", True) is not False:
+            return base.ModelDescription(base.GENERATION, context, identity=identity)
+        answer = await engine.post_json(
+            "/v1/embeddings",
+            {"model": self.served_model_name, "input": [_PROBE_TEXT], "encoding_format": "base64"},
+        )
+        return base.ModelDescription(
+            capabilities=base.EMBEDDINGS,
+            # SGLang refuses an input of `context_len` tokens or more.
+            max_model_len=max(0, context - 1),
+            embedding_dimensions=dimensions_of(answer),
+            identity=identity,
+        )
+
     async def max_model_len(self, engine: base.EngineHTTP) -> int:
         """From `/v1/models` (SGLang's `/model_info` has no context length). Readiness asks
         this before the adapter serves: `/model_info` tells, on the way, whether SGLang has
-        a tool-call parser."""
+        a tool-call parser, and what it serves."""
         info = await engine.get_json("/model_info")
         if isinstance(info, dict):
+            self._info = info
             self.tool_call_parser = str(info.get("tool_call_parser") or "")
         cards = (await engine.get_json("/v1/models") or {}).get("data") or []
         for card in cards:

@@ -44,6 +44,10 @@ Chat features (TGI 3.3, `router/src/lib.rs`, `chat.rs`, `infer/tool_grammar.rs`)
   error, so readiness asks `/tokenize` whether the model reads an image (its tokens then
   no longer spell the markdown), and a text-only model's requests with images are
   refused.
+
+TGI serves chat and completions only: no embeddings route (TGI's sibling, TEI, serves
+those), so Embed is refused before any engine call. The identity is `/info`'s `model_id`
+and `model_sha` (the revision of the weights).
 """
 
 from __future__ import annotations
@@ -317,7 +321,7 @@ class ChatStreamParser(base.StreamParser):
             )  # fmt: skip
         was_stopped = self._trimmer.stopped
         out = self._trimmer.push(content)
-        reason: base.FinishReason = pb.FINISH_REASON_UNSPECIFIED
+        reason = pb.FINISH_REASON_UNSPECIFIED
         if finish:
             reason = finish_reason(finish)
             out += self._trimmer.flush()
@@ -363,6 +367,8 @@ class TgiTranslation(base.Translation):
         super().__init__(served_model_name)
         #: Whether the model reads images (None: not known yet; see `max_model_len`).
         self.reads_images: bool | None = None
+        #: What `/info` says of the weights ("": not read yet).
+        self._identity = ""
 
     # Requests.
     def request(self, request: pb.GenerateRequest, *, stream: bool) -> base.EngineRequest:
@@ -584,7 +590,23 @@ class TgiTranslation(base.Translation):
             # Anything else (a model without a tokenizer, ...) says the key was accepted.
         else:
             self.reads_images = _reads_images(tokens)
+        self._identity = _identity(info)
         return int(info["max_total_tokens"])
+
+    async def describe(self, engine: base.EngineHTTP) -> base.ModelDescription:
+        """Chat and completions (TGI serves no embeddings); the identity from `/info`."""
+        context = await self.max_model_len(engine)
+        return base.ModelDescription(base.GENERATION, context, identity=self._identity)
+
+
+def _identity(info: Any) -> str:
+    """`tgi:<model_id>@<model_sha>` from `/info` (without the sha where TGI has none: a
+    local path); "" without a model id."""
+    model_id = info.get("model_id") if isinstance(info, dict) else None
+    if not isinstance(model_id, str) or not model_id:
+        return ""
+    sha = info.get("model_sha")
+    return f"tgi:{model_id}@{sha}" if isinstance(sha, str) and sha else f"tgi:{model_id}"
 
 
 def _reads_images(tokens: Any) -> bool:

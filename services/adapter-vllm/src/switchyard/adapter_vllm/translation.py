@@ -21,6 +21,19 @@ Reasoning comes back as `reasoning` (vLLM renamed `reasoning_content`). A forced
 finishes "stop" (as OpenAI's does); calls made otherwise finish "tool_calls". What the
 server was not started for is a 400 naming the flag (`--enable-auto-tool-choice`,
 `--tool-call-parser`), or "... is not a multimodal model": UNSUPPORTED_FEATURE here.
+
+Embeddings (a model started with `--runner pooling`) go to `/v1/embeddings`, every input of
+a request in one call, as `encoding_format: "base64"` with `embed_dtype: "float32"` and
+`endianness: "little"` (vLLM's default endianness is the host's): the exact float32 values
+the engine computed. What the model serves is read from which routes vLLM registered (it
+registers its generation routes only for generation runners, `/v1/embeddings` only for
+embedding models; an unregistered route answers 404 `{"detail": "Not Found"}`): a
+deliberately empty body on `/v1/completions` is refused by its validation (400) if the
+route exists, and one small embedding on `/v1/embeddings` both proves that route and gives
+the vector size (no route tells it). `dimensions` is checked by vLLM against the model's
+`is_matryoshka` / `matryoshka_dimensions` (`PoolingParams.verify`); its refusals are
+UNSUPPORTED_FEATURE (not a Matryoshka model) or INVALID_REQUEST (a size it does not take).
+The identity is the models card's `root` (the weights' path or hub id).
 """
 
 from __future__ import annotations
@@ -33,6 +46,7 @@ import grpc
 import orjson
 
 from switchyard.adapter import translation as base
+from switchyard.adapter.openai_embeddings import dimensions_of, inputs_json, read_embeddings
 from switchyard.adapter.openai_stream import OpenAIStream, chat_completion, text_completion
 from switchyard.adapter.validation import parse_json_schema
 from switchyard.inference.errors import InferenceError
@@ -41,6 +55,11 @@ from switchyard.inference.v1 import inference_pb2 as pb
 COMPLETIONS: Final = "/v1/completions"
 CHAT_COMPLETIONS: Final = "/v1/chat/completions"
 MODELS: Final = "/v1/models"
+EMBEDDINGS: Final = "/v1/embeddings"
+#: What a readiness probe embeds to learn the vector size.
+_PROBE_TEXT: Final = "switchyard"
+#: Routes vLLM did not register answer 404; registered ones refuse an empty body with 400.
+_NOT_REGISTERED: Final = 404
 
 _FINISH: Final[dict[str, base.FinishReason]] = {
     "stop": pb.FINISH_REASON_STOP,
@@ -70,6 +89,12 @@ _UNSUPPORTED: Final = re.compile(
     r"tool choice requires --enable-auto-tool-choice"
     r"|requires --tool-call-parser to be set"
     r"|is not a multimodal model"
+)
+#: vLLM's refusals of `dimensions` (`pooling_params.py:_set_default_parameters`): a model
+#: that is not Matryoshka, and a size out of its range or not among its sizes.
+_NOT_MATRYOSHKA: Final = re.compile(r"does not support Matryoshka")
+_BAD_DIMENSIONS: Final = re.compile(
+    r"only supports dimensions in range|only supports Matryoshka dimensions"
 )
 #: The reasoning field of a message or delta (vLLM 0.33 renamed `reasoning_content`).
 _REASONING_KEYS: Final = ("reasoning",)
@@ -109,6 +134,10 @@ def _error_from(status: int, message: str, param: str | None) -> InferenceError:
             return InferenceError.context_length(message)
         if _UNSUPPORTED.search(message):
             return base.unsupported_feature(message, param)
+        if _NOT_MATRYOSHKA.search(message):
+            return base.unsupported_feature(message, "dimensions")
+        if _BAD_DIMENSIONS.search(message):
+            return InferenceError.invalid(message, "dimensions")
         return InferenceError.invalid(message, param)
     if status in (422, 413):
         return InferenceError.invalid(message, param)
@@ -166,6 +195,8 @@ class VllmTranslation(base.Translation):
         self._context = 0
         #: Why it could not be read, for the error of a request that needs it.
         self._context_unknown = "the engine's model info has not been read yet"
+        #: The served card's `root` (the weights), once `max_model_len` has read it.
+        self._root = ""
 
     def _output_limit(self, s: pb.SamplingParams) -> int:
         """The caller's `max_tokens`, or the whole context, which vLLM clamps to what is left."""
@@ -248,6 +279,68 @@ class VllmTranslation(base.Translation):
         _, message, param = _error_fields(payload)
         return _error_from(status, message, param)
 
+    def embed_request(self, request: pb.EmbedRequest) -> base.EngineRequest:
+        body = self._embedding_body(inputs_json(request))
+        if request.HasField("dimensions"):
+            body["dimensions"] = request.dimensions
+        if request.request_id:
+            body["request_id"] = request.request_id
+        return base.EngineRequest(EMBEDDINGS, body)
+
+    def _embedding_body(self, inputs: list[str] | list[list[int]]) -> dict[str, Any]:
+        # Base64 of float32, little-endian whatever the host: the engine's exact values.
+        return {
+            "model": self.served_model_name,
+            "input": inputs,
+            "encoding_format": "base64",
+            "embed_dtype": "float32",
+            "endianness": "little",
+        }
+
+    def embeddings(self, request: pb.EmbedRequest, body: Any) -> base.Embeddings:
+        return read_embeddings(body, len(request.inputs))
+
+    async def describe(self, engine: base.EngineHTTP) -> base.ModelDescription:
+        """The card (context length, identity; it also proves the adapter's key), then what
+        the model serves, from the routes vLLM registered for it."""
+        context = await self.max_model_len(engine)
+        capabilities: set[base.Capability] = set()
+        if await self._registered(engine, COMPLETIONS, {}):
+            capabilities |= base.GENERATION
+        dimensions = await self._embedding_dimensions(engine)
+        if dimensions is not None:
+            capabilities |= base.EMBEDDINGS
+        return base.ModelDescription(
+            capabilities=frozenset(capabilities),
+            max_model_len=context,
+            embedding_dimensions=dimensions or 0,
+            identity=f"vllm:{self._root}" if self._root else "",
+        )
+
+    async def _embedding_dimensions(self, engine: base.EngineHTTP) -> int | None:
+        """The vector size, from one small embedding; None when vLLM serves no embeddings."""
+        body = self._embedding_body([_PROBE_TEXT])
+        try:
+            answer = await engine.post_json(EMBEDDINGS, body)
+        except base.EngineHTTPError as exc:
+            if exc.status == _NOT_REGISTERED:
+                return None
+            raise exc.on_route(f"POST {EMBEDDINGS}") from None
+        return dimensions_of(answer)
+
+    @staticmethod
+    async def _registered(engine: base.EngineHTTP, path: str, body: Any) -> bool:
+        """Whether vLLM registered `path`: 404 if not, its validation's 400 for `body` if so."""
+        try:
+            await engine.post_json(path, body)
+        except base.EngineHTTPError as exc:
+            if exc.status == _NOT_REGISTERED:
+                return False
+            if exc.status in (400, 422):
+                return True
+            raise exc.on_route(f"POST {path}") from None
+        return True
+
     async def max_model_len(self, engine: base.EngineHTTP) -> int:
         """`max_model_len` of the served name's card in `/v1/models`, remembered for requests.
 
@@ -270,6 +363,8 @@ class VllmTranslation(base.Translation):
             raise exc.on_route(f"GET {MODELS}") from None
         for card in cards:
             if card.get("id") == self.served_model_name:
+                root = card.get("root")
+                self._root = root if isinstance(root, str) else ""
                 return int(card.get("max_model_len") or 0)
         # Every request would get 404: a misconfiguration, so never report ready.
         served = ", ".join(str(card.get("id")) for card in cards)

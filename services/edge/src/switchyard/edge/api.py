@@ -28,16 +28,18 @@ from starlette.responses import JSONResponse, Response
 from switchyard.edge import metrics
 from switchyard.edge.admission import Admission
 from switchyard.edge.auth import KeyStore
+from switchyard.edge.cache.factory import create_cache
 from switchyard.edge.checks import Checks
 from switchyard.edge.connections import POLICY, ConnectionPolicy
 from switchyard.edge.draining import Drain
+from switchyard.edge.embeddings import handle as handle_embeddings
 from switchyard.edge.errors import OpenAIError
 from switchyard.edge.pipeline import handle
 from switchyard.edge.ratelimit import create_limiter
 from switchyard.edge.routing.endpoints import EndpointPool
 from switchyard.edge.routing.file_source import FileRoutes
 from switchyard.edge.routing.kubernetes_source import KubernetesRoutes
-from switchyard.edge.schemas import ChatCompletionRequest, CompletionRequest
+from switchyard.edge.schemas import ChatCompletionRequest, CompletionRequest, EmbeddingRequest
 from switchyard.edge.settings import EdgeSettings
 from switchyard.edge.state import EdgeState
 from switchyard.servicekit.logs import configure_logging
@@ -95,6 +97,43 @@ _SSE_EVENT = {
 }
 
 
+#: OpenAI's `CreateEmbeddingResponse`: each vector a list of floats, or base64 of its
+#: little-endian float32 bytes (encoding_format).
+_EMBEDDINGS_SCHEMA = {
+    "type": "object",
+    "required": ["object", "data", "model", "usage"],
+    "properties": {
+        "object": {"const": "list"},
+        "data": {
+            "type": "array",
+            "items": {
+                "type": "object",
+                "required": ["object", "index", "embedding"],
+                "properties": {
+                    "object": {"const": "embedding"},
+                    "index": {"type": "integer", "minimum": 0},
+                    "embedding": {
+                        "oneOf": [
+                            {"type": "array", "items": {"type": "number"}},
+                            {"type": "string", "contentEncoding": "base64"},
+                        ]
+                    },
+                },
+            },
+        },
+        "model": {"type": "string"},
+        "usage": {
+            "type": "object",
+            "required": ["prompt_tokens", "total_tokens"],
+            "properties": {
+                "prompt_tokens": {"type": "integer", "minimum": 0},
+                "total_tokens": {"type": "integer", "minimum": 0},
+            },
+        },
+    },
+}
+
+
 def _edge(request: Request) -> EdgeState:
     state: EdgeState = request.app.state.edge
     return state
@@ -119,6 +158,8 @@ async def _build_state(settings: EdgeSettings) -> tuple[EdgeState, list[asyncio.
         fallback_processes=settings.rate_limit_fallback_processes,
     )
     await limiter.start()  # before the first request: see RedisRateLimiter
+    cache = create_cache(settings)
+    await cache.start()
     state = EdgeState(
         settings=settings,
         keys=keys,
@@ -132,6 +173,7 @@ async def _build_state(settings: EdgeSettings) -> tuple[EdgeState, list[asyncio.
         ),
         checks=Checks(settings.validation_workers, settings.validation_queue),
         drain=Drain(settings.shutdown_grace_s),
+        cache=cache,
     )
     tasks = [
         asyncio.create_task(keys.watch(settings.reload_interval_s), name="keys watch"),
@@ -171,7 +213,11 @@ def _openapi(app: FastAPI) -> dict[str, Any]:
         title=app.title, version=app.version, description=app.description, routes=app.routes
     )
     _, defs = models_json_schema(
-        [(ChatCompletionRequest, "validation"), (CompletionRequest, "validation")],
+        [
+            (ChatCompletionRequest, "validation"),
+            (CompletionRequest, "validation"),
+            (EmbeddingRequest, "validation"),
+        ],
         ref_template="#/components/schemas/{model}",
     )
     components = schema.setdefault("components", {})
@@ -236,6 +282,7 @@ def create_app(settings: EdgeSettings | None = None) -> FastAPI:
             await asyncio.gather(*tasks, return_exceptions=True)
             await state.pool.aclose()
             await state.limiter.aclose()
+            await state.cache.aclose()
             if tracer_provider is not None:
                 tracer_provider.shutdown()
             log.info("edge_stopped")
@@ -285,6 +332,22 @@ def create_app(settings: EdgeSettings | None = None) -> FastAPI:
     async def completions(request: Request) -> Response:
         """Create a text completion (OpenAI's legacy completions API)."""
         return handle("completions", request, _edge(request))
+
+    @app.post(
+        "/v1/embeddings",
+        openapi_extra=_body_doc("EmbeddingRequest"),
+        responses={
+            200: {
+                "description": "One vector per input, in input order",
+                "content": {"application/json": {"schema": _EMBEDDINGS_SCHEMA}},
+            },
+            **_ERROR_RESPONSES,
+        },
+        tags=["openai"],
+    )
+    async def embeddings(request: Request) -> Response:
+        """Create embeddings (OpenAI's API): one engine call for all the inputs."""
+        return handle_embeddings(request, _edge(request))
 
     def _model_card(name: str) -> dict[str, Any]:
         return {"id": name, "object": "model", "created": 0, "owned_by": "switchyard"}

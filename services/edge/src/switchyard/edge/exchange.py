@@ -19,6 +19,8 @@ log = structlog.get_logger("switchyard.edge.requests")
 
 #: The metrics label for requests whose model did not resolve (client input never becomes a label).
 UNROUTED = "(none)"
+#: Each API's `gen_ai.operation.name` (OTel GenAI semantic conventions).
+_OPERATIONS = {"chat": "chat", "completions": "text_completion", "embeddings": "embeddings"}
 
 
 @dataclass(slots=True)
@@ -59,7 +61,7 @@ class Exchange:
         if self.span.is_recording():
             self.span.set_attributes(
                 {
-                    "gen_ai.operation.name": "chat" if self.api == "chat" else "text_completion",
+                    "gen_ai.operation.name": _OPERATIONS.get(self.api, self.api),
                     "gen_ai.request.model": self.requested_model or "",
                     "gen_ai.response.model": self.model,
                     "switchyard.request_id": self.request_id,
@@ -72,12 +74,9 @@ class Exchange:
         self.prompt_tokens = prompt_tokens
         self.completion_tokens = completion_tokens
         if self.span.is_recording():
-            self.span.set_attributes(
-                {
-                    "gen_ai.usage.input_tokens": prompt_tokens,
-                    "gen_ai.usage.output_tokens": completion_tokens,
-                }
-            )
+            self.span.set_attribute("gen_ai.usage.input_tokens", prompt_tokens)
+            if self.api != "embeddings":  # an embedding has input tokens only
+                self.span.set_attribute("gen_ai.usage.output_tokens", completion_tokens)
 
     def fail(self, status: int, kind: str) -> None:
         self.status = status
@@ -90,9 +89,10 @@ class Exchange:
         metrics.REQUEST_DURATION.labels(self.model, self.api).observe(elapsed)
         if self.error_kind:
             metrics.ERRORS.labels(self.model, self.error_kind).inc()
-        if self.prompt_tokens:
+        # A hit's tokens were not processed by an engine: they are CACHE_SAVED_TOKENS instead.
+        if self.prompt_tokens and self.cache != "hit":
             metrics.TOKENS.labels(self.model, "prompt").inc(self.prompt_tokens)
-        if self.completion_tokens:
+        if self.completion_tokens and self.cache != "hit":
             metrics.TOKENS.labels(self.model, "completion").inc(self.completion_tokens)
         log.info(
             "request",

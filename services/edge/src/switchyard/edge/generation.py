@@ -9,18 +9,24 @@ request retries the same way.
 Everything the request holds (endpoints, slot, reservation, record) belongs to its
 `Claim`, which also answers the errors raised here: before the first byte as a JSON
 error, after it as the stream's last SSE event.
+
+With the response cache, a miss records what it relays (`cache.generations`) and keeps
+it once the answer went out whole; a hit is replayed here too (`replay_whole`,
+`replay_stream`), through the same encoding as a live answer.
 """
 
 from __future__ import annotations
 
 import asyncio
 import time
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Protocol
 
 import grpc
 from starlette.types import Send
 
 from switchyard.edge import metrics
+from switchyard.edge.cache import CacheKey
+from switchyard.edge.cache.generations import StreamRecording, whole_entry
 from switchyard.edge.claim import body_message
 from switchyard.edge.errors import OpenAIError, from_inference
 from switchyard.edge.responses import DONE
@@ -28,8 +34,6 @@ from switchyard.inference.errors import from_rpc_error
 from switchyard.inference.v1 import inference_pb2 as pb
 
 if TYPE_CHECKING:
-    from prometheus_client import Histogram
-
     from switchyard.edge.claim import Claim
     from switchyard.edge.disconnect import ClientWatch
     from switchyard.edge.responses import Encoder
@@ -45,6 +49,17 @@ _JSON_HEADERS = [(b"content-type", b"application/json")]
 StreamCall = grpc.aio.UnaryStreamCall[pb.GenerateRequest, pb.GenerateStreamResponse]
 
 
+class _Observer(Protocol):
+    def observe(self, amount: float) -> None: ...
+
+
+class _Unmeasured:
+    """A replayed stream's gaps are not the engine's: they are kept out of the histogram."""
+
+    def observe(self, amount: float) -> None:
+        return None
+
+
 def _bad_backend(message: str) -> OpenAIError:
     """An answer the contract does not allow: an adapter bug, never passed on as it is."""
     return OpenAIError(502, message, type="server_error", code="backend_error")
@@ -53,18 +68,26 @@ def _bad_backend(message: str) -> OpenAIError:
 class Generation:
     """One request's call to a backend and the client's response, under its `Claim`."""
 
-    __slots__ = ("_itl", "claim", "deadline", "encoder", "ex", "request")
+    __slots__ = ("_itl", "_recording", "cache_key", "claim", "deadline", "encoder", "ex", "request")
 
-    _itl: Histogram  # streams: the gaps between chunks
+    _itl: _Observer  # streams: the gaps between chunks
 
     def __init__(
-        self, claim: Claim, request: pb.GenerateRequest, encoder: Encoder, deadline: float
+        self,
+        claim: Claim,
+        request: pb.GenerateRequest,
+        encoder: Encoder,
+        deadline: float,
+        cache_key: CacheKey | None = None,
     ) -> None:
         self.claim = claim
         self.ex = claim.exchange
         self.request = request
         self.encoder = encoder
         self.deadline = deadline  # event loop time
+        #: A cache miss's entry: the answer is kept under it if it goes out whole.
+        self.cache_key = cache_key
+        self._recording: StreamRecording | None = None
 
     async def run(self) -> None:
         if self.ex.stream:
@@ -135,6 +158,15 @@ class Generation:
             raise _bad_backend("The backend answered more choices than asked for.")
         body = self.encoder.whole(response)
         await self.claim.respond(_JSON_HEADERS, body)
+        if self.cache_key is not None:
+            entry = whole_entry(response, self.encoder.choices)
+            if entry is not None:  # the store skips one over its entry limit
+                await self.claim.edge.cache.put(self.cache_key, entry)
+
+    async def replay_whole(self, response: pb.GenerateResponse) -> None:
+        """A cache hit's answer (its usage is the exchange's already)."""
+        self.ex.first_token()
+        await self.claim.respond(_JSON_HEADERS, self.encoder.whole(response))
 
     # -- streams ------------------------------------------------------------------------------
 
@@ -142,10 +174,11 @@ class Generation:
         call, message = await self._open_stream()
         claim, send = self.claim, self.claim.send
         self._itl = metrics.INTER_TOKEN_LATENCY.labels(self.ex.model)
+        if self.cache_key is not None:
+            limit = claim.edge.settings.cache_max_entry_bytes
+            self._recording = StreamRecording(limit, self.encoder.choices)
         try:
-            await claim.start_stream(_SSE_HEADERS)
-            if self.encoder.kind == "chat":
-                await send(body_message(self.encoder.role()))
+            await self._start_stream()
             watch = claim.watch
             last = 0.0
             while True:
@@ -161,6 +194,27 @@ class Generation:
             if not call.done():
                 call.cancel()
         await claim.end_stream(DONE)
+        # Only here is the stream whole: an error, the deadline or the client leaving
+        # raised above, and what was recorded is dropped with this object.
+        if self._recording is not None and self.cache_key is not None:
+            entry = self._recording.entry()
+            if entry is not None:
+                await claim.edge.cache.put(self.cache_key, entry)
+
+    async def replay_stream(self, messages: list[pb.GenerateStreamResponse]) -> None:
+        """A cache hit's stream: its messages relayed as a live stream's are."""
+        self._itl = _Unmeasured()
+        send, watch = self.claim.send, self.claim.watch
+        await self._start_stream()
+        last = 0.0
+        for message in messages:
+            last = await self._relay(message, send, watch, last)
+        await self.claim.end_stream(DONE)
+
+    async def _start_stream(self) -> None:
+        await self.claim.start_stream(_SSE_HEADERS)
+        if self.encoder.kind == "chat":
+            await self.claim.send(body_message(self.encoder.role()))
 
     async def _relay(
         self, message: pb.GenerateStreamResponse, send: Send, watch: ClientWatch, last: float
@@ -168,6 +222,8 @@ class Generation:
         ex, encoder = self.ex, self.encoder
         if message.index >= encoder.choices:
             raise _bad_backend("The backend streamed more choices than asked for.")
+        if self._recording is not None:
+            self._recording.add(message)
         chunk = encoder.delta(message)
         if message.token_count or chunk:
             now = time.perf_counter()

@@ -7,6 +7,10 @@ their metaschema, images' base64: 400, or 429 when the checks are saturated) →
 (429) → the generation itself (`generation.Generation`, which calls the backend and relays
 the result).
 
+With the response cache on, a deterministic request is looked up (`look_up`) before the
+rate limits: a hit is charged one request and no tokens (`reserve_hit`), skips the checks
+and admission, and is replayed; a miss runs as usual and is kept if it ends whole.
+
 Authentication comes first, so unauthenticated callers cost us no parsing; expensive
 checks come after rate limiting, so a key out of quota costs us no more than a refusal.
 
@@ -24,7 +28,9 @@ import math
 import re
 import time
 import uuid
-from typing import Literal, TypeVar
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import Generic, Literal, TypeVar
 
 from pydantic import BaseModel, ValidationError
 from pydantic_core import ErrorDetails
@@ -35,6 +41,8 @@ from starlette.types import Receive, Scope, Send
 from switchyard.edge import metrics
 from switchyard.edge.admission import Refused
 from switchyard.edge.auth import ApiKey
+from switchyard.edge.cache import CacheKey, cache_key, cacheable
+from switchyard.edge.cache.generations import CorruptEntry, read_stream, read_whole, stream_usage
 from switchyard.edge.checks import ChecksBusy, ChecksUnavailable, InvalidPart, request_parts
 from switchyard.edge.claim import Claim
 from switchyard.edge.convert import (
@@ -69,6 +77,9 @@ _API_NAMES: dict[Capability, str] = {
 }
 Body = ChatCompletionRequest | CompletionRequest
 _REQUEST_ID = re.compile(r"^[A-Za-z0-9._:-]{1,128}$")
+#: The header that says whether an answer came from the response cache ("hit" / "miss").
+CACHE_HEADER = "x-switchyard-cache"
+_NO_CACHE_DIRECTIVES = frozenset({"no-store", "no-cache"})
 
 
 def request_id_of(request: Request) -> str:
@@ -129,6 +140,21 @@ async def _serve(api: Api, request: Request, claim: Claim) -> None:
         canonical = completion_request(body, route.name, ex.request_id, edge.rules)
     ex.choices = body.choices
 
+    found: Lookup[pb.GenerateResponse | list[pb.GenerateStreamResponse]] | None = None
+    if edge.cache.enabled and cacheable(canonical.request):
+        found = await look_up(
+            claim,
+            key,
+            route,
+            request,
+            canonical.request,
+            stream=body.stream,
+            read=read_stream if body.stream else read_whole,
+        )
+    if found is not None and found.entry is not None:
+        await _replay(api, claim, key, route, body, canonical.request, found.entry, deadline)
+        return
+
     await reserve_generation(claim, key, route, canonical.request)
     await claim.watch_client()  # from here on, a client that leaves ends the request
     if canonical.needs_checks:
@@ -138,16 +164,129 @@ async def _serve(api: Api, request: Request, claim: Claim) -> None:
     except Refused as refusal:
         raise refused(refusal, route.name, settings) from None
 
-    encoder = Encoder(
+    encoder = _encoder(api, body, ex.request_id, canonical.request)
+    cache_as = found.key if found is not None else None
+    await Generation(claim, canonical.request, encoder, deadline, cache_as).run()
+
+
+def _encoder(api: Api, body: Body, request_id: str, canonical: pb.GenerateRequest) -> Encoder:
+    """A fresh encoder: its own id and `created` (a cache hit's too)."""
+    return Encoder(
         "chat" if api == "chat" else "completion",
-        ("chatcmpl-" if api == "chat" else "cmpl-") + ex.request_id,
+        ("chatcmpl-" if api == "chat" else "cmpl-") + request_id,
         body.model,
         int(time.time()),
         body.include_usage,
         body.choices,
-        logprobs=canonical.request.HasField("logprobs"),
+        logprobs=canonical.HasField("logprobs"),
     )
-    await Generation(claim, canonical.request, encoder, deadline).run()
+
+
+async def _replay(
+    api: Api,
+    claim: Claim,
+    key: ApiKey,
+    route: Route,
+    body: Body,
+    canonical: pb.GenerateRequest,
+    entry: pb.GenerateResponse | list[pb.GenerateStreamResponse],
+    deadline: float,
+) -> None:
+    """Answer a generation from its cache entry, as the engine answered it."""
+    usage = entry.usage if isinstance(entry, pb.GenerateResponse) else stream_usage(entry)
+    await reserve_hit(claim, key, route, usage.prompt_tokens, usage.completion_tokens)
+    encoder = _encoder(api, body, claim.exchange.request_id, canonical)
+    generation = Generation(claim, canonical, encoder, deadline)
+    if isinstance(entry, pb.GenerateResponse):
+        await generation.replay_whole(entry)
+    else:
+        await generation.replay_stream(entry)
+
+
+# -- the response cache (shared with the embeddings route) -----------------------------------
+
+T = TypeVar("T")
+
+
+@dataclass(frozen=True, slots=True)
+class Lookup(Generic[T]):
+    """A request that may use the cache: its entry's key, and the entry found (None: a miss)."""
+
+    key: CacheKey
+    entry: T | None
+
+
+def no_store(request: Request) -> bool:
+    """The client asked that its answer neither come from nor go into a cache
+    (`Cache-Control: no-store` or `no-cache`)."""
+    value = request.headers.get("cache-control")
+    if not value:
+        return False
+    directives = {part.split("=", 1)[0].strip().lower() for part in value.split(",")}
+    return not _NO_CACHE_DIRECTIVES.isdisjoint(directives)
+
+
+async def look_up(
+    claim: Claim,
+    key: ApiKey,
+    route: Route,
+    request: Request,
+    canonical: pb.GenerateRequest | pb.EmbedRequest,
+    *,
+    stream: bool,
+    read: Callable[[bytes], T],
+) -> Lookup[T] | None:
+    """The cache's answer for a request whose answer is deterministic (the caller checks
+    `edge.cache.enabled` and, for a generation, `cacheable` first: the cheap checks);
+    None when it may not use the cache: the key opted out, the client said no-store, or
+    the identity of the weights serving `route` is unknown (or differs between its
+    endpoints). A lookup sets the `x-switchyard-cache` header, `Exchange.cache` and the
+    lookups metric; an entry that cannot be read (`read` raises) is a miss."""
+    edge, ex = claim.edge, claim.exchange
+    if not key.cache or no_store(request):
+        return None
+    identity = edge.pool.identity(route)
+    if identity is None:
+        return None
+    name = cache_key(
+        tenant=key.tenant,
+        route=route.name,
+        identity=identity,
+        api=ex.api,
+        stream=stream,
+        request=canonical,
+    )
+    stored = await edge.cache.get(name)
+    entry: T | None = None
+    if stored is not None:
+        try:
+            entry = read(stored)
+        except CorruptEntry:
+            entry = None  # rewritten by this request's answer
+    result = "miss" if entry is None else "hit"
+    ex.cache = result
+    claim.headers[CACHE_HEADER] = result
+    metrics.CACHE_LOOKUPS.labels(route.name, ex.api, result).inc()
+    return Lookup(name, entry)
+
+
+async def reserve_hit(
+    claim: Claim, key: ApiKey, route: Route, prompt_tokens: int, completion_tokens: int
+) -> None:
+    """A hit counts as one request on the key's RPM and no tokens on its TPM (no engine
+    ran); its record carries the stored answer's usage, and the tokens it saved are
+    counted. Then the client is watched (no admission slot: no engine is called)."""
+    try:
+        await reserve(claim, key, route, 0, 0)
+    except OpenAIError:
+        # Refused (429, 503): the answer is the refusal, which is not the cache's.
+        claim.headers.pop(CACHE_HEADER, None)
+        claim.exchange.cache = None
+        raise
+    claim.exchange.used(prompt_tokens, completion_tokens)
+    metrics.CACHE_SAVED_TOKENS.labels(route.name, "prompt").inc(prompt_tokens)
+    metrics.CACHE_SAVED_TOKENS.labels(route.name, "completion").inc(completion_tokens)
+    await claim.watch_client()
 
 
 async def read_body(request: Request, limit: int) -> bytes:
@@ -205,7 +344,7 @@ def capable(edge: EdgeState, route: Route, model: str, capability: Capability) -
     """The model serves this API (400 if not: an embedding model asked to chat, say), as
     its adapters say; with no adapter serving yet there is nothing to say."""
     served = edge.pool.capabilities(route)
-    if served and capability not in served:
+    if served is not None and capability not in served:
         raise OpenAIError.invalid(
             f"model '{model}' does not support {_API_NAMES[capability]}",
             param="model",

@@ -27,6 +27,7 @@ from pydantic import (
     field_validator,
     model_validator,
 )
+from pydantic_core import PydanticCustomError
 
 INT32_MAX = 2**31 - 1
 INT64_MAX = 2**63 - 1
@@ -370,3 +371,84 @@ class CompletionRequest(_Sampling):
     def completion_limit(self) -> int:
         # OpenAI's legacy completions default to 16 tokens.
         return self.max_tokens or 16
+
+
+# -- embeddings ----------------------------------------------------------------------------
+
+#: Token ids travel as uint32 (the contract's `TokenIds`); the vocabulary is the engine's check.
+TokenId = Annotated[int, Field(ge=0, le=2**32 - 1)]
+TokenList = Annotated[list[TokenId], Field(min_length=1)]
+NonEmptyText = Annotated[str, Field(min_length=1)]
+
+
+_INPUT_SHAPE = (
+    "must be a string, a list of strings, a list of token ids or a list of lists of token "
+    f"ids (token ids are integers from 0 to {2**32 - 1})"
+)
+
+
+def _is_id(value: object) -> bool:
+    return type(value) is int and 0 <= value < 2**32  # not bool, a subclass of int
+
+
+class EmbeddingRequest(_Body):
+    """OpenAI's `POST /v1/embeddings` body (the SDK's `EmbeddingCreateParams`)."""
+
+    model_config = ConfigDict(
+        json_schema_extra={
+            "examples": [
+                {"model": "demo-embed", "input": "The food was delicious."},
+                {
+                    "model": "demo-embed",
+                    "input": ["first document", "second document"],
+                    "encoding_format": "base64",
+                    "dimensions": 128,
+                },
+            ]
+        }
+    )
+
+    model: Annotated[str, Field(min_length=1, max_length=256)]
+    #: One text, several texts, one input of token ids, or several inputs of token ids. An
+    #: empty string is passed on: whether it may be embedded is the engine's to say.
+    input: (
+        str
+        | Annotated[list[str], Field(min_length=1)]
+        | Annotated[list[TokenId], Field(min_length=1)]
+        | Annotated[list[TokenList], Field(min_length=1)]
+    )
+    encoding_format: Literal["float", "base64"] | None = None
+    #: Shorten the vectors to this many dimensions (models trained for it only).
+    dimensions: Annotated[int, Field(ge=1, le=2**32 - 1)] | None = None
+    #: Accepted (OpenAI's end-user id); never sent to the engine.
+    user: Annotated[str, Field(max_length=256)] | None = None
+
+    @field_validator("input", mode="before")
+    @classmethod
+    def _one_shape(cls, value: object) -> object:
+        # Said here in plain words: the union's own errors would list every alternative.
+        if isinstance(value, str):
+            return value
+        if not isinstance(value, list):
+            raise PydanticCustomError("input_shape", _INPUT_SHAPE)
+        if not value:
+            raise PydanticCustomError("empty_input", "must not be an empty list")
+        if all(isinstance(item, str) for item in value) or all(_is_id(i) for i in value):
+            return value
+        if all(isinstance(item, list) and all(_is_id(i) for i in item) for item in value):
+            if not all(value):
+                raise PydanticCustomError(
+                    "empty_input", "must not contain an empty list of token ids"
+                )
+            return value
+        raise PydanticCustomError("input_shape", _INPUT_SHAPE)
+
+    @property
+    def inputs(self) -> list[str | list[int]]:
+        """The inputs, one per vector asked for (a flat list of ids is one input)."""
+        if isinstance(self.input, str):
+            return [self.input]
+        items: list[str | int | list[int]] = list(self.input)
+        if isinstance(items[0], int):
+            return [[i for i in items if isinstance(i, int)]]
+        return [i for i in items if not isinstance(i, int)]

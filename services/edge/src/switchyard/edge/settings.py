@@ -92,6 +92,9 @@ class EdgeSettings(ServiceSettings):
     #: Images in one request, and the decoded size of one image sent as a data URL.
     max_images: int = Field(default=8, ge=0, le=256)
     max_image_bytes: int = Field(default=10 * 1024 * 1024, ge=1)
+    #: Inputs in one embeddings request (OpenAI's own limit is 2048); all of them go to the
+    #: engine in one call, whose own limits may be lower.
+    max_embedding_inputs: int = Field(default=2048, ge=1, le=1_000_000)
     #: Hosts whose http(s) image URLs are passed on (exact names, comma-separated; empty:
     #: none). The engine fetches such a URL from inside the cluster, so a host listed here
     #: is one every caller may make it reach. IP literals that are loopback, private,
@@ -137,6 +140,33 @@ class EdgeSettings(ServiceSettings):
     endpoint_max_ejection_s: float = Field(default=300.0, gt=0)
     #: On SIGTERM: how long in-flight requests may take before the process exits.
     shutdown_grace_s: float = Field(default=30.0, ge=0)
+
+    # The response cache (`switchyard.edge.cache`): answers to deterministic requests.
+    #: "off"; "memory" (this process only, bounded by cache_max_bytes, least recently used
+    #: out); "redis" (shared by every edge replica: cache_redis_url, else redis_url).
+    cache: Literal["off", "memory", "redis"] = "off"
+    #: The memory store's bound in bytes, never passed: its entries' keys and values (and
+    #: a fixed allowance per entry for the bookkeeping).
+    cache_max_bytes: int = Field(default=64 * 1024 * 1024, ge=1024)
+    #: An answer larger than this is not kept (its recording stops once past it).
+    cache_max_entry_bytes: int = Field(default=1024 * 1024, ge=1)
+    #: How long an entry lives.
+    cache_ttl_s: float = Field(default=3600.0, gt=0)
+    #: The cache's Redis (a secret: it may carry a password); unset: redis_url's. Its
+    #: connections have the limiter's timeouts and pool size (redis_*).
+    cache_redis_url: SecretStr | None = None
+
+    @model_validator(mode="after")
+    def _cache_coherent(self) -> EdgeSettings:
+        if self.cache == "redis" and self.cache_store_url is None:
+            raise ValueError("EDGE_CACHE=redis needs EDGE_CACHE_REDIS_URL or EDGE_REDIS_URL")
+        return self
+
+    @property
+    def cache_store_url(self) -> str | None:
+        """The Redis URL of the response cache (its own, else the limiter's)."""
+        url = self.cache_redis_url or self.redis_url
+        return url.get_secret_value() if url is not None else None
 
     @field_validator("image_url_hosts", mode="before")
     @classmethod

@@ -26,6 +26,7 @@ class SimOptions:
     latency: LatencyModel
     seed: int | None  # seeds requests that bring no seed; None: fresh randomness
     multimodal: bool = False  # the model reads images (where the engine has no flag for it)
+    embedding_dimensions: int = 384  # an embedding model's hidden size: its vectors' length
 
 
 def add_sim_arguments(parser: argparse.ArgumentParser) -> None:
@@ -51,6 +52,10 @@ def add_sim_arguments(parser: argparse.ArgumentParser) -> None:
         "--sim-multimodal", action="store_true",
         help="simulate a model that reads images (default: text only, which refuses images)",
     )  # fmt: skip
+    group.add_argument(
+        "--sim-embedding-dimensions", type=at_least(1), default=384, metavar="N",
+        help="an embedding model's hidden size, the length of its vectors (default: 384)",
+    )  # fmt: skip
 
 
 def sim_options(args: argparse.Namespace) -> SimOptions:
@@ -61,7 +66,12 @@ def sim_options(args: argparse.Namespace) -> SimOptions:
         prefill_s_per_token=args.sim_prefill_per_token,
         itl_s=args.sim_itl,
     )
-    return SimOptions(latency=latency, seed=args.sim_seed, multimodal=args.sim_multimodal)
+    return SimOptions(
+        latency=latency,
+        seed=args.sim_seed,
+        multimodal=args.sim_multimodal,
+        embedding_dimensions=args.sim_embedding_dimensions,
+    )
 
 
 def checked(convert: Callable[[str], T], ok: Callable[[T], bool], what: str) -> Callable[[str], T]:

@@ -29,7 +29,7 @@ from pydantic.alias_generators import to_camel
 from pydantic_core import PydanticCustomError
 
 from switchyard.engines import ENGINES as ENGINE_KINDS
-from switchyard.engines import NAMES
+from switchyard.engines import GENERATION_ONLY, NAMES
 
 GROUP: Final = "switchyard.dev"
 VERSION: Final = "v1alpha1"
@@ -41,6 +41,8 @@ SHORT_NAMES: Final = ("mb",)
 
 #: The engines a ModelBackend may name: the registry's (`switchyard.engines`).
 ENGINES: Final[tuple[str, ...]] = NAMES
+#: What the model is started for: generating text (chat, completions) or embeddings.
+Task = Literal["generate", "embed"]
 Phase = Literal["Pending", "Loading", "Ready", "Degraded", "Failed", "NotServed"]
 PHASES: Final[tuple[Phase, ...]] = (
     "Pending", "Loading", "Ready", "Degraded", "Failed", "NotServed",
@@ -294,6 +296,23 @@ class Chat(ApiModel):
     TGI `--max-top-n-tokens`, default 5). SGLang has no such limit."""
 
 
+class Embedding(ApiModel):
+    """How an embedding model (`task: embed`) serves its vectors. Unset fields keep what the
+    model's own config says."""
+
+    matryoshka: bool = False
+    """The model was trained Matryoshka-style, so a request's `dimensions` may shorten its
+    vectors (to any size up to the model's own). vLLM and SGLang learn this only from the
+    model's config, which this sets (`is_matryoshka`, through vLLM `--hf-overrides` and
+    SGLang `--json-model-override-args`); without it, in the flag or in the config, both
+    engines refuse `dimensions`."""
+    matryoshka_dimensions: list[Annotated[int, Field(ge=1)]] = Field(
+        default_factory=list, json_schema_extra={"x-kubernetes-list-type": "set"}
+    )
+    """The only sizes `dimensions` may ask for (the config's `matryoshka_dimensions`, set
+    the same way); implies `matryoshka`. Empty: any size."""
+
+
 ENV_RULES: Final = (
     Rule(
         "!(has(self.value) && has(self.valueFrom))",
@@ -380,6 +399,49 @@ def _unsupported_chat_rules() -> tuple[Rule, ...]:
     )
 
 
+def _not_embedding_on(engine: str) -> Callable[[Any], bool]:
+    def check(spec: Any) -> bool:
+        return bool(spec.engine != engine or spec.task != "embed")
+
+    return check
+
+
+def _chat_option_unset_when_embedding(option: str) -> Callable[[Any], bool]:
+    def check(spec: Any) -> bool:
+        return spec.task != "embed" or spec.chat is None or getattr(spec.chat, option) is None
+
+    return check
+
+
+def _no_embeddings_rules() -> tuple[Rule, ...]:
+    """A rule per engine that serves no embeddings (the registry's `no_embeddings`)."""
+    return tuple(
+        Rule(
+            f"!(self.engine == '{kind.name}' && self.task == 'embed')",
+            f"task embed is not for engine {kind.name}: {kind.no_embeddings}",
+            _not_embedding_on(kind.name),
+            ".task",
+        )
+        for kind in ENGINE_KINDS.values()
+        if kind.no_embeddings
+    )
+
+
+def _generation_only_rules() -> tuple[Rule, ...]:
+    """A rule per chat option that shapes generated text: meaningless on an embedding model,
+    so refused there rather than passed to an engine that would ignore or refuse it."""
+    return tuple(
+        Rule(
+            f"!(self.task == 'embed' && has(self.chat) && has(self.chat.{to_camel(option)}))",
+            f"chat.{to_camel(option)} is not for an embedding model (task embed), which "
+            "generates no text",
+            _chat_option_unset_when_embedding(option),
+            f".chat.{to_camel(option)}",
+        )
+        for option in GENERATION_ONLY
+    )
+
+
 SPEC_RULES: Final = (
     Rule(
         # The API server applies the schema's defaults before it validates, so every field
@@ -391,6 +453,14 @@ SPEC_RULES: Final = (
         ".parallelism.tensor",
     ),
     *_unsupported_chat_rules(),
+    Rule(
+        "self.task == 'embed' || !has(self.embedding)",
+        "embedding is for an embedding model: set task embed",
+        lambda s: s.task == "embed" or s.embedding is None,
+        ".embedding",
+    ),
+    *_no_embeddings_rules(),
+    *_generation_only_rules(),
 )
 
 
@@ -434,6 +504,12 @@ class ModelBackendSpec(ApiModel):
     max_model_len: int | None = Field(default=None, ge=1)
     """Context length in tokens (vLLM `--max-model-len`, SGLang `--context-length`, TGI
     `--max-total-tokens`); default: the model's own."""
+    task: Task = "generate"
+    """`generate`: the model generates text (chat, completions). `embed`: it is started as
+    an embedding model (vLLM `--runner pooling --convert embed`, which also turns a
+    generative checkpoint into one; SGLang `--is-embedding`) and serves embeddings only.
+    TGI serves no embeddings."""
+    embedding: Embedding | None = None
     chat: Chat | None = None
     scaling: Scaling = Field(
         default_factory=Scaling, json_schema_extra={"default": _full_default(Scaling)}

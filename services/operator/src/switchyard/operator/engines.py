@@ -14,7 +14,7 @@ from dataclasses import dataclass
 from typing import Any, Final
 
 from switchyard.engines import ENGINES, SIM_MULTIMODAL_FLAG, EngineKind, Serving
-from switchyard.operator.api import Chat, ModelBackendSpec
+from switchyard.operator.api import Chat, Embedding, ModelBackendSpec
 from switchyard.operator.settings import OperatorSettings
 
 #: Where the model cache is mounted in the engine container (HF_HOME points here).
@@ -50,6 +50,7 @@ def engine_args(spec: ModelBackendSpec, served_name: str) -> list[str]:
     gets the simulator-only flag for images)."""
     kind = ENGINES[spec.engine]
     chat = spec.chat or Chat()
+    embedding = spec.embedding or Embedding()
     serving = Serving(
         model=spec.model,
         host="0.0.0.0",
@@ -62,6 +63,9 @@ def engine_args(spec: ModelBackendSpec, served_name: str) -> list[str]:
         chat_template=chat_template_path(spec),
         max_images_per_prompt=chat.max_images_per_prompt,
         max_top_logprobs=chat.max_top_logprobs,
+        embedding=spec.task == "embed",
+        matryoshka=embedding.matryoshka,
+        matryoshka_dimensions=tuple(embedding.matryoshka_dimensions),
     )
     args = kind.flags(serving)
     if spec.api_key_secret is not None and kind.api_key_env is None:

@@ -42,8 +42,8 @@ def _parser() -> argparse.ArgumentParser:
         "--scenarios",
         type=_list,
         default=None,
-        help="comma-separated scenario names or groups (unary, stream, open, memory, tools); "
-        "default: all",
+        help="comma-separated scenario names or groups (unary, stream, open, memory, tools, "
+        "embed, cache); default: all",
     )
     parser.add_argument(
         "--scale",

@@ -11,7 +11,7 @@ from __future__ import annotations
 import asyncio
 import shutil
 import sys
-from collections.abc import Mapping
+from collections.abc import Collection, Mapping
 from pathlib import Path
 
 import yaml
@@ -62,20 +62,11 @@ async def ensure_venv(venv: Path, version: str, log: Path) -> None:
         raise RuntimeError(f"could not install litellm[proxy]=={version} (see {log})")
 
 
-def write_config(path: Path, models: Mapping[str, str]) -> None:
-    """A config serving each model name from the OpenAI-compatible server at its URL."""
+def write_config(path: Path, models: Mapping[str, str], embeddings: Collection[str] = ()) -> None:
+    """A config serving each model name from the OpenAI-compatible server at its URL (the
+    `embeddings` ones marked as embedding models, as LiteLLM's docs have them)."""
     config = {
-        "model_list": [
-            {
-                "model_name": name,
-                "litellm_params": {
-                    "model": f"hosted_vllm/{name}",
-                    "api_base": f"{url}/v1",
-                    "api_key": "unused",
-                },
-            }
-            for name, url in models.items()
-        ],
+        "model_list": [_model(name, url, name in embeddings) for name, url in models.items()],
         "litellm_settings": {
             "set_verbose": False,
             "json_logs": False,
@@ -92,6 +83,21 @@ def write_config(path: Path, models: Mapping[str, str]) -> None:
         },
     }
     path.write_text(yaml.safe_dump(config, sort_keys=False))
+
+
+def _model(name: str, url: str, embedding: bool) -> dict[str, object]:
+    entry: dict[str, object] = {
+        "model_name": name,
+        # `hosted_vllm/` serves chat, completions and embeddings from vLLM's own routes.
+        "litellm_params": {
+            "model": f"hosted_vllm/{name}",
+            "api_base": f"{url}/v1",
+            "api_key": "unused",
+        },
+    }
+    if embedding:
+        entry["model_info"] = {"mode": "embedding"}  # what its health checks call
+    return entry
 
 
 def argv(venv: Path, config: Path, port: int) -> list[str]:

@@ -17,10 +17,18 @@ from dataclasses import dataclass
 
 import aiohttp
 
-from switchyard.bench.wire import StreamReader, Workload, completion_tokens, request_body
+from switchyard.bench.wire import (
+    StreamReader,
+    Workload,
+    completion_tokens,
+    embedding_tokens,
+    request_body,
+)
 
 #: No request of the bench may take longer than this.
 REQUEST_TIMEOUT_S = 120.0
+#: Where the edge says whether its response cache answered ("hit") or not ("miss").
+CACHE_HEADER = "x-switchyard-cache"
 
 
 @dataclass(frozen=True, slots=True)
@@ -48,6 +56,7 @@ class Sample:
     tokens: int
     status: int  # HTTP status; 0 when no answer came (connection error, timeout)
     error: str | None = None  # None: a complete, successful answer
+    cache: str | None = None  # the answer's `x-switchyard-cache` header, if any
 
     @property
     def ok(self) -> bool:
@@ -72,35 +81,49 @@ class Sender:
         self._client = client
         self._url = target.base_url + workload.path
         self._headers = target.headers()
+        self._workload = workload
+        self._model = target.model
         self._body = request_body(workload, target.model)
-        self._stream = workload.stream
-        self._tool_call = workload.tools
+
+    def _next_body(self) -> bytes:
+        """The same body every time, but a fresh one for a `distinct` workload."""
+        if self._workload.distinct:
+            return request_body(self._workload, self._model)
+        return self._body
 
     async def send(self, due: float | None = None) -> Sample:
+        body = self._next_body()
         started = time.perf_counter()
         due = started if due is None else due
         try:
-            async with self._client.post(
-                self._url, data=self._body, headers=self._headers
-            ) as response:
+            async with self._client.post(self._url, data=body, headers=self._headers) as response:
+                cache = response.headers.get(CACHE_HEADER)
                 if response.status != 200:
-                    body = await response.read()
-                    error = f"HTTP {response.status}: {body[:200].decode(errors='replace')}"
-                    return Sample(due, time.perf_counter() - due, None, 0, response.status, error)
-                if self._stream:
-                    return await self._read_stream(response, due)
-                body = await response.read()
+                    answer = await response.read()
+                    error = f"HTTP {response.status}: {answer[:200].decode(errors='replace')}"
+                    latency = time.perf_counter() - due
+                    return Sample(due, latency, None, 0, response.status, error, cache)
+                if self._workload.stream:
+                    return await self._read_stream(response, due, cache)
+                answer = await response.read()
                 latency = time.perf_counter() - due
                 try:
-                    tokens = completion_tokens(body, self._tool_call)
+                    tokens = self._tokens(answer)
                 except ValueError as exc:
-                    return Sample(due, latency, None, 0, 200, str(exc))
-                return Sample(due, latency, None, tokens, 200)
+                    return Sample(due, latency, None, 0, 200, str(exc), cache)
+                return Sample(due, latency, None, tokens, 200, cache=cache)
         except (aiohttp.ClientError, TimeoutError) as exc:
             return Sample(due, time.perf_counter() - due, None, 0, 0, f"{type(exc).__name__}")
 
+    def _tokens(self, answer: bytes) -> int:
+        if self._workload.api == "embeddings":
+            return embedding_tokens(answer, self._workload.inputs)
+        return completion_tokens(answer, self._workload.tools)
+
     @staticmethod
-    async def _read_stream(response: aiohttp.ClientResponse, due: float) -> Sample:
+    async def _read_stream(
+        response: aiohttp.ClientResponse, due: float, cache: str | None
+    ) -> Sample:
         reader = StreamReader()
         ttft: float | None = None
         async for data in response.content.iter_any():
@@ -110,7 +133,7 @@ class Sender:
         error = reader.error
         if error is None and not reader.done:
             error = "stream ended without [DONE]"
-        return Sample(due, latency, ttft, reader.tokens, 200, error)
+        return Sample(due, latency, ttft, reader.tokens, 200, error, cache)
 
 
 Progress = Callable[[int], None]

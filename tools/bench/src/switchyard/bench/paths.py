@@ -2,7 +2,9 @@
 
 - the engine simulators, one per latency profile (`SIMS`), serve every path: the floor
   is a simulator's own OpenAI API;
-- Switchyard: the edge (1 or more uvicorn workers) → one vLLM adapter per simulator;
+- Switchyard: the edge (1 or more uvicorn workers) → one vLLM adapter per simulator; for
+  the cache scenarios, a second edge in front of the same adapters with its response cache
+  on (in memory with one worker; with two, in the Redis they share);
 - LiteLLM: its proxy → each simulator's OpenAI API (`hosted_vllm/` provider).
 
 A `Deployment` says where each path serves each simulator's model and which processes
@@ -15,8 +17,8 @@ import asyncio
 import contextlib
 import shutil
 import tempfile
-from collections.abc import AsyncIterator, Mapping
-from dataclasses import dataclass, field
+from collections.abc import AsyncIterator, Collection, Mapping
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 
 import yaml
@@ -25,6 +27,7 @@ from switchyard.bench import litellm
 from switchyard.bench.loadgen import Target
 from switchyard.bench.procs import Proc, Processes, free_port, wait_ready
 from switchyard.bench.procstats import Role
+from switchyard.bench.scenarios import cache_target
 from switchyard.devstack.components import (
     EngineOptions,
     adapter_args,
@@ -45,13 +48,18 @@ ENGINE = "vllm"
 #: Room for every bench request at once (and more): no engine queue, no edge refusals.
 _CAPACITY = 8192
 
-#: The simulators: no latency (overhead runs), a realistic one (streams), and a slow one
-#: (long-lived streams that cost little CPU, for the memory run).
+#: The simulators: no latency (overhead runs), a realistic one (streams), a slow one
+#: (long-lived streams that cost little CPU, for the memory run), and an embedding model
+#: without latency. Each starts only when a scenario of the run needs it.
 SIMS: dict[str, EngineOptions] = {
     # With a tool-call parser (the tools scenario); plain requests never reach it.
     "zero": EngineOptions(max_running=_CAPACITY, ttft_s=0.0, itl_s=0.0, tools=True),
     "stream": EngineOptions(max_running=_CAPACITY, ttft_s=0.05, itl_s=0.01),
     "idle": EngineOptions(max_running=_CAPACITY, ttft_s=0.05, itl_s=0.5),
+    # vLLM's pooling runner, as `make run`'s demo-embed (Matryoshka-capable, 384 floats).
+    "embed": EngineOptions(
+        max_running=_CAPACITY, ttft_s=0.0, itl_s=0.0, embedding=True, matryoshka=True
+    ),
 }
 
 
@@ -75,9 +83,12 @@ class Deployment:
     startup_s: float = 0.0
 
 
-async def start_sims(procs: Processes) -> dict[str, Sim]:
+async def start_sims(procs: Processes, kinds: Collection[str]) -> dict[str, Sim]:
+    """The simulators of `kinds` (of `SIMS`), ready."""
     sims: dict[str, Sim] = {}
     for kind, opts in SIMS.items():
+        if kind not in kinds:
+            continue
         port = free_port()
         args = sim_args(ENGINE, HOST, port, model_name(kind), opts)
         proc = await procs.start_python(f"sim-{kind}", args)
@@ -88,10 +99,14 @@ async def start_sims(procs: Processes) -> dict[str, Sim]:
 
 
 def floor(sims: Mapping[str, Sim]) -> Deployment:
+    """The simulators themselves; the cache scenarios reach them too (no cache: the
+    engine's own answers)."""
+    targets = {k: Target(s.url, model_name(k)) for k, s in sims.items()}
+    roles = {k: [Role("sim", (s.proc.pid,))] for k, s in sims.items()}
     return Deployment(
         name="floor",
-        targets={k: Target(s.url, model_name(k)) for k, s in sims.items()},
-        roles={k: [Role("sim", (s.proc.pid,))] for k, s in sims.items()},
+        targets=targets | {cache_target(k): t for k, t in targets.items()},
+        roles=roles | {cache_target(k): r for k, r in roles.items()},
     )
 
 
@@ -145,11 +160,59 @@ async def _start_adapters(
     return adapters, routes_file
 
 
+def workers(path: str) -> int:
+    """The uvicorn workers of a Switchyard path, by its name (`switchyard-2w`: 2)."""
+    return int(path.removeprefix("switchyard-").removesuffix("w"))
+
+
+def cache_mode(workers: int) -> str:
+    """The response cache a Switchyard path's cache scenarios use (`EDGE_CACHE`): one
+    process keeps it in memory; several share it in Redis, as replicas would."""
+    return "memory" if workers == 1 else "redis"
+
+
+@dataclass(frozen=True)
+class _EdgeConfig:
+    """What every edge of a path shares."""
+
+    state_dir: Path
+    keys_file: Path
+    routes_file: Path
+    workers: int
+    redis_url: str | None
+    settings: dict[str, str]
+
+
+async def _start_edge(procs: Processes, label: str, config: _EdgeConfig) -> tuple[Proc, str]:
+    """An edge, ready, and its URL."""
+    settings = dict(config.settings)
+    if config.workers > 1:
+        # Where the workers share their metrics (the edge would make a temporary one).
+        metrics_dir = config.state_dir / f"{label}-metrics"
+        metrics_dir.mkdir(exist_ok=True)
+        settings["PROMETHEUS_MULTIPROC_DIR"] = str(metrics_dir)
+    port = free_port()
+    env = edge_env(
+        HOST,
+        port,
+        config.keys_file,
+        config.routes_file,
+        workers=config.workers,
+        redis_url=config.redis_url,
+        extra=settings,
+    )
+    edge = await procs.start_python(label, edge_args(), env)
+    url = f"http://{HOST}:{port}"
+    await wait_ready(edge, http_ok(f"{url}/readyz"))
+    return edge, url
+
+
 @contextlib.asynccontextmanager
 async def switchyard(
-    sims: Mapping[str, Sim], state_dir: Path, workers: int
+    sims: Mapping[str, Sim], state_dir: Path, workers: int, *, cache: bool = False
 ) -> AsyncIterator[Deployment]:
-    """The edge with `workers` uvicorn workers in front of one vLLM adapter per simulator."""
+    """The edge with `workers` uvicorn workers in front of one vLLM adapter per simulator
+    (and, with `cache`, a second one with its response cache on: `cache_target`s)."""
     started = asyncio.get_running_loop().time()
     name = f"switchyard-{workers}w"
     notes: list[str] = []
@@ -169,27 +232,23 @@ async def switchyard(
         if workers > 1:
             redis_url, note = await stack.enter_async_context(redis_server(procs))
             notes += [note] if note else []
-            # Where the workers share their metrics (the edge would make a temporary one).
-            metrics_dir = state_dir / f"{name}-metrics"
-            metrics_dir.mkdir(exist_ok=True)
-            settings["PROMETHEUS_MULTIPROC_DIR"] = str(metrics_dir)
-        port = free_port()
-        env = edge_env(
-            HOST, port, keys_file, routes_file, workers=workers, redis_url=redis_url, extra=settings
-        )
-        edge = await procs.start_python(f"{name}-edge", edge_args(), env)
-        url = f"http://{HOST}:{port}"
-        await wait_ready(edge, http_ok(f"{url}/readyz"))
-        yield Deployment(
-            name=name,
-            targets={k: Target(url, model_name(k), key) for k in sims},
-            roles={
-                k: [Role("edge", (edge.pid,)), Role("adapter", (a.pid,))]
-                for k, a in adapters.items()
-            },
-            notes=notes,
-            startup_s=asyncio.get_running_loop().time() - started,
-        )
+        config = _EdgeConfig(state_dir, keys_file, routes_file, workers, redis_url, settings)
+        edge, url = await _start_edge(procs, f"{name}-edge", config)
+        startup_s = asyncio.get_running_loop().time() - started
+        targets = {k: Target(url, model_name(k), key) for k in sims}
+        roles = {
+            k: [Role("edge", (edge.pid,)), Role("adapter", (a.pid,))] for k, a in adapters.items()
+        }
+        if cache:
+            # Its own process, so that no other scenario pays for (or is answered by) a cache.
+            mode = cache_mode(workers)
+            config = replace(config, settings=settings | {"EDGE_CACHE": mode})
+            cached, cached_url = await _start_edge(procs, f"{name}-cache-edge", config)
+            notes.append(f"cache scenarios: a second edge with EDGE_CACHE={mode}")
+            for k, a in adapters.items():
+                targets[cache_target(k)] = Target(cached_url, model_name(k), key)
+                roles[cache_target(k)] = [Role("edge", (cached.pid,)), Role("adapter", (a.pid,))]
+        yield Deployment(name, targets, roles, notes=notes, startup_s=startup_s)
 
 
 @contextlib.asynccontextmanager
@@ -199,7 +258,8 @@ async def litellm_proxy(
     """LiteLLM's proxy in front of every simulator (its virtualenv must exist)."""
     started = asyncio.get_running_loop().time()
     config = state_dir / "litellm.yaml"
-    litellm.write_config(config, {model_name(k): s.url for k, s in sims.items()})
+    embeddings = {model_name(k) for k in sims if SIMS[k].embedding}
+    litellm.write_config(config, {model_name(k): s.url for k, s in sims.items()}, embeddings)
     port = free_port()
     procs = Processes(state_dir)
     async with contextlib.AsyncExitStack() as stack:

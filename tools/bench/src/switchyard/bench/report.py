@@ -14,12 +14,14 @@ from typing import Any
 import orjson
 import psutil
 
-from switchyard.bench.paths import SIMS
+from switchyard.bench.paths import SIMS, cache_mode, workers
 from switchyard.bench.runner import Result, Run
-from switchyard.bench.scenarios import CONCURRENCY
-from switchyard.bench.stats import added
+from switchyard.bench.scenarios import CACHE_CONCURRENCY, CONCURRENCY, GROUPS
+from switchyard.bench.stats import Summary, added
 
 MIB = 1024 * 1024
+#: The issue's bar: a cache hit at least this many times faster than the engine's answer.
+HIT_SPEEDUP = 5.0
 _GROUPS = {
     "unary": "Non-streaming, 16 tokens, simulator without latency (overhead)",
     "stream": "Streaming, 256 tokens, simulator at TTFT {ttft} ms / ITL {itl} ms",
@@ -27,6 +29,10 @@ _GROUPS = {
     "memory": "Memory: 1,000 concurrent long-lived streams (TTFT {ttft_idle} ms / ITL {itl_idle} ms)",
     "tools": "Tools: non-streaming, one function tool, tool_choice required, simulator without "
     "latency",
+    "embed": "Embeddings: 1 or 32 texts per request (xN), base64, vLLM simulator as a pooling "
+    "model without latency (tokens/s: input tokens)",
+    "cache": "Response cache: one chat request at temperature 0 (16 tokens whole, 64 streamed), "
+    "simulator at TTFT {ttft} ms / ITL {itl} ms; miss = a new prompt each time, hit = the same",
 }
 
 
@@ -166,8 +172,92 @@ def _memory_rows(results: Iterable[Result]) -> list[str]:
     return rows
 
 
+#: The cache scenarios compared: (label, hit scenario, miss scenario).
+_CACHE_PAIRS = tuple(
+    (label, f"cache-hit{suffix}-c{CACHE_CONCURRENCY}", f"cache-miss{suffix}-c{CACHE_CONCURRENCY}")
+    for label, suffix in (("whole", ""), ("streamed", "-stream"))
+)
+
+
+def _hits(summary: Summary, answer: str = "hit") -> str:
+    """How many good answers said `x-switchyard-cache: <answer>`, of all of them."""
+    return f"{summary.cache.get(answer, 0)}/{summary.ok}"
+
+
+def _speedup(engine: float, hit: float) -> float:
+    """How many times faster a hit was than the engine's answer (NaN when unknown)."""
+    if math.isnan(engine) or math.isnan(hit) or hit <= 0:
+        return math.nan
+    return engine / hit
+
+
+def _p50_p99(summary: Summary | None) -> str:
+    if summary is None:
+        return "-"
+    return f"{_ms(summary.latency_p50_s)} / {_ms(summary.latency_p99_s)}"
+
+
+def _cache_rows(results: Sequence[Result]) -> list[str]:
+    """Hits against misses and against the engine's own answer (the floor's `hit`), per
+    Switchyard path."""
+    by_key = {(r.path, r.scenario.name): r.summary for r in results}
+    rows = [
+        "| path | store | request | hits/ok (misses/ok) | hit p50 / p99 ms | miss p50 / p99 ms "
+        "| engine p50 / p99 ms | hit / miss req/s | engine ÷ hit, p50 / p99 |",
+        "|---|---|---|---|---|---|---|---|---|",
+    ]
+    for path in sorted({r.path for r in results if r.path.startswith("switchyard-")}):
+        for label, hit_name, miss_name in _CACHE_PAIRS:
+            hit = by_key.get((path, hit_name))
+            if hit is None:
+                continue
+            miss, engine = by_key.get((path, miss_name)), by_key.get(("floor", hit_name))
+            ratios = "-"
+            if engine is not None:
+                p50 = _speedup(engine.latency_p50_s, hit.latency_p50_s)
+                p99 = _speedup(engine.latency_p99_s, hit.latency_p99_s)
+                ratios = f"{p50:.1f}x / {p99:.1f}x"
+            rates = f"{_rate(hit.requests_per_s)} / {_rate(miss.requests_per_s) if miss else '-'}"
+            answers = _hits(hit) + (f" ({_hits(miss, 'miss')})" if miss else "")
+            rows.append(
+                f"| {path} | {cache_mode(workers(path))} | {label} | {answers} | {_p50_p99(hit)} "
+                f"| {_p50_p99(miss)} | {_p50_p99(engine)} | {rates} | {ratios} |"
+            )
+    return rows
+
+
+def _cache_targets(path: str, by_key: dict[tuple[str, str], Result]) -> list[dict[str, Any]]:
+    """A hit at least `HIT_SPEEDUP` times faster than the engine's own answer to the same
+    request (the floor's), at p50 and p99; it only counts if every answer was a hit."""
+    checks: list[dict[str, Any]] = []
+    for _, name, _ in _CACHE_PAIRS:
+        ours, base = by_key.get((path, name)), by_key.get(("floor", name))
+        if ours is None or base is None:
+            continue
+        all_hits = ours.summary.ok > 0 and ours.summary.cache.get("hit", 0) == ours.summary.ok
+        for q, hit, engine in (
+            ("p50", ours.summary.latency_p50_s, base.summary.latency_p50_s),
+            ("p99", ours.summary.latency_p99_s, base.summary.latency_p99_s),
+        ):
+            ratio = _speedup(engine, hit)
+            checks.append(
+                {
+                    "path": path,
+                    "target": f"a hit ≥ {HIT_SPEEDUP:g}x faster than the engine's answer, "
+                    f"{q}, {name}",
+                    "ours_ms": round(hit * 1e3, 2),
+                    "engine_ms": round(engine * 1e3, 2),
+                    "speedup": round(ratio, 1),
+                    "hits": _hits(ours.summary),
+                    "holds": bool(all_hits and ratio >= HIT_SPEEDUP),
+                }
+            )
+    return checks
+
+
 def targets(results: Sequence[Result]) -> list[dict[str, Any]]:
-    """The issue's targets, checked for each Switchyard path against LiteLLM."""
+    """The issue's targets, checked for each Switchyard path against LiteLLM (and, for the
+    response cache, against the engine's own answer)."""
     checks: list[dict[str, Any]] = []
     by_key = {(r.path, r.scenario.name): r for r in results}
     paths = sorted({r.path for r in results if r.path.startswith("switchyard-")})
@@ -210,6 +300,7 @@ def targets(results: Sequence[Result]) -> list[dict[str, Any]]:
                     "engine_bound": bool(engine_bound and a < 3 * b),
                 }
             )
+        checks += _cache_targets(path, by_key)
     return checks
 
 
@@ -239,7 +330,7 @@ def markdown(run: Run, info: dict[str, Any], command: str) -> str:
             note = "; ".join(status.notes) or "not measured"
             lines.append(f"- **{status.name}**: {note}")
     lines.append("")
-    for group in ("unary", "open", "stream", "memory", "tools"):
+    for group in GROUPS:
         rows = [r for r in run.results if r.scenario.group == group]
         if not rows:
             continue
@@ -249,19 +340,34 @@ def markdown(run: Run, info: dict[str, Any], command: str) -> str:
         if group == "memory":
             lines += _memory_rows(rows)
             lines.append("")
+        if group == "cache" and any(r.path.startswith("switchyard-") for r in rows):
+            lines += _cache_rows(rows)
+            lines.append("")
     checks = targets(run.results)
     if checks:
-        lines += ["## The issue's targets", "", "| path | target | Switchyard | LiteLLM | holds |"]
-        lines.append("|---|---|---|---|---|")
-        for c in checks:
-            ours = f"{c['ours_ms']} ms" if "ours_ms" in c else f"{c['ours']} req/s"
-            theirs = f"{c['litellm_ms']} ms" if "litellm_ms" in c else f"{c['litellm']} req/s"
-            verdict = "yes" if c["holds"] else "NO"
-            if c.get("engine_bound"):
-                verdict = "yes (at the engine's own rate)"
-            lines.append(f"| {c['path']} | {c['target']} | {ours} | {theirs} | {verdict} |")
+        lines += [
+            "## The issue's targets",
+            "",
+            "| path | target | Switchyard | compared with | holds |",
+            "|---|---|---|---|---|",
+        ]
+        lines += [_target_row(c) for c in checks]
         lines.append("")
     return "\n".join(lines)
+
+
+def _target_row(check: dict[str, Any]) -> str:
+    ours = f"{check['ours_ms']} ms" if "ours_ms" in check else f"{check['ours']} req/s"
+    if "engine_ms" in check:
+        theirs = f"engine {check['engine_ms']} ms ({check['speedup']}x; hits {check['hits']})"
+    elif "litellm_ms" in check:
+        theirs = f"LiteLLM {check['litellm_ms']} ms"
+    else:
+        theirs = f"LiteLLM {check['litellm']} req/s"
+    verdict = "yes" if check["holds"] else "NO"
+    if check.get("engine_bound"):
+        verdict = "yes (at the engine's own rate)"
+    return f"| {check['path']} | {check['target']} | {ours} | {theirs} | {verdict} |"
 
 
 def _result_json(results: Sequence[Result], r: Result) -> dict[str, Any]:

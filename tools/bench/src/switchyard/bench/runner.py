@@ -1,9 +1,11 @@
 """One bench run: every path, one after the other, through the same scenarios.
 
-The simulators start first and serve every path; then the floor is measured, then each
-path is started, measured and stopped, so that only the path under test (and the
-simulators) run during its scenarios. LiteLLM's virtualenv is made before anything is
-measured; if LiteLLM cannot be installed or started, the run goes on without it and says why.
+The simulators the scenarios need start first and serve every path; then the floor is
+measured, then each path is started, measured and stopped, so that only the path under
+test (and the simulators) run during its scenarios. A path without a target for a
+scenario (LiteLLM has no response cache here) skips it and says so. LiteLLM's virtualenv
+is made before anything is measured; if LiteLLM cannot be installed or started, the run
+goes on without it and says why.
 """
 
 from __future__ import annotations
@@ -19,7 +21,15 @@ from pathlib import Path
 
 from switchyard.bench import litellm
 from switchyard.bench.loadgen import Sender, closed_loop, open_loop, session, timed
-from switchyard.bench.paths import Deployment, Sim, floor, litellm_proxy, start_sims, switchyard
+from switchyard.bench.paths import (
+    Deployment,
+    Sim,
+    floor,
+    litellm_proxy,
+    start_sims,
+    switchyard,
+    workers,
+)
 from switchyard.bench.procs import Processes
 from switchyard.bench.procstats import Meter, Role, RoleUsage, machine_busy_s, own_cpu_s
 from switchyard.bench.scenarios import Scenario
@@ -87,14 +97,14 @@ async def run_scenario(
 ) -> Result:
     """Warm up, then run `scenario` against `deployment`, metering its processes and the
     engine's (`engine_pid`)."""
-    target = deployment.targets[scenario.sim]
+    target = deployment.targets[scenario.target]
     label = f"{deployment.name} {scenario.name}"
     async with session(scenario.concurrency) as client:
         if scenario.warmup:
             warm = Sender(client, target, scenario.warmup_workload)
             await closed_loop(warm, min(scenario.concurrency, scenario.warmup), scenario.warmup)
         sender = Sender(client, target, scenario.workload)
-        meter = Meter([*deployment.roles[scenario.sim], Role("engine", (engine_pid,))])
+        meter = Meter([*deployment.roles[scenario.target], Role("engine", (engine_pid,))])
         await asyncio.to_thread(meter.start)
         client_cpu, busy = own_cpu_s(), machine_busy_s()
         deadline = time.perf_counter() + scenario.cap_s
@@ -118,7 +128,7 @@ async def run_scenario(
         usage = await asyncio.to_thread(meter.stop)
     engine = usage.pop("engine")
     ours = client_cpu + sum(u.cpu_s for u in usage.values())
-    if not any(engine_pid in role.pids for role in deployment.roles[scenario.sim]):
+    if not any(engine_pid in role.pids for role in deployment.roles[scenario.target]):
         ours += engine.cpu_s  # the floor's own process is the engine: count it once
     summary = summarize(samples, duration)
     result = Result(
@@ -147,21 +157,26 @@ async def _measure(
     plan: Sequence[Scenario],
     run: Run,
     progress: Progress,
-) -> None:
+) -> list[str]:
+    """Runs the plan's scenarios this path serves; returns the names of the others."""
+    skipped = []
     for scenario in plan:
+        if scenario.target not in deployment.targets:
+            skipped.append(scenario.name)
+            continue
         engine_pid = sims[scenario.sim].proc.pid
         run.results.append(await run_scenario(deployment, engine_pid, scenario, progress))
+    return skipped
 
 
 @contextlib.asynccontextmanager
 async def _deployment(
-    name: str, sims: dict[str, Sim], state_dir: Path, venv: Path
+    name: str, sims: dict[str, Sim], state_dir: Path, venv: Path, cache: bool
 ) -> AsyncIterator[Deployment]:
     if name == "floor":
         yield floor(sims)
     elif name.startswith("switchyard-"):
-        workers = int(name.removeprefix("switchyard-").removesuffix("w"))
-        async with switchyard(sims, state_dir, workers) as deployment:
+        async with switchyard(sims, state_dir, workers(name), cache=cache) as deployment:
             yield deployment
     elif name == "litellm":
         async with litellm_proxy(sims, state_dir, venv) as deployment:
@@ -195,16 +210,20 @@ async def bench(
     sim_procs = Processes(state_dir)
     try:
         progress.say("starting the engine simulators")
-        sims = await start_sims(sim_procs)
+        sims = await start_sims(sim_procs, {s.sim for s in plan})
+        cache = any(s.cached for s in plan)
         for name in wanted:
             status = statuses[name]
             progress.say(f"{name}: starting")
             try:
-                async with _deployment(name, sims, state_dir, venv) as deployment:
+                async with _deployment(name, sims, state_dir, venv, cache) as deployment:
                     status.startup_s = deployment.startup_s
                     status.notes += deployment.notes
                     progress.say(f"{name}: ready in {deployment.startup_s:.1f} s")
-                    await _measure(deployment, sims, plan, run, progress)
+                    skipped = await _measure(deployment, sims, plan, run, progress)
+                    if skipped:
+                        names = ", ".join(skipped)
+                        status.notes.append(f"no response cache here, not run: {names}")
                     status.measured = True
             except RuntimeError as exc:
                 if name != "litellm":

@@ -26,12 +26,21 @@ from typing import Literal
 
 from switchyard.bench.wire import Workload
 
-Group = Literal["unary", "stream", "open", "memory", "tools"]
+Group = Literal["unary", "stream", "open", "memory", "tools", "embed", "cache"]
+GROUPS: tuple[Group, ...] = ("unary", "stream", "open", "memory", "tools", "embed", "cache")
 CONCURRENCY = (1, 16, 64, 256)
 UNARY = Workload(api="chat", stream=False, max_tokens=16)
 STREAM = Workload(api="chat", stream=True, max_tokens=256)
 LONG_LIVED = Workload(api="chat", stream=True, max_tokens=10)
 TOOLS = Workload(api="chat", stream=False, max_tokens=64, tools=True)
+#: Texts per embeddings request, and the concurrencies they run at.
+EMBED_INPUTS = (1, 32)
+EMBED_CONCURRENCY = (1, 16)
+#: The response cache's request: greedy, so its answer is determined and cacheable.
+CACHED = Workload(api="chat", stream=False, max_tokens=16, temperature=0.0)
+CACHED_STREAM = Workload(api="chat", stream=True, max_tokens=64, temperature=0.0)
+#: The concurrency at which the issue wants a hit 5x faster than the engine's answer.
+CACHE_CONCURRENCY = 16
 
 
 @dataclass(frozen=True, slots=True)
@@ -47,10 +56,21 @@ class Scenario:
     rate_per_s: float | None = None  # open loop
 
     @property
+    def cached(self) -> bool:
+        """Served, on the Switchyard paths, by an edge whose response cache is on."""
+        return self.group == "cache"
+
+    @property
+    def target(self) -> str:
+        """Which of a path's targets serves it (`paths.Deployment.targets`)."""
+        return cache_target(self.sim) if self.cached else self.sim
+
+    @property
     def warmup_workload(self) -> Workload:
         """Warm-ups only open the connections and wake the code paths: short answers (but
-        a whole tool call: one cut short is no call)."""
-        if self.workload.tools:
+        a whole tool call: one cut short is no call; and the very request a cache scenario
+        sends: the warm-up of `hit` stores its answer)."""
+        if self.workload.tools or self.cached:
             return self.workload
         return replace(self.workload, max_tokens=min(self.workload.max_tokens, 4))
 
@@ -60,8 +80,46 @@ class Scenario:
         return replace(self, requests=requests, warmup=min(self.warmup, requests))
 
 
+def cache_target(sim: str) -> str:
+    return f"{sim}+cache"
+
+
 _UNARY_REQUESTS = {1: 300, 16: 800, 64: 1280, 256: 2048}
 _STREAM_REQUESTS = {1: 4, 16: 48, 64: 128, 256: 256}
+#: By (inputs, concurrency).
+_EMBED_REQUESTS = {(1, 1): 300, (1, 16): 800, (32, 1): 100, (32, 16): 400}
+
+
+def _embeddings() -> list[Scenario]:
+    return [
+        Scenario(
+            f"embed-x{inputs}-c{c}",
+            "embed",
+            "embed",
+            Workload(api="embeddings", inputs=inputs),
+            c,
+            _EMBED_REQUESTS[inputs, c],
+            max(2 * c, 20),
+            cap_s=40,
+        )
+        for inputs in EMBED_INPUTS
+        for c in EMBED_CONCURRENCY
+    ]
+
+
+def _cache() -> list[Scenario]:
+    c = CACHE_CONCURRENCY
+    # A miss takes the engine's time (~0.2 s whole, ~0.7 s streamed): few of them; hits are
+    # quick.
+    return [
+        Scenario(f"cache-miss-c{c}", "cache", "stream", replace(CACHED, distinct=True), c, 240, c, 40),
+        Scenario(f"cache-hit-c{c}", "cache", "stream", CACHED, c, 800, 3 * c, cap_s=40),
+        Scenario(
+            f"cache-miss-stream-c{c}", "cache", "stream", replace(CACHED_STREAM, distinct=True),
+            c, 96, c, cap_s=40,
+        ),
+        Scenario(f"cache-hit-stream-c{c}", "cache", "stream", CACHED_STREAM, c, 400, 3 * c, 40),
+    ]  # fmt: skip
 
 
 def default_plan() -> list[Scenario]:
@@ -76,7 +134,7 @@ def default_plan() -> list[Scenario]:
     ]
     plan.append(Scenario("memory-1000", "memory", "idle", LONG_LIVED, 1000, 1000, 50, cap_s=60))
     plan.append(Scenario("tools-c16", "tools", "zero", TOOLS, 16, 800, 50, cap_s=40))
-    return plan
+    return plan + _embeddings() + _cache()
 
 
 def select(plan: list[Scenario], names: list[str] | None) -> list[Scenario]:

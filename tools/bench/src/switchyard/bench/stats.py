@@ -5,7 +5,7 @@ from __future__ import annotations
 import math
 from collections import Counter
 from collections.abc import Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 from switchyard.bench.loadgen import Sample
 
@@ -38,6 +38,8 @@ class Summary:
     ttft_p99_s: float
     requests_per_s: float
     tokens_per_s: float
+    #: Successful answers by their `x-switchyard-cache` header ("hit", "miss"); none: no header.
+    cache: dict[str, int] = field(default_factory=dict)
 
     @property
     def error_rate(self) -> float:
@@ -56,6 +58,7 @@ def summarize(samples: Sequence[Sample], duration_s: float) -> Summary:
     latencies = [s.latency_s for s in good]
     ttfts = [s.ttft_s for s in good if s.ttft_s is not None]
     errors = Counter(_error_kind(s) for s in samples if not s.ok)
+    cache = Counter(s.cache for s in good if s.cache is not None)
     rate = 1 / duration_s if duration_s > 0 else math.nan
     return Summary(
         requests=len(samples),
@@ -68,6 +71,7 @@ def summarize(samples: Sequence[Sample], duration_s: float) -> Summary:
         ttft_p99_s=percentile(ttfts, 99),
         requests_per_s=len(good) * rate,
         tokens_per_s=sum(s.tokens for s in good) * rate,
+        cache=dict(cache),
     )
 
 

@@ -2,18 +2,36 @@
 
 Pure functions, so that the load generator's accounting can be tested without a server.
 A stream's tokens are its chunks that carry text: every engine here (and every path in
-front of one) sends one token per chunk.
+front of one) sends one token per chunk. An embeddings answer's tokens are its input
+tokens (`usage.prompt_tokens`): it generates none.
 """
 
 from __future__ import annotations
 
+import base64
+import itertools
 from dataclasses import dataclass
 from typing import Any, Literal
 
 import orjson
 
-Api = Literal["chat", "completions"]
+Api = Literal["chat", "completions", "embeddings"]
+EncodingFormat = Literal["float", "base64"]
 PROMPT = "Write a short story about a switchyard at night."
+#: Texts to embed: distinct sentences of a retrieval corpus's length (a request of N inputs
+#: takes the first N, cycling).
+PASSAGES = tuple(
+    f"Passage {i}: the {what} at track {i % 7 + 1} waits for the night shift's {when} departure."
+    for i, (what, when) in enumerate(
+        itertools.product(
+            ("freight train", "shunting engine", "signal box", "tank wagon", "night mail",
+             "ballast car", "switch lever", "crane"),
+            ("first", "second", "third", "last"),
+        )
+    )
+)  # fmt: skip
+#: Makes every `distinct` request unique in this process (no warm-up shares one either).
+_SEQUENCE = itertools.count()
 
 
 @dataclass(frozen=True, slots=True)
@@ -25,10 +43,22 @@ class Workload:
     max_tokens: int = 16
     #: Chat with one function tool that must be called (`tool_choice: required`).
     tools: bool = False
+    #: Sent when set; 0 makes the answer deterministic, so cacheable.
+    temperature: float | None = None
+    #: Every request its own prompt (a cache then never has its answer).
+    distinct: bool = False
+    #: Embeddings: the texts per request, and the vectors' encoding (the `openai` SDK asks
+    #: for base64 unless told otherwise).
+    inputs: int = 1
+    encoding_format: EncodingFormat = "base64"
 
     @property
     def path(self) -> str:
-        return "/v1/chat/completions" if self.api == "chat" else "/v1/completions"
+        return {
+            "chat": "/v1/chat/completions",
+            "completions": "/v1/completions",
+            "embeddings": "/v1/embeddings",
+        }[self.api]
 
 
 #: The tools scenario's function: what an agent's first turn typically offers.
@@ -52,22 +82,32 @@ TOOLS_PROMPT = "What is the weather in Paris?"
 
 def request_body(workload: Workload, model: str) -> bytes:
     """The body: `ignore_eos`, so that every plain answer has exactly `max_tokens` tokens (a
-    tool call ends when its arguments do)."""
+    tool call ends when its arguments do). A `distinct` workload's prompt (or first input)
+    is new at every call."""
+    suffix = f" (request {next(_SEQUENCE)})" if workload.distinct else ""
+    if workload.api == "embeddings":
+        texts = [PASSAGES[i % len(PASSAGES)] for i in range(workload.inputs)]
+        texts[0] += suffix
+        embed: dict[str, Any] = {"model": model, "encoding_format": workload.encoding_format}
+        embed["input"] = texts[0] if workload.inputs == 1 else texts
+        return orjson.dumps(embed)
     body: dict[str, Any] = {
         "model": model,
         "max_tokens": workload.max_tokens,
         "stream": workload.stream,
     }
+    if workload.temperature is not None:
+        body["temperature"] = workload.temperature
     if workload.tools:
-        body["messages"] = [{"role": "user", "content": TOOLS_PROMPT}]
+        body["messages"] = [{"role": "user", "content": TOOLS_PROMPT + suffix}]
         body["tools"] = [WEATHER_TOOL]
         body["tool_choice"] = "required"
     elif workload.api == "chat":
         body["ignore_eos"] = True
-        body["messages"] = [{"role": "user", "content": PROMPT}]
+        body["messages"] = [{"role": "user", "content": PROMPT + suffix}]
     else:
         body["ignore_eos"] = True
-        body["prompt"] = PROMPT
+        body["prompt"] = PROMPT + suffix
     return orjson.dumps(body)
 
 
@@ -85,6 +125,32 @@ def completion_tokens(body: bytes, tool_call: bool = False) -> int:
     if not calls:
         raise ValueError(f"no tool call: {body[:200]!r}")
     return tokens
+
+
+def embedding_tokens(body: bytes, inputs: int) -> int:
+    """An embeddings answer's input tokens (its usage). Raises ValueError unless it holds
+    `inputs` vectors of one length, each a list of floats or base64 of float32s."""
+    try:
+        data = orjson.loads(body)
+        tokens = data["usage"]["prompt_tokens"]
+        lengths = {_vector_length(item["embedding"]) for item in data["data"]}
+    except (orjson.JSONDecodeError, KeyError, TypeError, ValueError) as exc:
+        raise ValueError(f"not embeddings: {body[:200]!r}") from exc
+    if not isinstance(tokens, int) or len(data["data"]) != inputs or len(lengths) != 1:
+        raise ValueError(f"not {inputs} embeddings: {body[:200]!r}")
+    if 0 in lengths:
+        raise ValueError(f"empty embeddings: {body[:200]!r}")
+    return tokens
+
+
+def _vector_length(embedding: object) -> int:
+    if isinstance(embedding, list):
+        return len(embedding)
+    if isinstance(embedding, str):
+        size = len(base64.b64decode(embedding, validate=True))
+        if size % 4 == 0:
+            return size // 4
+    raise ValueError("neither floats nor base64 float32s")
 
 
 @dataclass(slots=True)

@@ -1,7 +1,9 @@
 """`python -m switchyard.devstack` (what `make run` runs): the whole stack, in the foreground.
 
 A simulator for every engine in the registry (vLLM, SGLang, TGI), an adapter in front of
-each, and the edge serving `demo-<engine>` for each, with a local API key. Ctrl-C stops all.
+each, and the edge serving `demo-<engine>` for each; and an embedding model on each engine
+that serves embeddings (`demo-embed` on vLLM, `demo-embed-sglang`), its own simulator and
+adapter; all with a local API key. Ctrl-C stops all.
 `--edges 3` runs three edge processes sharing rate limits through a local redis-server.
 
 Only the edge's port is the user's. Everything else listens where the OS says is free
@@ -22,20 +24,19 @@ import uvloop
 
 from switchyard.devstack.components import (
     ADAPTER_LISTENING,
-    ENGINES,
+    EMBEDDING_MODELS,
     SIM_LISTENING,
-    EngineOptions,
     adapter_args,
     adapter_env,
+    demo_models,
     edge_args,
     edge_env,
     free_port,
     port_in_use,
     redis_args,
-    served_name,
     sim_args,
+    write_model_routes,
     write_private,
-    write_routes,
 )
 from switchyard.devstack.supervisor import Supervisor, grpc_serving, http_ok, redis_ping
 from switchyard.edge.auth import generate_key, hash_key
@@ -91,7 +92,8 @@ def banner(key: str, edge_urls: list[str], inside: list[tuple[str, str]]) -> str
     url = edge_urls[0]
     width = max(len(name) for name, _ in inside)
     where = "\n".join(f"    {name.ljust(width)}  {address}" for name, address in inside)
-    models = ", ".join(served_name(e) for e in ENGINES)
+    models = ", ".join(model.name for model in demo_models())
+    embed = EMBEDDING_MODELS["vllm"]
     return f"""
 Switchyard is up: {", ".join(edge_urls)}   models: {models}
 
@@ -106,6 +108,11 @@ Switchyard is up: {", ".join(edge_urls)}   models: {models}
          "tools": [{{"type": "function", "function": {{"name": "get_weather", "parameters":
            {{"type": "object", "properties": {{"city": {{"type": "string"}}}}, "required": ["city"]}}}}}}]}}'
 
+  Embeddings (vectors may be shortened with "dimensions"):
+  curl {url}/v1/embeddings \\
+    -H "Authorization: Bearer {key}" -H "Content-Type: application/json" \\
+    -d '{{"model": "{embed}", "input": ["Hello!", "Hi there!"], "dimensions": 64}}'
+
   python - <<'EOF'
   from openai import OpenAI
   client = OpenAI(base_url="{url}/v1", api_key="{key}")
@@ -114,6 +121,8 @@ Switchyard is up: {", ".join(edge_urls)}   models: {models}
   weather = {{"type": "function", "function": {{"name": "get_weather", "parameters": {{"type": "object", "properties": {{"city": {{"type": "string"}}}}}}}}}}
   reply = client.chat.completions.create(model="demo-vllm", messages=[{{"role": "user", "content": "Weather in Paris?"}}], tools=[weather])
   print(reply.choices[0].message.tool_calls)
+  vectors = client.embeddings.create(model="{embed}", input=["Hello!", "Hi there!"], dimensions=64)
+  print(len(vectors.data), "vectors of", len(vectors.data[0].embedding))
   EOF
 
   API docs: {url}/docs
@@ -167,8 +176,7 @@ async def run(args: argparse.Namespace, key: str, keys_file: Path) -> int:
         )
         return 1
     supervisor = Supervisor(quiet=args.quiet)
-    # The demo models serve tools and images, and keep reasoning apart where the engine can.
-    opts = EngineOptions(ttft_s=args.ttft, itl_s=args.itl, tools=True, reasoning=True, images=True)
+    models = demo_models(args.ttft, args.itl)
     shared_limits = args.edges > 1 or args.workers > 1
     # Short and private: a unix socket path must stay under ~100 bytes.
     sockets_dir = Path(tempfile.mkdtemp(prefix="switchyard-devstack-"))
@@ -190,34 +198,36 @@ async def run(args: argparse.Namespace, key: str, keys_file: Path) -> int:
             inside.append(("redis", str(socket_path)))
 
         sims = {
-            e: await supervisor.start_python(
-                f"sim-{e}", sim_args(e, HOST, 0, served_name(e), opts), listening=SIM_LISTENING
+            m.name: await supervisor.start_python(
+                f"sim-{m.component}",
+                sim_args(m.engine, HOST, 0, m.name, m.options),
+                listening=SIM_LISTENING,
             )
-            for e in ENGINES
+            for m in models
         }
         sim_urls = {}
-        for engine, sim in sims.items():
-            sim_urls[engine] = f"http://{HOST}:{await supervisor.port_of(sim)}"
-            await supervisor.wait_ready(sim, http_ok(f"{sim_urls[engine]}/health"))
-            inside.append((f"sim-{engine}", sim_urls[engine]))
+        for m in models:
+            sim_urls[m.name] = f"http://{HOST}:{await supervisor.port_of(sims[m.name])}"
+            await supervisor.wait_ready(sims[m.name], http_ok(f"{sim_urls[m.name]}/health"))
+            inside.append((f"sim-{m.component}", sim_urls[m.name]))
 
         adapters = {
-            e: await supervisor.start_python(
-                f"adapter-{e}",
-                adapter_args(e),
-                adapter_env(e, sim_urls[e], HOST, 0),
+            m.name: await supervisor.start_python(
+                f"adapter-{m.component}",
+                adapter_args(m.engine),
+                adapter_env(m.engine, sim_urls[m.name], HOST, 0, model=m.name),
                 listening=ADAPTER_LISTENING,
             )
-            for e in ENGINES
+            for m in models
         }
-        endpoints: dict[str, list[str]] = {}
-        for engine, adapter in adapters.items():
-            address = f"{HOST}:{await supervisor.port_of(adapter)}"
-            await supervisor.wait_ready(adapter, grpc_serving(address))
-            endpoints[engine] = [address]
-            inside.append((f"adapter-{engine}", address))
+        routes: dict[str, tuple[str, list[str]]] = {}
+        for m in models:
+            address = f"{HOST}:{await supervisor.port_of(adapters[m.name])}"
+            await supervisor.wait_ready(adapters[m.name], grpc_serving(address))
+            routes[m.name] = (m.engine, [address])
+            inside.append((f"adapter-{m.component}", address))
         routes_file = state_dir / "routes.yaml"
-        write_routes(routes_file, endpoints)
+        write_model_routes(routes_file, routes)
 
         edge_urls = []
         for i in range(args.edges):

@@ -17,7 +17,13 @@ from pathlib import Path
 
 import yaml
 
-from switchyard.engines import NAMES, SIM_MULTIMODAL_FLAG, Serving, engine_kind
+from switchyard.engines import (
+    NAMES,
+    SIM_EMBEDDING_DIMENSIONS_FLAG,
+    SIM_MULTIMODAL_FLAG,
+    Serving,
+    engine_kind,
+)
 
 #: The engines the stack runs, one simulator and one adapter each: every engine there is.
 ENGINES = NAMES
@@ -84,6 +90,15 @@ class EngineOptions:
     reasoning: bool = False
     #: The model takes images.
     images: bool = False
+    #: Started as an embedding model (vLLM's pooling runner, SGLang's `--is-embedding`): it
+    #: serves embeddings and no chat or completions. TGI serves none (it refuses).
+    embedding: bool = False
+    #: The embedding model's vectors may be shortened (`dimensions`): any size, or only
+    #: `matryoshka_dimensions` when given (set in the model's config, as the engines read it).
+    matryoshka: bool = False
+    matryoshka_dimensions: tuple[int, ...] = ()
+    #: The embedding model's vector size (its hidden size; a simulator-only flag).
+    embedding_dimensions: int = 384
 
 
 def sim_args(
@@ -103,6 +118,9 @@ def sim_args(
         seeded=True,
         tool_call_parser=TOOL_CALL_PARSERS.get(engine) if opts.tools else None,
         reasoning_parser=REASONING_PARSERS.get(engine) if opts.reasoning else None,
+        embedding=opts.embedding,
+        matryoshka=opts.matryoshka,
+        matryoshka_dimensions=opts.matryoshka_dimensions,
     )
     sim = [
         "--sim-ttft", str(opts.ttft_s),
@@ -111,7 +129,39 @@ def sim_args(
     ]  # fmt: skip
     if opts.images:
         sim.append(SIM_MULTIMODAL_FLAG)
+    if opts.embedding:
+        sim += [SIM_EMBEDDING_DIMENSIONS_FLAG, str(opts.embedding_dimensions)]
     return [*kind.simulator, *kind.flags(serving), *sim]
+
+
+@dataclass(frozen=True)
+class DemoModel:
+    """One model `make run` serves, from its own simulator with its adapter in front."""
+
+    name: str
+    engine: str
+    options: EngineOptions
+
+    @property
+    def component(self) -> str:
+        """What its simulator and adapter are called: `sim-<this>`, `adapter-<this>`."""
+        return self.name.removeprefix("demo-")
+
+
+#: The embedding models `make run` serves, by engine: every engine that serves embeddings.
+EMBEDDING_MODELS: Mapping[str, str] = {"vllm": "demo-embed", "sglang": "demo-embed-sglang"}
+
+
+def demo_models(ttft_s: float = 0.05, itl_s: float = 0.02) -> list[DemoModel]:
+    """What `make run` serves: `demo-<engine>` on every engine, with tools, images and
+    reasoning where the engine has them; and the embedding models, whose vectors may be
+    shortened (`dimensions`)."""
+    chat = EngineOptions(ttft_s=ttft_s, itl_s=itl_s, tools=True, reasoning=True, images=True)
+    embed = EngineOptions(ttft_s=ttft_s, itl_s=itl_s, embedding=True, matryoshka=True)
+    return [
+        *(DemoModel(served_name(engine), engine, chat) for engine in ENGINES),
+        *(DemoModel(name, engine, embed) for engine, name in EMBEDDING_MODELS.items()),
+    ]
 
 
 def adapter_args(engine: str) -> list[str]:
@@ -126,10 +176,12 @@ def adapter_env(
     *,
     metrics_port: int = 0,
     extra: Mapping[str, str] | None = None,
+    model: str | None = None,
 ) -> dict[str, str]:
+    """The adapter's environment; it serves `model` (default: `demo-<engine>`)."""
     return {
         "ADAPTER_ENGINE_URL": engine_url,
-        "ADAPTER_SERVED_MODEL_NAME": served_name(engine),
+        "ADAPTER_SERVED_MODEL_NAME": model or served_name(engine),
         "ADAPTER_HOST": host,
         "ADAPTER_PORT": str(port),
         "ADAPTER_METRICS_PORT": str(metrics_port),
@@ -178,9 +230,16 @@ def edge_env(
 
 def write_routes(path: Path, endpoints: Mapping[str, Sequence[str]]) -> None:
     """A routes file serving `demo-<engine>` from the given adapter addresses."""
+    write_model_routes(
+        path, {served_name(engine): (engine, addresses) for engine, addresses in endpoints.items()}
+    )
+
+
+def write_model_routes(path: Path, routes: Mapping[str, tuple[str, Sequence[str]]]) -> None:
+    """A routes file serving each model name from its engine's adapter addresses."""
     models = [
-        {"name": served_name(engine), "engine": engine, "endpoints": list(addresses)}
-        for engine, addresses in endpoints.items()
+        {"name": name, "engine": engine, "endpoints": list(addresses)}
+        for name, (engine, addresses) in routes.items()
     ]
     path.write_text(yaml.safe_dump({"models": models}, sort_keys=False))
 

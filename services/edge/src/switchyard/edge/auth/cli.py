@@ -78,6 +78,12 @@ def _parser() -> argparse.ArgumentParser:
     )
     add.add_argument("--rpm", type=_positive_int, help="requests per minute (default: unlimited)")
     add.add_argument("--tpm", type=_positive_int, help="tokens per minute (default: unlimited)")
+    add.add_argument(
+        "--no-cache",
+        dest="cache",
+        action="store_false",
+        help="never answer this key from the response cache, nor keep its answers",
+    )
     add.set_defaults(command=_add)
 
     ls = sub.add_parser("list", help="show the keys (hashes cut to their first characters)")
@@ -115,6 +121,7 @@ def _add(args: argparse.Namespace) -> int:
                 "models": args.models,
                 "rpm": args.rpm,
                 "tpm": args.tpm,
+                "cache": args.cache,
             }
         )
     except ValidationError as exc:
@@ -127,7 +134,7 @@ def _add(args: argparse.Namespace) -> int:
 
 
 def _list(args: argparse.Namespace) -> int:
-    rows = [["NAME", "TENANT", "MODELS", "RPM", "TPM", "SHA256"]]
+    rows = [["NAME", "TENANT", "MODELS", "RPM", "TPM", "CACHE", "SHA256"]]
     rows += [
         [
             e.name,
@@ -135,6 +142,7 @@ def _list(args: argparse.Namespace) -> int:
             ",".join(e.models),
             "-" if e.rpm is None else str(e.rpm),
             "-" if e.tpm is None else str(e.tpm),
+            "on" if e.cache else "off",
             e.sha256[:HASH_SHOWN],
         ]
         for e in _read(args.file, missing_ok=False)

@@ -42,6 +42,9 @@ class ApiKey:
     models: tuple[str, ...]
     rpm: int | None = None
     tpm: int | None = None
+    #: Whether this key's deterministic requests use the response cache (`cache: false` in
+    #: the keys file opts a key out: its answers are neither looked up nor kept).
+    cache: bool = True
     # Derived once from `models`: a set for exact names and one compiled regex for the
     # patterns, so `allows` costs O(1) + one match and keeps no per-request cache.
     _exact: frozenset[str] = field(init=False, repr=False, compare=False)

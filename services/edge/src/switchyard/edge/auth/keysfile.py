@@ -115,9 +115,11 @@ class KeyEntry(BaseModel):
     models: list[ModelName] = Field(min_length=1)
     rpm: Limit | None = None
     tpm: Limit | None = None
+    #: false: this key's requests never use the response cache.
+    cache: bool = True
 
     def api_key(self) -> ApiKey:
-        return ApiKey(self.name, self.tenant, tuple(self.models), self.rpm, self.tpm)
+        return ApiKey(self.name, self.tenant, tuple(self.models), self.rpm, self.tpm, self.cache)
 
 
 class KeysDocument(BaseModel):
@@ -207,6 +209,8 @@ def render_keys(entries: Sequence[KeyEntry]) -> str:
             f"    models: [{', '.join(json.dumps(m) for m in e.models)}]",
         ]
         lines += [f"    {k}: {v}" for k, v in (("rpm", e.rpm), ("tpm", e.tpm)) if v is not None]
+        if not e.cache:
+            lines.append("    cache: false")
     return "\n".join(lines) + "\n"
 
 

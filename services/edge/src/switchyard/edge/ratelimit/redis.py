@@ -11,16 +11,12 @@ process's share of each limit (1/`fallback_processes`, for that many edge proces
 an outage neither refuses everything nor lifts every limit. The fallback's counts start
 empty and are not carried back to Redis when it returns.
 
-Connections: a bounded pool, all opened (and the script loaded) by `start`, before the
-edge answers its first request, so a burst on a fresh edge does not open them all at once.
-Opening one (TCP connect, AUTH, the handshake) has its own timeout, `connect_timeout_s`,
-and waiting for a free one its own, `pool_timeout_s`: neither is Redis being slow to
-answer, which only `timeout_s` (each command's reply) decides.
+Connections: a bounded pool (`switchyard.edge.redis_pool`, with its three timeouts), all
+opened (and the script loaded) by `start`, before the edge answers its first request.
 """
 
 from __future__ import annotations
 
-import asyncio
 import hashlib
 import time
 from collections.abc import Callable
@@ -29,12 +25,8 @@ from typing import Any, Literal
 
 import structlog
 from prometheus_client import Counter
-from redis.asyncio import BlockingConnectionPool, Redis
-from redis.asyncio.connection import AbstractConnection
-from redis.asyncio.retry import Retry
-from redis.backoff import NoBackoff
-from redis.exceptions import ConnectionError as BrokenConnection
-from redis.exceptions import NoScriptError, RedisError
+from redis.asyncio import Redis
+from redis.exceptions import NoScriptError
 
 from switchyard.edge.ratelimit import gcra
 from switchyard.edge.ratelimit.base import (
@@ -46,25 +38,12 @@ from switchyard.edge.ratelimit.base import (
 )
 from switchyard.edge.ratelimit.memory import MemoryRateLimiter
 from switchyard.edge.ratelimit.reporting import ACQUIRE_ERRORS, SETTLE_ERRORS, LogThrottle
+from switchyard.edge.redis_pool import STORE_ERRORS, connection_pool, warm
 
 FailureMode = Literal["closed", "open"]
 
 SCRIPT = (files("switchyard.edge.ratelimit") / "gcra.lua").read_text(encoding="utf-8")
 SCRIPT_SHA = hashlib.sha1(SCRIPT.encode(), usedforsecurity=False).hexdigest()
-
-# What an unreachable, timed-out, restarting or read-only Redis raises through redis-py.
-_STORE_ERRORS = (RedisError, OSError)
-
-
-async def _handshake(connection: AbstractConnection) -> None:
-    """redis-py's own set-up of a new connection (AUTH, SELECT, CLIENT SETINFO), with
-    the connect timeout instead of the command timeout for its replies."""
-    command_timeout = connection.socket_timeout
-    connection.socket_timeout = connection.socket_connect_timeout
-    try:
-        await connection.on_connect()
-    finally:
-        connection.socket_timeout = command_timeout
 
 
 def _share(limit: int | None, processes: int) -> int | None:
@@ -104,14 +83,12 @@ class RedisRateLimiter(RateLimiter):
         # instead of opening one per request. One immediate retry, and only for a broken
         # connection (a pooled one that a restarted server closed): never after a
         # timeout, whose script may have run, so nothing is charged twice.
-        self._pool = BlockingConnectionPool.from_url(
+        self._pool = connection_pool(
             url,
             max_connections=max_connections,
-            timeout=pool_timeout_s,
-            socket_timeout=timeout_s,
-            socket_connect_timeout=connect_timeout_s,
-            redis_connect_func=_handshake,
-            retry=Retry(NoBackoff(), 1, supported_errors=(BrokenConnection,)),
+            timeout_s=timeout_s,
+            connect_timeout_s=connect_timeout_s,
+            pool_timeout_s=pool_timeout_s,
         )
         self._max_connections = max_connections
         self._redis = Redis.from_pool(self._pool)
@@ -126,23 +103,16 @@ class RedisRateLimiter(RateLimiter):
     async def start(self) -> None:
         """Open every connection of the pool and load the script. A Redis that cannot be
         reached now is no reason not to start: then connections open on demand."""
-        opened = await asyncio.gather(
-            *(self._pool.get_connection() for _ in range(self._max_connections)),
-            return_exceptions=True,
-        )
-        errors = [c for c in opened if isinstance(c, BaseException)]
-        for connection in opened:
-            if not isinstance(connection, BaseException):
-                await self._pool.release(connection)
+        errors = await warm(self._pool, self._max_connections)
         try:
             if not errors:
                 await self._redis.script_load(SCRIPT)
-        except _STORE_ERRORS as exc:
+        except STORE_ERRORS as exc:
             errors.append(exc)
         if errors:
             structlog.get_logger(__name__).warning(
                 "ratelimit_store_not_warmed",
-                opened=len(opened) - len(errors),
+                opened=self._max_connections - len(errors),
                 error=f"{type(errors[0]).__name__}: {errors[0]}",
                 hint="connections will be opened on demand",
             )
@@ -164,7 +134,7 @@ class RedisRateLimiter(RateLimiter):
                 tpm or 0,
                 tokens,
             )
-        except _STORE_ERRORS as exc:
+        except STORE_ERRORS as exc:
             self._failed(ACQUIRE_ERRORS, "acquire", exc)
             # A too-large request is refused either way: no store is needed to know it.
             if tpm is not None and tokens > tpm:

@@ -33,7 +33,7 @@ import random
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, TypeAlias
 
 import grpc
 import structlog
@@ -66,7 +66,7 @@ EJECTIONS = Counter(
 )
 
 Clock = Callable[[], float]
-Capability = pb.Capability.ValueType
+Capability: TypeAlias = pb.Capability.ValueType
 #: What a model serves when its adapter does not say: chat and completions.
 GENERATION: frozenset[Capability] = frozenset({pb.CAPABILITY_CHAT, pb.CAPABILITY_COMPLETIONS})
 
@@ -339,11 +339,12 @@ class EndpointPool:
     def max_model_len(self, route: Route) -> int:
         return max((e.max_model_len for e in self.healthy(route)), default=0)
 
-    def capabilities(self, route: Route) -> frozenset[Capability]:
+    def capabilities(self, route: Route) -> frozenset[Capability] | None:
         """What `route`'s serving endpoints can do (all of them: a rollout from a chat model
-        to an embedding model under one name serves only what both serve)."""
+        to an embedding model under one name serves only what both serve); None while no
+        serving endpoint has described itself."""
         described = [e.capabilities for e in self.healthy(route) if e.capabilities]
-        return frozenset.intersection(*described) if described else frozenset()
+        return frozenset.intersection(*described) if described else None
 
     def identity(self, route: Route) -> str | None:
         """The identity of the weights every serving endpoint of `route` serves; None when

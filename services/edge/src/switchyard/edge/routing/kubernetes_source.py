@@ -91,7 +91,7 @@ def backend_of(obj: Any) -> BackendClaim | None:
     spec = raw.get("spec") or {}
     status = raw.get("status") or {}
     engine = spec.get("engine")
-    if engine not in ENGINES or meta.get("deletionTimestamp"):
+    if not isinstance(engine, str) or engine not in ENGINES or meta.get("deletionTimestamp"):
         return None
     served = spec.get("servedModelName") or meta["name"]
     aliases = tuple(a for a in dict.fromkeys(spec.get("aliases") or ()) if a != served)

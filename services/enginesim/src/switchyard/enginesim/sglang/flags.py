@@ -10,6 +10,12 @@ The simulated model writes Qwen's formats: reasoning in `<think>...</think>`, to
 read those formats; SGLang's other names are refused like an unknown name. A real model's
 checkpoint says whether it reads images (SGLang's `--enable-multimodal` only turns a
 vision model's support off or on): here the shared `--sim-multimodal` says so.
+
+`--is-embedding` serves the model as an embedding model (`/model_info` `is_generation`
+false, `/v1/embeddings` and `/encode`); its hidden size, the length of its vectors, is the
+shared `--sim-embedding-dimensions`. `--json-model-override-args` overrides the model's
+config.json, as SGLang does: `is_matryoshka` / `matryoshka_dimensions` there decide which
+`dimensions` a request may ask for.
 """
 
 from __future__ import annotations
@@ -17,8 +23,8 @@ from __future__ import annotations
 import argparse
 import json
 from collections.abc import Mapping, Sequence
-from dataclasses import dataclass
-from typing import Final
+from dataclasses import dataclass, field
+from typing import Any, Final
 
 from switchyard.enginesim.flags import (
     SimOptions,
@@ -78,11 +84,39 @@ class Config:
     reasoning_parser: str | None = None
     #: `--limit-mm-data-per-request`, e.g. {"image": 2}: most items of a modality per request.
     limit_mm_data_per_request: Mapping[str, int] | None = None
+    #: `--is-embedding`: the model embeds (`/v1/embeddings`, `/encode`) instead of generating.
+    is_embedding: bool = False
+    #: `--json-model-override-args`: keys of the model's config.json, overridden.
+    json_model_override_args: Mapping[str, Any] = field(default_factory=dict)
 
     @property
     def multimodal(self) -> bool:
         """Whether the model reads images (`--sim-multimodal`)."""
         return self.sim.multimodal
+
+    @property
+    def is_generation(self) -> bool:
+        """`ModelConfig.is_generation`: the simulated checkpoint is a causal LM, so only
+        `--is-embedding` makes it an embedding model."""
+        return not self.is_embedding
+
+    @property
+    def hidden_size(self) -> int:
+        """The model's hidden size: the length of its embeddings."""
+        return self.sim.embedding_dimensions
+
+    @property
+    def matryoshka_dimensions(self) -> list[int] | None:
+        """config.json's `matryoshka_dimensions` (None: any up to the hidden size)."""
+        value = self.json_model_override_args.get("matryoshka_dimensions")
+        return list(value) if isinstance(value, list) else None
+
+    @property
+    def is_matryoshka(self) -> bool:
+        """`ModelConfig.is_matryoshka`: `matryoshka_dimensions` or `is_matryoshka`."""
+        return bool(
+            self.matryoshka_dimensions or self.json_model_override_args.get("is_matryoshka")
+        )
 
 
 _port = checked(int, lambda value: 0 <= value <= 65535, "a port")
@@ -103,6 +137,25 @@ def _mm_limits(text: str) -> dict[str, int]:
                 f"Invalid modality '{modality}' in --limit-mm-data-per-request."
                 f"Allowed modalities are: {allowed}"
             )
+    return value
+
+
+def _override_args(text: str) -> dict[str, Any]:
+    """`--json-model-override-args`: a JSON object (SGLang fails to start on anything else)."""
+    try:
+        value = json.loads(text)
+    except json.JSONDecodeError:
+        raise argparse.ArgumentTypeError(f"not JSON: {text!r}") from None
+    if not isinstance(value, dict):
+        raise argparse.ArgumentTypeError(f"must be a JSON object, got {text!r}")
+    # SGLang takes any value and fails the requests that read it; refused at start here.
+    dims = value.get("matryoshka_dimensions")
+    if dims is not None and not (
+        isinstance(dims, list) and all(isinstance(d, int) and d > 0 for d in dims)
+    ):
+        raise argparse.ArgumentTypeError(
+            f"matryoshka_dimensions must be a list of positive integers, got {dims!r}"
+        )
     return value
 
 
@@ -141,6 +194,11 @@ def parser() -> argparse.ArgumentParser:
     add(
         "--limit-mm-data-per-request", type=_mm_limits, default=None, metavar="JSON",
         help='most multimodal items per request, e.g. \'{"image": 1}\'',
+    )  # fmt: skip
+    add("--is-embedding", action="store_true", help="serve the model as an embedding model")
+    add(
+        "--json-model-override-args", type=_override_args, default="{}", metavar="JSON",
+        help='override the model\'s config, e.g. \'{"matryoshka_dimensions": [128, 256]}\'',
     )  # fmt: skip
     add("--api-key", default=None, help="require this bearer token (probes stay open)")
     add("--admin-api-key", default=None, help="the bearer token of the admin routes")

@@ -12,6 +12,9 @@
   with fresh rids (the caller's `rid` names none of them); the chat route's tools,
   reasoning, logprobs and images are `chat`'s.
 - `GET /v1/models[/{model}]`, `POST [/v1]/tokenize`, `POST [/v1]/detokenize`.
+- `POST /v1/embeddings` and native `POST|PUT /encode` (`embeddings`): an embedding model
+  (--is-embedding) answers them, a generation model refuses them with a 400; generation
+  routes on an embedding model answer a 500 (the real server fails on them).
 - Health: SGLang listens while `Starting`, and `/health`, `/health_generate`, `/ready`,
   `/ping` answer 503 meanwhile. Once up, `/health` (= `/health_generate`) submits a
   one-token generation and polls once a second for its output, so even a healthy answer
@@ -45,11 +48,12 @@ from starlette.responses import Response
 from starlette.routing import BaseRoute
 
 from switchyard.enginesim import tokenizer
-from switchyard.enginesim.bodies import InvalidBody, read_json, read_model
+from switchyard.enginesim.bodies import InvalidBody, read_json, read_model, validate
 from switchyard.enginesim.chat_template import render
 from switchyard.enginesim.faults import faults_route
 from switchyard.enginesim.generation import Prompt, encode, prompt_of, prompt_of_ids
 from switchyard.enginesim.prometheus import exposition_route
+from switchyard.enginesim.scheduler import QueueFull
 from switchyard.enginesim.serving import (
     BearerAuth,
     ClientDisconnected,
@@ -60,8 +64,20 @@ from switchyard.enginesim.serving import (
     sse_event,
     until_disconnected,
 )
-from switchyard.enginesim.sglang import VERSION, chat
+from switchyard.enginesim.sglang import VERSION, chat, embeddings
 from switchyard.enginesim.sglang.chat import ChatWriter
+from switchyard.enginesim.sglang.embeddings import (
+    Embedded,
+    Embedder,
+    EmbeddingRequest,
+    EncodeRequest,
+    Input,
+    InternalError,
+    inputs,
+    native_output,
+    openai_inputs,
+    openai_response,
+)
 from switchyard.enginesim.sglang.engine import Engine, Handle, LogprobRequest, Step
 from switchyard.enginesim.sglang.errors import (
     HANDLERS,
@@ -117,6 +133,8 @@ class Routes:
                 "POST /abort_request": self.abort_request,
                 "POST /v1/chat/completions": self.chat_completions,
                 "POST /v1/completions": self.completions,
+                "POST /v1/embeddings": self.embeddings,
+                "POST PUT /encode": self.encode,
                 "GET /v1/models": self.models,
                 "GET /v1/models/{model:path}": self.model,
                 "POST /v1/tokenize /tokenize": self.tokenize,
@@ -177,6 +195,8 @@ class Routes:
         if violation is not None:
             return OrjsonResponse({"error": violation}, status_code=400)
         traceparent = request.headers.get("traceparent")
+        if not self.config.is_generation:
+            return await self._generate_on_embedding_model(body, traceparent)
         if body.get("stream"):
             rids: list[str] = []  # known once the body is normalized; read after the stream
             return self._streaming(self._native_events(body, traceparent, rids), rids)
@@ -202,6 +222,22 @@ class Routes:
                 raise EngineHTTPError(status, message)
             outputs.append(Output(handle.job)(step))
         return OrjsonResponse(outputs if batch else outputs[0])
+
+    async def _generate_on_embedding_model(
+        self, body: dict[str, Any], traceparent: str | None
+    ) -> Response:
+        """`/generate` on an embedding model: SGLang checks it as any request (its 400s),
+        then its scheduler runs it as an embedding and fails at the first decode step (the
+        pooler has no extend lengths then), which takes the real server down; the
+        simulator answers that failure as a plain 500 and stays up."""
+        try:
+            items, _ = normalize(body)
+            handles = await self._start(items, stream=False, traceparent=traceparent)
+        except ValueError as exc:
+            return native_error(str(exc))
+        for handle in handles:
+            handle.abort("failure")
+        return Response("Internal Server Error", status_code=500, media_type="text/plain")
 
     async def _native_events(
         self, body: dict[str, Any], traceparent: str | None, rids: list[str]
@@ -325,6 +361,14 @@ class Routes:
             handles = await self._start(items, stream=body.stream, traceparent=traceparent)
         except ValueError as exc:
             return openai_error(str(exc))
+        if not self.config.is_generation:
+            # An embedding model runs it as an embedding: a one-token request comes back
+            # without "text" and SGLang's OpenAI layer fails reading it (a KeyError: a 500,
+            # stream or not); a longer one fails the scheduler at its first decode step
+            # (see `_generate_on_embedding_model`). Either way: this 500.
+            for handle in handles:
+                handle.abort("failure")
+            return openai_error("Internal server error: 'text'", "InternalServerError", 500)
         jobs = [handle.job for handle in handles]
         if isinstance(body, ChatCompletionRequest):
             writer: ChatWriter | CompletionWriter = ChatWriter(jobs, body, self.config)
@@ -389,6 +433,53 @@ class Routes:
             for handle in handles:
                 handle.abort()  # a no-op once finished; a client that left lands here
         yield sse_done()
+
+    # --- embeddings ----------------------------------------------------------------------
+    async def embeddings(self, request: Request) -> Response:
+        body = await read_model(request, EmbeddingRequest, UNSUPPORTED_MEDIA_TYPE)
+        error = embeddings.check(body)
+        if error is not None:
+            return openai_error(error)
+        try:
+            items, _ = openai_inputs(body)
+            results = await self._embed(request, items, body.dimensions)
+        except ValueError as exc:
+            return openai_error(str(exc))
+        except InternalError as exc:
+            return openai_error(f"Internal server error: {exc}", "InternalServerError", 500)
+        except QueueFull as exc:  # the scheduler's abort with 503: an HTTPException
+            return openai_error(str(exc), "503", 503)
+        except ClientDisconnected:  # nobody reads this answer; it is SGLang's anyway
+            return openai_error(_disconnected(items[0].rid))
+        model_path = self.config.model_path
+        return OrjsonResponse(openai_response(results, model_path, body.encoding_format))
+
+    async def encode(self, request: Request) -> Response:
+        """Native `/encode`: one `{"embedding", "meta_info"}`, or a list for a batch."""
+        body = validate(
+            EncodeRequest, require_object(await read_json(request, any_media_type=True))
+        )
+        try:
+            items, batch = inputs(body.text, body.input_ids, body.rid)
+            results = await self._embed(request, items, body.dimensions)
+        except ValueError as exc:
+            return native_error(str(exc))
+        except InternalError:  # not a ValueError: FastAPI's own 500
+            return Response("Internal Server Error", status_code=500, media_type="text/plain")
+        except QueueFull as exc:
+            raise EngineHTTPError(503, str(exc)) from None
+        except ClientDisconnected:
+            return native_error(_disconnected(items[0].rid))
+        outputs = [native_output(result) for result in results]
+        return OrjsonResponse(outputs if batch else outputs[0])
+
+    async def _embed(
+        self, request: Request, items: Sequence[Input], dimensions: int | None
+    ) -> list[Embedded]:
+        """Every input's vector; ClientDisconnected (every input aborted) if the client
+        goes away first."""
+        run = Embedder(self.engine).run(items, dimensions, request.headers.get("traceparent"))
+        return await until_disconnected(request, run)
 
     # --- models and tokens ---------------------------------------------------------------
     def _card(self, name: str) -> dict[str, Any]:
@@ -471,7 +562,7 @@ class Routes:
         return OrjsonResponse(
             {
                 "model_path": c.model_path, "served_model_name": c.served_model_name,
-                "tokenizer_path": c.model_path, "is_generation": True,
+                "tokenizer_path": c.model_path, "is_generation": c.is_generation,
                 "preferred_sampling_params": None, "weight_version": "default",
                 "load_format": "auto", "reasoning_parser": c.reasoning_parser,
                 "tool_call_parser": c.tool_call_parser, "disaggregation_mode": "null",
@@ -501,6 +592,7 @@ class Routes:
                 "max_total_tokens": c.max_total_tokens, "enable_metrics": c.enable_metrics,
                 "incremental_streaming_output": c.incremental_streaming_output,
                 "allow_auto_truncate": c.allow_auto_truncate, "enable_trace": c.enable_trace,
+                "is_embedding": c.is_embedding,
                 "enable_deterministic_inference": c.enable_deterministic_inference,
                 "tool_call_parser": c.tool_call_parser, "reasoning_parser": c.reasoning_parser,
                 "limit_mm_data_per_request": c.limit_mm_data_per_request,

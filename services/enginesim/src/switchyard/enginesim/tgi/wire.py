@@ -115,7 +115,7 @@ class Fields:
         kind = kind.removeprefix("Option<").removesuffix(">") if optional else kind
         if name not in self._data and (optional or kind != "String"):
             return False if kind == "bool" and not optional else None
-        value = self.required(name)
+        value: Any = self.required(name)  # JSON: checked against `kind` below
         if value is None and optional:
             return None
         if kind == "Vec<String>":
@@ -126,13 +126,23 @@ class Fields:
                     raise self._fail(f"{name}[{i}]", item, "a string")
             return value
         expected = {"String": "a string", "bool": "a boolean"}.get(kind, kind)
-        types = {"String": str, "bool": bool, "f32": (int, float)}.get(kind, int)
-        if isinstance(value, bool) != (kind == "bool") or not isinstance(value, types):
+        if not _is_json_kind(value, kind):
             raise self._fail(name, value, expected)
         lo, hi = _RANGES.get(kind, (-_F32_MAX, _F32_MAX) if kind == "f32" else (None, None))
         if lo is not None and not lo <= value <= hi:
             raise self._fail(name, value, kind, "value")
         return float(value) if kind == "f32" else value
+
+
+def _is_json_kind(value: Any, kind: str) -> bool:
+    """Whether a JSON value has the type of the Rust field's `kind` (a bool is no number)."""
+    if isinstance(value, bool):
+        return kind == "bool"
+    if kind == "String":
+        return isinstance(value, str)
+    if kind == "f32":
+        return isinstance(value, int | float)
+    return kind != "bool" and isinstance(value, int)
 
 
 @dataclass(frozen=True, slots=True)

@@ -511,6 +511,34 @@ class Engine:
                 await self.scheduler.sleep_generation(live.steps, job.prompt_tokens)
             return outcomes
 
+    # --- pooling (`--runner pooling`) ------------------------------------------------------
+    async def pool(
+        self, request_id: str, inputs: Sequence[Sequence[int]], arrival: float,
+        traceparent: str | None,
+    ) -> None:  # fmt: skip
+        """Run an embedding request: each input is an engine request of its own, as in
+        vLLM, prefilled in one step (pooling has no decode); done when the last one is."""
+        with self.stats.track(request_id, traceparent):
+            if self.scheduler.faults.claim(1) is not None:  # stalled before its one output
+                await self.scheduler.faults.stall()
+            await asyncio.gather(*(self._pool_one(len(ids), arrival) for ids in inputs))
+
+    async def _pool_one(self, prompt_tokens: int, arrival: float) -> None:
+        loop = asyncio.get_running_loop()
+        prefill = self.scheduler.latency.first_token_s(prompt_tokens)
+        async with self.scheduler.admit(prompt_tokens) as admission:
+            # Its KV cache is held while it prefills; it generates nothing.
+            live = Live(prompt_tokens, tokens=0, steps=1, first_at=loop.time() + prefill, itl=0.0)
+            self._live[id(live)] = live
+            try:
+                await asyncio.sleep(prefill)
+            finally:
+                del self._live[id(live)]
+        e2e = loop.time() - arrival
+        self.metrics.pooled(
+            prompt_tokens, queued_s=admission.queued_s, e2e_s=e2e, prefill_s=prefill
+        )
+
     async def stream(
         self, job: Job, traceparent: str | None
     ) -> AsyncGenerator[list[tuple[Outcome, Step]], None]:

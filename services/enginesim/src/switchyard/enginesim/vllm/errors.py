@@ -5,6 +5,7 @@ Mirrors `vllm/entrypoints/serve/exception_handling/`: `VLLMValidationError` → 
 404 `NotFoundError`, queue limits → 503 `Service Unavailable`, request-body validation
 (FastAPI's `RequestValidationError`, including malformed JSON) → 400 `Bad Request` with
 vLLM's bounded rendering of each error, anything else → 500 `InternalServerError`.
+Routing errors (no such route, wrong method) are FastAPI's `{"detail": ...}`.
 """
 
 from __future__ import annotations
@@ -138,11 +139,13 @@ async def _invalid_body(request: Request, exc: Exception) -> Response:
 
 
 async def _http_exception(request: Request, exc: Exception) -> Response:
-    """Starlette's own errors (unknown route: 404, wrong method: 405) in vLLM's body."""
+    """Starlette's own errors (unknown route: 404, wrong method: 405): FastAPI's body.
+
+    vLLM registers its handler for `fastapi.HTTPException`, a subclass, so Starlette's
+    routing errors reach FastAPI's default handler: `{"detail": "Not Found"}`.
+    """
     assert isinstance(exc, HTTPException)
-    status = HTTPStatus(exc.status_code)
-    body = error_body(str(exc.detail), status.phrase, status.value)
-    return OrjsonResponse(body, status_code=status.value, headers=exc.headers)
+    return OrjsonResponse({"detail": exc.detail}, status_code=exc.status_code, headers=exc.headers)
 
 
 async def _unexpected(request: Request, exc: Exception) -> Response:

@@ -4,6 +4,14 @@ The flags that shape behaviour (names, limits, context length, KV cache size, he
 API keys, also from `VLLM_API_KEY`) are honoured; other common vLLM flags are accepted
 and ignored, so a `vllm serve` command line from a real deployment runs unchanged against
 the simulator.
+
+`--runner pooling` (or a `--convert` other than `auto`/`none`, which implies it, as in
+vLLM's `ModelConfig._get_runner_type`) serves the model as an embedding model: vLLM then
+registers `/v1/embeddings` and none of the generation routes. A real `--runner auto`
+looks at the checkpoint's architecture; the simulator has none, so it means `generate`.
+`--hf-overrides` JSON sets the config values vLLM reads for Matryoshka `dimensions`
+(`is_matryoshka`, `matryoshka_dimensions`) and the vector length (`embedding_size`;
+otherwise `--sim-embedding-dimensions`, the simulated hidden size).
 """
 
 from __future__ import annotations
@@ -14,7 +22,8 @@ import math
 import os
 import re
 from collections.abc import Callable, Mapping, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
+from typing import Any, Literal
 
 from switchyard.enginesim.flags import (
     SimOptions,
@@ -72,11 +81,37 @@ class Config:
     #: Most images per prompt (`--limit-mm-per-prompt`), for a multimodal model.
     image_limit: int
     sim: SimOptions
+    #: `--runner`, resolved: "pooling" serves embeddings, "generate" text.
+    runner: Literal["generate", "pooling"] = "generate"
+    #: `--hf-overrides`: the model config values the simulator reads (see the module).
+    hf_overrides: dict[str, Any] = field(default_factory=dict)
 
     @property
     def model_name(self) -> str:
         """The name responses and metrics carry: the first served name."""
         return self.served_model_names[0]
+
+    @property
+    def pooling(self) -> bool:
+        """An embedding model (`--runner pooling`)."""
+        return self.runner == "pooling"
+
+    @property
+    def matryoshka_dimensions(self) -> list[int] | None:
+        """The dimensions a request may ask for (`ModelConfig.matryoshka_dimensions`)."""
+        value = self.hf_overrides.get("matryoshka_dimensions")
+        return list(value) if value else None
+
+    @property
+    def is_matryoshka(self) -> bool:
+        """Whether requests may shorten vectors (`ModelConfig.is_matryoshka`)."""
+        return bool(self.matryoshka_dimensions) or bool(self.hf_overrides.get("is_matryoshka"))
+
+    @property
+    def embedding_size(self) -> int:
+        """The length of the model's vectors (`ModelConfig.embedding_size`)."""
+        size = self.hf_overrides.get("embedding_size")
+        return size if isinstance(size, int) else self.sim.embedding_dimensions
 
 
 def _tokens(low: int) -> Callable[[str], int]:
@@ -131,6 +166,9 @@ def parser() -> argparse.ArgumentParser:
     add("--reasoning-parser", default=None)
     add("--max-logprobs", type=checked(int, lambda value: value >= -1, "at least -1"), default=20)
     add("--limit-mm-per-prompt", type=_mm_limits, default={})
+    add("--runner", choices=("auto", "generate", "pooling"), default="auto")
+    add("--convert", choices=("auto", "none", "embed", "classify"), default="auto")
+    add("--hf-overrides", type=_hf_overrides, default={})
     for flag in _IGNORED_WITH_VALUE:  # accepted; they change nothing in a simulation
         add(flag, default=None)
     for flag in _IGNORED_SWITCHES:
@@ -156,12 +194,40 @@ def _mm_limits(text: str) -> dict[str, int]:
     return limits
 
 
+def _hf_overrides(text: str) -> dict[str, Any]:
+    """`--hf-overrides`: a JSON object; the keys the simulator reads are checked."""
+    try:
+        value = json.loads(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"not JSON: {text!r}") from None
+    if not isinstance(value, dict):
+        raise argparse.ArgumentTypeError(f"must be a JSON object, got {text!r}")
+    dims = value.get("matryoshka_dimensions")
+    if dims is not None and not (isinstance(dims, list) and all(_positive_int(d) for d in dims)):
+        raise argparse.ArgumentTypeError(f"matryoshka_dimensions: not a list of sizes: {dims!r}")
+    size = value.get("embedding_size")
+    if size is not None and not _positive_int(size):
+        raise argparse.ArgumentTypeError(f"embedding_size: not a size: {size!r}")
+    return value
+
+
+def _positive_int(value: object) -> bool:
+    return isinstance(value, int) and not isinstance(value, bool) and value > 0
+
+
+def _runner(args: argparse.Namespace) -> Literal["generate", "pooling"]:
+    """`ModelConfig._get_runner_type` without a checkpoint: a conversion implies pooling."""
+    if args.runner != "auto":
+        return "pooling" if args.runner == "pooling" else "generate"
+    return "generate" if args.convert in ("auto", "none") else "pooling"
+
+
 def api_keys(flag: Sequence[str] | None, environ: Mapping[str, str]) -> tuple[str, ...]:
     """The keys the API prefixes require: `--api-key`, else `VLLM_API_KEY` (empty ones ignored).
 
     As vLLM's `init_entrypoints_middleware`: the flag wins over the variable entirely.
     """
-    return tuple(key for key in (flag or [environ.get("VLLM_API_KEY")]) if key)
+    return tuple(key for key in (flag or [environ.get("VLLM_API_KEY", "")]) if key)
 
 
 def parse(argv: Sequence[str] | None = None, environ: Mapping[str, str] | None = None) -> Config:
@@ -172,6 +238,9 @@ def parse(argv: Sequence[str] | None = None, environ: Mapping[str, str] | None =
         p.error("serve: give the model as MODEL or --model")
     if args.enable_auto_tool_choice and not args.tool_call_parser:
         p.error("--enable-auto-tool-choice requires --tool-call-parser")  # vLLM: a TypeError
+    runner = _runner(args)
+    if runner == "pooling" and args.convert == "classify":
+        p.error("--convert classify: the simulator serves embedding models only")
     # The simulated KV cache: a quarter of `max_num_seqs` full contexts, scaled by the
     # memory share, so that a busy simulator shows a KV usage that moves and can fill up.
     kv_tokens = args.gpu_memory_utilization * args.max_num_seqs * args.max_model_len / 4
@@ -181,4 +250,5 @@ def parse(argv: Sequence[str] | None = None, environ: Mapping[str, str] | None =
         num_gpu_blocks=args.num_gpu_blocks_override or max(1, math.ceil(kv_tokens / args.block_size)),
         api_keys=api_keys(args.api_key, os.environ if environ is None else environ),
         image_limit=args.limit_mm_per_prompt.get("image", DEFAULT_IMAGE_LIMIT),
+        runner=runner,
     )  # fmt: skip

@@ -123,6 +123,25 @@ class Metrics(Collector):
             h["vllm:request_generation_tokens"].observe(tokens)
             h["vllm:request_params_max_tokens"].observe(job.max_tokens)
 
+    def pooled(
+        self, prompt_tokens: int, *, queued_s: float, e2e_s: float, prefill_s: float
+    ) -> None:
+        """A finished pooling request (one input of an embedding request): it stops at its
+        first output, with no generated token, as vLLM's scheduler stops it."""
+        h = self.histograms
+        self.prompt_tokens += prompt_tokens
+        self.success["stop"] += 1
+        h["vllm:request_params_n"].observe(1)
+        h["vllm:time_to_first_token_seconds"].observe(e2e_s)
+        h["vllm:e2e_request_latency_seconds"].observe(e2e_s)
+        h["vllm:request_queue_time_seconds"].observe(queued_s)
+        h["vllm:request_inference_time_seconds"].observe(e2e_s - queued_s)
+        h["vllm:request_prefill_time_seconds"].observe(prefill_s)
+        h["vllm:request_decode_time_seconds"].observe(0.0)
+        h["vllm:request_time_per_output_token_seconds"].observe(0.0)
+        h["vllm:request_prompt_tokens"].observe(prompt_tokens)
+        h["vllm:request_generation_tokens"].observe(0)
+
     def collect(self) -> Iterable[Metric]:
         engine, labels = self._engine, self._labels
         running, waiting = engine.scheduler.running, engine.scheduler.waiting

@@ -6,6 +6,11 @@ check the prompt and sampling parameters (400), then run it. A streaming request
 200 at once; what fails later (a constraint that does not compile) arrives as an error
 event before `[DONE]`, as in vLLM. A client that goes away aborts its generation.
 `--api-key` guards the API prefixes; `--enable-request-id-headers` echoes `X-Request-Id`.
+
+Which routes exist depends on the runner, as in vLLM's `register_api_routers`: a generate
+model has the generation routes and no `/v1/embeddings`, a pooling model the reverse; both
+have `/v1/models`, `/tokenize`, `/detokenize` and the server routes. An absent route
+answers FastAPI's 404 `{"detail": "Not Found"}`.
 """
 
 from __future__ import annotations
@@ -31,7 +36,7 @@ from starlette.types import ASGIApp, Message, Receive, Scope, Send
 from switchyard.enginesim import tokenizer
 from switchyard.enginesim.bodies import Model, read_json, read_model, validate
 from switchyard.enginesim.faults import faults_route
-from switchyard.enginesim.generation import encode
+from switchyard.enginesim.generation import encode, off_loop
 from switchyard.enginesim.prometheus import exposition_route
 from switchyard.enginesim.serving import (
     BearerAuth,
@@ -42,7 +47,7 @@ from switchyard.enginesim.serving import (
     until_disconnected,
 )
 from switchyard.enginesim.stats import stats_route
-from switchyard.enginesim.vllm import VERSION, chat
+from switchyard.enginesim.vllm import VERSION, chat, embeddings
 from switchyard.enginesim.vllm.engine import Engine, Job, Ticket
 from switchyard.enginesim.vllm.errors import (
     HANDLERS,
@@ -66,6 +71,8 @@ from switchyard.enginesim.vllm.wire import (
 
 log = logging.getLogger("switchyard.enginesim.vllm")
 GUARDED_PREFIXES: Final = ("/v1", "/v2", "/inference", "/cohere")
+#: Tokens past which an embedding batch's vectors are computed off the event loop.
+_LARGE_BATCH: Final = 2048
 
 
 def fingerprint(config: Config) -> str:
@@ -94,11 +101,17 @@ class Routes:
 
     def table(self) -> list[BaseRoute]:
         registry = self.engine.metrics.registry
+        if self.config.pooling:
+            served = {"POST /v1/embeddings": self.embeddings}
+        else:
+            served = {
+                "POST /v1/completions": self.completions,
+                "POST /v1/chat/completions": self.chat_completions,
+            }
         return [
             *route_table(
                 {
-                    "POST /v1/completions": self.completions,
-                    "POST /v1/chat/completions": self.chat_completions,
+                    **served,
                     "GET /v1/models": self.models,
                     "POST /tokenize": self.tokenize,
                     "POST /detokenize": self.detokenize,
@@ -222,6 +235,32 @@ class Routes:
         finally:
             ticket.release()
 
+    # --- embeddings (a pooling model) ---------------------------------------------------
+    async def embeddings(self, request: Request) -> Response:
+        arrival = asyncio.get_running_loop().time()
+        body = await read_json(request, UNSUPPORTED_MEDIA_TYPE)
+        req = validate(embeddings.EmbeddingRequest, body)
+        base_id = request.headers.get("x-request-id") or req.request_id
+        inputs = await embeddings.token_ids(req, self.config)
+        embeddings.check_dimensions(req.dimensions, self.config)
+        for ids in inputs:
+            embeddings.check_prompt(ids)
+        traceparent = request.headers.get("traceparent")
+        request_id = f"embd-{base_id}"
+        ticket = self.engine.ticket(len(inputs), request_id, traceparent)
+        try:  # a client that leaves gets nothing (see errors.HANDLERS)
+            work = self.engine.pool(request_id, inputs, arrival, traceparent)
+            await until_disconnected(request, work)
+        finally:
+            ticket.release()
+        tokens = sum(len(ids) for ids in inputs)
+        found = await off_loop(
+            tokens > _LARGE_BATCH, embeddings.vectors, self.config.model, inputs,
+            self.config.embedding_size, req.dimensions,
+        )  # fmt: skip
+        head = {"id": request_id, "created": int(time.time()), "model": self.config.model_name}
+        return embeddings.response(head, req, found, tokens)
+
     # --- the other routes ----------------------------------------------------------------
     async def models(self, request: Request) -> Response:
         created = int(time.time())
@@ -242,7 +281,11 @@ class Routes:
         body = await read_json(request, UNSUPPORTED_MEDIA_TYPE)
         # vLLM's union of the two forms: the chat one when there are messages.
         is_chat = isinstance(body, dict) and "messages" in body
-        req = validate(TokenizeChatRequest if is_chat else TokenizeCompletionRequest, body)
+        req: TokenizeChatRequest | TokenizeCompletionRequest = (
+            validate(TokenizeChatRequest, body)
+            if is_chat
+            else validate(TokenizeCompletionRequest, body)
+        )
         self._check_model(req.model)
         if isinstance(req, TokenizeChatRequest):
             text, _ = await chat.render(req, self.config)  # images: their placeholder text
