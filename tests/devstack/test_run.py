@@ -100,13 +100,47 @@ async def until_up(process: asyncio.subprocess.Process) -> str:
 
 
 async def stop(process: asyncio.subprocess.Process) -> int:
-    """Ctrl-C, as a user stops it; it stops its processes and exits."""
+    """Ctrl-C, as a user stops it; it stops its processes and exits. If it has not within a
+    minute, the failure says what it printed meanwhile and which processes it left."""
     if process.returncode is None:
         process.send_signal(signal.SIGINT)
-        async with asyncio.timeout(60):
-            await process.communicate()
+        said: list[bytes] = []
+
+        async def drain(stream: asyncio.StreamReader | None) -> None:
+            while stream is not None and (chunk := await stream.read(65536)):
+                said.append(chunk)
+
+        try:
+            async with asyncio.timeout(60):
+                await asyncio.gather(drain(process.stdout), drain(process.stderr))
+                await process.wait()
+        except TimeoutError:
+            left = await _descendants(process.pid)
+            process.kill()
+            pytest.fail(
+                f"the devstack did not stop within 60 s of Ctrl-C; still running: {left}\n"
+                + b"".join(said).decode(errors="replace")[-6000:]
+            )
     assert process.returncode is not None
     return process.returncode
+
+
+async def _descendants(pid: int) -> str:
+    """`ps` lines of the processes below `pid` (what keeps the stack's output open)."""
+    ps = await asyncio.create_subprocess_exec(
+        "ps", "-e", "-o", "pid=,ppid=,stat=,args=", stdout=asyncio.subprocess.PIPE
+    )
+    out, _ = await ps.communicate()
+    rows = [line.split(None, 3) for line in out.decode().splitlines() if line.strip()]
+    children: dict[str, list[list[str]]] = {}
+    for row in rows:
+        children.setdefault(row[1], []).append(row)
+    found, todo = [], [str(pid)]
+    while todo:
+        for row in children.get(todo.pop(), []):
+            found.append(" ".join(row)[:160])
+            todo.append(row[0])
+    return "; ".join(found) or "none"
 
 
 class GetWeather(BaseModel):

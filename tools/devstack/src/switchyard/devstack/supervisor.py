@@ -25,6 +25,10 @@ from grpc_health.v1 import health_pb2, health_pb2_grpc
 _COLORS = ("36", "33", "35", "32", "34", "31", "96", "93", "95")
 
 
+#: How long, once every child has exited, their output may take to end.
+RELAY_END_S = 5.0
+
+
 @dataclass
 class Child:
     name: str
@@ -171,7 +175,19 @@ class Supervisor:
                 with contextlib.suppress(ProcessLookupError):
                     process.kill()
                 await process.wait()
-        await asyncio.gather(*(c.relay for c in self.children if c.relay), return_exceptions=True)
+        # A child's output ends when every process holding its pipe is gone: one it started
+        # and left behind (a helper process outliving its parent) must not keep Ctrl-C
+        # from returning. Say which, and stop relaying it.
+        relays = {c.relay: c for c in self.children if c.relay is not None}
+        if relays:
+            _, open_ = await asyncio.wait(relays, timeout=RELAY_END_S)
+            for relay in open_:
+                relay.cancel()
+                sys.stderr.write(
+                    f"{relays[relay].name}: its output is still open after it exited "
+                    "(a process it started is still running); not waiting for it\n"
+                )
+            await asyncio.gather(*relays, return_exceptions=True)
 
 
 def http_ok(url: str) -> Callable[[], Awaitable[bool]]:
