@@ -489,7 +489,14 @@ async def test_redis_killed_mid_run_is_misses_and_no_errors(
 
 
 async def _header_after(edge: Edge, messages: Messages, wanted: str) -> bool:
-    return (await chat(edge.client(), messages)).header == wanted
+    """Whether the answer says `wanted`; a 503 (the old endpoint gone, the new one not yet
+    seen serving: a moment of the switch on a loaded machine) is "not yet"."""
+    try:
+        return (await chat(edge.client(), messages)).header == wanted
+    except openai.InternalServerError as exc:
+        if exc.status_code != 503:
+            raise
+        return False
 
 
 async def test_a_new_model_identity_never_serves_the_old_one_s_entries(
