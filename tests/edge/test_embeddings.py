@@ -60,20 +60,21 @@ class FakeAdapter(pb_grpc.InferenceServiceServicer):
         self.short = False
 
     # Never called here: the edge refuses chat on an embedding model before any call.
-    def Generate(
+    async def Generate(
         self, request: pb.GenerateRequest, context: grpc.aio.ServicerContext[object, object]
     ) -> pb.GenerateResponse:
-        raise NotImplementedError
+        await context.abort(grpc.StatusCode.UNIMPLEMENTED, "not served by this fake")
 
-    def GenerateStream(
+    async def GenerateStream(
         self, request: pb.GenerateRequest, context: grpc.aio.ServicerContext[object, object]
     ) -> AsyncIterator[pb.GenerateStreamResponse]:
-        raise NotImplementedError
+        await context.abort(grpc.StatusCode.UNIMPLEMENTED, "not served by this fake")
+        yield pb.GenerateStreamResponse()  # never reached: abort raises
 
-    def GetLoad(
+    async def GetLoad(
         self, request: pb.GetLoadRequest, context: grpc.aio.ServicerContext[object, object]
     ) -> pb.LoadReport:
-        raise NotImplementedError
+        await context.abort(grpc.StatusCode.UNIMPLEMENTED, "not served by this fake")
 
     async def ListModels(
         self, request: pb.ListModelsRequest, context: grpc.aio.ServicerContext[object, object]

@@ -43,19 +43,20 @@ class Adapter(pb_grpc.InferenceServiceServicer):
         return pb.ListModelsResponse(models=[self.info])
 
     # Not called by the pool.
-    def Generate(self, request: pb.GenerateRequest, context: Context) -> pb.GenerateResponse:
-        raise NotImplementedError
+    async def Generate(self, request: pb.GenerateRequest, context: Context) -> pb.GenerateResponse:
+        await context.abort(grpc.StatusCode.UNIMPLEMENTED, "not served by this fake")
 
-    def GenerateStream(
+    async def GenerateStream(
         self, request: pb.GenerateRequest, context: Context
     ) -> AsyncIterator[pb.GenerateStreamResponse]:
-        raise NotImplementedError
+        await context.abort(grpc.StatusCode.UNIMPLEMENTED, "not served by this fake")
+        yield pb.GenerateStreamResponse()  # never reached: abort raises
 
-    def GetLoad(self, request: pb.GetLoadRequest, context: Context) -> pb.LoadReport:
-        raise NotImplementedError
+    async def GetLoad(self, request: pb.GetLoadRequest, context: Context) -> pb.LoadReport:
+        await context.abort(grpc.StatusCode.UNIMPLEMENTED, "not served by this fake")
 
-    def Embed(self, request: pb.EmbedRequest, context: Context) -> pb.EmbedResponse:
-        raise NotImplementedError
+    async def Embed(self, request: pb.EmbedRequest, context: Context) -> pb.EmbedResponse:
+        await context.abort(grpc.StatusCode.UNIMPLEMENTED, "not served by this fake")
 
 
 def _info(capabilities: list[pb.Capability.ValueType], identity: str) -> pb.ModelInfo:
