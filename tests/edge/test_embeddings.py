@@ -71,6 +71,11 @@ class FakeAdapter(pb_grpc.InferenceServiceServicer):
         await context.abort(grpc.StatusCode.UNIMPLEMENTED, "not served by this fake")
         yield pb.GenerateStreamResponse()  # never reached: abort raises
 
+    async def CountTokens(
+        self, request: pb.GenerateRequest, context: grpc.aio.ServicerContext[object, object]
+    ) -> pb.TokenCount:
+        await context.abort(grpc.StatusCode.UNIMPLEMENTED, "not served by this fake")
+
     async def GetLoad(
         self, request: pb.GetLoadRequest, context: grpc.aio.ServicerContext[object, object]
     ) -> pb.LoadReport:

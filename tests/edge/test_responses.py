@@ -27,14 +27,16 @@ def _events(stream: bytes) -> list[dict[str, object]]:
 
 def test_chat_stream_chunks() -> None:
     enc = Encoder("chat", "chatcmpl-1", "demo", 1700000000, include_usage=True)
-    role = ChatCompletionChunk.model_validate(_data(enc.role()))
+    role = ChatCompletionChunk.model_validate(_data(enc.opening()))
     assert role.choices[0].delta.role == "assistant"
     text = 'quote " backslash \\ newline \n unicode é 🚂'
     chunk = ChatCompletionChunk.model_validate(_data(enc.chunk(text)))
     assert chunk.choices[0].delta.content == text
     assert chunk.usage is None
     assert (chunk.id, chunk.model, chunk.created) == ("chatcmpl-1", "demo", 1700000000)
-    finish = ChatCompletionChunk.model_validate(_data(enc.finish(pb.FINISH_REASON_LENGTH)))
+    finish = ChatCompletionChunk.model_validate(
+        _data(enc.finish(pb.GenerateStreamResponse(finish_reason=pb.FINISH_REASON_LENGTH)))
+    )
     assert finish.choices[0].finish_reason == "length"
     usage = ChatCompletionChunk.model_validate(
         _data(enc.usage(pb.Usage(prompt_tokens=3, completion_tokens=4)))
@@ -53,7 +55,12 @@ def test_usage_field_only_when_asked() -> None:
 
 def test_a_model_name_with_percent_signs_is_sent_as_it_is() -> None:
     enc = Encoder("chat", "c", "50%-off %d %s", 1, include_usage=False, choices=2)
-    assert _data(enc.finish(pb.FINISH_REASON_STOP, 1))["model"] == "50%-off %d %s"
+    assert (
+        _data(enc.finish(pb.GenerateStreamResponse(finish_reason=pb.FINISH_REASON_STOP, index=1)))[
+            "model"
+        ]
+        == "50%-off %d %s"
+    )
     assert _data(enc.chunk("x", 1))["model"] == "50%-off %d %s"
 
 
@@ -64,7 +71,9 @@ def test_completion_stream_chunks() -> None:
     chunk = _data(enc.chunk("hi"))
     assert chunk["object"] == "text_completion"
     assert chunk["choices"] == [{"index": 0, "text": "hi", "logprobs": None, "finish_reason": None}]
-    finish = CompletionChunk.model_validate(_data(enc.finish(pb.FINISH_REASON_STOP)))
+    finish = CompletionChunk.model_validate(
+        _data(enc.finish(pb.GenerateStreamResponse(finish_reason=pb.FINISH_REASON_STOP)))
+    )
     assert finish.choices[0].finish_reason == "stop"
 
 
@@ -193,8 +202,8 @@ def test_a_tool_call_stream_is_what_the_sdk_stream_helper_assembles() -> None:
         pb.GenerateStreamResponse(index=1, finish_reason=pb.FINISH_REASON_STOP),
         pb.GenerateStreamResponse(index=0, finish_reason=pb.FINISH_REASON_TOOL_CALLS),
     ]  # fmt: skip
-    stream = enc.role() + b"".join(enc.delta(m) for m in messages)
-    stream += b"".join(enc.finish(m.finish_reason, m.index) for m in messages if m.finish_reason)
+    stream = enc.opening() + b"".join(enc.delta(m) for m in messages)
+    stream += b"".join(enc.finish(m) for m in messages if m.finish_reason)
     stream += enc.usage(pb.Usage(prompt_tokens=4, completion_tokens=6))
     events = _events(stream)
     first_call = events[3]["choices"][0]["delta"]["tool_calls"][0]  # type: ignore[index]

@@ -46,6 +46,9 @@ class FakeAdapter(pb_grpc.InferenceServiceServicer):
         await context.abort(grpc.StatusCode.UNIMPLEMENTED, "load reports only")
         yield pb.GenerateStreamResponse()  # never reached: abort raises
 
+    async def CountTokens(self, request: Any, context: Any) -> Any:
+        await context.abort(grpc.StatusCode.UNIMPLEMENTED, "load reports only")
+
     async def ListModels(self, request: Any, context: Any) -> Any:
         await context.abort(grpc.StatusCode.UNIMPLEMENTED, "load reports only")
 

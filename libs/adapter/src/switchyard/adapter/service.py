@@ -331,6 +331,11 @@ class InferenceServicer(pb_grpc.InferenceServiceServicer):
         finally:
             call.end()
 
+    async def CountTokens(self, request: pb.GenerateRequest, context: Context) -> pb.TokenCount:
+        # Filled in by the CountTokens work (issue 14); until then, as a server without it.
+        await context.abort(grpc.StatusCode.UNIMPLEMENTED, "CountTokens is not served yet")
+        raise AssertionError("abort returns only by raising")  # pragma: no cover
+
     async def ListModels(
         self, request: pb.ListModelsRequest, context: Context
     ) -> pb.ListModelsResponse:

@@ -21,18 +21,18 @@ here: a new API takes a `Claim` as it is and writes no resource code of its own.
 from __future__ import annotations
 
 import asyncio
+from collections.abc import Mapping
 from dataclasses import dataclass
 from types import TracebackType
 from typing import TYPE_CHECKING
 
 import grpc
-import orjson
 from starlette.requests import ClientDisconnect
 from starlette.types import Message, Receive, Send
 
 from switchyard.edge import metrics
 from switchyard.edge.disconnect import ClientWatch
-from switchyard.edge.errors import OpenAIError, stream_error_event
+from switchyard.edge.errors import OPENAI_ERRORS, ErrorDialect, OpenAIError
 from switchyard.inference.errors import InferenceError, from_rpc_error
 
 if TYPE_CHECKING:
@@ -86,7 +86,8 @@ class Reservation:
 
 
 class Claim:
-    """`async with Claim(edge, exchange, receive, send) as claim:` around one request."""
+    """`async with Claim(edge, exchange, receive, send) as claim:` around one request;
+    `errors` is the API's way of answering an error (OpenAI's unless said)."""
 
     __slots__ = (
         "_endpoint",
@@ -98,14 +99,23 @@ class Claim:
         "_tried",
         "_watch",
         "edge",
+        "errors",
         "exchange",
         "headers",
         "receive",
         "send",
     )
 
-    def __init__(self, edge: EdgeState, exchange: Exchange, receive: Receive, send: Send) -> None:
+    def __init__(
+        self,
+        edge: EdgeState,
+        exchange: Exchange,
+        receive: Receive,
+        send: Send,
+        errors: ErrorDialect = OPENAI_ERRORS,
+    ) -> None:
         self.edge = edge
+        self.errors = errors
         self.exchange = exchange
         self.receive = receive
         self.send = send
@@ -219,7 +229,7 @@ class Claim:
         self,
         status: int,
         content_headers: list[tuple[bytes, bytes]],
-        extra: dict[str, str] | None = None,
+        extra: Mapping[str, str] | None = None,
     ) -> Message:
         fields = {**self.headers, **extra} if extra else self.headers
         headers = content_headers + [(k.encode(), v.encode()) for k, v in fields.items()]
@@ -274,14 +284,14 @@ class Claim:
     async def _answer(self, error: OpenAIError) -> None:
         if self._streaming:  # a stream is open: its last event says what went wrong
             self._streaming = False
-            await self.send(body_message(stream_error_event(error), more=False))
+            await self.send(body_message(self.errors.stream_event(error), more=False))
             return
         if self._started:
             return  # the answer went out whole: nothing more to say
         self._started = True
-        body = orjson.dumps(error.body())
+        status, body, headers = self.errors.answer(error)
         content = [(b"content-type", b"application/json"), (b"content-length", b"%d" % len(body))]
-        await self.send(self._start(error.status, content, error.headers))
+        await self.send(self._start(status, content, headers))
         await self.send(body_message(body, more=False))
 
     async def _answer_gone(self) -> None:

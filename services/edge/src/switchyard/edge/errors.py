@@ -8,6 +8,7 @@ Body: `{"error": {"message", "type", "param", "code"}}`; the status picks the SD
 from __future__ import annotations
 
 from collections.abc import Mapping
+from typing import Protocol
 
 import grpc
 import orjson
@@ -177,3 +178,26 @@ def from_inference(error: InferenceError, retry_after_s: int) -> OpenAIError:
 def stream_error_event(error: OpenAIError) -> bytes:
     """The one SSE event that ends a stream that fails after its first byte."""
     return b"data: " + orjson.dumps(error.body()) + b"\n\n"
+
+
+class ErrorDialect(Protocol):
+    """How an API answers the edge's errors (`OpenAIError` is the edge's one error type,
+    named for the API it began with): its status, body and headers before the first
+    byte, and the last event of a stream that fails after it. A dialect may be made per
+    request (one whose stream events carry sequence numbers, say)."""
+
+    def answer(self, error: OpenAIError) -> tuple[int, bytes, Mapping[str, str]]: ...
+
+    def stream_event(self, error: OpenAIError) -> bytes: ...
+
+
+class _OpenAIErrors:
+    def answer(self, error: OpenAIError) -> tuple[int, bytes, Mapping[str, str]]:
+        return error.status, orjson.dumps(error.body()), error.headers
+
+    def stream_event(self, error: OpenAIError) -> bytes:
+        return stream_error_event(error)
+
+
+#: OpenAI's own error shapes (chat, completions, embeddings, responses).
+OPENAI_ERRORS: ErrorDialect = _OpenAIErrors()

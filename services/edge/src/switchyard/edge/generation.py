@@ -29,14 +29,13 @@ from switchyard.edge.cache import CacheKey
 from switchyard.edge.cache.generations import StreamRecording, whole_entry
 from switchyard.edge.claim import body_message
 from switchyard.edge.errors import OpenAIError, from_inference
-from switchyard.edge.responses import DONE
 from switchyard.inference.errors import from_rpc_error
 from switchyard.inference.v1 import inference_pb2 as pb
 
 if TYPE_CHECKING:
     from switchyard.edge.claim import Claim
     from switchyard.edge.disconnect import ClientWatch
-    from switchyard.edge.responses import Encoder
+    from switchyard.edge.encoding import GenerationEncoder
 
 _RETRYABLE = frozenset({grpc.StatusCode.UNAVAILABLE, grpc.StatusCode.RESOURCE_EXHAUSTED})
 _SSE_HEADERS = [
@@ -76,7 +75,7 @@ class Generation:
         self,
         claim: Claim,
         request: pb.GenerateRequest,
-        encoder: Encoder,
+        encoder: GenerationEncoder,
         deadline: float,
         cache_key: CacheKey | None = None,
     ) -> None:
@@ -193,7 +192,7 @@ class Generation:
         finally:
             if not call.done():
                 call.cancel()
-        await claim.end_stream(DONE)
+        await claim.end_stream(self.encoder.closing())
         # Only here is the stream whole: an error, the deadline or the client leaving
         # raised above, and what was recorded is dropped with this object.
         if self._recording is not None and self.cache_key is not None:
@@ -209,12 +208,13 @@ class Generation:
         last = 0.0
         for message in messages:
             last = await self._relay(message, send, watch, last)
-        await self.claim.end_stream(DONE)
+        await self.claim.end_stream(self.encoder.closing())
 
     async def _start_stream(self) -> None:
         await self.claim.start_stream(_SSE_HEADERS)
-        if self.encoder.kind == "chat":
-            await self.claim.send(body_message(self.encoder.role()))
+        opening = self.encoder.opening()
+        if opening:
+            await self.claim.send(body_message(opening))
 
     async def _relay(
         self, message: pb.GenerateStreamResponse, send: Send, watch: ClientWatch, last: float
@@ -237,9 +237,12 @@ class Generation:
                 await send(body_message(chunk))
                 watch.touch()
         if message.finish_reason:
-            await send(body_message(encoder.finish(message.finish_reason, message.index)))
+            finish = encoder.finish(message)
+            if finish:
+                await send(body_message(finish))
         if message.HasField("usage"):
             ex.used(message.usage.prompt_tokens, message.usage.completion_tokens)
-            if self.encoder.include_usage:
-                await send(body_message(self.encoder.usage(message.usage)))
+            usage = encoder.usage(message.usage)
+            if usage:
+                await send(body_message(usage))
         return last

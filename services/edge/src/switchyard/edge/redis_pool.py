@@ -13,7 +13,7 @@ from __future__ import annotations
 
 import asyncio
 
-from redis.asyncio import BlockingConnectionPool
+from redis.asyncio import BlockingConnectionPool, Redis
 from redis.asyncio.connection import AbstractConnection
 from redis.asyncio.retry import Retry
 from redis.backoff import NoBackoff
@@ -66,3 +66,36 @@ async def warm(pool: BlockingConnectionPool, connections: int) -> list[BaseExcep
         if not isinstance(connection, BaseException):
             await pool.release(connection)
     return [c for c in opened if isinstance(c, BaseException)]
+
+
+class RedisConnections:
+    """One store's connections to the Redis at `url`: a client over a bounded pool, its
+    warm-up and its closing. Stores written from now on take one of these (and use only
+    `client`), so that the topology behind the URL is decided here alone."""
+
+    def __init__(
+        self,
+        url: str,
+        *,
+        max_connections: int,
+        timeout_s: float,
+        connect_timeout_s: float,
+        pool_timeout_s: float,
+    ) -> None:
+        self._max_connections = max_connections
+        self._pool = connection_pool(
+            url,
+            max_connections=max_connections,
+            timeout_s=timeout_s,
+            connect_timeout_s=connect_timeout_s,
+            pool_timeout_s=pool_timeout_s,
+        )
+        self.client = Redis(connection_pool=self._pool)
+
+    async def warm(self) -> list[BaseException]:
+        """Open every connection now; the errors of those that failed."""
+        return await warm(self._pool, self._max_connections)
+
+    async def close(self) -> None:
+        await self.client.aclose()
+        await self._pool.disconnect()

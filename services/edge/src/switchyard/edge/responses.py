@@ -78,7 +78,8 @@ def tool_call_delta(delta: pb.ToolCallDelta) -> dict[str, Any]:
 
 
 class Encoder:
-    """Encodes one request's response: a whole body, or its stream of SSE chunks.
+    """Encodes one chat or completions response (a `GenerationEncoder`): a whole body, or
+    its stream of SSE chunks.
 
     Plain text chunks (the hot path) are two precomputed byte strings around the text;
     everything else in a stream (tool calls, reasoning, logprobs) is encoded as a dict.
@@ -154,8 +155,10 @@ class Encoder:
             body["usage"] = None
         return b"data: " + orjson.dumps(body) + b"\n\n"
 
-    def role(self) -> bytes:
+    def opening(self) -> bytes:
         """Chat streams open with the assistant's role, for each choice (as OpenAI's do)."""
+        if self.kind != "chat":
+            return b""
         return b"".join(
             self._event(
                 {
@@ -206,19 +209,25 @@ class Encoder:
         choice |= {"logprobs": logprobs, "finish_reason": None}
         return self._event(choice)
 
-    def finish(self, reason: pb.FinishReason.ValueType, index: int = 0) -> bytes:
+    def finish(self, message: pb.GenerateStreamResponse) -> bytes:
         before, after = self._finish_prefix
         return (
             before
-            + b"%d" % index
+            + b"%d" % message.index
             + after
-            + orjson.dumps(FINISH_REASONS.get(reason, "stop"))
+            + orjson.dumps(FINISH_REASONS.get(message.finish_reason, "stop"))
             + self._finish_suffix
         )
 
     def usage(self, usage: pb.Usage) -> bytes:
+        """The usage chunk, only when the client asked for it (`include_usage`)."""
+        if not self.include_usage:
+            return b""
         body: dict[str, Any] = {**self._head, "choices": [], "usage": usage_dict(usage)}
         return b"data: " + orjson.dumps(body) + b"\n\n"
+
+    def closing(self) -> bytes:
+        return DONE
 
     def whole(self, response: pb.GenerateResponse) -> bytes:
         """A whole (unary) response: every choice, and the usage summed over them."""

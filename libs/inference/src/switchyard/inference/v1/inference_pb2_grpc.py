@@ -59,6 +59,11 @@ class InferenceServiceStub:
                 request_serializer=switchyard_dot_inference_dot_v1_dot_inference__pb2.EmbedRequest.SerializeToString,
                 response_deserializer=switchyard_dot_inference_dot_v1_dot_inference__pb2.EmbedResponse.FromString,
                 _registered_method=True)
+        self.CountTokens = channel.unary_unary(
+                '/switchyard.inference.v1.InferenceService/CountTokens',
+                request_serializer=switchyard_dot_inference_dot_v1_dot_inference__pb2.GenerateRequest.SerializeToString,
+                response_deserializer=switchyard_dot_inference_dot_v1_dot_inference__pb2.TokenCount.FromString,
+                _registered_method=True)
 
 
 class InferenceServiceServicer:
@@ -101,6 +106,14 @@ class InferenceServiceServicer:
         context.set_details('Method not implemented!')
         raise NotImplementedError('Method not implemented!')
 
+    def CountTokens(self, request, context):
+        """Count the prompt tokens a generation of this request would read (its messages, tools
+        and images through the model's chat template, as Generate would), without generating.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
 
 def add_InferenceServiceServicer_to_server(servicer, server):
     rpc_method_handlers = {
@@ -128,6 +141,11 @@ def add_InferenceServiceServicer_to_server(servicer, server):
                     servicer.Embed,
                     request_deserializer=switchyard_dot_inference_dot_v1_dot_inference__pb2.EmbedRequest.FromString,
                     response_serializer=switchyard_dot_inference_dot_v1_dot_inference__pb2.EmbedResponse.SerializeToString,
+            ),
+            'CountTokens': grpc.unary_unary_rpc_method_handler(
+                    servicer.CountTokens,
+                    request_deserializer=switchyard_dot_inference_dot_v1_dot_inference__pb2.GenerateRequest.FromString,
+                    response_serializer=switchyard_dot_inference_dot_v1_dot_inference__pb2.TokenCount.SerializeToString,
             ),
     }
     generic_handler = grpc.method_handlers_generic_handler(
@@ -265,6 +283,33 @@ class InferenceService:
             '/switchyard.inference.v1.InferenceService/Embed',
             switchyard_dot_inference_dot_v1_dot_inference__pb2.EmbedRequest.SerializeToString,
             switchyard_dot_inference_dot_v1_dot_inference__pb2.EmbedResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def CountTokens(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/switchyard.inference.v1.InferenceService/CountTokens',
+            switchyard_dot_inference_dot_v1_dot_inference__pb2.GenerateRequest.SerializeToString,
+            switchyard_dot_inference_dot_v1_dot_inference__pb2.TokenCount.FromString,
             options,
             channel_credentials,
             insecure,

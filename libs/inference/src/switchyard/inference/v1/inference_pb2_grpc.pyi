@@ -63,6 +63,10 @@ class InferenceServiceStub:
     """Embed a batch of inputs in one engine call (embedding models only: a model without
     CAPABILITY_EMBEDDINGS answers INVALID_ARGUMENT / UNSUPPORTED_FEATURE).
     """
+    CountTokens: _grpc.UnaryUnaryMultiCallable[_inference_pb2.GenerateRequest, _inference_pb2.TokenCount]
+    """Count the prompt tokens a generation of this request would read (its messages, tools
+    and images through the model's chat template, as Generate would), without generating.
+    """
 
 @_typing.type_check_only
 class InferenceServiceAsyncStub(InferenceServiceStub):
@@ -80,6 +84,10 @@ class InferenceServiceAsyncStub(InferenceServiceStub):
     Embed: _aio.UnaryUnaryMultiCallable[_inference_pb2.EmbedRequest, _inference_pb2.EmbedResponse]  # type: ignore[assignment]
     """Embed a batch of inputs in one engine call (embedding models only: a model without
     CAPABILITY_EMBEDDINGS answers INVALID_ARGUMENT / UNSUPPORTED_FEATURE).
+    """
+    CountTokens: _aio.UnaryUnaryMultiCallable[_inference_pb2.GenerateRequest, _inference_pb2.TokenCount]  # type: ignore[assignment]
+    """Count the prompt tokens a generation of this request would read (its messages, tools
+    and images through the model's chat template, as Generate would), without generating.
     """
 
 class InferenceServiceServicer(metaclass=_abc_1.ABCMeta):
@@ -125,6 +133,16 @@ class InferenceServiceServicer(metaclass=_abc_1.ABCMeta):
     ) -> _typing.Union[_inference_pb2.EmbedResponse, _abc.Awaitable[_inference_pb2.EmbedResponse]]:
         """Embed a batch of inputs in one engine call (embedding models only: a model without
         CAPABILITY_EMBEDDINGS answers INVALID_ARGUMENT / UNSUPPORTED_FEATURE).
+        """
+
+    @_abc_1.abstractmethod
+    def CountTokens(
+        self,
+        request: _inference_pb2.GenerateRequest,
+        context: _ServicerContext,
+    ) -> _typing.Union[_inference_pb2.TokenCount, _abc.Awaitable[_inference_pb2.TokenCount]]:
+        """Count the prompt tokens a generation of this request would read (its messages, tools
+        and images through the model's chat template, as Generate would), without generating.
         """
 
 def add_InferenceServiceServicer_to_server(servicer: InferenceServiceServicer, server: _typing.Union[_grpc.Server, _aio.Server]) -> None: ...
