@@ -52,9 +52,7 @@ class Adapter(pb_grpc.InferenceServiceServicer):
         await context.abort(grpc.StatusCode.UNIMPLEMENTED, "not served by this fake")
         yield pb.GenerateStreamResponse()  # never reached: abort raises
 
-    async def CountTokens(
-        self, request: pb.GenerateRequest, context: Context
-    ) -> pb.TokenCount:
+    async def CountTokens(self, request: pb.GenerateRequest, context: Context) -> pb.TokenCount:
         await context.abort(grpc.StatusCode.UNIMPLEMENTED, "not served by this fake")
 
     async def GetLoad(self, request: pb.GetLoadRequest, context: Context) -> pb.LoadReport:
