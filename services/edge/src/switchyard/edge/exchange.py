@@ -20,13 +20,19 @@ log = structlog.get_logger("switchyard.edge.requests")
 #: The metrics label for requests whose model did not resolve (client input never becomes a label).
 UNROUTED = "(none)"
 #: Each API's `gen_ai.operation.name` (OTel GenAI semantic conventions).
-_OPERATIONS = {"chat": "chat", "completions": "text_completion", "embeddings": "embeddings"}
+_OPERATIONS = {
+    "chat": "chat",
+    "completions": "text_completion",
+    "embeddings": "embeddings",
+    "responses": "chat",
+    "messages": "chat",
+}
 
 
 @dataclass(slots=True)
 class Exchange:
     request_id: str
-    api: str  # "chat" | "completions" | "embeddings"
+    api: str  # "chat" | "completions" | "embeddings" | "responses" | "messages"
     started: float  # time.perf_counter() at arrival
     model: str = UNROUTED  # the route's served name, once resolved
     requested_model: str | None = None

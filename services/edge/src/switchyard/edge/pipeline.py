@@ -51,6 +51,7 @@ from switchyard.edge.convert import (
     completion_request,
     estimate_prompt_tokens,
 )
+from switchyard.edge.encoding import GenerationEncoder
 from switchyard.edge.errors import OpenAIError
 from switchyard.edge.exchange import Exchange
 from switchyard.edge.generation import Generation
@@ -155,6 +156,25 @@ async def _serve(api: Api, request: Request, claim: Claim) -> None:
         await _replay(api, claim, key, route, body, canonical.request, found.entry, deadline)
         return
 
+    encoder = _encoder(api, body, ex.request_id, canonical.request)
+    cache_as = found.key if found is not None else None
+    await generate(claim, key, route, canonical, encoder, deadline, cache_as)
+
+
+async def generate(
+    claim: Claim,
+    key: ApiKey,
+    route: Route,
+    canonical: Canonical,
+    encoder: GenerationEncoder,
+    deadline: float,
+    cache_as: CacheKey | None = None,
+) -> None:
+    """A routed, translated generation from its rate limits on: reserve (429), watch the
+    client, the expensive checks (400), admission (429), then the generation itself,
+    streamed or whole as `claim.exchange.stream` says. Every API that generates (chat,
+    completions, Responses, Messages) ends here with its own encoder."""
+    edge = claim.edge
     await reserve_generation(claim, key, route, canonical.request)
     await claim.watch_client()  # from here on, a client that leaves ends the request
     if canonical.needs_checks:
@@ -162,10 +182,7 @@ async def _serve(api: Api, request: Request, claim: Claim) -> None:
     try:
         await claim.admit(route)
     except Refused as refusal:
-        raise refused(refusal, route.name, settings) from None
-
-    encoder = _encoder(api, body, ex.request_id, canonical.request)
-    cache_as = found.key if found is not None else None
+        raise refused(refusal, route.name, edge.settings) from None
     await Generation(claim, canonical.request, encoder, deadline, cache_as).run()
 
 
