@@ -156,10 +156,41 @@ class EdgeSettings(ServiceSettings):
     #: connections have the limiter's timeouts and pool size (redis_*).
     cache_redis_url: SecretStr | None = None
 
+    # The Responses API's store and background jobs (`switchyard.edge.openai_responses`).
+    #: "memory" (this process only; background jobs run in it and die with it); "redis"
+    #: (shared by every edge replica: responses_redis_url, else redis_url; background jobs
+    #: queued there survive the edge that accepted them).
+    responses_store: Literal["memory", "redis"] = "memory"
+    #: The store's Redis (a secret); unset: redis_url's. The limiter's timeouts and pool size.
+    responses_redis_url: SecretStr | None = None
+    #: How long a stored response (and a finished job's events) is kept.
+    responses_ttl_s: float = Field(default=30 * 24 * 3600.0, gt=0)
+    #: A response with its conversation larger than this (JSON bytes) is refused (400).
+    responses_max_bytes: int = Field(default=4 * 1024 * 1024, ge=1024)
+    #: The memory store's bound in responses (least recently used out).
+    responses_max_entries: int = Field(default=10_000, ge=1)
+    #: Background jobs: how many run at once per model in each edge process.
+    jobs_concurrency_per_model: int = Field(default=4, ge=1, le=1024)
+    #: ... and how many may wait (queued, all models) before `background: true` gets 429.
+    jobs_max_queued: int = Field(default=10_000, ge=1)
+    #: A running job's lease: renewed by its edge every third of it; a job whose edge died
+    #: is taken over by another edge once its lease has run out.
+    jobs_lease_s: float = Field(default=30.0, gt=0)
+
+    @property
+    def responses_store_url(self) -> str | None:
+        """The Redis URL of the Responses store (its own, else the limiter's)."""
+        url = self.responses_redis_url or self.redis_url
+        return url.get_secret_value() if url is not None else None
+
     @model_validator(mode="after")
     def _cache_coherent(self) -> EdgeSettings:
         if self.cache == "redis" and self.cache_store_url is None:
             raise ValueError("EDGE_CACHE=redis needs EDGE_CACHE_REDIS_URL or EDGE_REDIS_URL")
+        if self.responses_store == "redis" and self.responses_store_url is None:
+            raise ValueError(
+                "EDGE_RESPONSES_STORE=redis needs EDGE_RESPONSES_REDIS_URL or EDGE_REDIS_URL"
+            )
         return self
 
     @property
