@@ -57,11 +57,11 @@ chart-env: uv ## Make .venv-chart (Python 3.12, helm-sdkpy) for the chart tests,
 	@UV_PROJECT_ENVIRONMENT=$(CHART_VENV) $(UV) sync --locked --quiet --python "$(PYTHON312)" --only-group chart
 
 .PHONY: system-deps
-system-deps: ## Install the system packages tests need (redis-server) where missing.
-	@command -v redis-server >/dev/null 2>&1 || { \
-	  echo "installing redis-server"; \
+system-deps: ## Install the system packages tests need (redis-server, redis-sentinel) where missing.
+	@command -v redis-server >/dev/null 2>&1 && command -v redis-sentinel >/dev/null 2>&1 || { \
+	  echo "installing redis-server and redis-sentinel"; \
 	  SUDO=$$( [ "$$(id -u)" = 0 ] || echo sudo ); \
-	  $$SUDO apt-get update -qq && DEBIAN_FRONTEND=noninteractive $$SUDO apt-get install -y -qq redis-server >/dev/null; }
+	  $$SUDO apt-get update -qq && DEBIAN_FRONTEND=noninteractive $$SUDO apt-get install -y -qq redis-server redis-sentinel >/dev/null; }
 
 .PHONY: engine-wheels
 engine-wheels: ## Fetch the engine wheels whose request models the adapter tests use (once, 39 MB).

@@ -17,3 +17,12 @@ async def roomy_default_executor() -> None:
     — waits behind them long enough to time out. Threads here are cheap; timeouts are not."""
     executor = ThreadPoolExecutor(max_workers=64, thread_name_prefix="tests-default")
     asyncio.get_running_loop().set_default_executor(executor)
+
+
+# Redis in each topology (single, Sentinel, Cluster), for any test that asks for it.
+from tests.support.redis_topology import (  # noqa: E402, F401
+    redis_cluster_set,
+    redis_sentinel_set,
+    redis_single,
+    redis_topology,
+)

@@ -54,14 +54,16 @@ class ScriptedEngine:
         completion: Completion | None = None,
         deltas: Sequence[Delta] = (),
         embeddings: Embeddings | None = None,
+        count: int | None = None,
     ) -> None:
         self.translation = VllmTranslation(MODEL)
         self.completion = completion
         self.deltas = deltas
         self.embeddings = embeddings
+        self.count = count
         self.gate_after: int | None = None
         self.gate = asyncio.Event()
-        #: Every engine call, by kind ("complete", "stream", "embed").
+        #: Every engine call, by kind ("complete", "stream", "embed", "count").
         self.calls: list[str] = []
 
     async def complete(self, request: pb.GenerateRequest) -> Completion:
@@ -73,6 +75,13 @@ class ScriptedEngine:
         self.calls.append("embed")
         assert self.embeddings is not None
         return self.embeddings
+
+    async def count_tokens(self, request: pb.GenerateRequest) -> int:
+        self.calls.append("count")
+        if self.count is None:  # an engine that never answers
+            await asyncio.Event().wait()
+        assert self.count is not None
+        return self.count
 
     async def _deltas(self) -> AsyncGenerator[Delta, None]:
         for i, delta in enumerate(self.deltas):
@@ -325,3 +334,90 @@ async def test_list_models_reports_what_readiness_read(serve: Any, model: ModelD
     assert info.embedding_dimensions == model.embedding_dimensions
     assert info.identity == model.identity
     assert (info.id, info.engine) == (MODEL, "vllm")
+
+
+async def test_count_tokens_relays_the_engine_s_count(serve: Any) -> None:
+    engine = ScriptedEngine(count=42)
+    stub = await serve(engine, CHAT_MODEL)
+    assert await stub.CountTokens(chat(n=2)) == pb.TokenCount(input_tokens=42)
+    assert engine.calls == ["count"]
+
+
+@pytest.mark.parametrize(
+    "request_",
+    [
+        generate_request("another-model", messages=[("user", "Hi")]),
+        generate_request(MODEL),  # neither a prompt nor a chat
+        generate_request(MODEL, prompt="Hi", temperature=-1),
+    ],
+    ids=["model", "no-input", "temperature"],
+)
+async def test_count_tokens_refuses_what_generate_refuses_before_the_engine(
+    serve: Any, request_: pb.GenerateRequest
+) -> None:
+    engine = ScriptedEngine(count=42, completion=Completion((), 0, 0))
+    stub = await serve(engine, CHAT_MODEL)
+    with pytest.raises(grpc.aio.AioRpcError) as generated:
+        await stub.Generate(request_)
+    with pytest.raises(grpc.aio.AioRpcError) as counted:
+        await stub.CountTokens(request_)
+    assert counted.value.code() == generated.value.code() != grpc.StatusCode.OK
+    assert from_rpc_error(counted.value).reason == from_rpc_error(generated.value).reason
+    assert engine.calls == []
+
+
+async def test_count_tokens_on_an_embedding_model_is_refused_before_the_engine(
+    serve: Any,
+) -> None:
+    engine = ScriptedEngine(count=42)
+    stub = await serve(engine, EMBEDDING_MODEL)
+    with pytest.raises(grpc.aio.AioRpcError) as caught:
+        await stub.CountTokens(chat())
+    error = from_rpc_error(caught.value)
+    assert (error.code, error.reason) == (grpc.StatusCode.INVALID_ARGUMENT, pb.UNSUPPORTED_FEATURE)
+    assert engine.calls == []
+
+
+async def test_count_tokens_ends_at_the_caller_s_deadline(serve: Any) -> None:
+    engine = ScriptedEngine()  # never answers
+    stub = await serve(engine, CHAT_MODEL)
+    with pytest.raises(grpc.aio.AioRpcError) as caught:
+        await stub.CountTokens(chat(), timeout=0.5)
+    assert caught.value.code() == grpc.StatusCode.DEADLINE_EXCEEDED
+    assert engine.calls == ["count"]
+
+
+async def test_a_unary_choice_names_the_stop_string_that_ended_it(serve: Any) -> None:
+    completion = Completion(
+        choices=(
+            Choice("Hi", pb.FINISH_REASON_STOP, 0, stop_sequence="\n\n"),
+            Choice("Hi", pb.FINISH_REASON_STOP, 1),  # EOS
+            # Only a STOP finish names one (a translation's slip is not relayed).
+            Choice("Hi", pb.FINISH_REASON_LENGTH, 2, stop_sequence="x"),
+        ),
+        prompt_tokens=1,
+        completion_tokens=3,
+    )
+    stub = await serve(ScriptedEngine(completion))
+    response = await stub.Generate(chat(n=3))
+    assert [c.stop_sequence for c in response.choices] == ["\n\n", "", ""]
+
+
+async def test_a_stream_s_last_message_names_the_stop_string(serve: Any) -> None:
+    deltas = [
+        Delta(text="Hi", token_count=1, index=0),
+        Delta(text="Ho", token_count=1, index=1),
+        Delta(finish_reason=pb.FINISH_REASON_STOP, index=0, stop_sequence="END"),
+        Delta(finish_reason=pb.FINISH_REASON_STOP, index=1),
+        Delta(prompt_tokens=1, completion_tokens=2),
+    ]
+    stub = await serve(ScriptedEngine(deltas=deltas))
+    messages = [m async for m in stub.GenerateStream(chat(n=2))]
+    *body, last_0, last_1 = messages
+    assert not any(m.stop_sequence for m in body)
+    assert (last_0.index, last_0.finish_reason, last_0.stop_sequence) == (
+        0,
+        pb.FINISH_REASON_STOP,
+        "END",
+    )
+    assert (last_1.index, last_1.stop_sequence) == (1, "")

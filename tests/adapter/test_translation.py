@@ -7,6 +7,7 @@ from __future__ import annotations
 import re
 from typing import Any
 
+import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
@@ -17,6 +18,7 @@ from switchyard.adapter.translation import (
     choice_regex,
     features_used,
     regex_literal,
+    stop_string,
 )
 from switchyard.inference.v1 import inference_pb2 as pb
 from tests.support.canonical import generate_request
@@ -129,3 +131,19 @@ def test_features_used_by_a_request() -> None:
     request.n = 3
     request.chat.messages[0].parts.add(image=pb.Image(url="data:,"))
     assert features_used(request) == ["tools", "images", "logprobs", "n"]
+
+
+@pytest.mark.parametrize(
+    ("finish", "matched", "expected"),
+    [
+        (pb.FINISH_REASON_STOP, "END", "END"),
+        (pb.FINISH_REASON_STOP, 151645, ""),  # a stop token id
+        (pb.FINISH_REASON_STOP, None, ""),
+        (pb.FINISH_REASON_LENGTH, "END", ""),
+        (pb.FINISH_REASON_TOOL_CALLS, "END", ""),
+    ],
+)
+def test_only_a_stop_finish_names_a_stop_string(
+    finish: pb.FinishReason.ValueType, matched: object, expected: str
+) -> None:
+    assert stop_string(finish, matched) == expected

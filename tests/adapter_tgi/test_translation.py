@@ -427,7 +427,9 @@ def test_relayed_text_is_the_text_before_the_first_stop(
     relayed = "".join(trimmer.push(p) for p in pieces) + trimmer.flush()
     expected, found = cut_at_stop(text, stops)
     assert relayed == expected
-    assert trimmer.stopped == found
+    assert trimmer.matched == found
+    assert trimmer.stopped == bool(found)
+    assert not found or (found in stops and text.startswith(expected + found))
 
 
 @given(

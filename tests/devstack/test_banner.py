@@ -30,7 +30,7 @@ def python_example() -> str:
 
 def test_the_curl_examples_are_json_for_served_models() -> None:
     bodies = curl_bodies()
-    assert len(bodies) == 3
+    assert len(bodies) == 5
     models = {model.name for model in demo_models()}
     assert all(body["model"] in models for body in bodies)
     assert all(model in TEXT.splitlines()[1] for model in models)  # "models: ..." lists them
@@ -41,7 +41,18 @@ def test_one_curl_example_asks_an_embedding_model_for_short_vectors() -> None:
     assert body["model"] in EMBEDDING_MODELS.values()
     assert body["dimensions"] >= 1
     assert all(isinstance(text, str) for text in body["input"])
-    assert sorted(p for p, _ in curls()) == [*["/v1/chat/completions"] * 2, "/v1/embeddings"]
+    assert sorted(p for p, _ in curls()) == [
+        *["/v1/chat/completions"] * 2,
+        "/v1/embeddings",
+        "/v1/messages",
+        "/v1/responses",
+    ]
+
+
+def test_the_messages_example_authenticates_as_anthropic_clients_do() -> None:
+    (body,) = [b for p, b in curls() if p == "/v1/messages"]
+    assert body["max_tokens"] >= 1  # required by Anthropic's API
+    assert '-H "x-api-key: sy-key"' in TEXT
 
 
 def test_one_curl_example_calls_a_tool() -> None:
@@ -58,3 +69,5 @@ def test_the_python_example_compiles_and_uses_the_key_and_tools() -> None:
     assert "tools=[" in code
     assert "reasoning_content" in code
     assert f'embeddings.create(model="{EMBEDDING_MODELS["vllm"]}"' in code
+    assert "previous_response_id=first.id" in code
+    assert 'Anthropic(base_url="http://127.0.0.1:8080", api_key="sy-key")' in code

@@ -207,11 +207,16 @@ async def the_printed_python_example_runs(banner: str) -> None:
     async with asyncio.timeout(START_S):
         out, err = await example.communicate()
     assert example.returncode == 0, err.decode()
-    reasoning_and_answer, tool_calls, vectors = out.decode().splitlines()
+    reasoning_and_answer, tool_calls, vectors, chained, message = out.decode().splitlines()
     assert " -> " in reasoning_and_answer
     assert not reasoning_and_answer.startswith("None ")  # demo-sglang's reasoning
     assert "name='get_weather'" in tool_calls
     assert vectors == "2 vectors of 64"
+    # The second response read the first one's conversation: more than its own input.
+    read = re.fullmatch(r".* (\d+) tokens read", chained)
+    assert read is not None, chained
+    assert int(read.group(1)) > 10, chained
+    assert message.endswith((" end_turn", " max_tokens")), message
 
 
 async def test_taken_well_known_ports_neither_stop_the_stack_nor_reach_it(

@@ -17,7 +17,7 @@ import shutil
 import signal
 import subprocess
 import tempfile
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
 from pathlib import Path
 
 import redis
@@ -29,7 +29,18 @@ from tests.support.processes import Service, free_port
 class RedisServer:
     """One redis-server address; `start` and `stop` may be called again and again."""
 
-    def __init__(self, log_dir: Path, *, unix_socket: bool = False) -> None:
+    def __init__(
+        self,
+        log_dir: Path,
+        *,
+        unix_socket: bool = False,
+        args: Sequence[str] = (),
+        name: str = "redis",
+        password: str | None = None,
+    ) -> None:
+        """`args`: more redis-server options (a cluster node's, a replica's); `name`
+        names the log (`<name>.log` in `log_dir`, also the server's `--dir`);
+        `password`: `requirepass` (and `masterauth`, for a replica)."""
         executable = shutil.which("redis-server")
         if executable is None:
             raise RuntimeError(
@@ -37,6 +48,9 @@ class RedisServer:
             )
         self._executable = executable
         self._log_dir = log_dir
+        self._args = list(args)
+        self.name = name
+        self.password = password
         self._socket_dir: Path | None = None
         self.port = 0
         self.socket: Path | None = None
@@ -50,9 +64,10 @@ class RedisServer:
 
     @property
     def url(self) -> str:
+        auth = f":{self.password}@" if self.password else ""
         if self.socket is not None:
-            return f"unix://{self.socket}"
-        return f"redis://127.0.0.1:{self.port}/0"
+            return f"unix://{auth}{self.socket}"
+        return f"redis://{auth}127.0.0.1:{self.port}/0"
 
     def start(self, timeout: float = 30.0) -> None:
         """Start the server (again) on its address and wait until it answers PING."""
@@ -66,16 +81,19 @@ class RedisServer:
             "--daemonize", "no",
             "--loglevel", "warning",
         ]  # fmt: skip
+        if self.password:
+            args += ["--requirepass", self.password, "--masterauth", self.password]
+        args += self._args
         if self.socket is not None:
             args += ["--port", "0", "--unixsocket", str(self.socket), "--unixsocketperm", "700"]
         else:
             args += ["--bind", "127.0.0.1", "--port", str(self.port)]
-        log_path = self._log_dir / "redis.log"
+        log_path = self._log_dir / f"{self.name}.log"
         with log_path.open("ab") as log:
             process = subprocess.Popen(
                 args, stdout=log, stderr=subprocess.STDOUT, start_new_session=True
             )
-        self.service = Service("redis", process, log_path, self.port)
+        self.service = Service(self.name, process, log_path, self.port)
         self._wait_ready(self.service, timeout)
 
     def stop(self) -> None:

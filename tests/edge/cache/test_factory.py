@@ -45,8 +45,8 @@ async def test_redis_uses_its_own_url_else_the_limiter_s(tmp_path: Path) -> None
     try:
         assert isinstance(own, RedisCache)
         assert isinstance(shared, RedisCache)
-        assert own._pool.connection_kwargs["host"] == "cache"
-        assert shared._pool.connection_kwargs["host"] == "limits"
+        assert own._redis.connection_pool.connection_kwargs["host"] == "cache"
+        assert shared._redis.connection_pool.connection_kwargs["host"] == "limits"
     finally:
         await own.aclose()
         await shared.aclose()

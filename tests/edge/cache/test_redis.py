@@ -1,4 +1,5 @@
-"""The Redis store: its keys and their expiry, the entry limit, and Redis failing."""
+"""The Redis store: its keys and their expiry, the entry limit (on each topology: single,
+Sentinel, Cluster), and Redis failing (one server)."""
 
 from __future__ import annotations
 
@@ -9,10 +10,12 @@ from pathlib import Path
 import pytest
 import redis.asyncio
 from prometheus_client import REGISTRY
+from redis.asyncio.cluster import RedisCluster
 
 from switchyard.edge.cache import CacheKey
 from switchyard.edge.cache.redis import RedisCache
 from tests.support.redis import RedisServer, running_redis
+from tests.support.redis_topology import RedisTopology
 
 TTL_S = 600.0
 
@@ -28,23 +31,25 @@ def fresh_key() -> CacheKey:
     return CacheKey(uuid.uuid4().hex * 2)
 
 
-@pytest.fixture
-async def client(redis_server: RedisServer) -> AsyncIterator[redis.asyncio.Redis]:
-    client = redis.asyncio.Redis.from_url(redis_server.url)
-    yield client
-    await client.aclose()
+Client = redis.asyncio.Redis | RedisCluster
 
 
 @pytest.fixture
-async def cache(redis_server: RedisServer) -> AsyncIterator[RedisCache]:
-    cache = RedisCache(redis_server.url, max_entry_bytes=1000, ttl_s=TTL_S, max_connections=4)
+async def client(redis_topology: RedisTopology) -> AsyncIterator[Client]:
+    async with redis_topology.client() as client:
+        yield client
+
+
+@pytest.fixture
+async def cache(redis_topology: RedisTopology) -> AsyncIterator[RedisCache]:
+    cache = RedisCache(redis_topology.url, max_entry_bytes=1000, ttl_s=TTL_S, max_connections=4)
     await cache.start()
     yield cache
     await cache.aclose()
 
 
 async def test_an_entry_is_one_prefixed_hash_tagged_key_that_expires_at_the_ttl(
-    cache: RedisCache, client: redis.asyncio.Redis
+    cache: RedisCache, client: Client
 ) -> None:
     key = fresh_key()
     await cache.put(key, b"\x00answer\xff")
@@ -61,7 +66,7 @@ async def test_an_absent_entry_is_a_miss(cache: RedisCache) -> None:
 
 
 async def test_an_entry_over_the_entry_limit_is_not_written(
-    cache: RedisCache, client: redis.asyncio.Redis
+    cache: RedisCache, client: Client
 ) -> None:
     key = fresh_key()
     await cache.put(key, b"x" * 1001)

@@ -13,9 +13,8 @@ from __future__ import annotations
 import asyncio
 import sys
 
-import redis.asyncio
-
 from switchyard.edge.ratelimit import Limits, RedisRateLimiter
+from switchyard.edge.redis_pool import RedisConnections
 
 CONCURRENCY = 8
 
@@ -31,7 +30,11 @@ async def main(
     url: str, prefix: str, go_key: str, requests: int, limits: Limits, tokens: int
 ) -> int:
     limiter = RedisRateLimiter(url, key_prefix=prefix, timeout_s=5.0)
-    control = redis.asyncio.Redis.from_url(url)
+    # The go signal through the same plumbing, so that any topology's URL works here.
+    connections = RedisConnections(
+        url, max_connections=1, timeout_s=40.0, connect_timeout_s=5.0, pool_timeout_s=5.0
+    )
+    control = connections.client
     try:
         await control.ping()
         print("ready", flush=True)
@@ -42,7 +45,7 @@ async def main(
         )
         return sum(counts)
     finally:
-        await control.aclose()
+        await connections.close()
         await limiter.aclose()
 
 

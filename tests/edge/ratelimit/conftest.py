@@ -1,27 +1,21 @@
-"""Fixtures: a real redis-server for the session, and each backend behind one harness."""
+"""Fixtures: each backend behind one harness, Redis in each topology (single, Sentinel,
+Cluster: the session's servers, `tests.support.redis_topology`)."""
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator, Iterator
+from collections.abc import AsyncIterator
 
 import pytest
 
 from tests.edge.ratelimit.harness import BACKENDS, Backend
-from tests.support.redis import RedisServer, running_redis
-
-
-@pytest.fixture(scope="session")
-def redis_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[RedisServer]:
-    with running_redis(tmp_path_factory.mktemp("redis")) as server:
-        yield server
+from tests.support.redis_topology import topology
 
 
 @pytest.fixture(params=BACKENDS)
 async def backend(request: pytest.FixtureRequest) -> AsyncIterator[Backend]:
     url = None
-    if request.param == "redis":
-        server: RedisServer = request.getfixturevalue("redis_server")
-        url = server.url
+    if request.param != "memory":
+        url = topology(request, request.param.removeprefix("redis-")).url
     harness = Backend(request.param, url)
     yield harness
     for limiter in harness.created:

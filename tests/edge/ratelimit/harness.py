@@ -10,7 +10,8 @@ from dataclasses import dataclass, field
 
 from switchyard.edge.ratelimit import Decision, MemoryRateLimiter, RateLimiter, RedisRateLimiter
 
-BACKENDS = ("memory", "redis")
+#: Memory, and Redis in each topology (`tests.support.redis_topology`).
+BACKENDS = ("memory", "redis-single", "redis-sentinel", "redis-cluster")
 #: Generous: a loaded test machine (xdist) must not turn a slow connect into a failure.
 TIMEOUT_S = 2.0
 

@@ -1,4 +1,4 @@
-"""Replicas in separate OS processes, racing for one key in one Redis."""
+"""Replicas in separate OS processes, racing for one key in one Redis (each topology)."""
 
 from __future__ import annotations
 
@@ -10,10 +10,11 @@ from pathlib import Path
 
 import pytest
 import redis.asyncio
+from redis.asyncio.cluster import RedisCluster
 
 from switchyard.edge.ratelimit import Limits, RedisRateLimiter
 from tests.edge.ratelimit.harness import TIMEOUT_S
-from tests.support.redis import RedisServer
+from tests.support.redis_topology import RedisTopology
 
 ROOT = Path(__file__).resolve().parents[3]
 REPLICAS = 3
@@ -21,7 +22,7 @@ REQUESTS_EACH = 200
 
 
 async def test_three_processes_admit_the_limit_and_only_what_refilled(
-    redis_server: RedisServer,
+    redis_topology: RedisTopology,
 ) -> None:
     prefix = f"test:{uuid.uuid4().hex}"
     go_key = f"{prefix}:go"
@@ -30,7 +31,7 @@ async def test_three_processes_admit_the_limit_and_only_what_refilled(
     # 0.6 s, and the burst takes as long as the machine makes it: each one that came
     # back may be admitted, nothing more.
     rpm, tpm, tokens = 150, 200, 2
-    args = [redis_server.url, prefix, go_key, str(REQUESTS_EACH), str(rpm), str(tpm), str(tokens)]
+    args = [redis_topology.url, prefix, go_key, str(REQUESTS_EACH), str(rpm), str(tpm), str(tokens)]
     workers = [
         await asyncio.create_subprocess_exec(
             sys.executable,
@@ -43,26 +44,25 @@ async def test_three_processes_admit_the_limit_and_only_what_refilled(
         )
         for _ in range(REPLICAS)
     ]
-    control = redis.asyncio.Redis.from_url(redis_server.url)
     try:
-        for worker in workers:
-            assert worker.stdout is not None
-            assert worker.stderr is not None
-            line = await worker.stdout.readline()
-            assert line == b"ready\n", await worker.stderr.read()
-        started = await redis_now(control)  # the limiter's clock: Redis's
-        await control.rpush(go_key, *range(REPLICAS))
-        async with asyncio.timeout(60):
-            outputs = [await worker.communicate() for worker in workers]
-        # What was charged, as the limiter sees it now (a request, no tokens).
-        limiter = RedisRateLimiter(redis_server.url, key_prefix=prefix, timeout_s=TIMEOUT_S)
-        try:
-            state = await limiter.acquire("shared-key", Limits(rpm=rpm, tpm=tpm), 0)
-        finally:
-            await limiter.aclose()
-        elapsed = await redis_now(control) - started
+        async with redis_topology.client() as control:
+            for worker in workers:
+                assert worker.stdout is not None
+                assert worker.stderr is not None
+                line = await worker.stdout.readline()
+                assert line == b"ready\n", await worker.stderr.read()
+            started = await redis_now(control)  # the limiter's clock: Redis's
+            await control.rpush(go_key, *range(REPLICAS))
+            async with asyncio.timeout(60):
+                outputs = [await worker.communicate() for worker in workers]
+            # What was charged, as the limiter sees it now (a request, no tokens).
+            limiter = RedisRateLimiter(redis_topology.url, key_prefix=prefix, timeout_s=TIMEOUT_S)
+            try:
+                state = await limiter.acquire("shared-key", Limits(rpm=rpm, tpm=tpm), 0)
+            finally:
+                await limiter.aclose()
+            elapsed = await redis_now(control) - started
     finally:
-        await control.aclose()
         for worker in workers:
             if worker.returncode is None:
                 worker.kill()
@@ -85,7 +85,7 @@ async def test_three_processes_admit_the_limit_and_only_what_refilled(
     )
 
 
-async def redis_now(client: redis.asyncio.Redis) -> float:
+async def redis_now(client: redis.asyncio.Redis | RedisCluster) -> float:
     """Redis's clock, in seconds."""
     seconds, microseconds = await client.time()
     return seconds + microseconds / 1e6

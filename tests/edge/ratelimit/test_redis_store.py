@@ -1,4 +1,5 @@
-"""How the Redis backend keeps its state: keys, expiry, the script cache, replicas."""
+"""How the Redis backend keeps its state: keys, expiry, the script cache, replicas; on
+each topology (single, Sentinel, Cluster)."""
 
 from __future__ import annotations
 
@@ -8,19 +9,21 @@ from collections.abc import AsyncIterator
 
 import pytest
 import redis.asyncio
+from redis.asyncio.cluster import RedisCluster
 
 from switchyard.edge.ratelimit import Limits, RedisRateLimiter, create_limiter
 from switchyard.edge.ratelimit.redis import SCRIPT_SHA
 from tests.edge.ratelimit.harness import TIMEOUT_S
 from tests.support.polling import eventually
-from tests.support.redis import RedisServer
+from tests.support.redis_topology import RedisTopology
+
+Client = redis.asyncio.Redis | RedisCluster
 
 
 @pytest.fixture
-async def client(redis_server: RedisServer) -> AsyncIterator[redis.asyncio.Redis]:
-    client = redis.asyncio.Redis.from_url(redis_server.url, decode_responses=True)
-    yield client
-    await client.aclose()
+async def client(redis_topology: RedisTopology) -> AsyncIterator[Client]:
+    async with redis_topology.client(decode_responses=True) as client:
+        yield client
 
 
 @pytest.fixture
@@ -29,14 +32,14 @@ def prefix() -> str:
 
 
 async def test_a_subject_s_keys_share_a_hash_tag_and_expire_at_their_tat(
-    redis_server: RedisServer, client: redis.asyncio.Redis, prefix: str
+    redis_topology: RedisTopology, client: Client, prefix: str
 ) -> None:
-    limiter = RedisRateLimiter(redis_server.url, key_prefix=prefix, timeout_s=TIMEOUT_S)
+    limiter = RedisRateLimiter(redis_topology.url, key_prefix=prefix, timeout_s=TIMEOUT_S)
     try:
         before = await redis_ms(client)
         await limiter.acquire("team:a", Limits(rpm=10, tpm=1000), 250)
 
-        keys = sorted(await client.keys(f"{prefix}:*"))
+        keys = sorted(await every_key(client, f"{prefix}:*"))
         assert keys == [f"{prefix}:{{team:a}}:rpm", f"{prefix}:{{team:a}}:tpm"]
         # Each key lives until its TAT: 6 s for one request, 15 s for 250 tokens, less
         # the time since the charge (whatever the machine made of it).
@@ -50,10 +53,10 @@ async def test_a_subject_s_keys_share_a_hash_tag_and_expire_at_their_tat(
 
 
 async def test_keys_vanish_once_their_tat_has_passed(
-    redis_server: RedisServer, client: redis.asyncio.Redis, prefix: str
+    redis_topology: RedisTopology, client: Client, prefix: str
 ) -> None:
     limiter = RedisRateLimiter(
-        redis_server.url, key_prefix=prefix, period_s=0.2, timeout_s=TIMEOUT_S
+        redis_topology.url, key_prefix=prefix, period_s=0.2, timeout_s=TIMEOUT_S
     )
     try:
         limits = Limits(rpm=2, tpm=100)
@@ -69,9 +72,9 @@ async def test_keys_vanish_once_their_tat_has_passed(
 
 
 async def test_a_lost_script_cache_is_loaded_again(
-    redis_server: RedisServer, client: redis.asyncio.Redis, prefix: str
+    redis_topology: RedisTopology, client: Client, prefix: str
 ) -> None:
-    limiter = RedisRateLimiter(redis_server.url, key_prefix=prefix, timeout_s=TIMEOUT_S)
+    limiter = RedisRateLimiter(redis_topology.url, key_prefix=prefix, timeout_s=TIMEOUT_S)
     try:
         limits = Limits(rpm=3, tpm=None)
         assert (await limiter.acquire("key", limits, 0)).allowed
@@ -81,16 +84,16 @@ async def test_a_lost_script_cache_is_loaded_again(
 
         assert decision.allowed
         assert decision.remaining_requests == 1  # the state survived; only the script went
-        assert await client.script_exists(SCRIPT_SHA) == [True]
+        assert await script_exists(client, f"{prefix}:{{key}}:rpm")
     finally:
         await limiter.aclose()
 
 
-async def test_replicas_share_one_limit(redis_server: RedisServer, prefix: str) -> None:
+async def test_replicas_share_one_limit(redis_topology: RedisTopology, prefix: str) -> None:
     replicas = [
         create_limiter(
             "redis",
-            redis_url=redis_server.url,
+            redis_url=redis_topology.url,
             failure_mode="closed",
             key_prefix=prefix,
             timeout_s=TIMEOUT_S,
@@ -99,7 +102,7 @@ async def test_replicas_share_one_limit(redis_server: RedisServer, prefix: str) 
     ]
     try:
         limits = Limits(rpm=30, tpm=None)
-        async with redis.asyncio.Redis.from_url(redis_server.url) as client:
+        async with redis_topology.client() as client:
             before = await redis_ms(client)
             decisions = await asyncio.gather(
                 *(replica.acquire("key", limits, 0) for replica in replicas for _ in range(20))
@@ -112,11 +115,30 @@ async def test_replicas_share_one_limit(redis_server: RedisServer, prefix: str) 
             await replica.aclose()
 
 
-async def redis_ms(client: redis.asyncio.Redis) -> int:
+async def redis_ms(client: Client) -> int:
     """Redis's clock (the limiter's), in ms."""
     seconds, microseconds = await client.time()
     return int(seconds) * 1000 + int(microseconds) // 1000
 
 
-async def _no_keys(client: redis.asyncio.Redis, prefix: str) -> bool:
-    return await client.keys(f"{prefix}:*") == []
+async def _no_keys(client: Client, prefix: str) -> bool:
+    return await every_key(client, f"{prefix}:*") == []
+
+
+async def every_key(client: Client, pattern: str) -> list[str]:
+    """KEYS on the server, or on every master of a cluster."""
+    if isinstance(client, RedisCluster):
+        found = await client.keys(pattern, target_nodes=RedisCluster.PRIMARIES)
+    else:
+        found = await client.keys(pattern)
+    return [str(k) for k in found]
+
+
+async def script_exists(client: Client, key: str) -> bool:
+    """Whether the server that holds `key` (a cluster's master of its slot) has the
+    limiter's script."""
+    if isinstance(client, RedisCluster):
+        node = client.get_node_from_key(key)
+        reply = await client.execute_command("SCRIPT EXISTS", SCRIPT_SHA, target_nodes=node)
+        return bool(reply == [True])
+    return bool(await client.script_exists(SCRIPT_SHA) == [True])

@@ -179,6 +179,11 @@ class EngineClient:
         body, _ = await self._unary(self.translation.embed_request(request))
         return self.translation.embeddings(request, body)
 
+    async def count_tokens(self, request: pb.GenerateRequest) -> int:
+        """The prompt tokens of a generation of `request`, from the engine's tokenize route."""
+        body, _ = await self._unary(self.translation.count_request(request))
+        return self.translation.token_count(request, body)
+
     async def _unary(self, call: EngineRequest) -> tuple[Any, Mapping[str, str]]:
         """One non-streaming engine call: its JSON body and headers. An error status raises
         the translation's error; leaving early (cancelled) aborts the call in the engine."""

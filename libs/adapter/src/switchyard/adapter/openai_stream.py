@@ -24,6 +24,7 @@ from switchyard.adapter.translation import (
     FinishReason,
     StreamParser,
     ToolCall,
+    stop_string,
 )
 from switchyard.inference.errors import InferenceError
 from switchyard.inference.v1 import inference_pb2 as pb
@@ -169,24 +170,34 @@ def _choices(body: Any) -> list[dict[str, Any]]:
     return sorted(choices, key=lambda c: c.get("index") or 0)
 
 
+def _stop(choice: dict[str, Any], finish: FinishReason, stop_key: str | None) -> str:
+    """The stop string the choice's `stop_key` (vLLM `stop_reason`, SGLang `matched_stop`)
+    names: a string is a stop string, an int a stop token id."""
+    return stop_string(finish, choice.get(stop_key)) if stop_key else ""
+
+
 def chat_completion(
     body: Any,
     *,
     finish_reason: Callable[[str], FinishReason],
     reasoning_keys: Sequence[str] = REASONING_KEYS,
+    stop_key: str | None = None,
 ) -> Completion:
-    """A `chat.completion` body: every choice, with its tool calls, reasoning and logprobs."""
+    """A `chat.completion` body: every choice, with its tool calls, reasoning, logprobs and
+    the stop string that ended it (read from `stop_key`)."""
     choices = []
     for i, choice in enumerate(_choices(body)):
         message = choice.get("message") or {}
+        finish = finish_reason(choice.get("finish_reason") or "stop")
         choices.append(
             Choice(
                 text=message.get("content") or "",
-                finish_reason=finish_reason(choice.get("finish_reason") or "stop"),
+                finish_reason=finish,
                 index=i,
                 tool_calls=tool_calls(message.get("tool_calls")),
                 reasoning=_reasoning(message, reasoning_keys),
                 logprobs=chat_logprobs(choice.get("logprobs")),
+                stop_sequence=_stop(choice, finish, stop_key),
             )
         )
     prompt, completion = _usage(body)
@@ -194,20 +205,28 @@ def chat_completion(
 
 
 def text_completion(
-    body: Any, *, finish_reason: Callable[[str], FinishReason], top_logprobs: int
+    body: Any,
+    *,
+    finish_reason: Callable[[str], FinishReason],
+    top_logprobs: int,
+    stop_key: str | None = None,
 ) -> Completion:
-    """A `text_completion` body: every choice, with its logprobs (legacy format)."""
-    choices = tuple(
-        Choice(
-            text=choice.get("text") or "",
-            finish_reason=finish_reason(choice.get("finish_reason") or "stop"),
-            index=i,
-            logprobs=completion_logprobs(choice.get("logprobs"), top_logprobs),
+    """A `text_completion` body: every choice, with its logprobs (legacy format) and the
+    stop string that ended it (read from `stop_key`)."""
+    choices = []
+    for i, choice in enumerate(_choices(body)):
+        finish = finish_reason(choice.get("finish_reason") or "stop")
+        choices.append(
+            Choice(
+                text=choice.get("text") or "",
+                finish_reason=finish,
+                index=i,
+                logprobs=completion_logprobs(choice.get("logprobs"), top_logprobs),
+                stop_sequence=_stop(choice, finish, stop_key),
+            )
         )
-        for i, choice in enumerate(_choices(body))
-    )
     prompt, completion = _usage(body)
-    return Completion(choices, prompt, completion)
+    return Completion(tuple(choices), prompt, completion)
 
 
 class OpenAIStream(StreamParser):
@@ -220,6 +239,7 @@ class OpenAIStream(StreamParser):
         "_error",
         "_finish_reason",
         "_reasoning_keys",
+        "_stop_key",
         "_top_logprobs",
         "_total",
     )
@@ -232,10 +252,13 @@ class OpenAIStream(StreamParser):
         error: Callable[[dict[str, Any]], InferenceError],
         reasoning_keys: Sequence[str] = REASONING_KEYS,
         top_logprobs: int | None = None,
+        stop_key: str | None = None,
     ) -> None:
         """`finish_reason` maps a chunk's (non-empty) reason, raising for one that is an
         error; `error` gives the error an `{"error": ...}` event stands for. `top_logprobs`:
-        None when the request asked for no logprobs (they are then not read)."""
+        None when the request asked for no logprobs (they are then not read). `stop_key`:
+        the finishing chunk's field naming the stop string that ended the choice."""
+        self._stop_key = stop_key
         self._chat = chat
         self._finish_reason = finish_reason
         self._error = error
@@ -294,6 +317,7 @@ class OpenAIStream(StreamParser):
             tool_calls=calls,
             reasoning=reasoning,
             logprobs=logprobs,
+            stop_sequence=_stop(choice, finish, self._stop_key),
         )
 
     def _count(self, index: int, completion: int | None, guess: int) -> int:

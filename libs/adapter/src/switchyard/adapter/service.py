@@ -5,7 +5,7 @@ model, embeddings on a generation model), before any engine call → bound by th
 deadline (or our own) → call the engine through its translation → relay the result.
 Streams are relayed delta by delta as they arrive. Cancellation (the caller went away, or
 the deadline passed) closes the engine stream and, where the engine has one, calls its
-abort route.
+abort route. CountTokens is admitted as Generate is and asks the engine's tokenize route.
 """
 
 from __future__ import annotations
@@ -55,6 +55,10 @@ _CAPABILITY_NAMES: dict[Capability, str] = {
     pb.CAPABILITY_COMPLETIONS: "completions",
     pb.CAPABILITY_EMBEDDINGS: "embeddings",
 }
+
+
+#: The log line's event per method ("generate" for the others).
+_LOG_EVENTS = {"Embed": "embed", "CountTokens": "count_tokens"}
 
 
 class _Call:
@@ -112,7 +116,8 @@ class _Call:
         labels = (s.engine_kind, s.served_model_name)
         metrics.REQUESTS.labels(*labels, self.method, self.code.name).inc()
         metrics.DURATION.labels(*labels, self.method).observe(elapsed)
-        s.prompt_counter.inc(self.prompt_tokens)
+        if self.method != "CountTokens":  # counted, not read by the model
+            s.prompt_counter.inc(self.prompt_tokens)
         s.completion_counter.inc(self.completion_tokens)
         span = trace.get_current_span()
         if span.is_recording():
@@ -130,7 +135,7 @@ class _Call:
             if self.method == "Embed":
                 span.set_attribute("gen_ai.operation.name", "embeddings")
         log.info(
-            "embed" if self.method == "Embed" else "generate",
+            _LOG_EVENTS.get(self.method, "generate"),
             method=self.method,
             request_id=self.request.request_id,
             model=self.request.model,
@@ -244,6 +249,8 @@ class InferenceServicer(pb_grpc.InferenceServiceServicer):
     ) -> AsyncIterator[pb.GenerateStreamResponse]:
         call = _Call(self, request, "GenerateStream")
         completion_tokens: int | None = None
+        #: The stop string that ended each choice, by index (only those a stop string ended).
+        stop_sequences: dict[int, str] = {}
         # One timer for the whole request (not a timeout around every token's read): when
         # it fires it cancels this RPC's task, and the cancellation is reported as
         # DEADLINE_EXCEEDED below.
@@ -268,6 +275,8 @@ class InferenceServicer(pb_grpc.InferenceServiceServicer):
                     if delta.finish_reason:
                         # Sent on the choice's last message, once every choice has ended.
                         call.finishes[delta.index] = delta.finish_reason
+                        if delta.stop_sequence and delta.finish_reason == pb.FINISH_REASON_STOP:
+                            stop_sequences[delta.index] = delta.stop_sequence
                     if (
                         delta.text
                         or delta.token_count
@@ -293,7 +302,13 @@ class InferenceServicer(pb_grpc.InferenceServiceServicer):
             if completion_tokens is not None:
                 call.completion_tokens = completion_tokens
             for index in range(choices):
-                last = pb.GenerateStreamResponse(index=index, finish_reason=call.finishes[index])
+                last = pb.GenerateStreamResponse(
+                    index=index,
+                    finish_reason=call.finishes[index],
+                    stop_sequence=stop_sequences.get(index, "")
+                    if call.finishes[index] == pb.FINISH_REASON_STOP
+                    else "",
+                )
                 if index == choices - 1:
                     last.token_count = max(0, call.completion_tokens - counted)
                 if index == choices - 1 and request.include_usage:
@@ -332,9 +347,24 @@ class InferenceServicer(pb_grpc.InferenceServiceServicer):
             call.end()
 
     async def CountTokens(self, request: pb.GenerateRequest, context: Context) -> pb.TokenCount:
-        # Filled in by the CountTokens work (issue 14); until then, as a server without it.
-        await context.abort(grpc.StatusCode.UNIMPLEMENTED, "CountTokens is not served yet")
-        raise AssertionError("abort returns only by raising")  # pragma: no cover
+        """The prompt tokens a Generate of `request` would read, counted by the engine's
+        tokenize route: validated and refused as Generate is, nothing generated."""
+        call = _Call(self, request, "CountTokens")
+        try:
+            self._admit(request)
+            async with asyncio.timeout_at(self._deadline(context)):
+                count = await self._engine.count_tokens(request)
+            call.prompt_tokens = count
+            return pb.TokenCount(input_tokens=count)
+        except InferenceError as error:
+            await self._fail(call, context, error)
+        except TimeoutError:
+            await self._fail(call, context, _deadline_error())
+        except asyncio.CancelledError:
+            self._cancelled(call)
+            raise
+        finally:
+            call.end()
 
     async def ListModels(
         self, request: pb.ListModelsRequest, context: Context
@@ -376,6 +406,7 @@ def _choice(choice: Choice) -> pb.GeneratedChoice:
         ],
         reasoning=choice.reasoning,
         logprobs=choice.logprobs,
+        stop_sequence=choice.stop_sequence if choice.finish_reason == pb.FINISH_REASON_STOP else "",
     )
 
 

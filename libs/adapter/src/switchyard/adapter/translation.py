@@ -75,6 +75,9 @@ class Choice:
     #: The model's reasoning, apart from `text` (engines started with a reasoning parser).
     reasoning: str = ""
     logprobs: tuple[pb.TokenLogprob, ...] = ()
+    #: With finish_reason STOP: the caller's stop string that ended the choice ("" for EOS
+    #: or a stop token id).
+    stop_sequence: str = ""
 
 
 @dataclass(frozen=True, slots=True)
@@ -118,6 +121,8 @@ class Delta:
     tool_calls: tuple[pb.ToolCallDelta, ...] = ()
     reasoning: str = ""
     logprobs: tuple[pb.TokenLogprob, ...] = ()
+    #: On the delta that finishes a choice with STOP: the stop string that ended it, if any.
+    stop_sequence: str = ""
 
 
 @dataclass(frozen=True, slots=True)
@@ -315,6 +320,14 @@ def _tool_history(request: pb.GenerateRequest) -> bool:
     return any(m.tool_calls or m.tool_call_id for m in request.chat.messages)
 
 
+def stop_string(finish: FinishReason, matched: Any) -> str:
+    """The stop string an engine says ended a choice: a string (not a stop token id, an
+    int) on a STOP finish; "" otherwise."""
+    if finish != pb.FINISH_REASON_STOP or not isinstance(matched, str):
+        return ""
+    return matched
+
+
 def unsupported_feature(message: str, param: str | None = None) -> InferenceError:
     """INVALID_ARGUMENT / UNSUPPORTED_FEATURE: the engine, as started, cannot serve this."""
     meta = {"param": param} if param else None
@@ -411,6 +424,19 @@ class Translation(ABC):
     def embeddings(self, request: pb.EmbedRequest, body: Any) -> Embeddings:
         """Read a successful embedding response: one vector per input, in input order."""
         raise InferenceError.engine_failed(f"the {self.engine} adapter reads no embeddings")
+
+    def count_request(self, request: pb.GenerateRequest) -> EngineRequest:
+        """The engine call that tokenizes a validated request's prompt as a generation of it
+        would read it (chat template, tools, images), generating nothing.
+
+        Raise `unsupported_feature` for what the engine cannot count exactly (never
+        undercount). The default: the engine has no tokenize route.
+        """
+        raise unsupported_feature(f"the {self.engine} adapter cannot count tokens")
+
+    def token_count(self, request: pb.GenerateRequest, body: Any) -> int:
+        """Read a successful tokenize answer: the prompt's token count."""
+        raise InferenceError.engine_failed(f"the {self.engine} adapter reads no token counts")
 
     async def abort(self, engine: EngineHTTP, abort_id: str) -> None:  # noqa: B027
         """Tell the engine to stop the call whose `EngineRequest.abort_id` this is.

@@ -52,6 +52,11 @@
   `max_model_len` is reported one below it. No route tells the vector size: readiness
   embeds one small text. The identity is `/model_info`'s `model_path` (and its
   `weight_version`, which a weight update changes).
+- CountTokens: `POST /v1/tokenize` with `messages`, `tools` and `tool_choice` (rendered as
+  the chat route renders them) or `prompt`; answer `count`. Images are refused
+  (UNSUPPORTED_FEATURE): that route counts an image as its one placeholder token, expanded
+  only in generation. The stop string that ended a choice: chat `matched_stop`, native
+  `meta_info.finish_reason.matched` (a string; an int is a stop token id, EOS included).
 """
 
 from __future__ import annotations
@@ -96,6 +101,10 @@ _PROBE_TEXT: Final = "switchyard"
 #: Where SGLang's chat messages and deltas put reasoning (with --reasoning-parser and the
 #: request's `separate_reasoning`, true by default).
 _REASONING_KEYS: Final = ("reasoning_content",)
+#: Where a chat choice names the stop that ended it: a string is a stop string, an int a
+#: stop token id (EOS included). Native answers say it in `meta_info.finish_reason.matched`.
+_STOP_KEY: Final = "matched_stop"
+TOKENIZE: Final = "/v1/tokenize"
 
 
 def _sampling_params(s: pb.SamplingParams) -> dict[str, Any]:
@@ -220,6 +229,11 @@ def _finish(finish: Any) -> base.FinishReason:
     if not isinstance(finish, dict):
         raise InferenceError.engine_failed(f"unexpected finish_reason from the engine: {finish!r}")
     return _finish_type(finish.get("type"), finish)
+
+
+def _matched(finish: Any, reason: base.FinishReason) -> str:
+    """The stop string a native `finish_reason` (`{"type": "stop", "matched": ...}`) names."""
+    return base.stop_string(reason, finish.get("matched") if isinstance(finish, dict) else None)
 
 
 def _finish_type(kind: Any, abort: dict[str, Any] | None = None) -> base.FinishReason:
@@ -359,6 +373,7 @@ class NativeStream(base.StreamParser):
             text=delta,
             token_count=count,
             finish_reason=finish,
+            stop_sequence=_matched(meta.get("finish_reason"), finish),
             prompt_tokens=prompt if isinstance(prompt, int) else None,
             completion_tokens=sum(c.completion for c in self._choices.values()),
             index=index,
@@ -374,11 +389,13 @@ def _native_completion(body: Any, top: int | None) -> base.Completion:
     for i, result in enumerate(results):
         result = _require_dict(result)
         meta = result.get("meta_info") or {}
+        finish = _finish(meta.get("finish_reason"))
         choices.append(
             base.Choice(
                 text=result.get("text") or "",
-                finish_reason=_finish(meta.get("finish_reason")),
+                finish_reason=finish,
                 index=i,
+                stop_sequence=_matched(meta.get("finish_reason"), finish),
                 logprobs=_native_logprobs(meta, 0, top) if top is not None else (),
             )
         )
@@ -453,7 +470,10 @@ class SglangTranslation(base.Translation):
     ) -> base.Completion:
         if request.WhichOneof("input") == "chat":
             return chat_completion(
-                _require_dict(body), finish_reason=_finish_type, reasoning_keys=_REASONING_KEYS
+                _require_dict(body),
+                finish_reason=_finish_type,
+                reasoning_keys=_REASONING_KEYS,
+                stop_key=_STOP_KEY,
             )
         return _native_completion(body, _top_logprobs(request))
 
@@ -466,8 +486,40 @@ class SglangTranslation(base.Translation):
                 error=_error_event,
                 reasoning_keys=_REASONING_KEYS,
                 top_logprobs=top,
+                stop_key=_STOP_KEY,
             )
         return NativeStream(top)
+
+    def count_request(self, request: pb.GenerateRequest) -> base.EngineRequest:
+        """`/v1/tokenize`: a chat as `messages` with its tools and tool choice, rendered as
+        the chat route renders them (`TokenizeRequest.to_chat_completion_request`, no
+        `add_generation_prompt`: "as for a chat completion"); a prompt as `prompt`, with
+        the special tokens `/generate` adds. Images are refused: SGLang's tokenize route
+        counts an image as its one placeholder token, while generation expands it to the
+        image's tokens in the multimodal processor (an undercount is never given)."""
+        body: dict[str, Any] = {"model": self.served_model_name}
+        if request.WhichOneof("input") == "chat":
+            if base.uses_images(request):
+                raise base.unsupported_feature(
+                    "SGLang cannot count the tokens of images without generating "
+                    "(its tokenize route counts an image as one placeholder token)",
+                    "messages",
+                )
+            body["messages"] = base.chat_messages(request)
+            if request.tools:
+                body["tools"] = base.tools_json(request)
+                choice = base.tool_choice_json(request)
+                if choice is not None:
+                    body["tool_choice"] = choice
+        else:
+            body["prompt"] = request.prompt
+        return base.EngineRequest(TOKENIZE, body)
+
+    def token_count(self, request: pb.GenerateRequest, body: Any) -> int:
+        count = _require_dict(body).get("count")
+        if not isinstance(count, int) or count < 0:
+            raise InferenceError.engine_failed("the engine's /v1/tokenize answer has no count")
+        return count
 
     def error(self, status: int, body: bytes) -> InferenceError:
         return _by_status(status, _body_message(body) or f"HTTP {status}")

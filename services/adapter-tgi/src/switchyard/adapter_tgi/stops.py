@@ -15,16 +15,19 @@ from __future__ import annotations
 from collections.abc import Sequence
 
 
-def first_stop(text: str, stops: Sequence[str]) -> int | None:
-    """Where the stop string complete first in `text` starts, or None."""
-    found = [(i + len(s), i) for s in stops if s and (i := text.find(s)) >= 0]
-    return min(found)[1] if found else None
+def first_stop(text: str, stops: Sequence[str]) -> tuple[int, str] | None:
+    """Where the stop string complete first in `text` starts, and that string; or None."""
+    found = [(i + len(s), i, s) for s in stops if s and (i := text.find(s)) >= 0]
+    if not found:
+        return None
+    _, at, stop = min(found)
+    return at, stop
 
 
-def cut_at_stop(text: str, stops: Sequence[str]) -> tuple[str, bool]:
-    """(`text` before its first stop string, whether one was found)."""
-    at = first_stop(text, stops)
-    return (text, False) if at is None else (text[:at], True)
+def cut_at_stop(text: str, stops: Sequence[str]) -> tuple[str, str]:
+    """(`text` before its first stop string, that stop string or "" if none was found)."""
+    found = first_stop(text, stops)
+    return (text, "") if found is None else (text[: found[0]], found[1])
 
 
 def _held_length(text: str, stops: Sequence[str]) -> int:
@@ -41,13 +44,18 @@ def _held_length(text: str, stops: Sequence[str]) -> int:
 class StopTrimmer:
     """Streamed text in, text safe to relay out; nothing from the first stop string on."""
 
-    __slots__ = ("_pending", "_stops", "stopped")
+    __slots__ = ("_pending", "_stops", "matched")
 
     def __init__(self, stops: Sequence[str]) -> None:
         self._stops = tuple(s for s in stops if s)
         self._pending = ""
-        #: A stop string was found: the relayed text is complete.
-        self.stopped = False
+        #: The stop string found ("" until one is): the relayed text is then complete.
+        self.matched = ""
+
+    @property
+    def stopped(self) -> bool:
+        """A stop string was found: the relayed text is complete."""
+        return bool(self.matched)
 
     def push(self, text: str) -> str:
         """The text that can be relayed now, given `text` just arrived."""
@@ -56,11 +64,11 @@ class StopTrimmer:
         if not self._stops:
             return text
         pending = self._pending + text
-        at = first_stop(pending, self._stops)
-        if at is not None:
-            self.stopped = True
+        found = first_stop(pending, self._stops)
+        if found is not None:
+            self.matched = found[1]
             self._pending = ""
-            return pending[:at]
+            return pending[: found[0]]
         held = _held_length(pending, self._stops)
         self._pending = pending[len(pending) - held :]
         return pending[: len(pending) - held]

@@ -45,6 +45,12 @@ Chat features (TGI 3.3, `router/src/lib.rs`, `chat.rs`, `infer/tool_grammar.rs`)
   no longer spell the markdown), and a text-only model's requests with images are
   refused.
 
+CountTokens: `/chat_tokenize` of the chat route's very body (TGI templates it with the
+tools' prompt and reads its images as for generation) or `/tokenize` of a prompt; the count
+is the number of tokens listed. Under `auto`, a model that picks `no_tool` makes TGI
+generate again without tools and report that shorter prompt. Stop strings are found here
+(`stops`), so the one that ended a choice is known (`stop_sequence`).
+
 TGI serves chat and completions only: no embeddings route (TGI's sibling, TEI, serves
 those), so Embed is refused before any engine call. The identity is `/info`'s `model_id`
 and `model_sha` (the revision of the weights).
@@ -79,11 +85,18 @@ _CONTEXT_MARKERS: Final = (
     "`inputs` must have less than",
 )
 _U64: Final = (1 << 64) - 1
+TOKENIZE: Final = "/tokenize"
+CHAT_TOKENIZE: Final = "/chat_tokenize"
 #: A 1x1 PNG as markdown: what TGI's router makes of an `image_url` chunk.
 IMAGE_PROBE: Final = (
     "![](data:image/png;base64,iVBORw0KGgoAAAANSUhEUgAAAAEAAAABCAYAAAAfFcSJAAAADUlEQVR4"
     "2mP8z8BQDwAEhQGAhKmMIQAAAABJRU5ErkJggg==)"
 )
+
+
+def _matched(trimmer: StopTrimmer, reason: base.FinishReason) -> str:
+    """The stop string that ended a choice finishing with `reason` ("" unless STOP)."""
+    return trimmer.matched if reason == pb.FINISH_REASON_STOP else ""
 
 
 def _call_id() -> str:
@@ -223,11 +236,15 @@ class NativeStreamParser(base.StreamParser):
                 out += self._trimmer.flush()
                 self._reason = pb.FINISH_REASON_STOP if self._trimmer.stopped else self._reason
                 return base.Delta(
-                    text=out, token_count=1, finish_reason=self._reason, logprobs=logprobs
-                )
+                    text=out, token_count=1, finish_reason=self._reason, logprobs=logprobs,
+                    stop_sequence=_matched(self._trimmer, self._reason),
+                )  # fmt: skip
             just_stopped = self._trimmer.stopped and not was_stopped
             reason = pb.FINISH_REASON_STOP if just_stopped else pb.FINISH_REASON_UNSPECIFIED
-            return base.Delta(text=out, token_count=1, finish_reason=reason, logprobs=logprobs)
+            return base.Delta(
+                text=out, token_count=1, finish_reason=reason, logprobs=logprobs,
+                stop_sequence=_matched(self._trimmer, reason),
+            )  # fmt: skip
         try:
             reason = finish_reason(details["finish_reason"])
             out += self._trimmer.flush()
@@ -240,6 +257,7 @@ class NativeStreamParser(base.StreamParser):
                 prompt_tokens=int(details["input_length"]),
                 completion_tokens=self._budget.cap(int(details["generated_tokens"])),
                 logprobs=logprobs,
+                stop_sequence=_matched(self._trimmer, reason),
             )
         except (KeyError, TypeError, ValueError):
             raise InferenceError.engine_failed("TGI sent malformed stream details") from None
@@ -248,6 +266,7 @@ class NativeStreamParser(base.StreamParser):
         try:
             return base.Delta(
                 finish_reason=self._reason,
+                stop_sequence=_matched(self._trimmer, self._reason),
                 prompt_tokens=int(details["input_length"]),
                 completion_tokens=self._budget.cap(int(details["generated_tokens"])),
             )
@@ -338,6 +357,7 @@ class ChatStreamParser(base.StreamParser):
             prompt_tokens=prompt_tokens,
             completion_tokens=completion_tokens,
             logprobs=logprobs,
+            stop_sequence=_matched(self._trimmer, reason),
         )
 
     def _tool_calls(self, raw: Any) -> tuple[pb.ToolCallDelta, ...]:
@@ -530,12 +550,15 @@ class TgiTranslation(base.Translation):
             raise InferenceError.engine_failed("TGI sent a malformed response") from None
         if limit is not None and completion_tokens > limit:  # TGI ran past max_tokens
             reason, completion_tokens = pb.FINISH_REASON_LENGTH, limit
-        text, stopped = cut_at_stop(text, stops)
-        if stopped:
+        text, matched = cut_at_stop(text, stops)
+        if matched:
             reason = pb.FINISH_REASON_STOP
         if calls and reason == pb.FINISH_REASON_STOP:  # TGI says "stop" after a call
             reason = _call_finish(request)
-        choice = base.Choice(text=text, finish_reason=reason, tool_calls=calls, logprobs=logprobs)
+        choice = base.Choice(
+            text=text, finish_reason=reason, tool_calls=calls, logprobs=logprobs,
+            stop_sequence="" if calls else matched,
+        )  # fmt: skip
         return base.Completion(
             choices=(choice,), prompt_tokens=prompt_tokens, completion_tokens=completion_tokens
         )
@@ -572,6 +595,23 @@ class TgiTranslation(base.Translation):
         if error_type:  # 424 generation, 500 incomplete_generation
             return classify(message, error_type)
         return InferenceError.engine_failed(f"TGI answered HTTP {status}: {message}")
+
+    def count_request(self, request: pb.GenerateRequest) -> base.EngineRequest:
+        """A chat: `/chat_tokenize` of the very body the chat route gets (TGI templates it
+        with its tools' prompt and expands its images as for generation, `try_into_generate`);
+        a prompt: `/tokenize` of `inputs`. One count for any `n` (every call reads the
+        same prompt). Under `auto`, a model that picks `no_tool` makes TGI generate again
+        without the tools, and that second prompt (shorter) is the usage it reports."""
+        if request.WhichOneof("input") == "chat":
+            call = self.request(request, stream=False)
+            return base.EngineRequest(CHAT_TOKENIZE, call.body)
+        return base.EngineRequest(TOKENIZE, {"inputs": request.prompt})
+
+    def token_count(self, request: pb.GenerateRequest, body: Any) -> int:
+        tokens = body.get("tokenize_response") if isinstance(body, dict) else body
+        if not isinstance(tokens, list):
+            raise InferenceError.engine_failed("TGI's tokenize answer is not a list of tokens")
+        return len(tokens)
 
     async def max_model_len(self, engine: base.EngineHTTP) -> int:
         """`/info`'s `max_total_tokens`, once the adapter's credentials are known to work.

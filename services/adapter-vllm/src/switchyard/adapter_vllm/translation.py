@@ -34,6 +34,12 @@ the vector size (no route tells it). `dimensions` is checked by vLLM against the
 `is_matryoshka` / `matryoshka_dimensions` (`PoolingParams.verify`); its refusals are
 UNSUPPORTED_FEATURE (not a Matryoshka model) or INVALID_REQUEST (a size it does not take).
 The identity is the models card's `root` (the weights' path or hub id).
+
+CountTokens asks `POST /tokenize` (`entrypoints/serve/tokenize/`), in the chat form with the
+chat route's messages and tools (the same renderer: template, tools, images expanded by the
+multimodal processor) or the prompt form; its answer's `count` is the generation's
+`prompt_tokens`. A stop string that ended a choice is its `stop_reason` (a string; an int
+is a stop token id, null EOS), unary and on the stream's finishing chunk.
 """
 
 from __future__ import annotations
@@ -56,6 +62,9 @@ COMPLETIONS: Final = "/v1/completions"
 CHAT_COMPLETIONS: Final = "/v1/chat/completions"
 MODELS: Final = "/v1/models"
 EMBEDDINGS: Final = "/v1/embeddings"
+TOKENIZE: Final = "/tokenize"
+#: Where a choice says which stop ended it: a string is a stop string, an int a token id.
+_STOP_KEY: Final = "stop_reason"
 #: What a readiness probe embeds to learn the vector size.
 _PROBE_TEXT: Final = "switchyard"
 #: Routes vLLM did not register answer 404; registered ones refuse an empty body with 400.
@@ -253,10 +262,16 @@ class VllmTranslation(base.Translation):
     ) -> base.Completion:
         if request.WhichOneof("input") == "chat":
             return chat_completion(
-                body, finish_reason=_finish_reason, reasoning_keys=_REASONING_KEYS
+                body,
+                finish_reason=_finish_reason,
+                reasoning_keys=_REASONING_KEYS,
+                stop_key=_STOP_KEY,
             )
         return text_completion(
-            body, finish_reason=_finish_reason, top_logprobs=request.logprobs.top_logprobs
+            body,
+            finish_reason=_finish_reason,
+            top_logprobs=request.logprobs.top_logprobs,
+            stop_key=_STOP_KEY,
         )
 
     def stream_parser(self, request: pb.GenerateRequest) -> base.StreamParser:
@@ -266,7 +281,33 @@ class VllmTranslation(base.Translation):
             error=_stream_error,
             reasoning_keys=_REASONING_KEYS,
             top_logprobs=request.logprobs.top_logprobs if base.wants_logprobs(request) else None,
+            stop_key=_STOP_KEY,
         )
+
+    def count_request(self, request: pb.GenerateRequest) -> base.EngineRequest:
+        """`/tokenize` in the form of the generation route: a chat (`TokenizeChatRequest`)
+        with its tools and the generation prompt, rendered by the same chat template and
+        multimodal processor as `/v1/chat/completions` (images expanded to their tokens);
+        a prompt (`TokenizeCompletionRequest`) with the special tokens `/v1/completions`
+        adds. The chat route's defaults (`add_special_tokens` false, no template kwargs)
+        are `/tokenize`'s own."""
+        body: dict[str, Any] = {"model": self.served_model_name}
+        if request.WhichOneof("input") == "chat":
+            body["messages"] = base.chat_messages(request)
+            if request.tools:
+                # vLLM lists the tools to the template whatever the tool_choice (unless
+                # started with --exclude-tools-when-tool-choice-none).
+                body["tools"] = base.tools_json(request)
+            body["add_generation_prompt"] = True
+        else:
+            body["prompt"] = request.prompt
+        return base.EngineRequest(TOKENIZE, body)
+
+    def token_count(self, request: pb.GenerateRequest, body: Any) -> int:
+        count = body.get("count") if isinstance(body, dict) else None
+        if not isinstance(count, int) or count < 0:
+            raise InferenceError.engine_failed("the engine's /tokenize answer has no count")
+        return count
 
     def error(self, status: int, body: bytes) -> InferenceError:
         try:

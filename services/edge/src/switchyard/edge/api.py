@@ -27,6 +27,8 @@ from starlette.responses import JSONResponse, Response
 
 from switchyard.edge import metrics
 from switchyard.edge.admission import Admission
+from switchyard.edge.anthropic import routes as anthropic_routes
+from switchyard.edge.anthropic.errors import AnthropicErrors, speaks_anthropic
 from switchyard.edge.auth import KeyStore
 from switchyard.edge.cache.factory import create_cache
 from switchyard.edge.checks import Checks
@@ -34,6 +36,10 @@ from switchyard.edge.connections import POLICY, ConnectionPolicy
 from switchyard.edge.draining import Drain
 from switchyard.edge.embeddings import handle as handle_embeddings
 from switchyard.edge.errors import OpenAIError
+from switchyard.edge.openai_responses.background import create_jobs
+from switchyard.edge.openai_responses.routes import register as register_responses
+from switchyard.edge.openai_responses.schemas import CreateResponse
+from switchyard.edge.openai_responses.stores import create_response_store
 from switchyard.edge.pipeline import handle
 from switchyard.edge.ratelimit import create_limiter
 from switchyard.edge.routing.endpoints import EndpointPool
@@ -160,6 +166,8 @@ async def _build_state(settings: EdgeSettings) -> tuple[EdgeState, list[asyncio.
     await limiter.start()  # before the first request: see RedisRateLimiter
     cache = create_cache(settings)
     await cache.start()
+    responses = create_response_store(settings)
+    await responses.start()
     state = EdgeState(
         settings=settings,
         keys=keys,
@@ -174,6 +182,7 @@ async def _build_state(settings: EdgeSettings) -> tuple[EdgeState, list[asyncio.
         checks=Checks(settings.validation_workers, settings.validation_queue),
         drain=Drain(settings.shutdown_grace_s),
         cache=cache,
+        responses=responses,
     )
     tasks = [
         asyncio.create_task(keys.watch(settings.reload_interval_s), name="keys watch"),
@@ -196,6 +205,8 @@ async def _build_state(settings: EdgeSettings) -> tuple[EdgeState, list[asyncio.
         tasks.append(
             asyncio.create_task(routes.watch(settings.reload_interval_s), name="routes watch")
         )
+    state.jobs = create_jobs(state)
+    await state.jobs.start()  # its workers take jobs once the routes are there
     return state, tasks
 
 
@@ -217,13 +228,18 @@ def _openapi(app: FastAPI) -> dict[str, Any]:
             (ChatCompletionRequest, "validation"),
             (CompletionRequest, "validation"),
             (EmbeddingRequest, "validation"),
+            *((model, "validation") for model in anthropic_routes.SCHEMAS),
+            (CreateResponse, "validation"),
         ],
         ref_template="#/components/schemas/{model}",
     )
     components = schema.setdefault("components", {})
     components.setdefault("schemas", {}).update(defs["$defs"])
     components["schemas"]["ErrorResponse"] = _ERROR_SCHEMA
-    components["securitySchemes"] = {"bearer": {"type": "http", "scheme": "bearer"}}
+    components["securitySchemes"] = {
+        "bearer": {"type": "http", "scheme": "bearer"},
+        "anthropic": anthropic_routes.SECURITY_SCHEME,
+    }
     app.openapi_schema = schema
     return schema
 
@@ -275,6 +291,7 @@ def create_app(settings: EdgeSettings | None = None) -> FastAPI:
         try:
             yield {POLICY: policy}  # to the server's connections (switchyard.edge.connections)
         finally:
+            await state.jobs.close()  # running jobs go back to the queue (Redis) or fail
             state.drain.close()
             state.checks.close()
             for task in tasks:
@@ -283,6 +300,7 @@ def create_app(settings: EdgeSettings | None = None) -> FastAPI:
             await state.pool.aclose()
             await state.limiter.aclose()
             await state.cache.aclose()
+            await state.responses.close()
             if tracer_provider is not None:
                 tracer_provider.shutdown()
             log.info("edge_stopped")
@@ -301,16 +319,24 @@ def create_app(settings: EdgeSettings | None = None) -> FastAPI:
     @app.exception_handler(HTTPException)
     async def _http_error(request: Request, exc: HTTPException) -> Response:
         message = "Not found." if exc.status_code == 404 else str(exc.detail)
-        return OpenAIError(exc.status_code, message, headers=exc.headers).response()
+        error = OpenAIError(exc.status_code, message, headers=exc.headers)
+        if speaks_anthropic(request.url.path):
+            return AnthropicErrors().response(error)
+        return error.response()
 
     @app.exception_handler(RequestValidationError)
     async def _validation_error(request: Request, exc: RequestValidationError) -> Response:
         first = exc.errors()[0] if exc.errors() else {"loc": (), "msg": "invalid request"}
-        return OpenAIError.invalid(f"Invalid request: {first['msg']}").response()
+        error = OpenAIError.invalid(f"Invalid request: {first['msg']}")
+        if speaks_anthropic(request.url.path):
+            return AnthropicErrors().response(error)
+        return error.response()
 
     @app.exception_handler(Exception)
     async def _unexpected(request: Request, exc: Exception) -> Response:
         log.exception("unexpected_error", path=request.url.path)
+        if speaks_anthropic(request.url.path):
+            return AnthropicErrors().response(OpenAIError.internal())
         return OpenAIError.internal().response()
 
     @app.post(
@@ -348,6 +374,10 @@ def create_app(settings: EdgeSettings | None = None) -> FastAPI:
     async def embeddings(request: Request) -> Response:
         """Create embeddings (OpenAI's API): one engine call for all the inputs."""
         return handle_embeddings(request, _edge(request))
+
+    register_responses(app, _edge, _ERROR_RESPONSES, _body_doc("CreateResponse"))
+
+    anthropic_routes.register(app, _edge)
 
     def _model_card(name: str) -> dict[str, Any]:
         return {"id": name, "object": "model", "created": 0, "owned_by": "switchyard"}

@@ -13,6 +13,9 @@ from switchyard.edge.checks import Checks
 from switchyard.edge.convert import Rules
 from switchyard.edge.draining import Drain
 from switchyard.edge.images import ImageRules
+from switchyard.edge.openai_responses.jobs import BackgroundJobs, NoJobs
+from switchyard.edge.openai_responses.memory import MemoryResponseStore
+from switchyard.edge.openai_responses.store import ResponseStore
 from switchyard.edge.ratelimit import RateLimiter
 from switchyard.edge.routing.endpoints import EndpointPool
 from switchyard.edge.routing.table import Route, RouteTable
@@ -33,6 +36,14 @@ class EdgeState:
     drain: Drain
     #: Answers to deterministic requests (`switchyard.edge.cache`); off unless configured.
     cache: ResponseCache = field(default_factory=NoCache)
+    #: The Responses API's stored responses (`switchyard.edge.openai_responses`).
+    responses: ResponseStore = field(
+        default_factory=lambda: MemoryResponseStore(
+            max_entries=1000, ttl_s=3600.0, max_bytes=1 << 22
+        )
+    )
+    #: Background responses (`openai_responses.background.create_jobs`); none unless built.
+    jobs: BackgroundJobs = field(default_factory=NoJobs)
     #: Schemas found valid lately (not checked again).
     checked_schemas: CheckedSchemas = field(default_factory=CheckedSchemas)
     routes: RouteTable = field(default_factory=RouteTable)

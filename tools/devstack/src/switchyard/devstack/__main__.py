@@ -113,6 +113,14 @@ Switchyard is up: {", ".join(edge_urls)}   models: {models}
     -H "Authorization: Bearer {key}" -H "Content-Type: application/json" \\
     -d '{{"model": "{embed}", "input": ["Hello!", "Hi there!"], "dimensions": 64}}'
 
+  OpenAI's Responses API and Anthropic's Messages API, with the same key:
+  curl {url}/v1/responses \\
+    -H "Authorization: Bearer {key}" -H "Content-Type: application/json" \\
+    -d '{{"model": "demo-vllm", "input": "Hello!"}}'
+  curl {url}/v1/messages \\
+    -H "x-api-key: {key}" -H "Content-Type: application/json" \\
+    -d '{{"model": "demo-tgi", "max_tokens": 64, "messages": [{{"role": "user", "content": "Hello!"}}]}}'
+
   python - <<'EOF'
   from openai import OpenAI
   client = OpenAI(base_url="{url}/v1", api_key="{key}")
@@ -123,6 +131,13 @@ Switchyard is up: {", ".join(edge_urls)}   models: {models}
   print(reply.choices[0].message.tool_calls)
   vectors = client.embeddings.create(model="{embed}", input=["Hello!", "Hi there!"], dimensions=64)
   print(len(vectors.data), "vectors of", len(vectors.data[0].embedding))
+  first = client.responses.create(model="demo-vllm", input="Hello!")
+  later = client.responses.create(model="demo-vllm", input="And again?", previous_response_id=first.id)
+  print(later.output_text, later.usage.input_tokens, "tokens read")
+  from anthropic import Anthropic
+  claude = Anthropic(base_url="{url}", api_key="{key}")
+  message = claude.messages.create(model="demo-tgi", max_tokens=64, messages=[{{"role": "user", "content": "Hello!"}}])
+  print(message.content[0].text, message.stop_reason)
   EOF
 
   API docs: {url}/docs

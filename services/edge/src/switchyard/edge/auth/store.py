@@ -71,9 +71,15 @@ class KeyStore:
         if not authorization:
             return None
         parts = authorization.split()
-        if len(parts) != 2 or parts[0].lower() != "bearer" or len(parts[1]) > MAX_KEY_LENGTH:
+        if len(parts) != 2 or parts[0].lower() != "bearer":
             return None
-        digest = hashlib.sha256(parts[1].encode("utf-8")).hexdigest()
+        return self.authenticate_key(parts[1])
+
+    def authenticate_key(self, secret: str) -> ApiKey | None:
+        """The key for a bare secret (Anthropic's `x-api-key` header); None if unknown."""
+        if not secret or len(secret) > MAX_KEY_LENGTH:
+            return None
+        digest = hashlib.sha256(secret.encode("utf-8")).hexdigest()
         found = self._table.get(digest)
         if found is None:
             return None
@@ -81,6 +87,12 @@ class KeyStore:
         # The dict lookup already matched; compare_digest keeps the final check constant-time
         # should the table ever be keyed by something other than the full digest.
         return key if hmac.compare_digest(stored, digest) else None
+
+    def by_name(self, name: str) -> ApiKey | None:
+        """The key named `name` in the current keys (a background job runs under the key
+        that created it, looked up again when it runs: a key revoked since is None)."""
+        # A scan: jobs look keys up once per run, never per request or token.
+        return next((key for _, key in self._table.values() if key.name == name), None)
 
     def reload_if_changed(self) -> bool:
         """Re-read the file if it changed (inode, mtime or size); True if new keys were loaded.

@@ -3,6 +3,7 @@
 An entry is one string key, `switchyard:cache:{<digest>}`, written with `SET ... PX <ttl>`
 and read with `GET`. Each command names one key, so the store works on Redis Cluster as
 it is; the braces make the digest the hash tag, which spreads entries evenly over slots.
+The topology (one server, Sentinel, Cluster) is the URL's: `switchyard.edge.redis_pool`.
 
 The cache must never fail or slow a request much: the connections are a bounded pool
 opened by `start`, each command has a short timeout (`timeout_s`), and any failure —
@@ -15,12 +16,11 @@ from __future__ import annotations
 import math
 
 import structlog
-from redis.asyncio import Redis
 
 from switchyard.edge import metrics
 from switchyard.edge.cache import CacheKey, ResponseCache
 from switchyard.edge.ratelimit.reporting import LogThrottle
-from switchyard.edge.redis_pool import STORE_ERRORS, connection_pool, warm
+from switchyard.edge.redis_pool import STORE_ERRORS, RedisConnections
 
 KEY_PREFIX = "switchyard:cache:"
 
@@ -41,16 +41,17 @@ class RedisCache(ResponseCache):
         max_connections: int = 64,
         warn_interval_s: float = 10.0,
     ) -> None:
-        """`url`: redis://, rediss:// or unix://. `timeout_s` bounds each reply,
-        `connect_timeout_s` opening a connection, `pool_timeout_s` the wait for a free
-        one; `max_connections` bounds the pool."""
+        """`url`: any of `switchyard.edge.redis_pool`'s (one server, Sentinel, Cluster).
+        `timeout_s` bounds each reply, `connect_timeout_s` opening a connection,
+        `pool_timeout_s` the wait for a free one; `max_connections` bounds the pool."""
         if max_entry_bytes < 1 or ttl_s <= 0:
             raise ValueError("max_entry_bytes and ttl_s must be positive")
         self.max_entry_bytes = max_entry_bytes
         self._ttl_ms = max(1, math.ceil(ttl_s * 1000))
-        # As the limiter's pool: bounded, one immediate retry only for a connection a
-        # restarted server closed (GET and SET are both safe to send twice).
-        self._pool = connection_pool(
+        # As the limiter's connections: bounded, on any topology, one immediate retry only
+        # for a connection a restarted server or a failover closed (GET and SET are both
+        # safe to send twice).
+        self._connections = RedisConnections(
             url,
             max_connections=max_connections,
             timeout_s=timeout_s,
@@ -58,7 +59,7 @@ class RedisCache(ResponseCache):
             pool_timeout_s=pool_timeout_s,
         )
         self._max_connections = max_connections
-        self._redis = Redis.from_pool(self._pool)
+        self._redis = self._connections.client
         self._warnings = LogThrottle(warn_interval_s)
         self._recoveries = LogThrottle(warn_interval_s)
         self._degraded = False
@@ -71,7 +72,7 @@ class RedisCache(ResponseCache):
     async def start(self) -> None:
         """Open the pool's connections before the first request; a Redis that cannot be
         reached now is no reason not to start (connections then open on demand)."""
-        errors = await warm(self._pool, self._max_connections)
+        errors = await self._connections.warm()
         if errors:
             log.warning(
                 "cache_store_not_warmed",
@@ -100,7 +101,7 @@ class RedisCache(ResponseCache):
         self._ok()
 
     async def aclose(self) -> None:
-        await self._redis.aclose()
+        await self._connections.close()
 
     def _failed(self, operation: str, exc: Exception) -> None:
         metrics.CACHE_ERRORS.labels(operation).inc()

@@ -50,3 +50,25 @@ class BackgroundJobs(Protocol):
         """Stop this process's workers; a job they run goes back to the queue (Redis) or
         is marked failed (memory: nothing else will run it)."""
         ...
+
+
+class NoJobs:
+    """No background jobs (an edge state built without them, as unit tests build it)."""
+
+    async def start(self) -> None:
+        return None
+
+    async def submit(self, stored: StoredResponse) -> None:
+        raise JobsFull("background responses are not served here")
+
+    async def cancel(self, tenant: str, response_id: str) -> StoredResponse | None:
+        return None
+
+    async def events(
+        self, tenant: str, response_id: str, starting_after: int
+    ) -> AsyncIterator[bytes]:
+        return
+        yield b""  # an async generator that yields nothing
+
+    async def close(self) -> None:
+        return None

@@ -11,8 +11,9 @@ process's share of each limit (1/`fallback_processes`, for that many edge proces
 an outage neither refuses everything nor lifts every limit. The fallback's counts start
 empty and are not carried back to Redis when it returns.
 
-Connections: a bounded pool (`switchyard.edge.redis_pool`, with its three timeouts), all
-opened (and the script loaded) by `start`, before the edge answers its first request.
+Connections: `switchyard.edge.redis_pool.RedisConnections` (one server, Sentinel or
+Cluster, bounded, with its three timeouts), all opened (and the script loaded, on every
+master) by `start`, before the edge answers its first request.
 """
 
 from __future__ import annotations
@@ -25,7 +26,6 @@ from typing import Any, Literal
 
 import structlog
 from prometheus_client import Counter
-from redis.asyncio import Redis
 from redis.exceptions import NoScriptError
 
 from switchyard.edge.ratelimit import gcra
@@ -38,7 +38,7 @@ from switchyard.edge.ratelimit.base import (
 )
 from switchyard.edge.ratelimit.memory import MemoryRateLimiter
 from switchyard.edge.ratelimit.reporting import ACQUIRE_ERRORS, SETTLE_ERRORS, LogThrottle
-from switchyard.edge.redis_pool import STORE_ERRORS, connection_pool, warm
+from switchyard.edge.redis_pool import STORE_ERRORS, RedisConnections
 
 FailureMode = Literal["closed", "open"]
 
@@ -66,10 +66,11 @@ class RedisRateLimiter(RateLimiter):
         warn_interval_s: float = 10.0,
         clock: Callable[[], float] = time.monotonic,
     ) -> None:
-        """`url`: redis://, rediss:// or unix://. `timeout_s` bounds each reply,
-        `connect_timeout_s` opening a connection, `pool_timeout_s` the wait for a free
-        one; `max_connections` bounds the pool. `fallback_processes` and `clock` (seconds,
-        monotonic) are the fail-open fallback's."""
+        """`url`: any of `switchyard.edge.redis_pool`'s (one server, Sentinel, Cluster).
+        `timeout_s` bounds each reply, `connect_timeout_s` opening a connection,
+        `pool_timeout_s` the wait for a free one; `max_connections` bounds the pool.
+        `fallback_processes` and `clock` (seconds, monotonic) are the fail-open
+        fallback's."""
         if failure_mode not in ("closed", "open"):
             raise ValueError(f"failure_mode must be 'closed' or 'open', not {failure_mode!r}")
         if fallback_processes < 1:
@@ -79,11 +80,12 @@ class RedisRateLimiter(RateLimiter):
         # "<prefix>:{<subject>}:rpm": the braces make the subject the hash tag (a "}"
         # inside a subject shortens the tag, but equally for both keys).
         self._key_start = f"{key_prefix}:{{"
-        # A blocking pool: a burst waits for one of a bounded number of connections
-        # instead of opening one per request. One immediate retry, and only for a broken
-        # connection (a pooled one that a restarted server closed): never after a
-        # timeout, whose script may have run, so nothing is charged twice.
-        self._pool = connection_pool(
+        # Bounded connections on whichever topology the URL names (redis_pool): a burst
+        # waits for one of them instead of opening one per request. One immediate retry,
+        # and only for a broken connection (a pooled one that a restarted server or a
+        # failover closed): never after a timeout, whose script may have run, so nothing
+        # is charged twice.
+        self._connections = RedisConnections(
             url,
             max_connections=max_connections,
             timeout_s=timeout_s,
@@ -91,7 +93,7 @@ class RedisRateLimiter(RateLimiter):
             pool_timeout_s=pool_timeout_s,
         )
         self._max_connections = max_connections
-        self._redis = Redis.from_pool(self._pool)
+        self._redis = self._connections.client
         self._fallback = (
             MemoryRateLimiter(period_s=period_s, clock=clock) if failure_mode == "open" else None
         )
@@ -103,10 +105,10 @@ class RedisRateLimiter(RateLimiter):
     async def start(self) -> None:
         """Open every connection of the pool and load the script. A Redis that cannot be
         reached now is no reason not to start: then connections open on demand."""
-        errors = await warm(self._pool, self._max_connections)
+        errors = await self._connections.warm()
         try:
             if not errors:
-                await self._redis.script_load(SCRIPT)
+                await self._connections.load_script(SCRIPT)  # on every master of a cluster
         except STORE_ERRORS as exc:
             errors.append(exc)
         if errors:
@@ -176,7 +178,7 @@ class RedisRateLimiter(RateLimiter):
             self._recovered()
 
     async def aclose(self) -> None:
-        await self._redis.aclose()
+        await self._connections.close()
         if self._fallback is not None:
             await self._fallback.aclose()
 
@@ -189,8 +191,9 @@ class RedisRateLimiter(RateLimiter):
         try:
             return await self._redis.evalsha(SCRIPT_SHA, 2, *keys_and_args)
         except NoScriptError:
-            # A restarted or flushed Redis lost its script cache; EVAL runs the script
-            # and caches it again, so this costs one round trip, once.
+            # A restarted or flushed Redis, a promoted replica or a cluster node added
+            # since `start` lacks the script; EVAL runs it and caches it there, so this
+            # costs one round trip, once per server.
             return await self._redis.eval(SCRIPT, 2, *keys_and_args)
 
     def _failed(self, counter: Counter, operation: str, exc: Exception) -> None:

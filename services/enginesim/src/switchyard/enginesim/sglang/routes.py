@@ -49,7 +49,6 @@ from starlette.routing import BaseRoute
 
 from switchyard.enginesim import tokenizer
 from switchyard.enginesim.bodies import InvalidBody, read_json, read_model, validate
-from switchyard.enginesim.chat_template import render
 from switchyard.enginesim.faults import faults_route
 from switchyard.enginesim.generation import Prompt, encode, prompt_of, prompt_of_ids
 from switchyard.enginesim.prometheus import exposition_route
@@ -507,8 +506,13 @@ class Routes:
         body = await read_model(request, TokenizeRequest, UNSUPPORTED_MEDIA_TYPE)
         try:
             if body.messages is not None:
-                messages = [{"role": m.role, "content": m.text()} for m in body.messages]
-                tokens: Any = await encode(render(messages))
+                # Rendered as the chat route renders it (tools, tool choice, calls), each
+                # image its placeholder: SGLang expands images later, in generation.
+                chat_request = body.chat_request()
+                error = await chat.check(chat_request, self.config)
+                if error is not None:
+                    return openai_error(error)
+                tokens: Any = await encode(chat.conversation(chat_request).text)
             elif isinstance(body.prompt, str):
                 tokens = await encode(body.prompt)
             else:

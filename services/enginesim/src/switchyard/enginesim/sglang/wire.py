@@ -529,6 +529,10 @@ class TokenizeRequest(BaseModel):
     model: str = DEFAULT_MODEL_NAME
     prompt: str | list[str] | None = None
     messages: list[ChatMessage] | None = None
+    tools: list[Tool] | None = None
+    tool_choice: ToolChoice | Literal["auto", "required", "none"] | None = None
+    continue_final_message: bool = False
+    chat_template_kwargs: dict[str, Any] | None = None
     add_special_tokens: bool = True
 
     @model_validator(mode="after")
@@ -536,6 +540,12 @@ class TokenizeRequest(BaseModel):
         if (self.prompt is None) == (self.messages is None):
             raise ValueError("Exactly one of 'prompt' or 'messages' must be provided.")
         return self
+
+    def chat_request(self) -> ChatCompletionRequest:
+        """`to_chat_completion_request`: the chat route's request of these messages, tools
+        and tool choice (ValueError, a pydantic error included, when it refuses them)."""
+        data = self.model_dump(exclude={"prompt", "add_special_tokens"}, exclude_none=True)
+        return ChatCompletionRequest.model_validate(data)
 
 
 class DetokenizeRequest(BaseModel):

@@ -108,7 +108,16 @@ async def render(
     req: ChatCompletionRequest | TokenizeChatRequest, config: Config
 ) -> tuple[str, int]:
     """The prompt text of a chat request and the tokens its images add."""
-    image_tokens = 0
+    text, image_tokens = await render_images(req, config)
+    return text, sum(image_tokens)
+
+
+async def render_images(
+    req: ChatCompletionRequest | TokenizeChatRequest, config: Config
+) -> tuple[str, list[int]]:
+    """The prompt text of a chat request (one placeholder per image) and the tokens each
+    image adds to it, in order."""
+    image_tokens: list[int] = []
     count = 0
     rendered: list[dict[str, Any]] = []
     for message in req.messages:
@@ -120,7 +129,7 @@ async def render(
             if not config.sim.multimodal:
                 raise VllmError(f"{config.model_name} is not a multimodal model")
             count += 1
-            image_tokens += await _image_tokens(part[1])
+            image_tokens.append(await _image_tokens(part[1]))
             parts.append(images.PLACEHOLDER)
         calls = [
             tools.Call(c.function.name, c.function.arguments) for c in message.tool_calls or ()

@@ -288,10 +288,12 @@ class Routes:
         )
         self._check_model(req.model)
         if isinstance(req, TokenizeChatRequest):
-            text, _ = await chat.render(req, self.config)  # images: their placeholder text
+            # Rendered as the chat route renders it, each image's pad token expanded to the
+            # image's tokens as vLLM's multimodal processor does: the generation's count.
+            text, image_tokens = await chat.render_images(req, self.config)
+            ids = _expand_images(await encode(text), image_tokens)
         else:
-            text = req.prompt
-        ids = await encode(text)
+            ids = await encode(req.prompt)
         strs = [tokenizer.token_text(i) for i in ids] if req.return_token_strs else None
         return OrjsonResponse(
             {
@@ -318,6 +320,30 @@ class Routes:
     async def load(self, request: Request) -> Response:
         load = self.engine.requests if self.config.enable_server_load_tracking else 0
         return OrjsonResponse({"server_load": load})
+
+
+#: The tokens of an image's pad in the placeholder, and the token an image expands to.
+_IMAGE_PAD: Final = tokenizer.encode("<|image_pad|>")
+_IMAGE_TOKEN: Final = tokenizer.token_id(tokenizer.UNK_TOKEN)
+
+
+def _expand_images(ids: list[int], image_tokens: list[int]) -> list[int]:
+    """`ids` with the tokens each image adds after its pad, in order, as vLLM's multimodal
+    processor expands them: the count is what a generation of the same chat reads."""
+    if not image_tokens:
+        return ids
+    pad, out, pending = _IMAGE_PAD, [], list(reversed(image_tokens))
+    i = 0
+    while i < len(ids):
+        if pending and ids[i : i + len(pad)] == pad:
+            out += pad + [_IMAGE_TOKEN] * pending.pop()
+            i += len(pad)
+        else:
+            out.append(ids[i])
+            i += 1
+    for extra in pending:  # a pad the tokenizer merged with its neighbours: still counted
+        out += [_IMAGE_TOKEN] * extra
+    return out
 
 
 class RequestIdHeaders:
