@@ -5,22 +5,24 @@ from __future__ import annotations
 import openai
 import pytest
 
+from switchyard.devstack.components import served_name
 from tests.edge.conftest import sim_stats
 from tests.support.edge import Edge
 from tests.support.polling import eventually
-from tests.support.stacks import Stack
+from tests.support.stacks import ENGINES, Stack
 
 pytestmark = pytest.mark.usefixtures("responses_quiet_after")
 
 MODEL = "demo-vllm"
 
 
+@pytest.mark.parametrize("engine", ENGINES)
 async def test_a_background_response_runs_and_is_polled_to_completion(
-    responses_edge: Edge,
+    responses_edge: Edge, engine: str
 ) -> None:
     sdk = responses_edge.client()
     created = await sdk.responses.create(
-        model=MODEL, input="Say hello.", background=True, max_output_tokens=16
+        model=served_name(engine), input="Say hello.", background=True, max_output_tokens=16
     )
     assert created.status == "queued"
 
@@ -37,25 +39,26 @@ async def test_a_background_response_runs_and_is_polled_to_completion(
         await responses_edge.client("other-tenant").responses.retrieve(created.id)
 
 
+@pytest.mark.parametrize("engine", ENGINES)
 async def test_a_background_response_is_cancelled_in_the_engine(
-    responses_edge: Edge, feature_stacks: dict[str, Stack]
+    responses_edge: Edge, feature_stacks: dict[str, Stack], engine: str
 ) -> None:
-    vllm, sdk = feature_stacks["vllm"], responses_edge.client()
-    before = await sim_stats(vllm)
-    async with vllm.stalled(count=1):
+    stack, sdk = feature_stacks[engine], responses_edge.client()
+    before = await sim_stats(stack)
+    async with stack.stalled(count=1):
         created = await sdk.responses.create(
-            model=MODEL, input="Go on.", background=True, max_output_tokens=500
+            model=served_name(engine), input="Go on.", background=True, max_output_tokens=500
         )
 
         async def stalled() -> bool:
-            return bool((await sim_stats(vllm))["in_flight"] > before["in_flight"])
+            return bool((await sim_stats(stack))["in_flight"] > before["in_flight"])
 
         await eventually(stalled, what="the job's generation held in the engine")
         cancelled = await sdk.responses.cancel(created.id)
         assert cancelled.status == "cancelled"
 
         async def aborted() -> bool:
-            return bool((await sim_stats(vllm))["aborted"] > before["aborted"])
+            return bool((await sim_stats(stack))["aborted"] > before["aborted"])
 
         await eventually(aborted, what="the engine's generation aborted")
     with pytest.raises(openai.BadRequestError):
