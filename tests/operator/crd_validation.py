@@ -523,6 +523,42 @@ def printer_column_errors(version: dict[str, Any], schema: Schema, path: str) ->
     return errors
 
 
+def scale_errors(version: dict[str, Any], schema: Schema, path: str) -> list[str]:
+    """The server's checks of the scale subresource (each path simple, replicas under .spec /
+    .status, the selector under either), and the ones it makes against the schema: the paths
+    name fields, the replicas are integers and the selector a string (HPA reads it as text)."""
+    scale = (version.get("subresources") or {}).get("scale")
+    if scale is None:
+        return []
+    at = f"{path}.subresources.scale"
+    errors = []
+    wanted = (
+        ("specReplicasPath", (".spec.",), "integer", True),
+        ("statusReplicasPath", (".status.",), "integer", True),
+        ("labelSelectorPath", (".spec.", ".status."), "string", False),
+    )
+    for key, prefixes, type_, required in wanted:
+        json_path = scale.get(key)
+        if json_path is None:
+            if required:
+                errors.append(f"{at}.{key}: Required value")
+            continue
+        if not re.fullmatch(r"(\.[A-Za-z_][A-Za-z0-9_]*)+", str(json_path)):
+            errors.append(f"{at}.{key}: Invalid value: must be a simple json path")
+            continue
+        if not str(json_path).startswith(prefixes):
+            errors.append(f"{at}.{key}: Invalid value: should be a json path under {prefixes}")
+            continue
+        target = _field_at(schema, str(json_path))
+        if target is None:
+            errors.append(f"{at}.{key}: Invalid value: {json_path} names no field of the schema")
+        elif target.get("type") != type_:
+            errors.append(
+                f"{at}.{key}: Invalid value: {json_path} should be a field of type {type_}"
+            )
+    return errors
+
+
 def crd_errors(crd: dict[str, Any]) -> list[str]:
     """What the API server would refuse in `crd` (empty: it would be accepted)."""
     errors = []
@@ -539,4 +575,5 @@ def crd_errors(crd: dict[str, Any]) -> list[str]:
         if not structure:  # as on the server: defaults are checked on structural schemas only
             errors += default_errors(schema, path)
         errors += printer_column_errors(version, schema, f"spec.versions[{index}]")
+        errors += scale_errors(version, schema, f"spec.versions[{index}]")
     return errors

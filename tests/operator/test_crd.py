@@ -73,7 +73,14 @@ def test_crd_identity() -> None:
     assert version["name"] == "v1alpha1"
     assert version["served"]
     assert version["storage"]
-    assert version["subresources"] == {"status": {}}
+    assert version["subresources"] == {
+        "status": {},
+        "scale": {
+            "specReplicasPath": ".spec.scaling.replicas",
+            "statusReplicasPath": ".status.replicas",
+            "labelSelectorPath": ".status.selector",
+        },
+    }
     columns = {c["name"]: c["jsonPath"] for c in version["additionalPrinterColumns"]}
     assert columns["Engine"] == ".spec.engine"
     assert columns["Model"] == ".spec.model"
@@ -352,6 +359,9 @@ REFUSED_BY_RULE: dict[str, dict[str, Any]] = {
     api.SPEC_RULES[0].message: backend("m", spec(resources={"gpus": 1}, parallelism={"tensor": 2})),
     api.SCALING_RULES[0].message: backend("m", spec(scaling={"minReplicas": 3, "maxReplicas": 2})),
     api.SCALING_RULES[1].message: backend("m", spec(scaling={"warmReplicas": 2})),
+    # `kubectl scale` in mode: operator (the scale subresource writes scaling.replicas).
+    api.SCALING_RULES[2].message: backend("m", spec(scaling={"replicas": 2})),
+    api.SCALING_RULES[3].message: backend("m", spec(scaling={"mode": "external"})),
     api.ENV_RULES[0].message: backend(
         "m", spec(env=[{"name": "A", "value": "1", "valueFrom": {"x": {}}}])
     ),
@@ -429,7 +439,11 @@ def test_schema_has_defaults_enums_and_minimums() -> None:
     assert scaling["minReplicas"]["minimum"] == 0
     assert scaling["maxReplicas"]["minimum"] == 1
     assert scaling["scaleDownDelaySeconds"]["default"] == 300
+    assert scaling["mode"]["enum"] == ["operator", "external"]
+    assert scaling["replicas"]["minimum"] == 0
+    assert "default" not in scaling["replicas"]
     assert props["scaling"]["default"] == {
+        "mode": "operator",
         "minReplicas": 1,
         "maxReplicas": 1,
         "warmReplicas": 0,

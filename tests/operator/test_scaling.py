@@ -210,3 +210,36 @@ def test_a_pending_wait_for_a_count_that_is_no_longer_lower_restarts() -> None:
     )
     assert decision.desired == 3
     assert decision.pending == PendingScaleDown(since=T0, replicas=1)
+
+
+def external(asked: int, low: int = 1, high: int = 4) -> Policy:
+    return Policy(low, high, warm_replicas=1, target_in_flight=10, scale_down_delay_s=300,
+                  external_replicas=asked)  # fmt: skip
+
+
+def test_external_mode_comes_from_the_spec_only_in_external_mode() -> None:
+    spec = {"minReplicas": 0, "maxReplicas": 5, "mode": "external", "replicas": 3}
+    assert Policy.from_spec(Scaling.model_validate(spec)).external_replicas == 3
+    assert Policy.from_spec(Scaling()).external_replicas is None
+
+
+@pytest.mark.parametrize(
+    ("asked", "current", "in_flight", "desired", "reason"),
+    [
+        (3, 1, 0, 3, "ScaledUp"),  # up although idle
+        (1, 3, 1000, 1, "ScaledDown"),  # down at once although loaded: no delay, no fight
+        (2, 2, 1000, 2, "Steady"),
+        (9, 2, 0, 4, "ScaledUp"),  # clamped to max
+        (0, 2, 0, 1, "ScaledDown"),  # clamped to min
+    ],
+)
+def test_external_mode_runs_the_asked_replicas_clamped(
+    asked: int, current: int, in_flight: int, desired: int, reason: str
+) -> None:
+    pending = PendingScaleDown(since=T0 - 10, replicas=1)
+    decision = decide(
+        external(asked), current=current, load=Load(in_flight, current),
+        demanded_at=T0, pending=pending, now=T0,
+    )  # fmt: skip
+    assert (decision.desired, decision.reason, decision.pending) == (desired, reason, None)
+    assert decision.recommended == desired

@@ -110,6 +110,7 @@ def test_the_whole_status() -> None:
         ],
         "observedGeneration": 3,
         "replicas": 2,
+        "selector": "app.kubernetes.io/instance=llama,app.kubernetes.io/name=model-backend",
         "readyReplicas": 2,
         "desiredReplicas": 2,
         "warmReplicas": 1,

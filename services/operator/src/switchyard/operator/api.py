@@ -203,6 +203,19 @@ SCALING_RULES: Final = (
         lambda s: s.warm_replicas <= s.max_replicas,
         ".warmReplicas",
     ),
+    Rule(
+        "!has(self.replicas) || (has(self.mode) && self.mode == 'external')",
+        "replicas is set by `kubectl scale`, HPA or KEDA and needs mode: external "
+        "(in mode: operator the operator's policy decides)",
+        lambda s: s.mode == "external" or s.replicas is None,
+        ".replicas",
+    ),
+    Rule(
+        "!has(self.mode) || self.mode != 'external' || has(self.replicas)",
+        "mode: external needs replicas (the count the external autoscaler starts from)",
+        lambda s: s.mode != "external" or s.replicas is not None,
+        ".replicas",
+    ),
 )
 
 
@@ -211,9 +224,22 @@ class Scaling(ApiModel):
     where demand = ceil(requests in flight / targetInFlightPerReplica) from the adapters' load
     reports. Scale-up is immediate; scale-down waits until the lower count has held for
     scaleDownDelaySeconds. With minReplicas and warmReplicas both 0 the backend scales to zero
-    and wakes up on the edge's demand annotation (switchyard.dev/demanded-at)."""
+    and wakes up on the edge's demand annotation (switchyard.dev/demanded-at).
+
+    With mode: external an outside autoscaler (HPA, KEDA, `kubectl scale`) decides through the
+    scale subresource, which writes `replicas`; the operator runs clamp(replicas, minReplicas,
+    maxReplicas) and never writes `replicas` itself (the demand policy and the wake-up are then
+    the autoscaler's job)."""
 
     model_config = ConfigDict(json_schema_extra=_cel(SCALING_RULES))
+
+    mode: Literal["operator", "external"] = "operator"
+    """Who decides the replicas: `operator` (the demand policy above) or `external` (`replicas`,
+    written by HPA, KEDA or `kubectl scale` through the scale subresource)."""
+    replicas: int | None = Field(default=None, ge=0)
+    """mode: external only: the replicas asked for (the scale subresource's spec.replicas),
+    clamped to [minReplicas, maxReplicas]. Refused in mode: operator, so that `kubectl scale`
+    fails loudly instead of being silently overridden by the policy."""
 
     min_replicas: int = Field(default=1, ge=0)
     """Never fewer replicas than this."""
@@ -574,6 +600,9 @@ class ModelBackendStatus(ApiModel):
     """The metadata.generation this status describes."""
     replicas: int | None = Field(default=None, ge=0)
     """Engine pods that exist."""
+    selector: str | None = None
+    """The label selector of the engine pods, as a string (the scale subresource's
+    labelSelectorPath: HPA finds the pods it reads metrics from with it)."""
     ready_replicas: int | None = Field(default=None, ge=0)
     """Pods whose engine has loaded the model and whose adapter serves."""
     desired_replicas: int | None = Field(default=None, ge=0)

@@ -20,6 +20,14 @@ CRD_NAME: Final = f"{api.PLURAL}.{api.GROUP}"
 #: Where the chart keeps the generated CRD (relative to the repository root).
 CRD_PATH: Final = f"charts/switchyard/crds/{CRD_NAME}.yaml"
 
+#: `kubectl scale`, HPA and KEDA write spec.scaling.replicas through /scale (it takes effect in
+#: mode: external only: CEL refuses it in mode: operator); they read the pods back from status.
+SCALE_SUBRESOURCE: Final = {
+    "specReplicasPath": ".spec.scaling.replicas",
+    "statusReplicasPath": ".status.replicas",
+    "labelSelectorPath": ".status.selector",
+}
+
 PRINTER_COLUMNS: Final = (
     {"name": "Engine", "type": "string", "jsonPath": ".spec.engine"},
     {"name": "Model", "type": "string", "jsonPath": ".spec.model"},
@@ -128,7 +136,7 @@ def crd_manifest() -> dict[str, Any]:
                     "name": api.VERSION,
                     "served": True,
                     "storage": True,
-                    "subresources": {"status": {}},
+                    "subresources": {"status": {}, "scale": dict(SCALE_SUBRESOURCE)},
                     "additionalPrinterColumns": [dict(c) for c in PRINTER_COLUMNS],
                     "schema": {"openAPIV3Schema": open_api_schema()},
                 }

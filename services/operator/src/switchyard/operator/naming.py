@@ -48,6 +48,11 @@ def selector(backend: str) -> dict[str, str]:
     return {LABEL_NAME: "model-backend", LABEL_INSTANCE: backend}
 
 
+def selector_string(backend: str) -> str:
+    """`selector` as a label selector string (status.selector, for the scale subresource)."""
+    return ",".join(f"{key}={value}" for key, value in sorted(selector(backend).items()))
+
+
 def labels(backend: str, engine: str) -> dict[str, str]:
     """Labels of every child object and of the pods."""
     return {

@@ -9,6 +9,10 @@ count recommended during that wait (so a dip and a spike never make replicas fla
 decision needs the load of every replica to go down: a replica that did not report (still
 loading, restarting, unreachable) holds the count where it is. Zero is reachable only when
 minReplicas and warmReplicas are both 0.
+
+In mode: external the count is the spec's `replicas` (written by HPA, KEDA or `kubectl
+scale`), clamped to [minReplicas, maxReplicas], at once and whatever the load: the operator
+never fights an external autoscaler.
 """
 
 from __future__ import annotations
@@ -33,6 +37,8 @@ class Policy:
     warm_replicas: int
     target_in_flight: int
     scale_down_delay_s: float
+    #: mode: external: the replicas the external autoscaler asked for (None: the policy decides).
+    external_replicas: int | None = None
 
     @classmethod
     def from_spec(cls, scaling: Scaling) -> Policy:
@@ -42,6 +48,7 @@ class Policy:
             warm_replicas=scaling.warm_replicas,
             target_in_flight=scaling.target_in_flight_per_replica,
             scale_down_delay_s=float(scaling.scale_down_delay_seconds),
+            external_replicas=scaling.replicas if scaling.mode == "external" else None,
         )
 
     def clamp(self, replicas: int) -> int:
@@ -116,6 +123,9 @@ def decide(
             reason = "Steady"
         return Decision(desired, recommended, demand, kept, reason)
 
+    if policy.external_replicas is not None:
+        asked = policy.clamp(policy.external_replicas)
+        return Decision(asked, asked, demand, None, decision(asked, None).reason)
     if recommended >= bounded:
         return decision(recommended, None)
     complete = load is not None and load.reporting >= current

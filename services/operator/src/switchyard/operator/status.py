@@ -235,10 +235,19 @@ def backend_status(
     (an invalid spec), the Served condition is left out; `wake` None: the one in `previous`."""
     observation = observe(deployment, invalid)
     stamp = rfc3339(now)
+    # An invalid spec reads no Deployment: its pods are still the ones last seen.
+    pods = (
+        int(previous.get("replicas") or 0)
+        if deployment is None and invalid is not None
+        else int(((deployment or {}).get("status") or {}).get("replicas") or 0)
+    )
     status: Obj = {
         "phase": not_served(observation, served).phase,
         "conditions": conditions(observation, generation, stamp, previous, served),
         "observedGeneration": generation,
+        # Always written (an invalid spec too): the scale subresource reads both.
+        "replicas": pods,
+        "selector": naming.selector_string(name),
     }
     if spec is None:
         return status
@@ -247,7 +256,6 @@ def backend_status(
     )
     pending = scaling.pending
     status |= {
-        "replicas": observation.replicas,
         "readyReplicas": observation.ready,
         "desiredReplicas": observation.desired,
         "warmReplicas": max(0, observation.ready - scaling.demand),
