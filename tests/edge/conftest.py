@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import asyncio
 from collections.abc import AsyncIterator
+from pathlib import Path
 from typing import Any
 
 import httpx
@@ -102,6 +103,18 @@ async def features(
     running = await asyncio.to_thread(
         start_edge, log_dir, endpoints, keys=KEYS, env=LIMITS, name="edge-features"
     )
+    try:
+        yield running
+    finally:
+        await asyncio.to_thread(running.stop)
+
+
+@pytest.fixture
+async def eager_keepalive_edge(engines: dict[str, Stack], tmp_path: Path) -> AsyncIterator[Edge]:
+    """An edge whose streams get a keep-alive after a millisecond of silence."""
+    endpoints = {"vllm": [engines["vllm"].address]}
+    env = {"EDGE_STREAM_KEEPALIVE_S": "0.001"}
+    running = await asyncio.to_thread(start_edge, tmp_path, endpoints, env=env)
     try:
         yield running
     finally:

@@ -4,8 +4,6 @@ from __future__ import annotations
 
 import asyncio
 import uuid
-from collections.abc import AsyncIterator
-from pathlib import Path
 from typing import Any
 
 import httpx
@@ -13,7 +11,7 @@ import orjson
 import pytest
 
 from tests.edge.conftest import settled
-from tests.support.edge import Edge, start_edge
+from tests.support.edge import Edge
 from tests.support.polling import eventually
 from tests.support.stacks import Stack
 
@@ -89,18 +87,6 @@ async def test_client_leaving_a_unary_request_aborts_the_engine(
             await call
         await _until_aborted(vllm, before["aborted"])
     await settled(edge, engines)
-
-
-@pytest.fixture
-async def eager_keepalive_edge(engines: dict[str, Stack], tmp_path: Path) -> AsyncIterator[Edge]:
-    """An edge whose streams get a keep-alive after a millisecond of silence."""
-    endpoints = {"vllm": [engines["vllm"].address]}
-    env = {"EDGE_STREAM_KEEPALIVE_S": "0.001"}
-    running = await asyncio.to_thread(start_edge, tmp_path, endpoints, env=env)
-    try:
-        yield running
-    finally:
-        await asyncio.to_thread(running.stop)
 
 
 async def test_client_leaving_a_stream_before_its_first_token_aborts_the_engine(

@@ -291,18 +291,6 @@ async def test_the_openapi_document_describes_the_routes(edge: Edge) -> None:
     assert spec["components"]["securitySchemes"]["anthropic"]["name"] == "x-api-key"
 
 
-@pytest.fixture
-async def eager_keepalive_edge(engines: dict[str, Stack], tmp_path: Path) -> AsyncIterator[Edge]:
-    """An edge whose streams get a keep-alive after a millisecond of silence."""
-    endpoints = {"vllm": [engines["vllm"].address]}
-    env = {"EDGE_STREAM_KEEPALIVE_S": "0.001"}
-    running = await asyncio.to_thread(start_edge, tmp_path, endpoints, env=env)
-    try:
-        yield running
-    finally:
-        await asyncio.to_thread(running.stop)
-
-
 async def test_keep_alives_are_sse_comments_between_events(
     eager_keepalive_edge: Edge, engines: dict[str, Stack]
 ) -> None:
