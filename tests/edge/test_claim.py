@@ -160,7 +160,7 @@ def _in_flight() -> float:
 
 
 def _queued() -> float:
-    return _gauge("switchyard_edge_queued_requests")
+    return _gauge("switchyard_edge_queued_requests", model=MODEL)
 
 
 def _rpc_error(code: grpc.StatusCode) -> grpc.aio.AioRpcError:

@@ -160,11 +160,12 @@ class Claim:
 
     async def admit(self, route: Route) -> None:
         """Wait for an admission slot for `route` (`admission.Refused` propagates)."""
-        metrics.QUEUED.inc()
+        queued = metrics.QUEUED.labels(route.name)
+        queued.inc()
         try:
             waited = await self.edge.admission.acquire(route.name)
         finally:
-            metrics.QUEUED.dec()
+            queued.dec()
         self._route = route
         self._in_flight = metrics.IN_FLIGHT.labels(route.name)
         self._in_flight.inc()

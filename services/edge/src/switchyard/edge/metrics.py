@@ -75,8 +75,28 @@ IN_FLIGHT = Gauge(
 )
 QUEUED = Gauge(
     "switchyard_edge_queued_requests",
-    "Requests waiting for admission now.",
+    "Requests waiting for admission now (the model has a ready replica but is saturated).",
+    ("model",),
     multiprocess_mode="livesum",
+)
+# Hold on wake: a model with no ready replica (at zero, or loading) holds its requests.
+HELD = Gauge(
+    "switchyard_edge_held_requests",
+    "Requests held now for a model with no ready replica (waking from zero or loading).",
+    ("model",),
+    multiprocess_mode="livesum",
+)
+HOLD_TIME = Histogram(
+    "switchyard_edge_hold_seconds",
+    "Time a request was held for a replica, by outcome (served, timeout, full, left).",
+    ("model", "outcome"),
+    buckets=(0.1, 0.5, 1, 2.5, 5, 10, 30, 60, 120, 300, 600),
+)
+WAKES = Counter(
+    "switchyard_edge_wake_signals",
+    "Wake signals (demand annotations) this edge sent for a model with no ready replica; "
+    "coalesced across edge replicas, so the sum over replicas counts wakes asked for.",
+    ("model",),
 )
 RETRIES = Counter(
     "switchyard_edge_backend_retries",

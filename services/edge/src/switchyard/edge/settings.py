@@ -115,6 +115,22 @@ class EdgeSettings(ServiceSettings):
     #: The Retry-After of a 503 for a model waking from zero whose wake time the operator has
     #: not measured yet (once measured, the expected rest of the wake is sent, at most 60 s).
     wake_retry_after_s: int = Field(default=10, ge=1, le=60)
+    #: Hold on wake: a request for a model with no ready replica (scaled to zero, or every
+    #: replica still loading its weights) waits for one instead of a 503: at most
+    #: hold_max_per_model requests per model in this process, each at most hold_timeout_s
+    #: (GPU cold starts take minutes); past either, 503 with Retry-After. 0: never hold.
+    hold_max_per_model: int = Field(default=256, ge=0, le=100_000)
+    hold_timeout_s: float = Field(default=300.0, gt=0)
+
+    #: Fair sharing of a saturated model: the next request admitted is chosen by weighted fair
+    #: queuing across tenants, each request weighted by the tokens it may use; off: first
+    #: come, first served. Per edge process.
+    fair_queuing: bool = True
+    #: Priority classes, highest first: a key's `priority` names one (default_priority when
+    #: unset); a waiting request of a higher class is admitted before any of a lower one.
+    #: Background work (the Responses API's background jobs) runs in the lowest class.
+    priority_classes: Annotated[tuple[str, ...], NoDecode] = ("interactive", "standard", "batch")
+    default_priority: str = "standard"
 
     #: The deadline given to the adapter for a whole request.
     request_timeout_s: float = Field(default=600.0, gt=0)
@@ -194,6 +210,11 @@ class EdgeSettings(ServiceSettings):
         return self
 
     @property
+    def background_priority(self) -> str:
+        """The class background work runs in: the lowest."""
+        return self.priority_classes[-1]
+
+    @property
     def cache_store_url(self) -> str | None:
         """The Redis URL of the response cache (its own, else the limiter's)."""
         url = self.cache_redis_url or self.redis_url
@@ -206,8 +227,21 @@ class EdgeSettings(ServiceSettings):
             return frozenset(h.strip().lower().rstrip(".") for h in value.split(",") if h.strip())
         return value
 
+    @field_validator("priority_classes", mode="before")
+    @classmethod
+    def _class_list(cls, value: object) -> object:
+        if isinstance(value, str):
+            return tuple(c.strip() for c in value.split(",") if c.strip())
+        return value
+
     @model_validator(mode="after")
     def _coherent(self) -> EdgeSettings:
+        if not self.priority_classes or len(set(self.priority_classes)) != len(
+            self.priority_classes
+        ):
+            raise ValueError("EDGE_PRIORITY_CLASSES must name at least one class, each once")
+        if self.default_priority not in self.priority_classes:
+            raise ValueError("EDGE_DEFAULT_PRIORITY must be one of EDGE_PRIORITY_CLASSES")
         if self.rate_limit_backend == "redis" and self.redis_url is None:
             raise ValueError("EDGE_RATE_LIMIT_BACKEND=redis needs EDGE_REDIS_URL")
         if self.workers > 1 and self.rate_limit_backend == "memory":
