@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import pytest
+
 from switchyard.adapter.load import engine_load, gauge_sums
 from switchyard.adapter.translation import LoadMetrics
 
@@ -44,3 +46,19 @@ def test_engine_load_with_kv_usage() -> None:
 def test_missing_metrics_read_as_idle_and_nan_is_ignored() -> None:
     load = engine_load("x NaN\n", LoadMetrics("x", "y", None))
     assert (load.running, load.waiting, load.kv_cache_usage) == (0, 0, None)
+
+
+def test_kv_cache_use_is_the_mean_over_data_parallel_engines() -> None:
+    """vLLM with data parallelism: one series per engine, each its own KV cache."""
+    page = (
+        'vllm:kv_cache_usage_perc{engine="0",model_name="m"} 0.2\n'
+        'vllm:kv_cache_usage_perc{engine="1",model_name="m"} 0.6\n'
+        'vllm:num_requests_running{engine="0",model_name="m"} 4\n'
+        'vllm:num_requests_running{engine="1",model_name="m"} 6\n'
+    )
+    metrics = LoadMetrics(
+        "vllm:num_requests_running", "vllm:num_requests_waiting", "vllm:kv_cache_usage_perc"
+    )
+    load = engine_load(page, metrics)
+    assert load.running == 10
+    assert load.kv_cache_usage == pytest.approx(0.4)

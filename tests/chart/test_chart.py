@@ -94,6 +94,7 @@ GOOD = {
     # Every request setting, and a cache in each process (a bare YAML `off` is false).
     "request-settings": {
         "edge": {
+            "limits": {"holdMaxPerModel": 8, "holdTimeoutS": 600},
             "maxN": 4,
             "maxImages": 2,
             "maxImageBytes": 123456789,
@@ -625,6 +626,8 @@ def test_request_and_cache_settings_reach_the_edge(helm: dict[str, Any]) -> None
         "EDGE_CACHE_MAX_BYTES": "268435456",
         "EDGE_CACHE_MAX_ENTRY_BYTES": "65536",
         "EDGE_CACHE_TTL_S": "600",
+        "EDGE_HOLD_MAX_PER_MODEL": "8",
+        "EDGE_HOLD_TIMEOUT_S": "600",
     }
     assert {name: env.get(name) for name in expected} == expected
     assert "EDGE_CACHE_REDIS_URL" not in env
@@ -644,9 +647,11 @@ def test_by_default_the_edge_s_settings_are_its_own_defaults(
         ("EDGE_CACHE", "cache"),
         ("EDGE_CACHE_MAX_BYTES", "cache_max_bytes"),
         ("EDGE_CACHE_MAX_ENTRY_BYTES", "cache_max_entry_bytes"),
+        ("EDGE_HOLD_MAX_PER_MODEL", "hold_max_per_model"),
     ):
         assert env[name] == str(defaults[field].default), name
     assert float(env["EDGE_CACHE_TTL_S"]) == defaults["cache_ttl_s"].default
+    assert float(env["EDGE_HOLD_TIMEOUT_S"]) == defaults["hold_timeout_s"].default
     assert "EDGE_IMAGE_URL_HOSTS" not in env  # none: only images sent inline
 
 

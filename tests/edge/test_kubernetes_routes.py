@@ -38,6 +38,8 @@ async def cluster_edge(tmp_path: Path) -> AsyncIterator[tuple[Cluster, Edge]]:
             "EDGE_ROUTES_SOURCE": "kubernetes",
             "KUBECONFIG": str(cluster.kubeconfig),
             "EDGE_DEMAND_INTERVAL_S": "0.2",
+            # These tests look at the 503 of a waking model: no hold (test_hold_on_wake's).
+            "EDGE_HOLD_MAX_PER_MODEL": "0",
         }
         edge = await asyncio.to_thread(start_edge, tmp_path, {}, env=env)
         try:

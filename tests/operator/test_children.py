@@ -11,6 +11,7 @@ import pytest
 from switchyard.operator import naming
 from switchyard.operator.api import ModelBackendSpec
 from switchyard.operator.children import Children, render, template_hash
+from switchyard.operator.settings import ADAPTER_EXIT_S, ENGINE_STOP_S, OperatorSettings
 from tests.operator.harness import EXAMPLES, example, operator_settings
 
 K8S_VERSION = "1.33"
@@ -94,6 +95,8 @@ def test_the_adapter_sidecar(name: str) -> None:
         {"name": "ADAPTER_SERVED_MODEL_NAME", "value": served},
         {"name": "ADAPTER_PORT", "value": "50051"},
         {"name": "ADAPTER_METRICS_PORT", "value": "9090"},
+        {"name": "ADAPTER_DRAIN_DELAY_S", "value": "2"},
+        {"name": "ADAPTER_SHUTDOWN_GRACE_S", "value": "28"},
     ]
     assert adapter["readinessProbe"]["grpc"] == {"port": 50051}
     assert adapter["livenessProbe"]["tcpSocket"] == {"port": "grpc"}
@@ -171,10 +174,45 @@ def test_engine_probes_and_ports(name: str) -> None:
     assert engine["ports"][0]["name"] == "http"
     for probe in ("startupProbe", "readinessProbe", "livenessProbe"):
         assert engine[probe]["httpGet"]["port"] == "http"
-    assert engine["lifecycle"] == {"preStop": {"sleep": {"seconds": SETTINGS.drain_s}}}
     pod = children(name).deployment["spec"]["template"]["spec"]
-    assert pod["terminationGracePeriodSeconds"] > SETTINGS.drain_s
     assert pod["enableServiceLinks"] is False
+
+
+def _stop_times(settings: OperatorSettings) -> tuple[int, int, int, int]:
+    """(adapter drain delay, adapter grace, engine preStop sleep, pod grace) as rendered."""
+    raw = example("vllm-gpu")
+    spec = ModelBackendSpec.model_validate(raw["spec"])
+    objs = render("x", "models", spec, settings, 1)
+    pod = objs.deployment["spec"]["template"]["spec"]
+    by_name = {c["name"]: c for c in pod["containers"]}
+    env = {e["name"]: e.get("value") for e in by_name["adapter"]["env"]}
+    return (
+        int(env["ADAPTER_DRAIN_DELAY_S"]),
+        int(env["ADAPTER_SHUTDOWN_GRACE_S"]),
+        by_name["engine"]["lifecycle"]["preStop"]["sleep"]["seconds"],
+        pod["terminationGracePeriodSeconds"],
+    )
+
+
+@pytest.mark.parametrize(("drain_s", "delay_s"), [(30, 2), (300, 5), (0, 0), (7, 7)])
+def test_the_pods_stop_times_derive_from_the_drain(drain_s: int, delay_s: int) -> None:
+    """Issue 15: the adapter drains within drain_s (its NOT_SERVING delay, then its grace for
+    streams in flight); the engine sleeps past that and the adapter's exit; the pod's grace
+    covers the engine's sleep and its own stop, so the kubelet kills nothing in flight."""
+    settings = operator_settings("models", drain_s=drain_s, drain_delay_s=delay_s)
+    delay, grace, prestop, pod_grace = _stop_times(settings)
+    assert (delay, grace) == (delay_s, drain_s - delay_s)
+    assert prestop == drain_s + ADAPTER_EXIT_S
+    assert pod_grace == prestop + ENGINE_STOP_S
+    assert pod_grace > delay + grace
+
+
+def test_a_longer_drain_rolls_the_pods() -> None:
+    raw = example("vllm-gpu")
+    spec = ModelBackendSpec.model_validate(raw["spec"])
+    short = render("x", "models", spec, operator_settings("models", drain_s=30), 1)
+    long = render("x", "models", spec, operator_settings("models", drain_s=600), 1)
+    assert short.deployment["metadata"] != long.deployment["metadata"]  # the template hash
 
 
 def test_scaling_changes_only_the_replicas() -> None:

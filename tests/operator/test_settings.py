@@ -43,7 +43,8 @@ def test_from_the_environment(monkeypatch: pytest.MonkeyPatch) -> None:
     "values",
     [
         {"namespaces": ["team-*"]},
-        {"drain_s": 60, "termination_grace_s": 60},
+        {"drain_s": 2, "drain_delay_s": 3},
+        {"adapter_env": {"ADAPTER_SHUTDOWN_GRACE_S": "600"}},
         {"scale_interval_s": 0},
         {"image_pull_policy": "Sometimes"},
         {"adapter_images": {"llamacpp": "x"}},

@@ -107,6 +107,7 @@ def start_adapter(
         "ADAPTER_LOAD_CACHE_S": "0",
         "ADAPTER_LOG_FORMAT": "json",
         "ADAPTER_SHUTDOWN_GRACE_S": "10",
+        "ADAPTER_DRAIN_DELAY_S": "0",  # tests that drain set their own
         **env,
     }
     adapter = start(

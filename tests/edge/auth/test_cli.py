@@ -89,11 +89,29 @@ def test_list_shows_every_field_and_only_hash_prefixes(tmp_path: Path) -> None:
     result = keys("list", "--file", path)
     assert result.returncode == 0, result.stderr
     lines = result.stdout.splitlines()
-    assert lines[0].split() == ["NAME", "TENANT", "MODELS", "RPM", "TPM", "CACHE", "SHA256"]
+    assert lines[0].split() == [
+        "NAME",
+        "TENANT",
+        "MODELS",
+        "RPM",
+        "TPM",
+        "CACHE",
+        "PRIORITY",
+        "SHA256",
+    ]
     dev_hash = hash_key(first.stdout.strip())
     batch_hash = hash_key(second.stdout.strip())
-    assert lines[1].split() == ["dev", "local", "*", "600", "-", "on", dev_hash[:8]]
-    assert lines[2].split() == ["batch", "default", "a,b-*", "-", "5000", "off", batch_hash[:8]]
+    assert lines[1].split() == ["dev", "local", "*", "600", "-", "on", "-", dev_hash[:8]]
+    assert lines[2].split() == [
+        "batch",
+        "default",
+        "a,b-*",
+        "-",
+        "5000",
+        "off",
+        "-",
+        batch_hash[:8],
+    ]
     for full in (dev_hash, batch_hash):
         assert full[:9] not in result.stdout + result.stderr
 

@@ -77,5 +77,6 @@ def test_api_key_equality_and_repr_ignore_the_derived_matchers() -> None:
     assert _key("a", "b-*") == _key("a", "b-*")
     assert (
         repr(_key("a"))
-        == "ApiKey(name='k', tenant='t', models=('a',), rpm=None, tpm=None, cache=True)"
+        == "ApiKey(name='k', tenant='t', models=('a',), rpm=None, tpm=None, cache=True, "
+        "priority=None)"
     )

@@ -24,9 +24,9 @@ class EngineLoad:
     kv_cache_usage: float | None
 
 
-def gauge_sums(text: str, names: set[str]) -> dict[str, float]:
-    """Sum of each named metric's samples (over all label sets) in a Prometheus exposition."""
-    sums: dict[str, float] = {}
+def gauge_samples(text: str, names: set[str]) -> dict[str, list[float]]:
+    """Each named metric's finite samples (one per label set) in a Prometheus exposition."""
+    samples: dict[str, list[float]] = {}
     for line in text.splitlines():
         if not line or line[0] == "#":
             continue
@@ -46,19 +46,27 @@ def gauge_sums(text: str, names: set[str]) -> dict[str, float]:
         except ValueError:
             continue
         if math.isfinite(value):
-            sums[name] = sums.get(name, 0.0) + value
-    return sums
+            samples.setdefault(name, []).append(value)
+    return samples
+
+
+def gauge_sums(text: str, names: set[str]) -> dict[str, float]:
+    """Sum of each named metric's samples (over all label sets) in a Prometheus exposition."""
+    return {name: sum(values) for name, values in gauge_samples(text, names).items()}
 
 
 def engine_load(text: str, metrics: LoadMetrics) -> EngineLoad:
     names = {metrics.running, metrics.waiting}
     if metrics.kv_cache_usage:
         names.add(metrics.kv_cache_usage)
-    sums = gauge_sums(text, names)
-    kv = sums.get(metrics.kv_cache_usage) if metrics.kv_cache_usage else None
+    samples = gauge_samples(text, names)
+    # Requests add up over an engine's data-parallel ranks (one series each); their KV
+    # caches are separate, so their use is the mean, not the sum.
+    kv_samples = samples.get(metrics.kv_cache_usage) if metrics.kv_cache_usage else None
+    kv = sum(kv_samples) / len(kv_samples) if kv_samples else None
     return EngineLoad(
-        running=int(sums.get(metrics.running, 0)),
-        waiting=int(sums.get(metrics.waiting, 0)),
+        running=int(sum(samples.get(metrics.running, ()))),
+        waiting=int(sum(samples.get(metrics.waiting, ()))),
         kv_cache_usage=None if kv is None else min(max(kv, 0.0), 1.0),
     )
 

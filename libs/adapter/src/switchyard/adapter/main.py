@@ -24,6 +24,7 @@ from switchyard.adapter.health import SERVICE_NAME, Readiness
 from switchyard.adapter.load import LoadReader
 from switchyard.adapter.service import InferenceServicer
 from switchyard.adapter.settings import AdapterSettings
+from switchyard.adapter.signals import LoadGauges, export_load
 from switchyard.adapter.translation import Translation
 from switchyard.inference.v1 import inference_pb2_grpc as pb_grpc
 from switchyard.servicekit.grpc_tracing import server_interceptors
@@ -65,11 +66,12 @@ async def serve(settings: AdapterSettings, translation: Translation) -> None:
     readiness = Readiness(
         engine, health, settings.health_interval_s, metrics.ENGINE_READY.labels(*labels)
     )
+    load = LoadReader(engine, translation.load_metrics, settings.load_cache_s)
     servicer = InferenceServicer(
         served_model_name=settings.served_model_name,
         engine=engine,
         readiness=readiness,
-        load=LoadReader(engine, translation.load_metrics, settings.load_cache_s),
+        load=load,
         default_timeout_s=settings.request_timeout_s,
         max_n=settings.max_n,
     )
@@ -103,6 +105,11 @@ async def serve(settings: AdapterSettings, translation: Translation) -> None:
     for sig in (signal.SIGTERM, signal.SIGINT):
         loop.add_signal_handler(sig, stop.set)
     checker = asyncio.create_task(readiness.run(), name="readiness")
+    background = [checker]
+    if settings.load_export_interval_s:
+        gauges = LoadGauges(*labels)
+        exporter = export_load(load, gauges, settings.load_export_interval_s)
+        background.append(asyncio.create_task(exporter, name="load signals"))
     log.info(
         "adapter_started",
         address=address,
@@ -113,9 +120,38 @@ async def serve(settings: AdapterSettings, translation: Translation) -> None:
     )
     await stop.wait()
 
-    log.info("adapter_stopping", in_flight=servicer.in_flight, grace_s=settings.shutdown_grace_s)
-    checker.cancel()
+    log.info(
+        "adapter_stopping",
+        in_flight=servicer.in_flight,
+        drain_delay_s=settings.drain_delay_s,
+        grace_s=settings.shutdown_grace_s,
+    )
+    for task in background:
+        task.cancel()
+    await drain(server, health, servicer, settings)
+    await engine.aclose()
+    if tracer_provider is not None:
+        tracer_provider.shutdown()
+    log.info("adapter_stopped")
+
+
+async def drain(
+    server: grpc.aio.Server,
+    health: health_aio.HealthServicer,
+    servicer: InferenceServicer,
+    settings: AdapterSettings,
+) -> None:
+    """Stop without breaking a call: NOT_SERVING first, refusals only after the drain delay.
+
+    Routers learn of NOT_SERVING asynchronously (an edge's health watch at once, a
+    Kubernetes endpoint removal within seconds); a call one of them sent meanwhile is still
+    served. A call that races the end of the delay is refused with UNAVAILABLE before any
+    output, which an edge retries on another endpoint.
+    """
     await health.enter_graceful_shutdown()
+    if settings.drain_delay_s:
+        await asyncio.sleep(settings.drain_delay_s)
+    log.info("adapter_draining", in_flight=servicer.in_flight)
     # New RPCs are refused from now on; generations in flight get the grace period. Health
     # watches (every edge keeps one open) never end by themselves, so once the generations
     # are done, end the rest at once instead of waiting out the grace period.
@@ -125,10 +161,6 @@ async def serve(settings: AdapterSettings, translation: Translation) -> None:
             await servicer.idle.wait()
     await server.stop(0)
     await stopping
-    await engine.aclose()
-    if tracer_provider is not None:
-        tracer_provider.shutdown()
-    log.info("adapter_stopped")
 
 
 def run(translation: type[Translation]) -> None:

@@ -35,3 +35,25 @@ TOKENS = Counter(
 ENGINE_READY = Gauge(
     "switchyard_adapter_engine_ready", "1 while the engine can generate, else 0.", _LABELS
 )
+
+# The engine's own load, under stable names whatever the engine (for HPA / KEDA): read
+# from its metrics (`LoadReader`) every ADAPTER_LOAD_EXPORT_INTERVAL_S. Absent while the
+# engine's metrics cannot be read; the KV-cache gauge only where the engine reports it.
+ENGINE_RUNNING = Gauge(
+    "switchyard_adapter_engine_running_requests",
+    "Requests the engine is running now (vllm:num_requests_running, "
+    "sglang:num_running_reqs, tgi_batch_current_size).",
+    _LABELS,
+)
+ENGINE_WAITING = Gauge(
+    "switchyard_adapter_engine_waiting_requests",
+    "Requests waiting in the engine's queue (vllm:num_requests_waiting, "
+    "sglang:num_queue_reqs, tgi_queue_size).",
+    _LABELS,
+)
+KV_CACHE_USAGE = Gauge(
+    "switchyard_adapter_kv_cache_usage_ratio",
+    "Share of the engine's KV cache in use, 0 to 1 (vllm:kv_cache_usage_perc, "
+    "sglang:token_usage; TGI reports none).",
+    _LABELS,
+)

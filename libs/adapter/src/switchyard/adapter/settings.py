@@ -37,8 +37,16 @@ class AdapterSettings(ServiceSettings):
     #: the connection gets GOAWAY "too_many_pings" (gRPC's abuse policy). Keep it at or
     #: below the edge's EDGE_ADAPTER_KEEPALIVE_S (10 s), with room for timer jitter.
     keepalive_min_ping_interval_s: float = Field(default=5.0, gt=0)
-    #: On SIGTERM: how long in-flight requests may take to finish.
+    #: On SIGTERM the adapter reports NOT_SERVING at once but still accepts calls for this
+    #: long: routers learn of it asynchronously (an edge's health watch within milliseconds,
+    #: a Kubernetes endpoint removal within seconds), and a call sent before they did is
+    #: served rather than refused. Then it refuses new calls and drains.
+    drain_delay_s: float = Field(default=2.0, ge=0)
+    #: On SIGTERM, after the drain delay: how long in-flight requests may take to finish.
     shutdown_grace_s: float = Field(default=30.0, ge=0)
+    #: How often the engine's load is read into the adapter's own gauges (requests running
+    #: and waiting, KV-cache use), the per-model signals for autoscalers; 0: never.
+    load_export_interval_s: float = Field(default=5.0, ge=0)
     #: Connections kept to the engine (one per concurrent request).
     max_connections: int = Field(default=1024, ge=1)
     #: The most choices (`n`) one request may ask for.

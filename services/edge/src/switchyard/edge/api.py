@@ -45,6 +45,7 @@ from switchyard.edge.ratelimit import create_limiter
 from switchyard.edge.routing.endpoints import EndpointPool
 from switchyard.edge.routing.file_source import FileRoutes
 from switchyard.edge.routing.kubernetes_source import KubernetesRoutes
+from switchyard.edge.routing.wake import WakeSignals
 from switchyard.edge.schemas import ChatCompletionRequest, CompletionRequest, EmbeddingRequest
 from switchyard.edge.settings import EdgeSettings
 from switchyard.edge.state import EdgeState
@@ -147,7 +148,7 @@ def _edge(request: Request) -> EdgeState:
 
 async def _build_state(settings: EdgeSettings) -> tuple[EdgeState, list[asyncio.Task[None]]]:
     if settings.keys_file is not None:
-        keys = await asyncio.to_thread(KeyStore.load, settings.keys_file)
+        keys = await asyncio.to_thread(KeyStore.load, settings.keys_file, settings.priority_classes)
     else:
         log.warning(
             "no_keys_file", hint="every request will be refused with 401; set EDGE_KEYS_FILE"
@@ -178,6 +179,8 @@ async def _build_state(settings: EdgeSettings) -> tuple[EdgeState, list[asyncio.
             settings.max_in_flight_per_model,
             settings.max_queue,
             settings.queue_timeout_s,
+            fair=settings.fair_queuing,
+            classes=settings.priority_classes,
         ),
         checks=Checks(settings.validation_workers, settings.validation_queue),
         drain=Drain(settings.shutdown_grace_s),
@@ -195,6 +198,7 @@ async def _build_state(settings: EdgeSettings) -> tuple[EdgeState, list[asyncio.
             state.use_routes,
             namespace=settings.kubernetes_namespace,
             demand_interval_s=settings.demand_interval_s,
+            wake=WakeSignals.from_settings(settings),
         )
         state.demand = cluster.demand
         state.routes_synced = cluster.synced.is_set

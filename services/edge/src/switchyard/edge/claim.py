@@ -87,7 +87,8 @@ class Reservation:
 
 class Claim:
     """`async with Claim(edge, exchange, receive, send) as claim:` around one request;
-    `errors` is the API's way of answering an error (OpenAI's unless said)."""
+    `errors` is the API's way of answering an error (OpenAI's unless said); `priority`, a
+    class that overrides the key's (background jobs run in the lowest)."""
 
     __slots__ = (
         "_endpoint",
@@ -102,6 +103,7 @@ class Claim:
         "errors",
         "exchange",
         "headers",
+        "priority",
         "receive",
         "send",
     )
@@ -113,9 +115,12 @@ class Claim:
         receive: Receive,
         send: Send,
         errors: ErrorDialect = OPENAI_ERRORS,
+        priority: str | None = None,
     ) -> None:
         self.edge = edge
         self.errors = errors
+        #: The admission class of this request whatever its key's (background work's).
+        self.priority = priority
         self.exchange = exchange
         self.receive = receive
         self.send = send
@@ -158,12 +163,20 @@ class Claim:
         assert self._watch is not None, "watch_client() first"
         return self._watch
 
-    async def admit(self, route: Route) -> None:
-        """Wait for an admission slot for `route` (`admission.Refused` propagates)."""
+    async def admit(self, route: Route, priority: str | None = None) -> None:
+        """Wait for an admission slot for `route` (`admission.Refused` propagates), in the
+        Claim's own class if it has one, else `priority`'s (the key's; None: the default
+        class); weighed against other tenants by the tokens reserved (the most it may use)."""
+        reservation = self._reservation
         queued = metrics.QUEUED.labels(route.name)
         queued.inc()
         try:
-            waited = await self.edge.admission.acquire(route.name)
+            waited = await self.edge.admission.acquire(
+                route.name,
+                tenant=self.exchange.tenant or "",
+                cost=reservation.tokens if reservation is not None else 1,
+                priority=self.priority or priority or self.edge.settings.default_priority,
+            )
         finally:
             queued.dec()
         self._route = route
@@ -215,7 +228,10 @@ class Claim:
         await self.send(body_message(body, more=False))
 
     async def start_stream(self, content_headers: list[tuple[bytes, bytes]]) -> None:
-        """Commit to 200 and a stream; from now on silences get keep-alive comments."""
+        """Commit to 200 and a stream; from now on silences get keep-alive comments. Again
+        once begun (a stream held for a waking model begins early): nothing more."""
+        if self._streaming:
+            return
         self._started = self._streaming = True
         await self.send(self._start(200, content_headers))
         self.watch.keep_alive(self.send, self.edge.settings.stream_keepalive_s)

@@ -37,6 +37,7 @@ from switchyard.edge.exchange import Exchange
 from switchyard.edge.pipeline import (
     Lookup,
     capable,
+    held_until_ready,
     look_up,
     parse,
     read_body,
@@ -116,8 +117,9 @@ async def _serve(request: Request, claim: Claim) -> None:
     estimate = estimate_tokens(embed)
     await reserve(claim, key, route, estimate, estimate)
     await claim.watch_client()  # from here on, a client that leaves ends the request
+    route = await held_until_ready(claim, route, deadline)
     try:
-        await claim.admit(route)
+        await claim.admit(route, key.priority)
     except Refused as refusal:
         raise refused(refusal, route.name, settings) from None
 

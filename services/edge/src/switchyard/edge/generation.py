@@ -38,7 +38,7 @@ if TYPE_CHECKING:
     from switchyard.edge.encoding import GenerationEncoder
 
 _RETRYABLE = frozenset({grpc.StatusCode.UNAVAILABLE, grpc.StatusCode.RESOURCE_EXHAUSTED})
-_SSE_HEADERS = [
+SSE_HEADERS = [
     (b"content-type", b"text/event-stream; charset=utf-8"),
     (b"cache-control", b"no-cache"),
     (b"x-accel-buffering", b"no"),
@@ -211,7 +211,7 @@ class Generation:
         await self.claim.end_stream(self.encoder.closing())
 
     async def _start_stream(self) -> None:
-        await self.claim.start_stream(_SSE_HEADERS)
+        await self.claim.start_stream(SSE_HEADERS)
         opening = self.encoder.opening()
         if opening:
             await self.claim.send(body_message(opening))

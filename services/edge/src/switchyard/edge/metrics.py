@@ -88,7 +88,8 @@ HELD = Gauge(
 )
 HOLD_TIME = Histogram(
     "switchyard_edge_hold_seconds",
-    "Time a request was held for a replica, by outcome (served, timeout, full, left).",
+    "Time a request was held for a replica, by outcome (served, timeout, full, left, gone: "
+    "the model was deleted meanwhile).",
     ("model", "outcome"),
     buckets=(0.1, 0.5, 1, 2.5, 5, 10, 30, 60, 120, 300, 600),
 )
@@ -97,6 +98,10 @@ WAKES = Counter(
     "Wake signals (demand annotations) this edge sent for a model with no ready replica; "
     "coalesced across edge replicas, so the sum over replicas counts wakes asked for.",
     ("model",),
+)
+WAKES_UNCOALESCED = Counter(
+    "switchyard_edge_wake_uncoalesced",
+    "Wake signals sent without coalescing across edge replicas because Redis failed.",
 )
 RETRIES = Counter(
     "switchyard_edge_backend_retries",

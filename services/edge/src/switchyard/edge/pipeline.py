@@ -2,10 +2,11 @@
 
 authenticate → read and validate the body (cheap checks: types, bounds, schemas' sizes,
 images' sizes and addresses) → resolve the model (404 if the key may not use it) → a ready
-backend? (503) → rate limits (429) → expensive checks, off the event loop (schemas against
-their metaschema, images' base64: 400, or 429 when the checks are saturated) → admission
-(429) → the generation itself (`generation.Generation`, which calls the backend and relays
-the result).
+backend? (503, unless one is coming: then the request is held for it once its client is
+watched, `held_until_ready`) → rate limits (429) → expensive checks, off the event loop
+(schemas against their metaschema, images' base64: 400, or 429 when the checks are
+saturated) → admission (429) → the generation itself (`generation.Generation`, which calls
+the backend and relays the result).
 
 With the response cache on, a deterministic request is looked up (`look_up`) before the
 rate limits: a hit is charged one request and no tokens (`reserve_hit`), skips the checks
@@ -44,7 +45,7 @@ from switchyard.edge.auth import ApiKey
 from switchyard.edge.cache import CacheKey, cache_key, cacheable
 from switchyard.edge.cache.generations import CorruptEntry, read_stream, read_whole, stream_usage
 from switchyard.edge.checks import ChecksBusy, ChecksUnavailable, InvalidPart, request_parts
-from switchyard.edge.claim import Claim
+from switchyard.edge.claim import Claim, body_message
 from switchyard.edge.convert import (
     Canonical,
     chat_request,
@@ -54,9 +55,10 @@ from switchyard.edge.convert import (
 from switchyard.edge.encoding import GenerationEncoder
 from switchyard.edge.errors import OpenAIError
 from switchyard.edge.exchange import Exchange
-from switchyard.edge.generation import Generation
+from switchyard.edge.generation import SSE_HEADERS, Generation
+from switchyard.edge.holding import HoldRefused
 from switchyard.edge.ratelimit import Decision, LimiterUnavailable, Limits
-from switchyard.edge.responses import Encoder
+from switchyard.edge.responses import KEEPALIVE, Encoder
 from switchyard.edge.routing.endpoints import Capability
 from switchyard.edge.routing.table import Route
 from switchyard.edge.schemas import (
@@ -171,16 +173,18 @@ async def generate(
     cache_as: CacheKey | None = None,
 ) -> None:
     """A routed, translated generation from its rate limits on: reserve (429), watch the
-    client, the expensive checks (400), admission (429), then the generation itself,
-    streamed or whole as `claim.exchange.stream` says. Every API that generates (chat,
-    completions, Responses, Messages) ends here with its own encoder."""
+    client, held while the model wakes (503 past the hold), the expensive checks (400),
+    admission (429), then the generation itself, streamed or whole as
+    `claim.exchange.stream` says. Every API that generates (chat, completions, Responses,
+    Messages) ends here with its own encoder."""
     edge = claim.edge
     await reserve_generation(claim, key, route, canonical.request)
     await claim.watch_client()  # from here on, a client that leaves ends the request
+    route = await held_until_ready(claim, route, deadline)
     if canonical.needs_checks:
         await check_parts(edge, route.name, canonical)
     try:
-        await claim.admit(route)
+        await claim.admit(route, key.priority)
     except Refused as refusal:
         raise refused(refusal, route.name, edge.settings) from None
     await Generation(claim, canonical.request, encoder, deadline, cache_as).run()
@@ -369,22 +373,80 @@ def capable(edge: EdgeState, route: Route, model: str, capability: Capability) -
         )
 
 
-def ready(edge: EdgeState, route: Route) -> None:
-    """A backend is ready for `route` (503 if not)."""
+def ready(edge: EdgeState, route: Route, *, hold: bool = True) -> None:
+    """A backend is ready for `route`, or one is coming and the request will be held for
+    it (`held_until_ready`, once the client is watched); 503 if not. `hold=False`: 503
+    whenever none is ready now (a count of tokens is not worth a wait)."""
     if route.waking or not edge.pool.healthy(route):
-        settings = edge.settings
         if route.waking and edge.demand is not None:
             edge.demand(route)  # scaled to zero or loading: ask the operator for a replica
+        if hold and holds(edge, route):
+            return
         metrics.REFUSALS.labels(route.name, "no_backend").inc()
-        raise OpenAIError.unavailable(
-            f"No backend for model '{route.name}' is ready yet; retry after a moment.",
-            (
-                route.wake_retry_after_s(settings.wake_retry_after_s)
-                if route.waking
-                else settings.retry_after_s
-            ),
-            kind="no_backend",
+        raise _no_backend(edge, route, "no_backend")
+
+
+def holds(edge: EdgeState, route: Route) -> bool:
+    """Whether a request for `route`, which has no serving endpoint, is held for one: when
+    holding is on and a replica is coming: the route is waking (scaled to zero, loading),
+    or its source wakes models (the cluster's: its EndpointSlices say ready before this
+    edge's health watch does). A file route with no serving endpoint is an outage that
+    no one is waking: 503 at once, as before holding existed."""
+    return edge.holds.enabled and (route.waking or edge.demand is not None)
+
+
+def _no_backend(edge: EdgeState, route: Route, kind: str) -> OpenAIError:
+    settings = edge.settings
+    return OpenAIError.unavailable(
+        f"No backend for model '{route.name}' is ready yet; retry after a moment.",
+        (
+            route.wake_retry_after_s(settings.wake_retry_after_s)
+            if route.waking
+            else settings.retry_after_s
+        ),
+        kind=kind,
+    )
+
+
+async def held_until_ready(claim: Claim, route: Route, deadline: float) -> Route:
+    """The route to serve the request with: `route` when a replica serves it; else, where
+    `holds`, the route once one does, the request held in its model's line meanwhile
+    (call once the client is watched: a client that leaves frees its place at once).
+    Past the line's bound or the hold timeout: 503 with Retry-After, kind `hold_full` or
+    `hold_timeout`.
+
+    A stream held longer than `stream_keepalive_s` commits to its 200 and SSE headers
+    then, and gets keep-alive comments until the first event; a failure after that is
+    the stream's last event, in its API's dialect (see `Claim`). A shorter hold keeps a
+    real 503 for a failure."""
+    edge = claim.edge
+    waiting = route.waking or not edge.pool.healthy(route)
+    if not waiting or not holds(edge, route):
+        return route  # ready (or not ours to hold: the generation says what it finds)
+    settings = edge.settings
+    stream = claim.exchange.stream
+
+    async def commit() -> None:
+        await claim.start_stream(SSE_HEADERS)
+        await claim.send(body_message(KEEPALIVE))
+        claim.watch.touch()
+
+    try:
+        return await edge.holds.hold(
+            route.name,
+            deadline,
+            patience_s=settings.stream_keepalive_s if stream else None,
+            meanwhile=commit if stream else None,
         )
+    except HoldRefused as refusal:
+        if refusal.reason == "gone":
+            raise OpenAIError.model_not_found(
+                claim.exchange.requested_model or route.name
+            ) from None
+        kind = f"hold_{refusal.reason}"
+        metrics.REFUSALS.labels(route.name, kind).inc()
+        now = edge.routes.resolve(route.name) or route
+        raise _no_backend(edge, now, kind) from None
 
 
 async def reserve_generation(

@@ -12,6 +12,7 @@ from switchyard.edge.cache import NoCache, ResponseCache
 from switchyard.edge.checks import Checks
 from switchyard.edge.convert import Rules
 from switchyard.edge.draining import Drain
+from switchyard.edge.holding import Holds, Readiness
 from switchyard.edge.images import ImageRules
 from switchyard.edge.openai_responses.jobs import BackgroundJobs, NoJobs
 from switchyard.edge.openai_responses.memory import MemoryResponseStore
@@ -52,6 +53,24 @@ class EdgeState:
     #: Whether the routes source has its first complete view (a file: loaded; a cluster: synced).
     routes_synced: Callable[[], bool] = lambda: True
 
+    def __post_init__(self) -> None:
+        self.pool.on_change = self.holds.changed  # an endpoint serving may end a hold
+
+    @cached_property
+    def holds(self) -> Holds:
+        """Requests held for a model with no ready replica (`switchyard.edge.holding`)."""
+        s = self.settings
+        return Holds(self.readiness, s.hold_max_per_model, s.hold_timeout_s)
+
+    def readiness(self, model: str) -> Readiness:
+        """The route serving `model` once a replica of it serves (what a hold waits for)."""
+        route = self.routes.resolve(model)
+        if route is None:
+            return "gone"
+        if route.waking or not self.pool.healthy(route):
+            return "waiting"
+        return route
+
     @cached_property
     def rules(self) -> Rules:
         """What requests are checked against while translated."""
@@ -63,3 +82,4 @@ class EdgeState:
         """A routes source's new table: route to it, and open/close endpoints to match."""
         self.routes = table
         self.pool.sync(table)
+        self.holds.changed()

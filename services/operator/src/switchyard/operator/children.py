@@ -156,10 +156,9 @@ def engine_container(
         "readinessProbe": launch.readiness_probe,
         "livenessProbe": launch.liveness_probe,
     }
-    if settings.drain_s:
-        # Both containers get SIGTERM together: keep the engine up while the adapter
-        # finishes the requests in flight, then let it stop.
-        container["lifecycle"] = {"preStop": {"sleep": {"seconds": settings.drain_s}}}
+    # The adapter gets SIGTERM at once, the engine only after its preStop hook: it stays up
+    # while the adapter finishes the requests in flight and exits.
+    container["lifecycle"] = {"preStop": {"sleep": {"seconds": settings.engine_prestop_s}}}
     if spec.simulated:
         container["securityContext"] = hardened()
         container["volumeMounts"] = [{"name": "tmp", "mountPath": "/tmp"}]
@@ -211,6 +210,9 @@ def adapter_container(
         {"name": "ADAPTER_SERVED_MODEL_NAME", "value": served},
         {"name": "ADAPTER_PORT", "value": str(naming.ADAPTER_PORT)},
         {"name": "ADAPTER_METRICS_PORT", "value": str(naming.ADAPTER_METRICS_PORT)},
+        # Its drain, from the setting the pod's grace period is derived from.
+        {"name": "ADAPTER_DRAIN_DELAY_S", "value": str(settings.drain_delay_s)},
+        {"name": "ADAPTER_SHUTDOWN_GRACE_S", "value": str(settings.adapter_shutdown_grace_s)},
     ]
     env += [{"name": key, "value": value} for key, value in sorted(settings.adapter_env.items())]
     # The engine's key, sent as a Bearer token; from the Secret, like the engine's own.

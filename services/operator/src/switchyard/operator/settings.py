@@ -20,6 +20,12 @@ def _own_version() -> str:
         return "latest"
 
 
+#: Margins of a pod's stop around the drain: the adapter's exit once its drain ends (its
+#: server's stop, closing its engine connections), and the engine's own stop after SIGTERM.
+ADAPTER_EXIT_S = 5
+ENGINE_STOP_S = 15
+
+
 class OperatorSettings(ServiceSettings):
     model_config = SettingsConfigDict(env_prefix="OPERATOR_")
 
@@ -45,9 +51,14 @@ class OperatorSettings(ServiceSettings):
 
     #: How long an engine may take to load its model before the kubelet restarts it.
     startup_timeout_s: int = Field(default=3600, ge=60)
-    #: Pods get this long to stop; the engine outlives the adapter's drain by `drain_s`.
-    termination_grace_s: int = Field(default=60, ge=1)
+    #: The one setting behind a pod's stop (see `children.py`): from SIGTERM, how long the
+    #: adapter may take to drain, its NOT_SERVING-but-accepting delay included (sent as
+    #: ADAPTER_DRAIN_DELAY_S and ADAPTER_SHUTDOWN_GRACE_S = drain_s - drain_delay_s). The
+    #: engine's preStop sleep and the pod's terminationGracePeriodSeconds follow from it.
+    #: Keep the edge's EDGE_ENDPOINT_CLOSE_GRACE_S at least this long: the edge drops an
+    #: endpoint as soon as Kubernetes marks it terminating, and closes its connection then.
     drain_s: int = Field(default=30, ge=0)
+    drain_delay_s: int = Field(default=2, ge=0)
 
     #: Requests of the sidecar and of simulated engines (CPU only).
     adapter_cpu: str = "100m"
@@ -87,10 +98,33 @@ class OperatorSettings(ServiceSettings):
         return value
 
     @model_validator(mode="after")
-    def _drain_within_grace(self) -> Self:
-        if self.drain_s >= self.termination_grace_s:
-            raise ValueError("drain_s must be shorter than termination_grace_s")
+    def _delay_within_drain(self) -> Self:
+        if self.drain_delay_s > self.drain_s:
+            raise ValueError("drain_delay_s must not be longer than drain_s")
+        # The pod's grace period is derived from these: set them through drain_s.
+        derived = {"ADAPTER_DRAIN_DELAY_S", "ADAPTER_SHUTDOWN_GRACE_S"} & self.adapter_env.keys()
+        if derived:
+            raise ValueError(
+                f"adapter_env must not set {', '.join(sorted(derived))}: "
+                "set drain_s and drain_delay_s instead"
+            )
         return self
+
+    @property
+    def adapter_shutdown_grace_s(self) -> int:
+        """How long in-flight streams may take once the adapter refuses new calls."""
+        return self.drain_s - self.drain_delay_s
+
+    @property
+    def engine_prestop_s(self) -> int:
+        """The engine's preStop sleep: it outlives the adapter's drain and exit."""
+        return self.drain_s + ADAPTER_EXIT_S
+
+    @property
+    def termination_grace_s(self) -> int:
+        """The pod's terminationGracePeriodSeconds: the engine's preStop sleep, then its
+        own stop after SIGTERM (past this the kubelet kills it; nothing is in flight then)."""
+        return self.engine_prestop_s + ENGINE_STOP_S
 
     def adapter_image(self, engine: Engine) -> str:
         return self.adapter_images.get(engine) or self._own_image(ENGINES[engine].adapter_component)

@@ -43,7 +43,8 @@ def _parser() -> argparse.ArgumentParser:
         type=_list,
         default=None,
         help="comma-separated scenario names or groups (unary, stream, open, memory, tools, "
-        "embed, cache); default: all",
+        "embed, cache, noisy); default: all. noisy (the noisy neighbour) runs once, on its "
+        "own edges, whatever the paths",
     )
     parser.add_argument(
         "--scale",
@@ -93,7 +94,11 @@ def main(argv: list[str] | None = None) -> int:
     state_dir.mkdir(parents=True, exist_ok=True)
     command = shlex.join(["python", "-m", "switchyard.bench", *sys.argv[1:]])
     progress = Progress()
-    progress.say(f"bench: {', '.join(paths)}; {len(plan)} scenarios each; logs in {state_dir}")
+    on_paths = sum(s.group != "noisy" for s in plan)
+    what = f"{', '.join(paths)}; {on_paths} scenarios each" if on_paths else "no paths"
+    if on_paths < len(plan):
+        what += "; then the noisy neighbour, on its own edges"
+    progress.say(f"bench: {what}; logs in {state_dir}")
     run = uvloop.run(
         bench(paths, plan, state_dir, args.litellm_venv, args.litellm_version, progress)
     )

@@ -14,9 +14,16 @@ from typing import Any
 import orjson
 import psutil
 
+from switchyard.bench.noisy import BAR, BUSY, NoisyResult
 from switchyard.bench.paths import SIMS, cache_mode, workers
 from switchyard.bench.runner import Result, Run
-from switchyard.bench.scenarios import CACHE_CONCURRENCY, CONCURRENCY, GROUPS
+from switchyard.bench.scenarios import (
+    CACHE_CONCURRENCY,
+    CONCURRENCY,
+    GROUPS,
+    NOISY_FLOOD,
+    NOISY_SHARE,
+)
 from switchyard.bench.stats import Summary, added
 
 MIB = 1024 * 1024
@@ -304,6 +311,94 @@ def targets(results: Sequence[Result]) -> list[dict[str, Any]]:
     return checks
 
 
+def _pct(value: float) -> str:
+    return "-" if math.isnan(value) else f"{value:.0%}"
+
+
+def noisy_checks(result: NoisyResult) -> list[dict[str, Any]]:
+    """The issue's bars for the noisy neighbour, with fair queuing on and off: B's p99 TTFT
+    within `BAR` times B's alone, and the model kept busy (`BUSY` of its slot time)."""
+    checks: list[dict[str, Any]] = []
+    for fair in (True, False):
+        run = result.run(fair)
+        if run is None:
+            continue
+        ratio = result.ratio(fair)
+        checks.append(
+            {
+                "fair_queuing": fair,
+                "target": f"B's p99 TTFT with A's flood ≤ {BAR:g}x B's alone",
+                "ratio": round(ratio, 2),
+                "holds": bool(ratio <= BAR),
+            }
+        )
+        checks.append(
+            {
+                "fair_queuing": fair,
+                "target": f"the model stays busy (≥ {BUSY:.0%} of its slot time)",
+                "busy": round(run.busy, 3),
+                "a_share": round(run.a_share, 3),
+                "holds": bool(run.busy >= BUSY),
+            }
+        )
+    return checks
+
+
+def _noisy_lines(result: NoisyResult) -> list[str]:
+    s = result.scenario
+    rate = f"{s.rate_per_s:.1f}" if s.rate_per_s is not None else "-"
+    lines = [
+        f"## Noisy neighbour: tenant A floods one model at {NOISY_FLOOD}x its capacity, "
+        f"tenant B sends at {NOISY_SHARE:.0%} of it",
+        "",
+        f"Capacity: {result.capacity} requests at once (the edge's "
+        f"EDGE_MAX_IN_FLIGHT_PER_MODEL; one edge process), simulator TTFT "
+        f"{result.ttft_s * 1e3:.0f} ms / ITL {result.itl_s * 1e3:.0f} ms. A: "
+        f"{result.a_workers} closed-loop workers, non-streamed, {result.a_tokens // 2} to "
+        f"{result.a_tokens * 3 // 2} tokens (mean {result.a_tokens}). "
+        f"B: streamed, {result.b_tokens} tokens, open loop at {rate} req/s, "
+        f"{s.requests} requests a run. Busy: the slot time of the requests that ended while "
+        "B ran (each at the simulator's own duration for its length) over the capacity's; A's "
+        "share is its "
+        "part of it. Ratio: B's TTFT p99 ÷ B's alone.",
+        "",
+        "| run | B ok/sent | B TTFT p50 ms | B TTFT p99 ms | ratio | A done | A tokens/s "
+        "| B tokens/s | A's share | model busy |",
+        "|---|---|---|---|---|---|---|---|---|---|",
+    ]
+    for run in result.runs:
+        ratio = "-" if run.fair is None else f"{result.ratio(run.fair):.2f}x"
+        lines.append(
+            f"| {run.label} | {run.b_ok}/{run.b_sent} | {_ms(run.b_ttft_p50_s)} "
+            f"| {_ms(run.b_ttft_p99_s)} | {ratio} | {run.a_ok} | {_rate(run.a_tokens_per_s)} "
+            f"| {_rate(run.b_tokens_per_s)} | {_pct(run.a_share)} | {_pct(run.busy)} |"
+        )
+    lines.append("")
+    for check in noisy_checks(result):
+        on = "on" if check["fair_queuing"] else "off"
+        figure = f"{check['ratio']}x" if "ratio" in check else f"{check['busy']:.0%}"
+        verdict = "yes" if check["holds"] else "NO"
+        lines.append(f"- fair queuing {on}: {check['target']}: {figure}: {verdict}")
+    lines.append("")
+    return lines
+
+
+def _noisy_json(result: NoisyResult) -> dict[str, Any]:
+    return {
+        "scenario": asdict(result.scenario),
+        "capacity": result.capacity,
+        "a_workers": result.a_workers,
+        "a_tokens": result.a_tokens,
+        "b_tokens": result.b_tokens,
+        "ttft_s": result.ttft_s,
+        "itl_s": result.itl_s,
+        "runs": [asdict(r) | {"busy": r.busy} for r in result.runs],
+        "ratio_fair": result.ratio(True),
+        "ratio_fifo": result.ratio(False),
+        "checks": noisy_checks(result),
+    }
+
+
 def markdown(run: Run, info: dict[str, Any], command: str) -> str:
     lines = [
         "# Switchyard bench",
@@ -343,6 +438,8 @@ def markdown(run: Run, info: dict[str, Any], command: str) -> str:
         if group == "cache" and any(r.path.startswith("switchyard-") for r in rows):
             lines += _cache_rows(rows)
             lines.append("")
+    for result in run.noisy:
+        lines += _noisy_lines(result)
     checks = targets(run.results)
     if checks:
         lines += [
@@ -400,6 +497,7 @@ def document(run: Run, info: dict[str, Any], command: str) -> dict[str, Any]:
         "paths": [asdict(p) for p in run.paths],
         "results": [_result_json(run.results, r) for r in run.results],
         "targets": targets(run.results),
+        "noisy": [_noisy_json(r) for r in run.noisy],
     }
 
 

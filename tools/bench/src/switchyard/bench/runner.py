@@ -5,7 +5,8 @@ measured, then each path is started, measured and stopped, so that only the path
 test (and the simulators) run during its scenarios. A path without a target for a
 scenario (LiteLLM has no response cache here) skips it and says so. LiteLLM's virtualenv
 is made before anything is measured; if LiteLLM cannot be installed or started, the run
-goes on without it and says why.
+goes on without it and says why. The noisy-neighbour scenario (`noisy`) is not a path's:
+it runs once, after the paths, with its own simulator, adapter and edges.
 """
 
 from __future__ import annotations
@@ -21,6 +22,7 @@ from pathlib import Path
 
 from switchyard.bench import litellm
 from switchyard.bench.loadgen import Sender, closed_loop, open_loop, session, timed
+from switchyard.bench.noisy import NoisyResult, measure_noisy
 from switchyard.bench.paths import (
     Deployment,
     Sim,
@@ -68,6 +70,7 @@ class Run:
     litellm_version: str | None = None
     #: The machine's load average (1, 5, 15 min) when the run began: others' work.
     load_before: tuple[float, float, float] = (0.0, 0.0, 0.0)
+    noisy: list[NoisyResult] = field(default_factory=list)
 
 
 class Progress:
@@ -195,6 +198,28 @@ async def bench(
 ) -> Run:
     run = Run(load_before=os.getloadavg())
     t0 = time.monotonic()
+    try:
+        on_paths = [s for s in plan if s.group != "noisy"]
+        if on_paths:
+            await _paths(run, paths, on_paths, state_dir, venv, litellm_version, progress)
+        for scenario in plan:
+            if scenario.group == "noisy":
+                run.noisy.append(await measure_noisy(scenario, state_dir, progress.say))
+    finally:
+        run.duration_s = time.monotonic() - t0
+    return run
+
+
+async def _paths(
+    run: Run,
+    paths: Sequence[str],
+    plan: Sequence[Scenario],
+    state_dir: Path,
+    venv: Path,
+    litellm_version: str,
+    progress: Progress,
+) -> None:
+    """Every path through the plan's scenarios (`run.results`, `run.paths`)."""
     statuses = {name: PathStatus(name) for name in paths}
     run.paths = list(statuses.values())
     wanted = list(paths)
@@ -232,5 +257,3 @@ async def bench(
                 progress.say(f"LiteLLM failed, going on without it: {exc}")
     finally:
         await sim_procs.stop_all()
-        run.duration_s = time.monotonic() - t0
-    return run

@@ -8,6 +8,10 @@
   (50 ms to the first token, then 10 ms per token).
 - `memory-1000`: 1,000 streams open at once, each long-lived and mostly idle (10 tokens,
   one every 500 ms).
+- `noisy-neighbour`: tenant A floods one model of fixed capacity (the edge queues) at 10x
+  that capacity while tenant B sends short streams at 10% of it; B's time to first token
+  alone, then with A through an edge with fair queuing on, then off (`noisy.py`). Run once,
+  with its own simulator, adapter and edges, whatever the paths.
 - `tools-c16`: non-streaming chat completions offering one function tool with
   `tool_choice: required` (every answer is a tool call), on the simulator without latency:
   the cost of carrying tools (the schema, cached as valid after its first check, and the
@@ -25,9 +29,19 @@ from dataclasses import dataclass, replace
 from typing import Literal
 
 from switchyard.bench.wire import Workload
+from switchyard.devstack.components import EngineOptions
 
-Group = Literal["unary", "stream", "open", "memory", "tools", "embed", "cache"]
-GROUPS: tuple[Group, ...] = ("unary", "stream", "open", "memory", "tools", "embed", "cache")
+Group = Literal["unary", "stream", "open", "memory", "tools", "embed", "cache", "noisy"]
+GROUPS: tuple[Group, ...] = (
+    "unary",
+    "stream",
+    "open",
+    "memory",
+    "tools",
+    "embed",
+    "cache",
+    "noisy",
+)
 CONCURRENCY = (1, 16, 64, 256)
 UNARY = Workload(api="chat", stream=False, max_tokens=16)
 STREAM = Workload(api="chat", stream=True, max_tokens=256)
@@ -41,6 +55,19 @@ CACHED = Workload(api="chat", stream=False, max_tokens=16, temperature=0.0)
 CACHED_STREAM = Workload(api="chat", stream=True, max_tokens=64, temperature=0.0)
 #: The concurrency at which the issue wants a hit 5x faster than the engine's answer.
 CACHE_CONCURRENCY = 16
+#: The noisy neighbour (`noisy.py`): one model of fixed capacity (requests at once); tenant
+#: A floods it with long non-streamed requests from NOISY_FLOOD x capacity closed-loop
+#: workers, tenant B sends short streams in an open loop at NOISY_SHARE of the capacity.
+#: 32 at once, as an engine batching a few dozen sequences: with fair queuing B waits for
+#: the next slot to free (admission does not preempt), about A's request time / capacity.
+NOISY_CAPACITY = 32
+NOISY_FLOOD = 10
+NOISY_SHARE = 0.1
+NOISY_A = Workload(api="chat", stream=False, max_tokens=64)
+NOISY_B = Workload(api="chat", stream=True, max_tokens=16)
+#: Its simulator (kind "noisy", started by the scenario itself): a prefill of 200 ms, then
+#: 10 ms per token; room for every request (the edge's admission is the only queue).
+NOISY_SIM = EngineOptions(max_running=8192, ttft_s=0.2, itl_s=0.01)
 
 
 @dataclass(frozen=True, slots=True)
@@ -82,6 +109,32 @@ class Scenario:
 
 def cache_target(sim: str) -> str:
     return f"{sim}+cache"
+
+
+def request_s(workload: Workload, sim: EngineOptions) -> float:
+    """How long the simulator takes for one request of `workload`: the slot time it holds."""
+    return sim.ttft_s + workload.max_tokens * sim.itl_s
+
+
+def noisy_neighbour(
+    capacity: int = NOISY_CAPACITY,
+    requests: int = 100,
+    cap_s: float = 40.0,
+    sim: EngineOptions = NOISY_SIM,
+) -> Scenario:
+    """The noisy-neighbour scenario: `concurrency` is the model's capacity, `requests` and
+    `rate_per_s` B's (per run: alone, then with A's flood twice), `workload` B's."""
+    return Scenario(
+        "noisy-neighbour",
+        "noisy",
+        "noisy",
+        NOISY_B,
+        capacity,
+        requests,
+        warmup=5,
+        cap_s=cap_s,
+        rate_per_s=NOISY_SHARE * capacity / request_s(NOISY_B, sim),
+    )
 
 
 _UNARY_REQUESTS = {1: 300, 16: 800, 64: 1280, 256: 2048}
@@ -134,7 +187,7 @@ def default_plan() -> list[Scenario]:
     ]
     plan.append(Scenario("memory-1000", "memory", "idle", LONG_LIVED, 1000, 1000, 50, cap_s=60))
     plan.append(Scenario("tools-c16", "tools", "zero", TOOLS, 16, 800, 50, cap_s=40))
-    return plan + _embeddings() + _cache()
+    return [*plan, *_embeddings(), *_cache(), noisy_neighbour()]
 
 
 def select(plan: list[Scenario], names: list[str] | None) -> list[Scenario]:

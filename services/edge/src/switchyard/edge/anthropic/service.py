@@ -148,7 +148,7 @@ async def _count_tokens(request: Request, claim: Claim) -> None:
     route = route_for(edge, key, body.model)
     ex.model = route.name
     ex.routed()
-    ready(edge, route)
+    ready(edge, route, hold=False)  # a count is not worth waiting for a wake: 503 at once
     capable(edge, route, body.model, pb.CAPABILITY_CHAT)
     canonical = messages_request(body, route.name, ex.request_id, edge.rules)
     # One request on the key's RPM and no tokens: nothing is generated, and the count

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import argparse
 import getpass
+import os
 import re
 import sys
 from collections.abc import Callable, Sequence
@@ -25,6 +26,7 @@ from switchyard.edge.auth.keysfile import (
     read_keys_file,
     render_keys,
 )
+from switchyard.edge.settings import EdgeSettings
 
 PROG = "python -m switchyard.edge keys"
 EXIT_IO = 1
@@ -84,6 +86,12 @@ def _parser() -> argparse.ArgumentParser:
         action="store_false",
         help="never answer this key from the response cache, nor keep its answers",
     )
+    add.add_argument(
+        "--priority",
+        type=_name,
+        help="admission priority class, one of EDGE_PRIORITY_CLASSES "
+        f"(default: {', '.join(_classes())}); unset: the edge's EDGE_DEFAULT_PRIORITY",
+    )
     add.set_defaults(command=_add)
 
     ls = sub.add_parser("list", help="show the keys (hashes cut to their first characters)")
@@ -122,7 +130,9 @@ def _add(args: argparse.Namespace) -> int:
                 "rpm": args.rpm,
                 "tpm": args.tpm,
                 "cache": args.cache,
-            }
+                "priority": args.priority,
+            },
+            context={"classes": _classes()},
         )
     except ValidationError as exc:
         raise _UsageError("; ".join(f"{e['loc'][0]}: {e['msg']}" for e in exc.errors())) from exc
@@ -134,7 +144,7 @@ def _add(args: argparse.Namespace) -> int:
 
 
 def _list(args: argparse.Namespace) -> int:
-    rows = [["NAME", "TENANT", "MODELS", "RPM", "TPM", "CACHE", "SHA256"]]
+    rows = [["NAME", "TENANT", "MODELS", "RPM", "TPM", "CACHE", "PRIORITY", "SHA256"]]
     rows += [
         [
             e.name,
@@ -143,6 +153,7 @@ def _list(args: argparse.Namespace) -> int:
             "-" if e.rpm is None else str(e.rpm),
             "-" if e.tpm is None else str(e.tpm),
             "on" if e.cache else "off",
+            e.priority or "-",
             e.sha256[:HASH_SHOWN],
         ]
         for e in _read(args.file, missing_ok=False)
@@ -188,8 +199,18 @@ def _read(path: Path, *, missing_ok: bool) -> list[KeyEntry]:
 
 def _write(path: Path, entries: list[KeyEntry]) -> None:
     text = render_keys(entries)
-    parse_keys(text, path)  # never write a file the edge would refuse
+    parse_keys(text, path, _classes())  # never write a file the edge would refuse
     write_atomic(path, text)
+
+
+def _classes() -> tuple[str, ...]:
+    """The priority classes keys may name: the edge's, EDGE_PRIORITY_CLASSES as the edge
+    reads it (its default when unset)."""
+    value = os.environ.get("EDGE_PRIORITY_CLASSES")
+    if value is None:
+        default: tuple[str, ...] = EdgeSettings.model_fields["priority_classes"].default
+        return default
+    return tuple(c.strip() for c in value.split(",") if c.strip())
 
 
 def _name(value: str) -> str:

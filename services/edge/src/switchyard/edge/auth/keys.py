@@ -45,6 +45,8 @@ class ApiKey:
     #: Whether this key's deterministic requests use the response cache (`cache: false` in
     #: the keys file opts a key out: its answers are neither looked up nor kept).
     cache: bool = True
+    #: The admission priority class of this key's requests (None: the edge's default class).
+    priority: str | None = None
     # Derived once from `models`: a set for exact names and one compiled regex for the
     # patterns, so `allows` costs O(1) + one match and keeps no per-request cache.
     _exact: frozenset[str] = field(init=False, repr=False, compare=False)

@@ -10,7 +10,7 @@ from __future__ import annotations
 import json
 import os
 import re
-from collections.abc import Sequence
+from collections.abc import Collection, Sequence
 from pathlib import Path
 from typing import Annotated, Any, NamedTuple
 
@@ -22,6 +22,7 @@ from pydantic import (
     Field,
     StringConstraints,
     ValidationError,
+    ValidationInfo,
     field_validator,
 )
 from pydantic_core import PydanticCustomError
@@ -117,9 +118,33 @@ class KeyEntry(BaseModel):
     tpm: Limit | None = None
     #: false: this key's requests never use the response cache.
     cache: bool = True
+    #: The admission priority class of this key's requests, one of the edge's
+    #: EDGE_PRIORITY_CLASSES (checked when the caller gives them); unset: the default class.
+    priority: Name | None = None
+
+    @field_validator("priority")
+    @classmethod
+    def _known_class(cls, value: str | None, info: ValidationInfo) -> str | None:
+        classes: Collection[str] | None = (info.context or {}).get("classes")
+        if value is not None and classes is not None and value not in classes:
+            raise PydanticCustomError(
+                "priority_class",
+                "unknown priority class '{value}' (the edge's classes, EDGE_PRIORITY_CLASSES: "
+                "{classes})",
+                {"value": value, "classes": ", ".join(classes)},
+            )
+        return value
 
     def api_key(self) -> ApiKey:
-        return ApiKey(self.name, self.tenant, tuple(self.models), self.rpm, self.tpm, self.cache)
+        return ApiKey(
+            self.name,
+            self.tenant,
+            tuple(self.models),
+            self.rpm,
+            self.tpm,
+            self.cache,
+            self.priority,
+        )
 
 
 class KeysDocument(BaseModel):
@@ -163,9 +188,12 @@ class FileStamp(NamedTuple):
         return cls(st.st_dev, st.st_ino, st.st_mtime_ns, st.st_size)
 
 
-def read_keys_file(path: Path) -> tuple[list[KeyEntry], FileStamp]:
-    """Read and validate `path`; the stamp is of the very file that was read (fstat, not stat,
-    so a swap between the two cannot pair old content with a new stamp)."""
+def read_keys_file(
+    path: Path, classes: Collection[str] | None = None
+) -> tuple[list[KeyEntry], FileStamp]:
+    """Read and validate `path` (each key's `priority` one of `classes` when given); the stamp
+    is of the very file that was read (fstat, not stat, so a swap between the two cannot pair
+    old content with a new stamp)."""
     try:
         with path.open("rb") as f:
             stamp = FileStamp.of(os.fstat(f.fileno()))
@@ -178,10 +206,12 @@ def read_keys_file(path: Path) -> tuple[list[KeyEntry], FileStamp]:
         text = data.decode("utf-8")
     except UnicodeDecodeError as exc:
         raise KeysFileError(path, [f"not UTF-8 text (byte {exc.start})"]) from exc
-    return parse_keys(text, path), stamp
+    return parse_keys(text, path, classes), stamp
 
 
-def parse_keys(text: str, source: Path | str = "<keys>") -> list[KeyEntry]:
+def parse_keys(
+    text: str, source: Path | str = "<keys>", classes: Collection[str] | None = None
+) -> list[KeyEntry]:
     try:
         raw = yaml.load(text, Loader=_UniqueKeyLoader)  # a SafeLoader subclass
     except yaml.YAMLError as exc:
@@ -191,7 +221,7 @@ def parse_keys(text: str, source: Path | str = "<keys>") -> list[KeyEntry]:
     if not isinstance(raw, dict):
         raise KeysFileError(source, ["must be a YAML mapping with a 'keys' list"])
     try:
-        return KeysDocument.model_validate(raw).keys
+        return KeysDocument.model_validate(raw, context={"classes": classes}).keys
     except ValidationError as exc:
         raise KeysFileError(source, [_pydantic_problem(e, raw) for e in exc.errors()]) from exc
 
@@ -211,6 +241,8 @@ def render_keys(entries: Sequence[KeyEntry]) -> str:
         lines += [f"    {k}: {v}" for k, v in (("rpm", e.rpm), ("tpm", e.tpm)) if v is not None]
         if not e.cache:
             lines.append("    cache: false")
+        if e.priority is not None:
+            lines.append(f"    priority: {_scalar(e.priority)}")
     return "\n".join(lines) + "\n"
 
 

@@ -12,7 +12,7 @@ import hashlib
 import hmac
 import os
 import threading
-from collections.abc import Iterable, Iterator, Mapping
+from collections.abc import Collection, Iterable, Iterator, Mapping
 from pathlib import Path
 
 import structlog
@@ -30,18 +30,21 @@ class KeyStore:
         *,
         path: Path | None = None,
         stamp: FileStamp | None = None,
+        classes: Collection[str] | None = None,
     ) -> None:
         """Prefer `load`, `empty` or `of`; `by_digest` maps lower-case hex SHA-256 to its key."""
         self._table = _table(by_digest or {})
         self._path = path
         self._stamp = stamp
+        self._classes = classes  # the priority classes a key may name (None: any)
         self._reload_lock = threading.Lock()
 
     @classmethod
-    def load(cls, path: Path) -> KeyStore:
-        """The keys in `path`; raises KeysFileError (which says what is wrong) for a bad file."""
-        entries, stamp = read_keys_file(path)
-        store = cls(_by_digest(entries), path=path, stamp=stamp)
+    def load(cls, path: Path, classes: Collection[str] | None = None) -> KeyStore:
+        """The keys in `path`, each key's priority one of `classes` when given; raises
+        KeysFileError (which says what is wrong) for a bad file."""
+        entries, stamp = read_keys_file(path, classes)
+        store = cls(_by_digest(entries), path=path, stamp=stamp, classes=classes)
         log.info("api_keys_loaded", path=str(path), keys=len(store))
         return store
 
@@ -115,7 +118,7 @@ class KeyStore:
             if current == self._stamp:
                 return False
             try:
-                entries, stamp = read_keys_file(self._path)
+                entries, stamp = read_keys_file(self._path, self._classes)
             except KeysFileError as exc:
                 log.error(
                     "api_keys_reload_failed",

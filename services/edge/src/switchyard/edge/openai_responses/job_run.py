@@ -2,8 +2,9 @@
 
 The job runs through the same pipeline as `POST /v1/responses` (`pipeline.run`), under a
 `Claim` of its own: the creating key's rate limits and the model's admission apply as to
-any request. Its `receive` never reports a disconnect (there is no client to leave: only
-a cancel or this process stopping ends it, by cancelling the task), and its `send` turns
+any request, in the lowest priority class (`background_priority`). Its `receive` never
+reports a disconnect (there is no client to leave: only a cancel or this process stopping
+ends it, by cancelling the task), and its `send` turns
 the SSE stream into the job's event log. A refusal before the stream begins that waiting
 can cure (429: the key's limits; 503: no capacity now) is retried until the request's
 time is up; any other ends the job `failed`, with OpenAI's error object.
@@ -135,7 +136,9 @@ class JobRunner:
             )
             exchange.key_name, exchange.tenant = key.name, key.tenant
             result: StoredResponse | None = None
-            async with Claim(edge, exchange, _never, capture.send) as claim:
+            async with Claim(
+                edge, exchange, _never, capture.send, priority=edge.settings.background_priority
+            ) as claim:
                 result = await run(claim, key, body, job.response_id, deadline)
             if edge.drain.over:
                 # The shutdown's grace ended the run before `close` could: not the job's

@@ -5,8 +5,7 @@ room, runs it under a per-model bound (`jobs_concurrency_per_model` in this proc
 renews its lease every third of it (learning there whether it was cancelled or taken
 over), and stores its result through the queue, which refuses it unless this attempt
 still holds the job. A cancelled or lost job's task is cancelled: its `Claim` ends the
-engine's generation. Background jobs are meant to run at the lowest priority once the
-edge has priorities (issue 15): nothing here gives them one yet.
+engine's generation. Each job is admitted in the lowest priority class (`job_run`).
 """
 
 from __future__ import annotations

@@ -172,12 +172,15 @@ class Endpoint:
         "identity",
         "in_flight",
         "max_model_len",
+        "on_change",
         "serving",
         "stub",
     )
 
     def __init__(self, address: str, policy: EndpointPolicy, clock: Clock = time.monotonic) -> None:
         self.address = address
+        #: Called when the endpoint starts or stops serving (the held requests wait on it).
+        self.on_change: Callable[[], None] | None = None
         self.channel = grpc.aio.insecure_channel(
             address, options=policy.channel_options(), interceptors=client_interceptors(address)
         )
@@ -259,7 +262,9 @@ class Endpoint:
                 log.info("endpoint_serving", endpoint=self.address)
             else:
                 log.warning("endpoint_not_serving", endpoint=self.address)
-        self.serving = serving
+        changed, self.serving = serving != self.serving, serving
+        if changed and self.on_change is not None:
+            self.on_change()
         if serving and self.ejection.succeeded():
             log.info("endpoint_returned", endpoint=self.address, evidence="health")
 
@@ -297,6 +302,8 @@ class EndpointPool:
         self._endpoints: dict[str, Endpoint] = {}
         self._closing: set[asyncio.Task[None]] = set()
         self._random = random.Random()
+        #: Called when an endpoint starts or stops serving (`EdgeState` wakes held requests).
+        self.on_change: Callable[[], None] = lambda: None
 
     @classmethod
     def from_settings(cls, settings: EdgeSettings) -> EndpointPool:
@@ -307,6 +314,7 @@ class EndpointPool:
         wanted = table.endpoints
         for address in wanted - self._endpoints.keys():
             endpoint = Endpoint(address, self._policy, self._clock)
+            endpoint.on_change = self._endpoint_changed
             self._endpoints[address] = endpoint
             endpoint.start()
         for address in self._endpoints.keys() - wanted:
@@ -314,6 +322,9 @@ class EndpointPool:
             task = asyncio.create_task(closing)
             self._closing.add(task)
             task.add_done_callback(self._closing.discard)
+
+    def _endpoint_changed(self) -> None:
+        self.on_change()
 
     def get(self, address: str) -> Endpoint | None:
         return self._endpoints.get(address)

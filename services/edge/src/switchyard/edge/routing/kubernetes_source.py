@@ -7,10 +7,12 @@ controller copies from the Service), on the port named `grpc`: pod IPs, so the e
 among replicas by load instead of hiding them behind a Service address.
 
 A backend with no ready endpoint is a *waking* route (scaled to zero, or loading): the edge
-answers 503 with Retry-After at once and signals demand by stamping the annotation
-`switchyard.dev/demanded-at` on the ModelBackend, which the operator reads to scale up. The
-route carries the operator's measure of the backend's wakes (status.lastWakeSeconds,
-status.wakingSince), so Retry-After says how long the wake should still take.
+holds its requests (`switchyard.edge.holding`; or answers 503 with Retry-After when holding
+is off or full) and signals demand by stamping the annotation `switchyard.dev/demanded-at`
+on the ModelBackend, which the operator reads to scale up: at most once per interval per
+process, and once across edge replicas (`routing.wake`). The route carries the operator's
+measure of the backend's wakes (status.lastWakeSeconds, status.wakingSince), so
+Retry-After says how long the wake should still take.
 
 A model name (served name or alias) belongs to the first ModelBackend that claimed it:
 earliest metadata.creationTimestamp, ties broken by (namespace, name); a backend with any
@@ -42,7 +44,9 @@ from lightkube.generic_resource import create_namespaced_resource
 from lightkube.resources.discovery_v1 import EndpointSlice
 from lightkube.types import PatchType
 
+from switchyard.edge import metrics
 from switchyard.edge.routing.table import Route, RouteTable
+from switchyard.edge.routing.wake import WakeSignals
 from switchyard.engines import ENGINES
 
 log = structlog.get_logger(__name__)
@@ -70,6 +74,8 @@ class BackendClaim:
     created: float = math.inf
     last_wake_s: int | None = None
     waking_since: float | None = None
+    #: The demand annotation's time (epoch seconds): when some edge last asked for a replica.
+    demanded_at: float | None = None
 
     @property
     def names(self) -> tuple[str, ...]:
@@ -106,6 +112,7 @@ def backend_of(obj: Any) -> BackendClaim | None:
         created=_epoch(created) or math.inf,
         last_wake_s=last_wake if isinstance(last_wake, int) else None,
         waking_since=_epoch(status.get("wakingSince")),
+        demanded_at=_epoch((meta.get("annotations") or {}).get(DEMAND_ANNOTATION)),
     )
 
 
@@ -156,11 +163,13 @@ class KubernetesRoutes:
         *,
         namespace: str | None = None,
         demand_interval_s: float = 10.0,
+        wake: WakeSignals | None = None,
     ) -> None:
         self._client = client
         self._on_change = on_change
         self._namespace = namespace or ALL_NS
         self._demand_interval_s = demand_interval_s
+        self._wake = wake or WakeSignals(demand_interval_s)
         self._backends: dict[Key, BackendClaim] = {}
         self._slices: dict[Key, tuple[Key, frozenset[str]]] = {}  # slice → (its backend, addresses)
         self._by_route: dict[str, Key] = {}
@@ -174,6 +183,12 @@ class KubernetesRoutes:
 
     async def run(self) -> None:
         """Follow both kinds until cancelled."""
+        try:
+            await self._follow_both()
+        finally:
+            await self._wake.close()
+
+    async def _follow_both(self) -> None:
         async with asyncio.TaskGroup() as group:
             group.create_task(
                 self._follow(
@@ -318,17 +333,22 @@ class KubernetesRoutes:
     # -- demand ---------------------------------------------------------------------------
 
     def demand(self, route: Route) -> None:
-        """A request found no ready replica: ask for one (at most once per interval per backend)."""
+        """A request found no ready replica: ask for one (at most once per interval per
+        backend in this process, and once across edge replicas: `WakeSignals`)."""
         key = self._by_route.get(route.name)
         now = time.monotonic()
         if key is None or now - self._demanded.get(key, -1e9) < self._demand_interval_s:
             return
         self._demanded[key] = now
-        task = asyncio.create_task(self._annotate(key))
+        task = asyncio.create_task(self._annotate(key, route.name))
         self._pending.add(task)
         task.add_done_callback(self._pending.discard)
 
-    async def _annotate(self, key: Key) -> None:
+    async def _annotate(self, key: Key, model: str) -> None:
+        backend = self._backends.get(key)
+        if not await self._wake.first(key, backend.demanded_at if backend else None):
+            log.info("demand_coalesced", backend=f"{key[0]}/{key[1]}")
+            return
         stamp = dt.datetime.now(dt.UTC).isoformat(timespec="seconds").replace("+00:00", "Z")
         patch = {"metadata": {"annotations": {DEMAND_ANNOTATION: stamp}}}
         try:
@@ -338,5 +358,7 @@ class KubernetesRoutes:
         except (httpx2.HTTPError, OSError) as exc:  # ApiError is an httpx2.HTTPStatusError
             log.warning("demand_signal_failed", backend=f"{key[0]}/{key[1]}", error=repr(exc))
             self._demanded.pop(key, None)  # let the next request try again
+            await self._wake.forget(key)
         else:
+            metrics.WAKES.labels(model).inc()
             log.info("demand_signalled", backend=f"{key[0]}/{key[1]}")
