@@ -21,7 +21,7 @@ from switchyard.edge.redis_pool import STORE_ERRORS, RedisConnections, RedisUrl,
 from tests.support.polling import eventually
 from tests.support.redis_cluster import running_cluster
 from tests.support.redis_sentinel import RedisSentinelSet, running_sentinel
-from tests.support.redis_topology import RedisTopology, cluster_topology
+from tests.support.redis_topology import RedisTopology, cluster_topology, every_topology
 
 #: Generous: a loaded machine must not turn a slow answer into a failure.
 TIMEOUT_S = 2.0
@@ -105,6 +105,7 @@ async def opened(redis_topology: RedisTopology) -> AsyncIterator[RedisConnection
         await store.close()
 
 
+@every_topology
 async def test_scripts_are_loaded_on_every_master_and_run_on_hash_tagged_keys(
     opened: RedisConnections, redis_topology: RedisTopology
 ) -> None:
@@ -125,6 +126,7 @@ async def test_scripts_are_loaded_on_every_master_and_run_on_hash_tagged_keys(
     assert await opened.client.evalsha(sha, 2, f"{{{tag}}}:a", f"{{{tag}}}:b", 5) == 7
 
 
+@every_topology
 async def test_a_transaction_on_one_hash_tag_runs_on_every_topology(
     opened: RedisConnections,
 ) -> None:
@@ -136,6 +138,7 @@ async def test_a_transaction_on_one_hash_tag_runs_on_every_topology(
         assert await tx.execute() == [True, 2, 1]
 
 
+@every_topology
 async def test_waiting_for_a_connection_is_bounded_on_every_topology(
     redis_topology: RedisTopology,
 ) -> None:

@@ -1,6 +1,11 @@
 """Two edge processes on a Sentinel URL and on a Cluster URL (EDGE_REDIS_URL): they share
-a key's limits and the response cache, and a Sentinel failover under traffic is followed
-without restarting either edge."""
+a key's limits, the response cache and the Responses store with its background jobs
+(a job taken by either, one cancelled from the other edge on Cluster), and a Sentinel
+failover under traffic, or while jobs run, is followed without restarting either edge.
+
+One pair of edges per topology for the whole module: each test uses keys and jobs of its
+own. (Jobs on one server, edges killed and stopped: `openai_responses/test_background.py`.)
+"""
 
 from __future__ import annotations
 
@@ -14,8 +19,11 @@ from collections.abc import AsyncIterator
 from dataclasses import dataclass, field
 
 import httpx
+import openai
 import pytest
 
+from switchyard.edge.openai_responses.redis_store import response_key
+from tests.edge.conftest import sim_stats
 from tests.support.edge import Edge, KeySpec, start_edge, write_keys
 from tests.support.polling import eventually
 from tests.support.redis_sentinel import RedisSentinelSet
@@ -28,6 +36,22 @@ RUN = uuid.uuid4().hex[:8]
 BURST, ROOMY = f"burst-{RUN}", f"roomy-{RUN}"
 KEYS = (KeySpec(BURST, rpm=RPM), KeySpec(ROOMY, rpm=100_000))
 CLOCK_SKEW_S = 0.002
+ENV = {
+    # About sharing, not latency: a busy machine must not turn slow answers into
+    # fail-closed 503s. The cache shares the limiter's URL; the Responses store is given
+    # it as its own (EDGE_RESPONSES_REDIS_URL).
+    "EDGE_REDIS_TIMEOUT_S": "2",
+    "EDGE_CACHE": "redis",
+    "EDGE_RESPONSES_STORE": "redis",
+}
+#: Background jobs at once, in the failover test.
+JOBS = 5
+JOBS_ENV = {
+    # Short leases: a job whose renewal the failover broke is taken over within seconds.
+    "sentinel": {"EDGE_JOBS_LEASE_S": "1", "EDGE_JOBS_CONCURRENCY_PER_MODEL": str(JOBS)},
+    # A lease no test waits out: a cancel must reach the running job by pub/sub.
+    "cluster": {"EDGE_JOBS_LEASE_S": "600"},
+}
 
 
 @dataclass
@@ -46,21 +70,28 @@ async def pair(
     log_dir = tmp_path_factory.mktemp(f"edges-on-{redis.kind}")
     keyring = write_keys(log_dir, KEYS)
     endpoints = {e: [s.address] for e, s in engines.items()}
-    edges: list[Edge] = []
-    try:
-        for i in range(2):
-            edge = await asyncio.to_thread(
+    env = {**ENV, **JOBS_ENV[redis.kind], "EDGE_RESPONSES_REDIS_URL": redis.url}
+    # Started at once (each start is mostly waiting); whichever started is stopped.
+    started = await asyncio.gather(
+        *(
+            asyncio.to_thread(
                 start_edge,
                 log_dir,
                 endpoints,
                 redis_url=redis.url,
                 name=f"edge-{redis.kind}-{i}",
                 keyring=keyring,
-                # About sharing, not latency: a busy machine must not turn slow answers
-                # into fail-closed 503s. The cache shares the limiter's URL.
-                env={"EDGE_REDIS_TIMEOUT_S": "2", "EDGE_CACHE": "redis"},
+                env=env,
             )
-            edges.append(edge)
+            for i in range(2)
+        ),
+        return_exceptions=True,
+    )
+    edges = [e for e in started if isinstance(e, Edge)]
+    try:
+        for failed in started:
+            if isinstance(failed, BaseException):
+                raise failed
         yield Pair(redis, edges)
     finally:
         await asyncio.gather(*(asyncio.to_thread(e.stop) for e in edges))
@@ -161,3 +192,79 @@ async def test_a_sentinel_failover_under_traffic_is_followed_by_both_edges(
     assert set(load.statuses) <= {200, 503}, sorted(set(load.statuses))
     assert [e.service.process.pid for e in pair.edges] == pids
     assert all(e.service.alive() for e in pair.edges)
+
+
+# -- Background responses (the Responses store and its jobs on the pair's topology) ---------
+
+
+@pytest.mark.parametrize("pair", ["cluster"], indirect=True)
+async def test_a_job_runs_and_one_is_cancelled_from_another_edge(
+    pair: Pair, engines: dict[str, Stack]
+) -> None:
+    stack = engines["vllm"]
+    first, second = (edge.client(ROOMY) for edge in pair.edges)
+    done = await first.responses.create(
+        model="demo-vllm", input="Hello.", background=True, max_output_tokens=8
+    )
+
+    async def finished() -> bool:
+        response = await second.responses.retrieve(done.id)
+        return response.status in ("completed", "incomplete")
+
+    await eventually(finished, what="the job done")
+    before = await sim_stats(stack)
+    async with stack.stalled(count=1):
+        held = await first.responses.create(
+            model="demo-vllm", input="Go on.", background=True, max_output_tokens=500
+        )
+
+        async def in_engine() -> bool:
+            return bool((await sim_stats(stack))["in_flight"] > before["in_flight"])
+
+        await eventually(in_engine, what="the job held in the engine")
+        cancelled = await second.responses.cancel(held.id)
+        assert cancelled.status == "cancelled"
+
+        async def aborted() -> bool:
+            return bool((await sim_stats(stack))["aborted"] > before["aborted"])
+
+        await eventually(aborted, what="the engine's generation aborted")
+
+
+@pytest.mark.parametrize("pair", ["sentinel"], indirect=True)
+async def test_jobs_complete_across_a_sentinel_failover(
+    pair: Pair, engines: dict[str, Stack], request: pytest.FixtureRequest
+) -> None:
+    sentinels: RedisSentinelSet = request.getfixturevalue("redis_sentinel_set")
+    stack = engines["vllm"]
+    sdk = pair.edges[0].client(ROOMY)
+    before = await sim_stats(stack)
+    async with stack.stalled(count=JOBS):
+        created = [
+            await sdk.responses.create(
+                model="demo-vllm", input=f"Job {i}.", background=True, max_output_tokens=8
+            )
+            for i in range(JOBS)
+        ]
+
+        async def all_in_engine() -> bool:
+            return bool((await sim_stats(stack))["requests"] - before["requests"] >= JOBS)
+
+        await eventually(all_in_engine, what="every job running")
+        await asyncio.to_thread(sentinels.failover)
+
+    async def ended(response_id: str) -> bool:
+        try:
+            response = await sdk.responses.retrieve(response_id)
+        except openai.APIStatusError:  # the store's Redis still switching: not yet
+            return False
+        return response.status in ("completed", "incomplete")
+
+    async def all_ended() -> bool:
+        return all([await ended(response.id) for response in created])
+
+    await eventually(all_ended, within_s=120, what="every job done")
+    async with pair.redis.client() as client:
+        for response in created:
+            completions = await client.hget(response_key("tests", response.id), "completions")
+            assert completions == b"1"

@@ -7,7 +7,7 @@ The stack: Redis (the shared rate limits), a vLLM simulator behind two adapters 
 fast) and an SGLang simulator behind one (demo-sglang, slow: after its first token it is
 silent for a whole idle gap). Each cycle is a burst, then steady mixed traffic (unary and
 streaming, chat and completions), then an idle gap of five keepalive intervals during which
-only slow calls (one stream, one unary) are open, silent. The edge pings its adapters
+only slow calls (one stream, one unary) are open, silent; a last burst follows the last gap. The edge pings its adapters
 every `keepalive_s` (EDGE_ADAPTER_KEEPALIVE_S, 10 s in production), and each adapter
 accepts pings every half of that (ADAPTER_KEEPALIVE_MIN_PING_INTERVAL_S, 5 s).
 
@@ -244,6 +244,8 @@ async def soak(plan: Plan, log_dir: Path) -> Report:
                 await load.steady(plan.steady_s, plan.concurrency)
                 await load.silent()
                 report.cycles += 1
+            # Traffic after the last idle gap too: connections the pings kept must still serve.
+            await load.burst(plan.burst)
         try:
             await baseline.settled()
         except AssertionError as exc:

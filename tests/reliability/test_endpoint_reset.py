@@ -112,11 +112,18 @@ async def test_one_reset_fails_one_request_and_the_model_stays_online(
 async def test_repeated_failures_eject_an_endpoint_and_panic_mode_brings_it_back(
     sim: Service, tmp_path: Path
 ) -> None:
-    good = await _adapter(sim, tmp_path, "-good")
-    bad: Adapter | None = None
+    # Both started at once (each start is mostly waiting); whichever started is stopped.
+    started = await asyncio.gather(
+        _adapter(sim, tmp_path, "-good"), _adapter(sim, tmp_path, "-bad"), return_exceptions=True
+    )
+    good, bad = (a if isinstance(a, Adapter) else None for a in started)
     edge: Edge | None = None
     try:
-        bad = await _adapter(sim, tmp_path, "-bad")
+        for failed in started:
+            if isinstance(failed, BaseException):
+                raise failed
+        assert good is not None
+        assert bad is not None
         env = {
             "EDGE_ENDPOINT_FAILURE_THRESHOLD": "2",
             "EDGE_ENDPOINT_EJECTION_S": "3600",  # no expiry within the test

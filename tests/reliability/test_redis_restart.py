@@ -52,17 +52,26 @@ async def setup(
     try:
         engine = await asyncio.to_thread(start_stack, "vllm", log_dir)
         keyring = write_keys(log_dir, KEYS)
-        for mode in ("closed", "open"):
-            edge = await asyncio.to_thread(
-                start_edge,
-                log_dir,
-                {"vllm": [engine.address]},
-                env={"EDGE_RATE_LIMIT_FAILURE_MODE": mode},
-                redis_url=redis.url,
-                name=f"edge-{mode}",
-                keyring=keyring,
-            )
-            edges.append(edge)
+        # Started at once (each start is mostly waiting); whichever started is stopped.
+        started = await asyncio.gather(
+            *(
+                asyncio.to_thread(
+                    start_edge,
+                    log_dir,
+                    {"vllm": [engine.address]},
+                    env={"EDGE_RATE_LIMIT_FAILURE_MODE": mode},
+                    redis_url=redis.url,
+                    name=f"edge-{mode}",
+                    keyring=keyring,
+                )
+                for mode in ("closed", "open")
+            ),
+            return_exceptions=True,
+        )
+        edges += [e for e in started if isinstance(e, Edge)]
+        for failed in started:
+            if isinstance(failed, BaseException):
+                raise failed
         yield redis, edges[0], edges[1]
     finally:
         for edge in edges:

@@ -101,9 +101,23 @@ async def _sigterm_during_streams(engine: Stack, edge: Edge) -> Shutdown:
 
 
 @pytest.fixture(scope="module")
-async def shutdown(tmp_path_factory: pytest.TempPathFactory) -> AsyncIterator[Shutdown]:
+async def engine(tmp_path_factory: pytest.TempPathFactory) -> AsyncIterator[Stack]:
+    """One engine for both scenarios: each runs whole in its fixture's set-up, one after
+    the other, and leaves nothing in flight there (what each checks)."""
+    stack = await asyncio.to_thread(
+        start_stack, "vllm", tmp_path_factory.mktemp("sigterm-engine"), options(itl_s=0.005)
+    )
+    try:
+        yield stack
+    finally:
+        await asyncio.to_thread(stack.stop)
+
+
+@pytest.fixture(scope="module")
+async def shutdown(
+    engine: Stack, tmp_path_factory: pytest.TempPathFactory
+) -> AsyncIterator[Shutdown]:
     log_dir = tmp_path_factory.mktemp("sigterm")
-    engine = await asyncio.to_thread(start_stack, "vllm", log_dir, options(itl_s=0.005))
     edge: Edge | None = None
     try:
         env = {"EDGE_SHUTDOWN_GRACE_S": str(GRACE_S)}
@@ -112,7 +126,6 @@ async def shutdown(tmp_path_factory: pytest.TempPathFactory) -> AsyncIterator[Sh
     finally:
         if edge is not None:
             await asyncio.to_thread(edge.stop)
-        await asyncio.to_thread(engine.stop)
 
 
 def test_streams_in_flight_finish_normally(shutdown: Shutdown) -> None:
@@ -162,9 +175,10 @@ class CutShort:
 
 
 @pytest.fixture(scope="module")
-async def cut_short(tmp_path_factory: pytest.TempPathFactory) -> AsyncIterator[CutShort]:
+async def cut_short(
+    engine: Stack, tmp_path_factory: pytest.TempPathFactory
+) -> AsyncIterator[CutShort]:
     log_dir = tmp_path_factory.mktemp("sigterm-cut")
-    engine = await asyncio.to_thread(start_stack, "vllm", log_dir, options(itl_s=0.005))
     edge: Edge | None = None
     try:
         env = {"EDGE_SHUTDOWN_GRACE_S": str(SHORT_GRACE_S)}
@@ -188,7 +202,6 @@ async def cut_short(tmp_path_factory: pytest.TempPathFactory) -> AsyncIterator[C
     finally:
         if edge is not None:
             await asyncio.to_thread(edge.stop)
-        await asyncio.to_thread(engine.stop)
 
 
 async def _idle_stats(client: httpx.AsyncClient, engine: Stack) -> dict[str, Any] | None:

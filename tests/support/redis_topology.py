@@ -1,10 +1,19 @@
 """Redis in each topology the edge supports, as pytest fixtures: single, Sentinel, Cluster.
 
-`redis_topology` is parametrized over the three: a test (or fixture) that takes it runs
-once per topology and gets the URL the edge would be given (`EDGE_REDIS_URL`), a client
-of its own to look at the data (not the edge's code), and `flushall`. The servers behind
-are session-scoped, one set per xdist worker, started on first use:
+A test (or fixture) that takes `redis_topology` gets the URL the edge would be given
+(`EDGE_REDIS_URL`), a client of its own to look at the data (not the edge's code), and
+`flushall`. The servers behind are session-scoped, one set per xdist worker, started on
+first use.
 
+Which topologies a test runs on (the suite's time budget): by default only `single`,
+where a store's whole case matrix runs. A case runs on Sentinel and Cluster too only when
+marked `@every_topology`: what differs by topology (connecting through it, scripts and
+multi-key commands on one hash tag's slot in a Cluster, keys read back on each master,
+blocking reads, pub/sub, a failover), and, for each store, one representative test per
+behaviour family. The stores' logic (Lua scripts, TTL arithmetic, tenants) runs the same
+on one server whatever the topology: running its other cases thrice would cover nothing more.
+
+    @every_topology  # without it: single only
     async def test_x(redis_topology: RedisTopology) -> None:
         store = SomeStore(redis_topology.url)          # redis:// | redis+sentinel:// | redis+cluster://
         async with redis_topology.client() as client:  # Redis, or RedisCluster
@@ -135,10 +144,15 @@ def redis_cluster_set(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Redi
         yield cluster
 
 
-@pytest.fixture(params=TOPOLOGIES, ids=str)
+@pytest.fixture(params=("single",), ids=str)
 def redis_topology(request: pytest.FixtureRequest) -> RedisTopology:
-    """Each topology in turn (the session's servers)."""
+    """The session's single server; each topology in turn under `@every_topology`."""
     return topology(request, request.param)
+
+
+#: Runs a test (whose fixtures take `redis_topology`) on single, Sentinel and Cluster: for
+#: what is topology-specific only (see the module's docstring).
+every_topology = pytest.mark.parametrize("redis_topology", TOPOLOGIES, indirect=True, ids=str)
 
 
 def topology(request: pytest.FixtureRequest, kind: Kind) -> RedisTopology:

@@ -33,7 +33,7 @@ from tests.support.edge import Edge, start_edge
 from tests.support.polling import eventually
 from tests.support.processes import listening_port, start, wait_serving
 from tests.support.redis import RedisServer, running_redis
-from tests.support.stacks import Stack, options, start_adapter, start_stack
+from tests.support.stacks import Stack, options, start_adapter
 
 HEADER = "x-switchyard-cache"
 MODEL = served_name("vllm")
@@ -180,10 +180,10 @@ def _dir(parent: Path, name: str) -> Path:
 
 
 @pytest.fixture(scope="module")
-async def vllm(log_dir: Path) -> AsyncIterator[Stack]:
-    stack = await asyncio.to_thread(start_stack, "vllm", log_dir, FAST, "-cache")
-    yield stack
-    await asyncio.to_thread(stack.stop)
+def vllm(engines: dict[str, Stack]) -> Stack:
+    """The session's vLLM stack (the edge tests' own, already running on this worker): the
+    tests count its requests between two points of their own."""
+    return engines["vllm"]
 
 
 async def _edge(
@@ -212,10 +212,22 @@ async def edges(
     log_dir: Path, vllm: Stack, keys: tuple[dict[str, str], Path], shared_redis: RedisServer
 ) -> AsyncIterator[tuple[Edge, Edge]]:
     """Two edges sharing one Redis (limits and cache), as two replicas."""
-    a = await _edge(log_dir, vllm, keys, "edge-a", {"EDGE_CACHE": "redis"}, shared_redis.url)
-    b = await _edge(log_dir, vllm, keys, "edge-b", {"EDGE_CACHE": "redis"}, shared_redis.url)
-    yield a, b
-    await asyncio.gather(asyncio.to_thread(a.stop), asyncio.to_thread(b.stop))
+    # Started at once (each start is mostly waiting); whichever started is stopped.
+    started = await asyncio.gather(
+        *(
+            _edge(log_dir, vllm, keys, name, {"EDGE_CACHE": "redis"}, shared_redis.url)
+            for name in ("edge-a", "edge-b")
+        ),
+        return_exceptions=True,
+    )
+    edges = [e for e in started if isinstance(e, Edge)]
+    try:
+        for failed in started:
+            if isinstance(failed, BaseException):
+                raise failed
+        yield edges[0], edges[1]
+    finally:
+        await asyncio.gather(*(asyncio.to_thread(e.stop) for e in edges))
 
 
 # -- hits and misses --------------------------------------------------------------------------
@@ -502,9 +514,20 @@ async def _header_after(edge: Edge, messages: Messages, wanted: str) -> bool:
 async def test_a_new_model_identity_never_serves_the_old_one_s_entries(
     log_dir: Path, vllm: Stack, keys: tuple[dict[str, str], Path]
 ) -> None:
-    edge = await _edge(log_dir, vllm, keys, "edge-identity", {"EDGE_CACHE": "memory"})
-    upgraded = await asyncio.to_thread(_stack_serving, log_dir, "switchyard/sim-1b-instruct-v2")
+    # Both started at once (each start is mostly waiting); whichever started is stopped.
+    started = await asyncio.gather(
+        _edge(log_dir, vllm, keys, "edge-identity", {"EDGE_CACHE": "memory"}),
+        asyncio.to_thread(_stack_serving, log_dir, "switchyard/sim-1b-instruct-v2"),
+        return_exceptions=True,
+    )
+    running = [s for s in started if isinstance(s, Edge | Stack)]
     try:
+        for failed in started:
+            if isinstance(failed, BaseException):
+                raise failed
+        edge, upgraded = started
+        assert isinstance(edge, Edge)
+        assert isinstance(upgraded, Stack)
         messages = prompt()
         assert (await chat(edge.client(), messages)).header == "miss"
         assert (await chat(edge.client(), messages)).header == "hit"
@@ -518,8 +541,7 @@ async def test_a_new_model_identity_never_serves_the_old_one_s_entries(
         assert await engine_requests(upgraded) >= 1
         assert (await chat(edge.client(), messages)).header == "hit"  # the new one's entry
     finally:
-        await asyncio.to_thread(upgraded.stop)
-        await asyncio.to_thread(edge.stop)
+        await asyncio.gather(*(asyncio.to_thread(s.stop) for s in running))
 
 
 def _stack_serving(log_dir: Path, model: str) -> Stack:

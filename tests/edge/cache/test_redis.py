@@ -1,5 +1,5 @@
-"""The Redis store: its keys and their expiry, the entry limit (on each topology: single,
-Sentinel, Cluster), and Redis failing (one server)."""
+"""The Redis store: its keys and their expiry (on each topology: single, Sentinel,
+Cluster), misses and the entry limit (one server), and Redis failing (one server)."""
 
 from __future__ import annotations
 
@@ -15,7 +15,7 @@ from redis.asyncio.cluster import RedisCluster
 from switchyard.edge.cache import CacheKey
 from switchyard.edge.cache.redis import RedisCache
 from tests.support.redis import RedisServer, running_redis
-from tests.support.redis_topology import RedisTopology
+from tests.support.redis_topology import RedisTopology, every_topology
 
 TTL_S = 600.0
 
@@ -48,6 +48,7 @@ async def cache(redis_topology: RedisTopology) -> AsyncIterator[RedisCache]:
     await cache.aclose()
 
 
+@every_topology
 async def test_an_entry_is_one_prefixed_hash_tagged_key_that_expires_at_the_ttl(
     cache: RedisCache, client: Client
 ) -> None:

@@ -22,7 +22,7 @@ from tests.edge.conftest import sim_stats
 from tests.support.edge import Edge, start_edge
 from tests.support.polling import eventually
 from tests.support.redis import RedisServer
-from tests.support.stacks import Stack, options, start_stack
+from tests.support.stacks import Stack
 
 MODEL = "demo-vllm"
 #: Each key's tenant.
@@ -79,31 +79,34 @@ class Setup:
 
 
 @pytest.fixture(scope="module")
-async def setup(tmp_path_factory: pytest.TempPathFactory) -> AsyncIterator[Setup]:
+async def setup(
+    engines: dict[str, Stack], tmp_path_factory: pytest.TempPathFactory
+) -> AsyncIterator[Setup]:
+    """A Redis of the module's own (a database per test's edges, so that only they share a
+    queue), and the session's vLLM stack (the edge tests' own, already running)."""
     log_dir = tmp_path_factory.mktemp("background")
     server = RedisServer(log_dir)
     await asyncio.to_thread(server.start)
-    stack: Stack | None = None
     try:
-        stack = await asyncio.to_thread(start_stack, "vllm", log_dir, options(itl_s=0.002))
-        yield Setup(stack, server, log_dir, {name: generate_key() for name in TENANTS})
+        yield Setup(engines["vllm"], server, log_dir, {name: generate_key() for name in TENANTS})
     finally:
-        if stack is not None:
-            await asyncio.to_thread(stack.stop)
         await asyncio.to_thread(server.close)
 
 
 @pytest.fixture(scope="module")
 async def pair(setup: Setup) -> AsyncIterator[tuple[Edge, Edge]]:
-    """Two edges on one Redis (database 0)."""
-    edges: list[Edge] = []
+    """Two edges on one Redis (database 0), started at once (each start is mostly waiting)."""
+    started = await asyncio.gather(
+        setup.edge("edge-a", 0), setup.edge("edge-b", 0), return_exceptions=True
+    )
+    edges = [e for e in started if isinstance(e, Edge)]
     try:
-        edges.append(await setup.edge("edge-a", 0))
-        edges.append(await setup.edge("edge-b", 0))
+        for failed in started:
+            if isinstance(failed, BaseException):
+                raise failed
         yield edges[0], edges[1]
     finally:
-        for edge in edges:
-            await asyncio.to_thread(edge.stop)
+        await asyncio.gather(*(asyncio.to_thread(edge.stop) for edge in edges))
 
 
 def client(edge: Edge, key: str = "full", other: Edge | None = None) -> openai.AsyncOpenAI:

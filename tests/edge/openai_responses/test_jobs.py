@@ -1,5 +1,8 @@
-"""Background jobs' queue, leases, cancels and event logs, in memory and on real Redis
-(single, Sentinel, Cluster), with a runner of the test's own in place of the engines."""
+"""Background jobs' queue, leases, cancels and event logs, in memory and on real Redis,
+with a runner of the test's own in place of the engines. Every case in memory and on one
+Redis server; on Sentinel and Cluster too (`@every_kit`), what goes through the topology
+differently: the queue and event streams, a follower's blocking read, a cancel's pub/sub,
+a lease's takeover, jobs spread over models' slots between two edges."""
 
 from __future__ import annotations
 
@@ -155,7 +158,14 @@ def _memory_kit() -> Kit:
     return Kit("memory", store, runner, make, completions)
 
 
-@pytest.fixture(params=["memory", "single", "sentinel", "cluster"])
+#: Every case runs in memory and on one Redis server.
+KITS = ("memory", "single")
+#: Redis's other topologies too: for the cases that differ by topology (the stores' logic
+#: is the same whichever server holds the keys; see `tests.support.redis_topology`).
+every_kit = pytest.mark.parametrize("kit", [*KITS, "sentinel", "cluster"], indirect=True)
+
+
+@pytest.fixture(params=KITS)
 async def kit(request: pytest.FixtureRequest) -> AsyncIterator[Kit]:
     opened: list[RedisConnections] = []
     if request.param == "memory":
@@ -192,6 +202,7 @@ async def collect(events: AsyncIterator[bytes]) -> list[dict[str, Any]]:
     return out
 
 
+@every_kit
 async def test_a_job_is_queued_then_runs_to_completion_with_its_events(kit: Kit) -> None:
     stored = queued()
     kit.runner.gate(stored.id)
@@ -218,6 +229,7 @@ async def _is(value: Awaitable[object], expected: object) -> bool:
     return await value == expected
 
 
+@every_kit
 async def test_a_follower_gets_each_event_as_it_is_produced(kit: Kit) -> None:
     stored = queued()
     gate = kit.runner.gate(stored.id)
@@ -251,6 +263,7 @@ async def test_a_queued_job_cancelled_never_runs(kit: Kit) -> None:
     assert await collect(jobs.events(TENANT, stored.id, -1)) == []  # ends at once
 
 
+@every_kit
 async def test_a_running_job_cancelled_from_another_instance_stops_at_once(kit: Kit) -> None:
     stored = queued()
     kit.runner.gate(stored.id)  # never opened: only the cancel ends it
@@ -349,6 +362,7 @@ async def test_a_stopping_edge_gives_its_jobs_back(kit: Kit) -> None:
     assert await kit.completions(stored.id) == 1
 
 
+@every_kit
 async def test_many_jobs_each_complete_once_across_two_edges(kit: Kit) -> None:
     first, second = await kit.jobs(), await kit.jobs()
     submitted = [queued(model=f"m{i % 3}") for i in range(12)]

@@ -1,5 +1,7 @@
-"""The Redis Responses store on each topology: kept per tenant, for its time to live,
-within its size limit."""
+"""The Redis Responses store: kept per tenant, for its time to live, within its size
+limit. Its commands (the write's transaction, a read, a delete, the key's expiry) on each
+topology (`@every_topology`); tenants and the limit, the same whatever the topology, on
+one server."""
 
 from __future__ import annotations
 
@@ -11,7 +13,7 @@ import pytest
 from switchyard.edge.openai_responses.redis_store import RedisResponseStore, response_key
 from switchyard.edge.openai_responses.store import ResponseTooLarge, StoredResponse
 from switchyard.edge.redis_pool import RedisConnections
-from tests.support.redis_topology import RedisTopology
+from tests.support.redis_topology import RedisTopology, every_topology
 
 TTL_S = 120.0
 MAX_BYTES = 4096
@@ -47,6 +49,7 @@ def response(tenant: str = "acme", **extra: object) -> StoredResponse:
     )
 
 
+@every_topology
 async def test_a_response_is_kept_whole_and_read_back(store: RedisResponseStore) -> None:
     stored = response(metadata={"k": "v"}, usage={"input_tokens": 3})
     stored.request = b'{"model": "m", "input": "hi"}'
@@ -62,6 +65,7 @@ async def test_another_tenant_does_not_find_it(store: RedisResponseStore) -> Non
     assert await store.get("acme", stored.id) == stored
 
 
+@every_topology
 async def test_deleted_is_gone(store: RedisResponseStore) -> None:
     stored = response()
     await store.put(stored)
@@ -70,6 +74,7 @@ async def test_deleted_is_gone(store: RedisResponseStore) -> None:
     assert await store.delete("acme", stored.id) is False
 
 
+@every_topology
 async def test_it_expires_after_its_time_to_live(
     store: RedisResponseStore, redis_topology: RedisTopology
 ) -> None:

@@ -1,5 +1,6 @@
-"""Fixtures: each backend behind one harness, Redis in each topology (single, Sentinel,
-Cluster: the session's servers, `tests.support.redis_topology`)."""
+"""Fixtures: each backend behind one harness: memory, Redis on one server, and (for the
+cases marked `@every_backend`) Sentinel and Cluster: the session's servers,
+`tests.support.redis_topology`."""
 
 from __future__ import annotations
 

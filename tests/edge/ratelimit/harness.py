@@ -8,10 +8,17 @@ import time
 import uuid
 from dataclasses import dataclass, field
 
+import pytest
+
 from switchyard.edge.ratelimit import Decision, MemoryRateLimiter, RateLimiter, RedisRateLimiter
 
-#: Memory, and Redis in each topology (`tests.support.redis_topology`).
-BACKENDS = ("memory", "redis-single", "redis-sentinel", "redis-cluster")
+#: Memory, and Redis on one server: every case runs on both.
+BACKENDS = ("memory", "redis-single")
+#: And Redis in each topology (`tests.support.redis_topology`), under `@every_backend`:
+#: only the cases that differ by topology, one per family (the script runs the same on
+#: whichever server holds the subject's slot).
+EVERY_BACKEND = (*BACKENDS, "redis-sentinel", "redis-cluster")
+every_backend = pytest.mark.parametrize("backend", EVERY_BACKEND, indirect=True)
 #: Generous: a loaded test machine (xdist) must not turn a slow connect into a failure.
 TIMEOUT_S = 2.0
 

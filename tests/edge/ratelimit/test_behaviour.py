@@ -1,4 +1,5 @@
-"""What every backend must do, in memory and in Redis alike."""
+"""What every backend must do, in memory and in Redis alike (one server; the cases marked
+`@every_backend` also through Sentinel and Cluster: acquire, settle, subjects' keys)."""
 
 from __future__ import annotations
 
@@ -7,7 +8,7 @@ import asyncio
 import pytest
 
 from switchyard.edge.ratelimit import MAX_LIMIT, Limits
-from tests.edge.ratelimit.harness import Backend
+from tests.edge.ratelimit.harness import Backend, every_backend
 
 
 async def test_a_burst_admits_exactly_the_rpm(backend: Backend) -> None:
@@ -35,6 +36,7 @@ async def test_a_burst_admits_exactly_the_rpm(backend: Backend) -> None:
     assert all(d.retry_after_s == 0 for d in decisions[:10])
 
 
+@every_backend
 async def test_a_concurrent_burst_admits_exactly_the_rpm(backend: Backend) -> None:
     limiter = backend.limiter()
     limits = Limits(rpm=25, tpm=None)
@@ -169,6 +171,7 @@ async def test_capacity_comes_back_in_fractions_of_a_ms(backend: Backend) -> Non
     assert (await limiter.acquire("key", limits, 1)).allowed
 
 
+@every_backend
 async def test_a_refund_restores_capacity(backend: Backend) -> None:
     limiter = backend.limiter()
     limits = Limits(rpm=None, tpm=100)
@@ -265,6 +268,7 @@ async def test_an_unlimited_tpm_ignores_the_token_count(backend: Backend) -> Non
     assert decision.remaining_requests == 2
 
 
+@every_backend
 async def test_subjects_are_independent(backend: Backend) -> None:
     limiter = backend.limiter()
     limits = Limits(rpm=1, tpm=10)

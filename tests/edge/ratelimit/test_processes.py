@@ -1,4 +1,6 @@
-"""Replicas in separate OS processes, racing for one key in one Redis (each topology)."""
+"""Replicas in separate OS processes, racing for one key in one Redis server. (Through
+Sentinel and Cluster: replicas in one process, `test_redis_store.py`, and two edge
+processes, `tests/edge/test_redis_topologies.py`.)"""
 
 from __future__ import annotations
 

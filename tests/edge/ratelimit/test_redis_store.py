@@ -1,5 +1,6 @@
-"""How the Redis backend keeps its state: keys, expiry, the script cache, replicas; on
-each topology (single, Sentinel, Cluster)."""
+"""How the Redis backend keeps its state: keys, expiry, the script cache, replicas. What
+a topology changes (keys on one slot, the script on the slot's master, replicas sharing
+through it) on each (`@every_topology`); expiry, Redis's own, on one server."""
 
 from __future__ import annotations
 
@@ -15,7 +16,7 @@ from switchyard.edge.ratelimit import Limits, RedisRateLimiter, create_limiter
 from switchyard.edge.ratelimit.redis import SCRIPT_SHA
 from tests.edge.ratelimit.harness import TIMEOUT_S
 from tests.support.polling import eventually
-from tests.support.redis_topology import RedisTopology
+from tests.support.redis_topology import RedisTopology, every_topology
 
 Client = redis.asyncio.Redis | RedisCluster
 
@@ -31,6 +32,7 @@ def prefix() -> str:
     return f"test:{uuid.uuid4().hex}"
 
 
+@every_topology
 async def test_a_subject_s_keys_share_a_hash_tag_and_expire_at_their_tat(
     redis_topology: RedisTopology, client: Client, prefix: str
 ) -> None:
@@ -71,6 +73,7 @@ async def test_keys_vanish_once_their_tat_has_passed(
         await limiter.aclose()
 
 
+@every_topology
 async def test_a_lost_script_cache_is_loaded_again(
     redis_topology: RedisTopology, client: Client, prefix: str
 ) -> None:
@@ -89,6 +92,7 @@ async def test_a_lost_script_cache_is_loaded_again(
         await limiter.aclose()
 
 
+@every_topology
 async def test_replicas_share_one_limit(redis_topology: RedisTopology, prefix: str) -> None:
     replicas = [
         create_limiter(
