@@ -66,7 +66,8 @@ async def test_the_key_reaches_every_guarded_route(with_key: EngineClient) -> No
     assert await with_key.max_model_len() == TEST_OPTIONS.max_model_len
     completion = await with_key.complete(_request(max_tokens=3, ignore_eos=True))
     assert completion.completion_tokens == 3
-    deltas = [d async for d in with_key.stream(_request(max_tokens=4, ignore_eos=True))]
+    stream = with_key.stream(_request(max_tokens=4, ignore_eos=True))
+    deltas = [d async for batch in stream for d in batch]
     assert sum(d.token_count for d in deltas) == 4
     assert await with_key.healthy()
     assert "vllm:num_requests_running" in await with_key.metrics_text()

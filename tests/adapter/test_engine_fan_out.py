@@ -95,7 +95,8 @@ async def test_n_unary_choices_from_n_calls(kind: str) -> None:
 
 async def test_n_streams_merged_as_they_come() -> None:
     async with one_choice_engine() as engine:
-        deltas: list[Delta] = [d async for d in engine.client.stream(request(2, max_tokens=6))]
+        stream = engine.client.stream(request(2, max_tokens=6))
+        deltas: list[Delta] = [d async for batch in stream for d in batch]
         stats = await engine.stats()
     assert {d.index for d in deltas} == {0, 1}
     finishes = {d.index: d.finish_reason for d in deltas if d.finish_reason}

@@ -61,6 +61,8 @@ class ScriptedEngine:
         self.deltas = deltas
         self.embeddings = embeddings
         self.count = count
+        #: Deltas that arrive together (one engine read each), instead of one by one.
+        self.batches: Sequence[list[Delta]] = ()
         self.gate_after: int | None = None
         self.gate = asyncio.Event()
         #: Every engine call, by kind ("complete", "stream", "embed", "count").
@@ -83,13 +85,16 @@ class ScriptedEngine:
         assert self.count is not None
         return self.count
 
-    async def _deltas(self) -> AsyncGenerator[Delta, None]:
+    async def _deltas(self) -> AsyncGenerator[list[Delta], None]:
+        """`batches`, or one delta per batch (as an engine sends them one read apart)."""
+        for batch in self.batches:
+            yield batch
         for i, delta in enumerate(self.deltas):
             if i == self.gate_after:
                 await self.gate.wait()
-            yield delta
+            yield [delta]
 
-    def stream(self, request: pb.GenerateRequest) -> AsyncGenerator[Delta, None]:
+    def stream(self, request: pb.GenerateRequest) -> AsyncGenerator[list[Delta], None]:
         self.calls.append("stream")
         return self._deltas()
 
@@ -217,6 +222,36 @@ async def test_a_stream_message_is_sent_before_the_next_delta_exists(serve: Any)
         (1, pb.FINISH_REASON_UNSPECIFIED),
         (0, pb.FINISH_REASON_STOP),
     ]
+
+
+async def test_deltas_that_arrived_together_go_on_as_one_message_each_choice(
+    serve: Any,
+) -> None:
+    engine = ScriptedEngine()
+    engine.batches = [
+        [
+            Delta(text="Hi", token_count=1, index=0, logprobs=(LOGPROB,), prompt_tokens=4),
+            Delta(text="Yo", token_count=1, index=1, logprobs=(LOGPROB,)),
+            Delta(text=" there", token_count=1, index=0, logprobs=(LOGPROB,)),
+            Delta(finish_reason=pb.FINISH_REASON_STOP, index=0, stop_sequence="!"),
+        ],
+        [
+            Delta(text="!", token_count=1, index=1, logprobs=(LOGPROB,)),
+            Delta(finish_reason=pb.FINISH_REASON_LENGTH, index=1),
+            Delta(prompt_tokens=4, completion_tokens=5),  # one token no chunk showed
+        ],
+    ]
+    stub = await serve(engine)
+    request = chat(n=2)
+    request.include_usage = True
+    request.logprobs.top_logprobs = 0
+    messages = [m async for m in stub.GenerateStream(request)]
+    assert [(m.index, m.text_delta, m.token_count, len(m.logprobs)) for m in messages] == [
+        (0, "Hi there", 2, 2), (1, "Yo", 1, 1), (1, "!", 1, 1), (0, "", 0, 0), (1, "", 1, 0),
+    ]  # fmt: skip
+    assert (messages[3].finish_reason, messages[3].stop_sequence) == (pb.FINISH_REASON_STOP, "!")
+    assert messages[4].finish_reason == pb.FINISH_REASON_LENGTH
+    assert (messages[4].usage.prompt_tokens, messages[4].usage.completion_tokens) == (4, 5)
 
 
 async def test_a_stream_missing_a_choice_s_finish_is_the_engine_s_failure(serve: Any) -> None:

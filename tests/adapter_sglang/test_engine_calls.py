@@ -82,7 +82,7 @@ def held(make: Make, request_id: str = "same") -> pb.GenerateRequest:
 
 
 async def streamed(client: EngineClient, request: pb.GenerateRequest) -> str:
-    return "".join([d.text async for d in client.stream(request)])
+    return "".join([d.text async for batch in client.stream(request) for d in batch])
 
 
 @pytest.mark.parametrize("make", [prompt, chat], ids=["generate", "chat"])

@@ -36,6 +36,23 @@ def test_a_stream_split_anywhere_counts_the_same() -> None:
         assert sum(firsts) == 4
 
 
+def test_a_streams_tokens_are_its_usage_when_chunks_carry_several() -> None:
+    joined = b'data: {"choices":[{"index":0,"delta":{"content":"hi there you"}}]}\n\n'
+    usage = b'data: {"choices":[],"usage":{"prompt_tokens":5,"completion_tokens":7}}\n\n'
+    reader = StreamReader()
+    assert reader.feed(ROLE + joined + CHUNK) == 2
+    assert reader.tokens == 2  # no usage yet: the text chunks
+    reader.feed(usage + b"data: [DONE]\n\n")
+    assert (reader.tokens, reader.chunks, reader.done) == (7, 2, True)
+
+
+def test_streamed_bodies_ask_for_the_usage() -> None:
+    for api in ("chat", "completions"):
+        body = orjson.loads(request_body(Workload(api, True, 8), "m"))
+        assert body["stream_options"] == {"include_usage": True}
+    assert "stream_options" not in orjson.loads(request_body(Workload("chat", False, 8), "m"))
+
+
 def test_completions_chunks_and_error_events() -> None:
     reader = StreamReader()
     reader.feed(b'data: {"choices":[{"index":0,"text":" a"}]}\n\n')

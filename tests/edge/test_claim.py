@@ -109,7 +109,10 @@ class Pool(EndpointPool):
         self.endpoints = endpoints
 
     def pick(
-        self, route: Route, exclude: frozenset[str] | set[str] = frozenset()
+        self,
+        route: Route,
+        exclude: frozenset[str] | set[str] = frozenset(),
+        key: int | None = None,
     ) -> Endpoint | None:
         return next((e for e in self.endpoints if e.address not in exclude), None)
 

@@ -2,25 +2,26 @@
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator, Iterable
+from collections.abc import Iterable
 
 import pytest
 
-from switchyard.servicekit.sse import LineTooLong, ServerSentEvent, iter_events, iter_lines
-
-
-async def _chunks(chunks: Iterable[bytes]) -> AsyncIterator[bytes]:
-    for chunk in chunks:
-        yield chunk
+from switchyard.servicekit.sse import EventDecoder, LineTooLong, ServerSentEvent
 
 
 async def _events(lines: Iterable[str]) -> list[ServerSentEvent]:
-    return [event async for event in iter_events(_chunks(line.encode() for line in lines))]
+    """The events of a stream of `lines`, each fed as a chunk of its own."""
+    decoder = EventDecoder()
+    events = [e for line in lines for e in decoder.feed(line.encode() + b"\n")]
+    return [*events, *decoder.end()]
 
 
 async def _split(data: bytes, cuts: list[int]) -> list[bytes]:
     pieces = [data[a:b] for a, b in zip([0, *cuts], [*cuts, len(data)], strict=True)]
-    return [line async for line in iter_lines(_chunks(pieces))]
+    decoder = EventDecoder()
+    lines = [line for piece in pieces for line in decoder.lines(piece)]
+    last = decoder.last_line()
+    return [*lines, last] if last else lines
 
 
 async def test_data_with_and_without_space() -> None:
@@ -73,3 +74,23 @@ async def test_a_line_without_end_is_refused_past_the_bound(
     monkeypatch.setattr("switchyard.servicekit.sse.MAX_LINE_BYTES", 8)
     with pytest.raises(LineTooLong):
         await _split(b"data: 0123456789", [4, 12])
+
+
+def test_the_decoder_gives_every_event_a_chunk_completes_at_once() -> None:
+    """What one read of a stream holds is handed over together (the adapter relays it as
+    one batch), and the same events however the bytes were cut."""
+    data = b'data: {"a":1}\n\ndata:{"b":2}\r\n\r\n: ping\n\nevent: x\ndata: 3\n\ndata: end'
+    decoder = EventDecoder()
+    whole = [*decoder.feed(data), *decoder.end()]
+    assert len(decoder.feed(b"")) == 0
+    assert whole == [
+        ServerSentEvent("message", b'{"a":1}'),
+        ServerSentEvent("message", b'{"b":2}'),
+        ServerSentEvent("x", b"3"),
+        ServerSentEvent("message", b"end"),  # the stream's end completes it
+    ]
+    for cut in range(1, len(data)):
+        decoder = EventDecoder()
+        first = decoder.feed(data[:cut])
+        assert [*first, *decoder.feed(data[cut:]), *decoder.end()] == whole
+        assert len(first) == sum(1 for event_end in (15, 31, 57) if cut >= event_end)

@@ -27,6 +27,12 @@ from tests.support.polling import NotYet, eventually_sync
 SERVING = health_pb2.HealthCheckResponse.SERVING
 
 
+#: How long a process may take to come up. A process that exits is noticed at once, so the
+#: bound only matters for one still starting: on a shared 2-core CI machine under load, a
+#: Python service's imports alone have taken over 30 s.
+START_TIMEOUT_S = 90.0
+
+
 def free_port() -> int:
     """A port free now; another process may take it before it is used: prefer port 0 and
     `listening_port` where the service allows it."""
@@ -97,7 +103,9 @@ def start(
     return Service(name, process, log_path, port, dict(extra_ports or {}))
 
 
-def listening_port(service: Service, pattern: re.Pattern[str], timeout: float = 30.0) -> int:
+def listening_port(
+    service: Service, pattern: re.Pattern[str], timeout: float = START_TIMEOUT_S
+) -> int:
     """The port that `service`, started on port 0, says it bound: group 1 of the first line
     of its log that `pattern` matches. It becomes `service.port`."""
 
@@ -116,7 +124,9 @@ def listening_port(service: Service, pattern: re.Pattern[str], timeout: float = 
     return service.port
 
 
-def wait_http(service: Service, url: str, timeout: float = 30.0, status: int | None = 200) -> None:
+def wait_http(
+    service: Service, url: str, timeout: float = START_TIMEOUT_S, status: int | None = 200
+) -> None:
     """Poll `url` until it answers (with `status`, unless None)."""
 
     codes: list[int] = []
@@ -149,7 +159,9 @@ def health_status(address: str, service_name: str = "", timeout: float = 2.0) ->
         return status
 
 
-def wait_health(service: Service, address: str, status: int, timeout: float = 30.0) -> None:
+def wait_health(
+    service: Service, address: str, status: int, timeout: float = START_TIMEOUT_S
+) -> None:
     """Poll the gRPC health of `address` until it answers `status`."""
 
     def answers() -> bool:
@@ -163,5 +175,5 @@ def wait_health(service: Service, address: str, status: int, timeout: float = 30
         raise service.fail(f"{exc}; now {health_status(address)}") from None
 
 
-def wait_serving(service: Service, address: str, timeout: float = 30.0) -> None:
+def wait_serving(service: Service, address: str, timeout: float = START_TIMEOUT_S) -> None:
     wait_health(service, address, SERVING, timeout)

@@ -3,15 +3,16 @@
 One pooled aiohttp session per adapter (httpx's pool bookkeeping grew with every pooled
 connection and was most of the adapter's CPU under load), traced so that every call
 carries the caller's trace context (`traceparent`) to the engine. Streams are read chunk
-by chunk and never buffered; leaving a call early (the caller cancelled, or its deadline
-passed) closes its connection, which is how every engine learns that the client went away,
-and where the engine has an abort route, calls it with that call's own `abort_id`.
+by chunk and never buffered (the events of one read are handed on together); leaving a
+call early (the caller cancelled, or its deadline passed) closes its connection, which is
+how every engine learns that the client went away, and where the engine has an abort
+route, calls it with that call's own `abort_id`.
 """
 
 from __future__ import annotations
 
 import asyncio
-from collections.abc import AsyncGenerator, Callable, Mapping
+from collections.abc import AsyncGenerator, AsyncIterator, Callable, Mapping
 from dataclasses import replace
 from typing import Any, Final
 
@@ -29,12 +30,13 @@ from switchyard.adapter.translation import (
     EngineHTTPError,
     EngineRequest,
     ModelDescription,
+    StreamParser,
     Translation,
     choice_count,
 )
 from switchyard.inference.errors import InferenceError
 from switchyard.inference.v1 import inference_pb2 as pb
-from switchyard.servicekit.sse import LineTooLong, iter_events, iter_lines
+from switchyard.servicekit.sse import EventDecoder, LineTooLong, ServerSentEvent
 
 log = structlog.get_logger(__name__)
 
@@ -98,7 +100,8 @@ class EngineClient:
             return await self._complete(request)
         return await self._complete_each(request, n)
 
-    def stream(self, request: pb.GenerateRequest) -> AsyncGenerator[Delta, None]:
+    def stream(self, request: pb.GenerateRequest) -> AsyncGenerator[list[Delta], None]:
+        """The generation's deltas in batches: each batch is what had arrived together."""
         n = choice_count(request)
         if n == 1 or self.translation.native_n:
             return self._stream(request)
@@ -129,11 +132,12 @@ class EngineClient:
 
     async def _stream_each(
         self, request: pb.GenerateRequest, n: int
-    ) -> AsyncGenerator[Delta, None]:
+    ) -> AsyncGenerator[list[Delta], None]:
         """n engine streams of one choice each, merged as their events arrive: each delta
-        tagged with its choice, usage summed. Leaving early closes (so aborts) every one."""
+        tagged with its choice, usage summed; the batches that arrived together go on as
+        one. Leaving early closes (so aborts) every one."""
         streams = [self._stream(one) for one in one_choice_requests(request, n)]
-        pending: dict[asyncio.Task[Delta | None], int] = {}
+        pending: dict[asyncio.Task[list[Delta] | None], int] = {}
         totals = [0] * n  # each stream's cumulative completion tokens
 
         def ask(i: int) -> None:
@@ -144,21 +148,27 @@ class EngineClient:
                 ask(i)
             while pending:
                 done, _ = await asyncio.wait(pending, return_when=asyncio.FIRST_COMPLETED)
-                for task in done:
+                merged: list[Delta] = []
+                for task in sorted(done, key=pending.__getitem__):
                     i = pending.pop(task)
-                    delta = task.result()  # an engine error ends every stream (finally)
-                    if delta is None:
+                    batch = task.result()  # an engine error ends every stream (finally)
+                    if batch is None:
                         continue
                     ask(i)
-                    if delta.completion_tokens is not None:
-                        totals[i] = delta.completion_tokens
-                    yield replace(
-                        delta,
-                        index=i,
-                        completion_tokens=sum(totals)
-                        if delta.completion_tokens is not None
-                        else None,
-                    )
+                    for delta in batch:
+                        if delta.completion_tokens is not None:
+                            totals[i] = delta.completion_tokens
+                        merged.append(
+                            replace(
+                                delta,
+                                index=i,
+                                completion_tokens=sum(totals)
+                                if delta.completion_tokens is not None
+                                else None,
+                            )
+                        )
+                if merged:
+                    yield merged
         finally:
             for task in pending:
                 task.cancel()
@@ -201,7 +211,9 @@ class EngineClient:
             raise self._error(response.status, body)
         return _json(body), response.headers
 
-    async def _stream(self, request: pb.GenerateRequest) -> AsyncGenerator[Delta, None]:
+    async def _stream(self, request: pb.GenerateRequest) -> AsyncGenerator[list[Delta], None]:
+        """The engine's deltas, in batches: all those that one read of the body completes
+        (what had arrived by then), so never held back for more."""
         call = self.translation.request(request, stream=True)
         parser = self.translation.stream_parser(request)
         try:
@@ -220,18 +232,22 @@ class EngineClient:
             if response.status >= 400:
                 ended = True
                 raise self._error(response.status, await response.read())
-            async for event in iter_events(iter_lines(response.content.iter_any())):
-                if event.data == _DONE:
+            decoder = EventDecoder()
+            # `iter_any` hands over everything buffered at each read; the stream's end may
+            # complete a last event.
+            async for chunk in _chunks_then_end(response.content.iter_any()):
+                batch = _Batch(parser, decoder.end() if chunk is None else decoder.feed(chunk))
+                if batch.deltas:
+                    yield batch.deltas
+                if batch.error is not None:
+                    raise batch.error
+                if batch.done:
                     ended = True
                     return
-                try:
-                    delta = parser.feed(event.event, _json(event.data))
-                except InferenceError:
-                    ended = True
-                    raise
-                if delta is not None:
-                    yield delta
             ended = True
+        except InferenceError:
+            ended = True
+            raise
         except (aiohttp.ClientError, LineTooLong) as exc:
             raise InferenceError.unavailable(
                 f"lost the engine at {self.base_url} mid-stream: {type(exc).__name__}"
@@ -331,8 +347,8 @@ def _nothing() -> None:
     pass
 
 
-async def _next(stream: AsyncGenerator[Delta, None]) -> Delta | None:
-    """The stream's next delta; None at its end."""
+async def _next(stream: AsyncGenerator[list[Delta], None]) -> list[Delta] | None:
+    """The stream's next batch; None at its end."""
     try:
         return await anext(stream)
     except StopAsyncIteration:
@@ -372,6 +388,37 @@ def _first_error(group: BaseExceptionGroup[BaseException]) -> BaseException:
         if isinstance(error, InferenceError):
             return error
     return leaves[0]
+
+
+async def _chunks_then_end(chunks: AsyncIterator[bytes]) -> AsyncIterator[bytes | None]:
+    """The body's chunks, then None for its end."""
+    async for chunk in chunks:
+        yield chunk
+    yield None
+
+
+class _Batch:
+    """What one read of the stream gave: its deltas, whether the engine said it is done
+    (`[DONE]`; nothing after it is read), and the error an event stood for (raised once
+    the deltas before it are relayed)."""
+
+    __slots__ = ("deltas", "done", "error")
+
+    def __init__(self, parser: StreamParser, events: list[ServerSentEvent]) -> None:
+        self.deltas: list[Delta] = []
+        self.done = False
+        self.error: InferenceError | None = None
+        for event in events:
+            if event.data == _DONE:
+                self.done = True
+                return
+            try:
+                delta = parser.feed(event.event, _json(event.data))
+            except InferenceError as error:
+                self.error = error
+                return
+            if delta is not None:
+                self.deltas.append(delta)
 
 
 def _json(raw: bytes) -> Any:

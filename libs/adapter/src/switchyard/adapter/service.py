@@ -3,7 +3,8 @@
 Each RPC is: validate → refuse what the model does not serve (a chat on an embedding
 model, embeddings on a generation model), before any engine call → bound by the caller's
 deadline (or our own) → call the engine through its translation → relay the result.
-Streams are relayed delta by delta as they arrive. Cancellation (the caller went away, or
+Streams are relayed as they arrive, the deltas that arrived together in as few messages
+as they fit (`coalesce`), never held back for more. Cancellation (the caller went away, or
 the deadline passed) closes the engine stream and, where the engine has one, calls its
 abort route. CountTokens is admitted as Generate is and asks the engine's tokenize route.
 """
@@ -21,6 +22,7 @@ import structlog
 from opentelemetry import trace
 
 from switchyard.adapter import metrics
+from switchyard.adapter.coalesce import coalesce
 from switchyard.adapter.engine import EngineClient
 from switchyard.adapter.health import Readiness
 from switchyard.adapter.load import LoadReader
@@ -28,7 +30,6 @@ from switchyard.adapter.translation import (
     Capability,
     Choice,
     Completion,
-    Delta,
     Embeddings,
     choice_count,
     unsupported_feature,
@@ -267,27 +268,33 @@ class InferenceServicer(pb_grpc.InferenceServiceServicer):
             self._admit(request)
             stream = self._engine.stream(request)
             try:
-                async for delta in stream:
-                    if delta.prompt_tokens is not None:
-                        call.prompt_tokens = delta.prompt_tokens
-                    if delta.completion_tokens is not None:
-                        completion_tokens = delta.completion_tokens
-                    if delta.finish_reason:
-                        # Sent on the choice's last message, once every choice has ended.
-                        call.finishes[delta.index] = delta.finish_reason
-                        if delta.stop_sequence and delta.finish_reason == pb.FINISH_REASON_STOP:
-                            stop_sequences[delta.index] = delta.stop_sequence
-                    if (
-                        delta.text
-                        or delta.token_count
-                        or delta.tool_calls
-                        or delta.reasoning
-                        or delta.logprobs
-                    ):
+                async for batch in stream:
+                    # What arrived together goes on together (`coalesce`), at once.
+                    output = []
+                    for delta in batch:
+                        if delta.prompt_tokens is not None:
+                            call.prompt_tokens = delta.prompt_tokens
+                        if delta.completion_tokens is not None:
+                            completion_tokens = delta.completion_tokens
+                        if delta.finish_reason:
+                            # Sent on the choice's last message, once every choice has ended.
+                            call.finishes[delta.index] = delta.finish_reason
+                            if delta.stop_sequence and delta.finish_reason == pb.FINISH_REASON_STOP:
+                                stop_sequences[delta.index] = delta.stop_sequence
+                        if (
+                            delta.text
+                            or delta.token_count
+                            or delta.tool_calls
+                            or delta.reasoning
+                            or delta.logprobs
+                        ):
+                            call.completion_tokens += delta.token_count
+                            output.append(delta)
+                    if output:
                         if not call.first_token_at:
                             call.first_token()
-                        call.completion_tokens += delta.token_count
-                        yield _stream_message(delta)
+                        for message in coalesce(output):
+                            yield message
             finally:
                 await stream.aclose()
             choices = choice_count(request)
@@ -443,20 +450,6 @@ def _embed_response(request: pb.EmbedRequest, embeddings: Embeddings) -> pb.Embe
         embeddings=[pb.Embedding(float32_le=v) for v in embeddings.vectors],
         prompt_tokens=embeddings.prompt_tokens,
     )
-
-
-def _stream_message(delta: Delta) -> pb.GenerateStreamResponse:
-    # On every token: only what this delta has is set.
-    message = pb.GenerateStreamResponse(
-        text_delta=delta.text, token_count=delta.token_count, index=delta.index
-    )
-    if delta.reasoning:
-        message.reasoning_delta = delta.reasoning
-    if delta.tool_calls:
-        message.tool_calls.extend(delta.tool_calls)
-    if delta.logprobs:
-        message.logprobs.extend(delta.logprobs)
-    return message
 
 
 def _deadline_error() -> InferenceError:

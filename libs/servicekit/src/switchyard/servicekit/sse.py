@@ -5,11 +5,14 @@ Engines differ in framing: vLLM and SGLang write `data: {...}`, TGI writes `data
 spec's way (strip exactly one optional space, skip comments, dispatch on a blank line)
 covers all of them in one place. Data stays bytes: JSON parsers read bytes, so nothing is
 decoded twice on the path of every token.
+
+`EventDecoder` is the reader, synchronous: fed whatever bytes arrived, it answers every
+event they complete at once, so that a caller can relay the events that were already
+waiting together.
 """
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterable, AsyncIterator
 from dataclasses import dataclass
 
 #: A longer line is an engine gone wrong, not a token: refuse to buffer it without bound.
@@ -26,47 +29,74 @@ class ServerSentEvent:
     data: bytes
 
 
-async def iter_lines(chunks: AsyncIterable[bytes]) -> AsyncIterator[bytes]:
-    """Lines (without their `\\n`, `\\r\\n` or `\\r`) from chunks that split them anywhere."""
-    pending = b""
-    async for chunk in chunks:
-        buffer = pending + chunk if pending else chunk
+class EventDecoder:
+    """One stream's bytes → its events, incrementally: `feed` each chunk as it arrives,
+    `end` once the stream has ended (a last event without its blank line is kept)."""
+
+    __slots__ = ("_data", "_event", "_pending")
+
+    def __init__(self) -> None:
+        self._pending = b""  # the start of a line whose end has not arrived
+        self._event = ""
+        self._data: list[bytes] = []
+
+    def lines(self, chunk: bytes) -> list[bytes]:
+        """The lines `chunk` completes (without their `\\n`, `\\r\\n` or `\\r`)."""
+        buffer = self._pending + chunk if self._pending else chunk
         held = b""
         if b"\r" in buffer:
             if buffer.endswith(b"\r"):  # maybe half of a \r\n split across chunks
                 buffer, held = buffer[:-1], b"\r"
             buffer = buffer.replace(b"\r\n", b"\n").replace(b"\r", b"\n")
         *lines, pending = buffer.split(b"\n")
-        pending += held
-        for line in lines:
-            yield line
-        if len(pending) > MAX_LINE_BYTES:
+        self._pending = pending + held
+        if len(self._pending) > MAX_LINE_BYTES:
             raise LineTooLong(f"an event line longer than {MAX_LINE_BYTES} bytes")
-    pending = pending.rstrip(b"\r")
-    if pending:
-        yield pending
+        return lines
 
+    def last_line(self) -> bytes:
+        """What is left of the stream once it has ended (b"" for nothing)."""
+        pending, self._pending = self._pending.rstrip(b"\r"), b""
+        return pending
 
-async def iter_events(lines: AsyncIterable[bytes]) -> AsyncIterator[ServerSentEvent]:
-    """Yield events as soon as their terminating blank line (or the end of the stream) arrives."""
-    event = ""
-    data: list[bytes] = []
-    async for line in lines:
+    def line(self, line: bytes) -> ServerSentEvent | None:
+        """Reads one line; the event it completes (a blank line after data), if any."""
         if not line:
-            if data:
-                yield ServerSentEvent(
-                    event or "message", data[0] if len(data) == 1 else b"\n".join(data)
+            event = None
+            if self._data:
+                data = self._data
+                event = ServerSentEvent(
+                    self._event or "message", data[0] if len(data) == 1 else b"\n".join(data)
                 )
-            event, data = "", []
-            continue
+            self._event, self._data = "", []
+            return event
         if line[:1] == b":":
-            continue
+            return None
         name, _, value = line.partition(b":")
         if value[:1] == b" ":
             value = value[1:]
         if name == b"data":
-            data.append(value)
+            self._data.append(value)
         elif name == b"event":
-            event = value.decode(errors="replace")
-    if data:
-        yield ServerSentEvent(event or "message", b"\n".join(data))
+            self._event = value.decode(errors="replace")
+        return None
+
+    def feed(self, chunk: bytes) -> list[ServerSentEvent]:
+        """Every event `chunk` completes, in order."""
+        events = []
+        for line in self.lines(chunk):
+            event = self.line(line)
+            if event is not None:
+                events.append(event)
+        return events
+
+    def end(self) -> list[ServerSentEvent]:
+        """The events the stream's end completes: a last line, a last event without its
+        blank line."""
+        events = []
+        last = self.last_line()
+        for line in (last, b"") if last else (b"",):
+            event = self.line(line)
+            if event is not None:
+                events.append(event)
+        return events

@@ -99,6 +99,7 @@ class Claim:
         "_streaming",
         "_tried",
         "_watch",
+        "affinity",
         "edge",
         "errors",
         "exchange",
@@ -106,6 +107,7 @@ class Claim:
         "priority",
         "receive",
         "send",
+        "session",
     )
 
     def __init__(
@@ -132,6 +134,10 @@ class Claim:
         self._in_flight: Gauge | None = None
         self._endpoint: Endpoint | None = None  # the current attempt's
         self._tried: set[str] = set()
+        #: The client's session id (a header or the body's `user`), and the request's
+        #: affinity key (`routing.affinity`; None: the endpoint is picked by load alone).
+        self.session: str | None = None
+        self.affinity: int | None = None
         self._started = False  # the response's status went out
         self._streaming = False  # ... as an SSE stream, whose last message is still to send
 
@@ -194,7 +200,7 @@ class Claim:
         assert route is not None, "admit() first"
         if len(self._tried) >= self.edge.settings.max_attempts:
             return None
-        endpoint = self.edge.pool.pick(route, self._tried)
+        endpoint = self.edge.pool.pick(route, self._tried, self.affinity)
         if endpoint is None:
             return None
         if self._tried:

@@ -48,6 +48,7 @@ from switchyard.edge.pipeline import (
     reserve_hit,
     route_for,
 )
+from switchyard.edge.routing.affinity import embed_key, session_of
 from switchyard.edge.routing.table import Route
 from switchyard.edge.schemas import EmbeddingRequest
 from switchyard.edge.state import EdgeState
@@ -123,6 +124,8 @@ async def _serve(request: Request, claim: Claim) -> None:
     except Refused as refusal:
         raise refused(refusal, route.name, settings) from None
 
+    session = session_of(request.headers, body.user)
+    claim.affinity = embed_key(route.policy, embed, session, settings.affinity_prefix_chars)
     response = await _call(claim, embed, deadline)
     ex.used(response.prompt_tokens, 0)  # the engine's count, whatever comes next
     _check_answer(embed, response)

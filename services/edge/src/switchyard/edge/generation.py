@@ -3,8 +3,9 @@
 This is the hot path. For a stream: open the gRPC stream on an endpoint picked by load;
 if it fails before its first message, try another endpoint (nothing was sent to the
 client yet, so nothing is duplicated); from the first message on, commit to `200
-text/event-stream` and relay each message as one SSE chunk the moment it arrives. A unary
-request retries the same way.
+text/event-stream` and relay each message the moment it arrives, all it gives in one
+socket write (the adapter joins the deltas that reached it together into one message).
+A unary request retries the same way.
 
 Everything the request holds (endpoints, slot, reservation, record) belongs to its
 `Claim`, which also answers the errors raised here: before the first byte as a JSON
@@ -224,6 +225,8 @@ class Generation:
             raise _bad_backend("The backend streamed more choices than asked for.")
         if self._recording is not None:
             self._recording.add(message)
+        # Everything the message gives (its delta, a choice's finish, the usage) goes in
+        # one socket write.
         chunk = encoder.delta(message)
         if message.token_count or chunk:
             now = time.perf_counter()
@@ -233,16 +236,12 @@ class Generation:
                 ex.first_token()
             last = now
             ex.completion_tokens += message.token_count
-            if chunk:
-                await send(body_message(chunk))
-                watch.touch()
         if message.finish_reason:
-            finish = encoder.finish(message)
-            if finish:
-                await send(body_message(finish))
+            chunk += encoder.finish(message)
         if message.HasField("usage"):
             ex.used(message.usage.prompt_tokens, message.usage.completion_tokens)
-            usage = encoder.usage(message.usage)
-            if usage:
-                await send(body_message(usage))
+            chunk += encoder.usage(message.usage)
+        if chunk:
+            await send(body_message(chunk))
+            watch.touch()
         return last

@@ -59,6 +59,7 @@ from switchyard.edge.generation import SSE_HEADERS, Generation
 from switchyard.edge.holding import HoldRefused
 from switchyard.edge.ratelimit import Decision, LimiterUnavailable, Limits
 from switchyard.edge.responses import KEEPALIVE, Encoder
+from switchyard.edge.routing.affinity import request_key, session_of
 from switchyard.edge.routing.endpoints import Capability
 from switchyard.edge.routing.table import Route
 from switchyard.edge.schemas import (
@@ -142,6 +143,7 @@ async def _serve(api: Api, request: Request, claim: Claim) -> None:
     else:
         canonical = completion_request(body, route.name, ex.request_id, edge.rules)
     ex.choices = body.choices
+    claim.session = session_of(request.headers, body.user)
 
     found: Lookup[pb.GenerateResponse | list[pb.GenerateStreamResponse]] | None = None
     if edge.cache.enabled and cacheable(canonical.request):
@@ -187,6 +189,9 @@ async def generate(
         await claim.admit(route, key.priority)
     except Refused as refusal:
         raise refused(refusal, route.name, edge.settings) from None
+    claim.affinity = request_key(
+        route.policy, canonical.request, claim.session, edge.settings.affinity_prefix_chars
+    )
     await Generation(claim, canonical.request, encoder, deadline, cache_as).run()
 
 

@@ -154,6 +154,13 @@ class EdgeSettings(ServiceSettings):
     endpoint_failure_threshold: int = Field(default=5, ge=1)
     endpoint_ejection_s: float = Field(default=30.0, gt=0)
     endpoint_max_ejection_s: float = Field(default=300.0, gt=0)
+    #: Affinity routing (routes whose policy is prefix or session): an endpoint keeps its
+    #: keys while its requests in flight are below this factor times the mean (bounded
+    #: loads' c; at least 1, so that some endpoint always is); and the characters of each
+    #: message of a chat's opening (or of a raw prompt) hashed into its key. Every edge
+    #: replica needs the same values to pick the same endpoints.
+    affinity_load_factor: float = Field(default=1.25, ge=1.0, le=10.0)
+    affinity_prefix_chars: int = Field(default=2048, ge=16, le=1_000_000)
     #: On SIGTERM: how long in-flight requests may take before the process exits.
     shutdown_grace_s: float = Field(default=30.0, ge=0)
 

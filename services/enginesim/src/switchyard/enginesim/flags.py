@@ -36,7 +36,11 @@ def add_sim_arguments(parser: argparse.ArgumentParser) -> None:
         ("--sim-load-delay", 0.0, "seconds of simulated model loading at start-up"),
         ("--sim-ttft", 0.02, "time to first token, in seconds"),
         ("--sim-itl", 0.01, "inter-token latency, in seconds"),
-        ("--sim-prefill-per-token", 0.0, "extra time to first token per prompt token, in seconds"),
+        (
+            "--sim-prefill-per-token",
+            0.0,
+            "extra time to first token per prompt token not in the prefix cache, in seconds",
+        ),
     ):
         group.add_argument(
             flag, type=seconds, default=default, metavar="S", help=f"{what} (default: {default:g})"

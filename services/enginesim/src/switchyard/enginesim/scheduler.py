@@ -31,7 +31,9 @@ class LatencyModel:
 
     load_delay_s: float = 0.0  # from start() until the model is "loaded"
     ttft_s: float = 0.0  # time to first token
-    prefill_s_per_token: float = 0.0  # added to the first token's time, per prompt token
+    #: Added to the first token's time per prompt token to prefill: those not found in the
+    #: engine's prefix cache (`prefix_cache`); front-ends pass that count.
+    prefill_s_per_token: float = 0.0
     itl_s: float = 0.0  # inter-token latency
 
     def __post_init__(self) -> None:
@@ -40,7 +42,7 @@ class LatencyModel:
                 raise ValueError(f"{name} must be at least 0, got {getattr(self, name)}")
 
     def first_token_s(self, prompt_tokens: int) -> float:
-        """Seconds from admission to the first token."""
+        """Seconds from admission to the first token, `prompt_tokens` to prefill."""
         return self.ttft_s + self.prefill_s_per_token * prompt_tokens
 
 
@@ -99,6 +101,9 @@ class Scheduler:
         self._started_at: float | None = None
         #: Injected faults (`/sim/faults`): requests that stall.
         self.faults = Faults()
+        #: Time to first token modelled so far, summed over requests (what tests check
+        #: instead of measuring it): `latency.first_token_s` of each request's prefill.
+        self.first_token_s_total = 0.0
 
     @property
     def running(self) -> int:
@@ -161,7 +166,10 @@ class Scheduler:
         """
         loop = asyncio.get_running_loop()
         stall_at = self.faults.claim(len(items))
-        deadline = loop.time() + self.latency.first_token_s(prompt_tokens)
+        first = self.latency.first_token_s(prompt_tokens)
+        if items:
+            self.first_token_s_total += first
+        deadline = loop.time() + first
         for i, item in enumerate(items):
             if i == stall_at:
                 await self.faults.stall()
@@ -173,6 +181,7 @@ class Scheduler:
     async def sleep_generation(self, n_tokens: int, prompt_tokens: int = 0) -> None:
         """Sleep as long as generating `n_tokens` takes (for non-streaming requests)."""
         seconds = self.latency.first_token_s(prompt_tokens)
+        self.first_token_s_total += seconds
         seconds += self.latency.itl_s * max(0, n_tokens - 1)
         stall_at = self.faults.claim(n_tokens)
         if stall_at is not None:

@@ -339,6 +339,18 @@ class Embedding(ApiModel):
     the same way); implies `matryoshka`. Empty: any size."""
 
 
+class Routing(ApiModel):
+    """How the edge picks one of the backend's replicas for each request."""
+
+    policy: Literal["load", "prefix", "session"] = "load"
+    """`load`: the less busy of two replicas picked at random. `prefix`: the replica the
+    prompt's opening (system prompt and first user turn) hashes to, so each conversation
+    stays with the engine that caches its prefix, on every edge replica alike; a replica
+    past its share of the load passes the request on (consistent hashing with bounded
+    loads). `session`: the same by the client's session id (header `x-session-id` or
+    `x-switchyard-session`, or the body's `user`), by prefix when it sends none."""
+
+
 ENV_RULES: Final = (
     Rule(
         "!(has(self.value) && has(self.valueFrom))",
@@ -537,6 +549,7 @@ class ModelBackendSpec(ApiModel):
     TGI serves no embeddings."""
     embedding: Embedding | None = None
     chat: Chat | None = None
+    routing: Routing | None = None
     scaling: Scaling = Field(
         default_factory=Scaling, json_schema_extra={"default": _full_default(Scaling)}
     )

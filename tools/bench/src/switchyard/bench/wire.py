@@ -1,9 +1,11 @@
 """What goes over the wire: OpenAI request bodies, and reading the answers (JSON or SSE).
 
 Pure functions, so that the load generator's accounting can be tested without a server.
-A stream's tokens are its chunks that carry text: every engine here (and every path in
-front of one) sends one token per chunk. An embeddings answer's tokens are its input
-tokens (`usage.prompt_tokens`): it generates none.
+A stream's tokens are its usage's `completion_tokens` (every streamed request asks for the
+usage chunk): chunks are not tokens, since Switchyard joins the tokens that arrived together
+into one chunk (so does vLLM when its consumer falls behind); a stream without a usage chunk
+counts its text chunks. An embeddings answer's tokens are its input tokens
+(`usage.prompt_tokens`): it generates none.
 """
 
 from __future__ import annotations
@@ -96,6 +98,8 @@ def request_body(workload: Workload, model: str) -> bytes:
         "max_tokens": workload.max_tokens,
         "stream": workload.stream,
     }
+    if workload.stream:
+        body["stream_options"] = {"include_usage": True}  # the tokens, not the chunks
     if workload.temperature is not None:
         body["temperature"] = workload.temperature
     if workload.tools:
@@ -155,10 +159,13 @@ def _vector_length(embedding: object) -> int:
 
 @dataclass(slots=True)
 class StreamReader:
-    """Reads an SSE stream as it arrives: counts text chunks, notes the first, `[DONE]`
-    and an error event. Feed it bytes as they come (`feed` returns the text chunks in them)."""
+    """Reads an SSE stream as it arrives: counts text chunks, notes the first, the usage,
+    `[DONE]` and an error event. Feed it bytes as they come (`feed` returns the text chunks
+    in them)."""
 
-    tokens: int = 0
+    chunks: int = 0
+    #: The usage chunk's completion tokens, once it arrived.
+    usage_tokens: int | None = None
     done: bool = False
     error: str | None = None
     _buffer: bytes = b""
@@ -171,8 +178,13 @@ class StreamReader:
             texts += self._event(buffer[start:end])
             start = end + 2
         self._buffer = buffer[start:]
-        self.tokens += texts
+        self.chunks += texts
         return texts
+
+    @property
+    def tokens(self) -> int:
+        """The stream's tokens: its usage's, else its text chunks."""
+        return self.usage_tokens if self.usage_tokens is not None else self.chunks
 
     def _event(self, event: bytes) -> int:
         texts = 0
@@ -198,6 +210,9 @@ class StreamReader:
         if "error" in data:
             self.error = f"error event: {payload[:300].decode(errors='replace')}"
             return 0
+        usage = data.get("usage")
+        if isinstance(usage, dict) and isinstance(usage.get("completion_tokens"), int):
+            self.usage_tokens = usage["completion_tokens"]
         for choice in data.get("choices") or ():
             delta = choice.get("delta")
             text = delta.get("content") if isinstance(delta, dict) else choice.get("text")

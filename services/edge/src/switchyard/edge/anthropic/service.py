@@ -43,6 +43,7 @@ from switchyard.edge.pipeline import (
     route_for,
 )
 from switchyard.edge.pipeline import generate as generate_canonical
+from switchyard.edge.routing.affinity import session_of
 from switchyard.edge.routing.table import Route
 from switchyard.edge.state import EdgeState
 from switchyard.inference.errors import from_rpc_error
@@ -128,6 +129,10 @@ async def _messages(request: Request, claim: Claim) -> None:
     ex.key_name, ex.tenant = key.name, key.tenant
     body = parse(MessagesRequest, await read_body(request, edge.settings.max_body_bytes))
     ex.requested_model, ex.stream = body.model, body.stream
+    # The session a `session` route keeps on one replica: a header, else the end-user id.
+    claim.session = session_of(
+        request.headers, body.metadata.user_id if body.metadata is not None else None
+    )
     route = route_for(edge, key, body.model)
     ex.model = route.name
     ex.routed()

@@ -39,6 +39,7 @@ from switchyard.edge.openai_responses.schemas import CreateResponse
 from switchyard.edge.openai_responses.store import StoredResponse
 from switchyard.edge.pipeline import capable, read_body, request_id_of, route_for
 from switchyard.edge.redis_pool import STORE_ERRORS
+from switchyard.edge.routing.affinity import session_of
 from switchyard.edge.state import EdgeState
 from switchyard.inference.v1 import inference_pb2 as pb
 
@@ -106,6 +107,7 @@ async def _create(request: Request, claim: Claim) -> None:
     ex.key_name, ex.tenant = key.name, key.tenant
     raw = await read_body(request, edge.settings.max_body_bytes)
     body = parse_create(raw)
+    claim.session = session_of(request.headers, body.user)  # for a `session` route
     response_id = new_id("resp")
     if body.background:
         await _submit(claim, key, body, response_id, raw)

@@ -16,7 +16,9 @@ Whether an endpoint may be picked rests on two kinds of evidence:
   serving endpoint of a model is ejected they are picked anyway (Envoy's panic mode):
   ejection steers traffic between endpoints, it never takes a model offline.
 
-Choice is power of two choices on the requests this process has in flight to each one.
+Choice is power of two choices on the requests this process has in flight to each one;
+for a request with an affinity key (a route with policy `prefix` or `session`), the
+endpoint the key hashes to, within bounded loads (`routing.affinity`).
 
 Keepalive: the edge pings every adapter connection every `keepalive_s` while calls are
 open (the health watch always is one), so a vanished adapter is found within seconds. An
@@ -40,6 +42,7 @@ import structlog
 from grpc_health.v1 import health_pb2, health_pb2_grpc
 from prometheus_client import Counter
 
+from switchyard.edge.routing.affinity import Rings, choose
 from switchyard.edge.routing.table import Route, RouteTable
 from switchyard.inference.v1 import inference_pb2 as pb
 from switchyard.inference.v1 import inference_pb2_grpc as pb_grpc
@@ -85,6 +88,8 @@ class EndpointPolicy:
     ejection_s: float = 30.0
     max_ejection_s: float = 300.0
     close_grace_s: float = 30.0
+    #: Bounded loads' c: an endpoint takes its keys while below c * the mean in flight.
+    load_factor: float = 1.25
 
     @classmethod
     def from_settings(cls, settings: EdgeSettings) -> EndpointPolicy:
@@ -95,6 +100,7 @@ class EndpointPolicy:
             ejection_s=settings.endpoint_ejection_s,
             max_ejection_s=settings.endpoint_max_ejection_s,
             close_grace_s=settings.endpoint_close_grace_s,
+            load_factor=settings.affinity_load_factor,
         )
 
     def channel_options(self) -> tuple[tuple[str, int], ...]:
@@ -302,6 +308,7 @@ class EndpointPool:
         self._endpoints: dict[str, Endpoint] = {}
         self._closing: set[asyncio.Task[None]] = set()
         self._random = random.Random()
+        self._rings = Rings()
         #: Called when an endpoint starts or stops serving (`EdgeState` wakes held requests).
         self.on_change: Callable[[], None] = lambda: None
 
@@ -336,14 +343,27 @@ class EndpointPool:
         return [e for e in found if e is not None and e.serving]
 
     def pick(
-        self, route: Route, exclude: frozenset[str] | set[str] = frozenset()
+        self,
+        route: Route,
+        exclude: frozenset[str] | set[str] = frozenset(),
+        key: int | None = None,
     ) -> Endpoint | None:
-        """A serving endpoint of `route`, not in `exclude`: the less busy of two picked at
-        random, among those not ejected, or among the ejected ones when no other is left."""
-        serving = [e for e in self.healthy(route) if e.address not in exclude]
+        """A serving endpoint of `route`, not in `exclude`, among those not ejected, or among
+        the ejected ones when no other is left: with an affinity `key`, the one the key hashes
+        to on the ring of the route's serving endpoints, within bounded loads; without, the
+        less busy of two picked at random."""
+        healthy = self.healthy(route)
+        serving = [e for e in healthy if e.address not in exclude]
         candidates = [e for e in serving if not e.ejected] or serving
         if len(candidates) <= 1:
             return candidates[0] if candidates else None
+        if key is not None:
+            # The ring of every serving endpoint (the tried and ejected ones skipped on it),
+            # so a retry or an ejection moves only the keys that must move.
+            ring = self._rings.get(frozenset(e.address for e in healthy))
+            loads = {e.address: e.in_flight for e in candidates}
+            chosen = choose(ring, key, loads, self._policy.load_factor)
+            return next(e for e in candidates if e.address == chosen)
         a, b = self._random.sample(candidates, 2)
         return a if a.in_flight <= b.in_flight else b
 

@@ -6,6 +6,8 @@ models:
     engine: vllm             # an engine of switchyard.engines (vllm, sglang, tgi)
     aliases: [llama]         # other names clients may send
     endpoints: ["127.0.0.1:50061"]
+    routing:                 # optional
+      policy: prefix         # load (default), prefix or session: see `routing.affinity`
 ```
 """
 
@@ -21,7 +23,7 @@ import structlog
 import yaml
 from pydantic import AfterValidator, BaseModel, ConfigDict, Field, ValidationError
 
-from switchyard.edge.routing.table import Route, RouteTable
+from switchyard.edge.routing.table import Policy, Route, RouteTable
 from switchyard.engines import engine_kind
 
 log = structlog.get_logger(__name__)
@@ -37,12 +39,18 @@ def _known_engine(name: str) -> str:
     return name
 
 
+class _Routing(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+    policy: Policy = "load"
+
+
 class _RouteEntry(BaseModel):
     model_config = ConfigDict(extra="forbid")
     name: ModelName
     engine: Annotated[str, AfterValidator(_known_engine)]
     aliases: list[ModelName] = []
     endpoints: Annotated[list[Address], Field(min_length=1)]
+    routing: _Routing = _Routing()
 
 
 class _RoutesFile(BaseModel):
@@ -59,7 +67,13 @@ def load_routes(path: Path) -> RouteTable:
         raw = yaml.safe_load(path.read_text())
         parsed = _RoutesFile.model_validate(raw)
         return RouteTable(
-            Route(e.name, e.engine, tuple(dict.fromkeys(e.endpoints)), tuple(e.aliases))
+            Route(
+                e.name,
+                e.engine,
+                tuple(dict.fromkeys(e.endpoints)),
+                tuple(e.aliases),
+                policy=e.routing.policy,
+            )
             for e in parsed.models
         )
     except (OSError, yaml.YAMLError) as exc:

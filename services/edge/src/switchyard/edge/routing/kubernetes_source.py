@@ -1,10 +1,11 @@
 """Routes from the cluster: `ModelBackend` objects and the EndpointSlices of their adapters.
 
 Each ModelBackend (switchyard.dev/v1alpha1) is one route: its served name and aliases, its
-engine. Its endpoints are the ready addresses in the EndpointSlices of its adapter Service
-(labelled `switchyard.dev/model-backend=<name>` by the operator, labels the EndpointSlice
-controller copies from the Service), on the port named `grpc`: pod IPs, so the edge picks
-among replicas by load instead of hiding them behind a Service address.
+engine, its routing policy (spec.routing.policy). Its endpoints are the ready addresses in
+the EndpointSlices of its adapter Service (labelled `switchyard.dev/model-backend=<name>` by
+the operator, labels the EndpointSlice controller copies from the Service), on the port
+named `grpc`: pod IPs, so the edge picks among replicas itself (by load, or by the key of
+its policy) instead of hiding them behind a Service address.
 
 A backend with no ready endpoint is a *waking* route (scaled to zero, or loading): the edge
 holds its requests (`switchyard.edge.holding`; or answers 503 with Retry-After when holding
@@ -45,7 +46,7 @@ from lightkube.resources.discovery_v1 import EndpointSlice
 from lightkube.types import PatchType
 
 from switchyard.edge import metrics
-from switchyard.edge.routing.table import Route, RouteTable
+from switchyard.edge.routing.table import POLICIES, Policy, Route, RouteTable
 from switchyard.edge.routing.wake import WakeSignals
 from switchyard.engines import ENGINES
 
@@ -76,6 +77,8 @@ class BackendClaim:
     waking_since: float | None = None
     #: The demand annotation's time (epoch seconds): when some edge last asked for a replica.
     demanded_at: float | None = None
+    #: spec.routing.policy: how the edge picks among the backend's replicas.
+    policy: Policy = "load"
 
     @property
     def names(self) -> tuple[str, ...]:
@@ -113,7 +116,17 @@ def backend_of(obj: Any) -> BackendClaim | None:
         last_wake_s=last_wake if isinstance(last_wake, int) else None,
         waking_since=_epoch(status.get("wakingSince")),
         demanded_at=_epoch((meta.get("annotations") or {}).get(DEMAND_ANNOTATION)),
+        policy=_policy((spec.get("routing") or {}).get("policy")),
     )
+
+
+def _policy(raw: object) -> Policy:
+    """The backend's routing policy; one this edge does not know (the CRD's enum forbids it,
+    a newer operator's may not) routes by load."""
+    for policy in POLICIES:
+        if raw == policy:
+            return policy
+    return "load"
 
 
 Conflicts = dict[Key, tuple[str, Key]]  # a backend left out → (a name of its, that name's owner)
@@ -305,6 +318,7 @@ class KubernetesRoutes:
                     waking=not ready,
                     last_wake_s=backend.last_wake_s,
                     waking_since=backend.waking_since,
+                    policy=backend.policy,
                 )
             )
             by_route[backend.served] = key

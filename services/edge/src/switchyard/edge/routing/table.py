@@ -6,12 +6,19 @@ import math
 import time
 from collections.abc import Iterable
 from dataclasses import dataclass
-from typing import Final
+from typing import Final, Literal
 
 #: The longest Retry-After to send. The openai SDK honours one of up to 120 s and does not
 #: retry at all past that (3.x `_base_client.py`: `_calculate_retry_timeout`, `_should_retry`,
 #: MAX_RETRY_AFTER_DELAY); older 1.x releases honour up to 60 s and back off briefly beyond.
 MAX_RETRY_AFTER_S: Final = 60
+
+#: How a route picks among its endpoints (`routing.affinity`): `load`, power of two choices
+#: by requests in flight; `prefix`, consistent hashing (with bounded loads) of the prompt's
+#: opening, so a conversation stays where its KV cache is; `session`, the same of the
+#: client's session id (header or `user`), or of the prompt when it sends none.
+Policy = Literal["load", "prefix", "session"]
+POLICIES: Final[tuple[Policy, ...]] = ("load", "prefix", "session")
 
 
 @dataclass(frozen=True, slots=True)
@@ -29,6 +36,7 @@ class Route:
     #: when (epoch seconds) the one under way runs (status.wakingSince): the operator's.
     last_wake_s: int | None = None
     waking_since: float | None = None
+    policy: Policy = "load"
 
     @property
     def names(self) -> tuple[str, ...]:

@@ -23,6 +23,10 @@ where a request without one samples with seed 42; otherwise every request sample
 (or from the simulator's --sim-seed, for reproducible test runs). Each of a prompt's `n`
 samples is its own request, drawing as if seeded with seed + its index, so they differ.
 
+When scheduled, a request's prompt is looked up in the radix cache (`prefix_cache`, pages of
+`--page-size` tokens, `--max-total-tokens` in all, off with `--disable-radix-cache`): its
+`cached_tokens` are not prefilled again, so time to first token pays for the rest only.
+
 A chat turn (`Turn`) may make the model think first (`<think>...</think>`) and write tool
 calls instead of an answer; both are output tokens like any, reasoning ones counted in
 `reasoning_tokens`. Logprobs, when asked for, are decided with the output, one per output
@@ -56,6 +60,7 @@ from typing import Any, Final, Literal
 from switchyard.enginesim import generation, reasoning, tokenizer, tools
 from switchyard.enginesim.generation import LARGE_TEXT, Generation, Prompt, decide, off_loop
 from switchyard.enginesim.logprobs import Alternative, TokenLogprob, logprobs
+from switchyard.enginesim.prefix_cache import PrefixCache
 from switchyard.enginesim.scheduler import QueueFull, Scheduler
 from switchyard.enginesim.sglang.flags import Config
 from switchyard.enginesim.sglang.metrics import Metrics, Throughput
@@ -290,6 +295,8 @@ class Step:
     logprobs: list[TokenLogprob] = field(default_factory=list)
     #: Output tokens so far that are reasoning (`<think>` to `</think>`, both included).
     reasoning_tokens: int = 0
+    #: Prompt tokens served from the radix cache (0 until scheduled).
+    cached_tokens: int = 0
 
 
 @dataclass(eq=False, slots=True)
@@ -314,6 +321,8 @@ class _Request:
     read_once: bool = False
     #: Every output token's logprob, decided with the output (when asked for).
     logprobs: tuple[TokenLogprob, ...] = ()
+    #: Prompt tokens found in the radix cache when it was scheduled.
+    cached_tokens: int = 0
 
     def push(self, text: str, token_id: int, logprob: TokenLogprob | None = None) -> None:
         self.generated += 1
@@ -334,7 +343,7 @@ class _Request:
         step = Step(
             "".join(self.pending_text), self.pending_ids, self.generated, self.finish,
             self.scheduled, not self.read_once, self.e2e_latency, self.pending_text,
-            self.pending_logprobs, min(self.thinking, self.generated),
+            self.pending_logprobs, min(self.thinking, self.generated), self.cached_tokens,
         )  # fmt: skip
         self.pending_text, self.pending_ids, self.read_once = [], [], True
         self.pending_logprobs = []
@@ -395,6 +404,13 @@ class Engine:
         self._requests: dict[str, _Request] = {}
         self.used_tokens = 0
         self.throughput = Throughput()
+        # The radix cache: `--page-size` tokens per key, as many tokens as the KV pool.
+        pages = config.max_total_tokens // config.page_size
+        self.prefix_cache = PrefixCache(
+            config.page_size, pages, enabled=not config.disable_radix_cache
+        )
+        #: `sglang:cache_hit_rate`: the share of cached tokens in the latest prefill.
+        self.cache_hit_rate = 0.0
 
     # --- a request's checks: the tokenizer manager's (`_validate_one_request`) and the
     # scheduler's (`init_req_max_new_tokens`) context-length rules ---------------------------
@@ -553,7 +569,11 @@ class Engine:
                 await self.scheduler.wait_loaded()
                 async with self.scheduler.admit(job.prompt.tokens):
                     request.admitted = request.scheduled = True
-                    await self._generate(request, gen, ids)
+                    lookup = await self.prefix_cache.lookup_text(job.prompt.text, job.prompt.tokens)
+                    request.cached_tokens = lookup.hit
+                    if self.prefix_cache.enabled and lookup.queried:
+                        self.cache_hit_rate = lookup.hit / lookup.queried
+                    await self._generate(request, gen, ids, lookup.uncached)
         except QueueFull as exc:
             self._finish(request, {"type": "abort", "status_code": 503, "message": str(exc)})
         except ConstraintError as exc:
@@ -568,8 +588,9 @@ class Engine:
             self._forget(request)  # after an unexpected error too: never leak a held rid
             if request.admitted and self.metrics is not None:
                 self.metrics.finished(
-                    job.stream, job.prompt.tokens, request.generated, request.e2e_latency
-                )
+                    job.stream, job.prompt.tokens, request.generated, request.e2e_latency,
+                    request.cached_tokens,
+                )  # fmt: skip
 
     async def _decide(self, request: _Request) -> tuple[Generation, list[int]]:
         """The whole completion and its output ids, decided up front (grammar errors
@@ -605,15 +626,18 @@ class Engine:
             request.logprobs = await off_loop(heavy, partial(logprobs, greedy=greedy), ids, top)
         return gen, ids
 
-    async def _generate(self, request: _Request, gen: Generation, ids: list[int]) -> None:
+    async def _generate(
+        self, request: _Request, gen: Generation, ids: list[int], prefill_tokens: int
+    ) -> None:
+        """Pace the output; time to first token pays for the `prefill_tokens` not cached."""
         job, metrics = request.job, self.metrics
         entries = request.logprobs
         self.used_tokens += job.prompt.tokens
         last = request.arrived
         try:
             if not ids:  # nothing to generate: the prefill alone
-                await self.scheduler.sleep_generation(0, job.prompt.tokens)
-            async for i in self.scheduler.pace(range(len(ids)), job.prompt.tokens):
+                await self.scheduler.sleep_generation(0, prefill_tokens)
+            async for i in self.scheduler.pace(range(len(ids)), prefill_tokens):
                 now = time.perf_counter()
                 if metrics is not None:
                     metrics.token(job.stream, now - (request.arrived if i == 0 else last), i == 0)

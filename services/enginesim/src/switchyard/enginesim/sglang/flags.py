@@ -88,6 +88,10 @@ class Config:
     is_embedding: bool = False
     #: `--json-model-override-args`: keys of the model's config.json, overridden.
     json_model_override_args: Mapping[str, Any] = field(default_factory=dict)
+    #: `--page-size`: tokens per KV page, the radix cache's unit of reuse.
+    page_size: int = 1
+    #: `--disable-radix-cache`: no prefix reuse; every prompt token is prefilled.
+    disable_radix_cache: bool = False
 
     @property
     def multimodal(self) -> bool:
@@ -172,6 +176,8 @@ def parser() -> argparse.ArgumentParser:
     add("--max-queued-requests", type=at_least(0), default=None, help="default: unlimited")
     add("--max-total-tokens", type=at_least(1), default=None, help="KV-cache pool in tokens")
     add("--enable-metrics", action="store_true", help="serve Prometheus metrics at /metrics")
+    add("--page-size", type=at_least(1), default=1, help="tokens per KV-cache page")
+    add("--disable-radix-cache", action="store_true", help="no prefix (radix) cache")
     add("--incremental-streaming-output", action="store_true", help="native streams send deltas")
     add("--allow-auto-truncate", action="store_true", help="truncate over-long prompts")
     add("--stream-response-default-include-usage", action="store_true")

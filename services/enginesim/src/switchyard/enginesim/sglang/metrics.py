@@ -64,6 +64,7 @@ class _SchedulerGauges(Collector):
             ("num_used_tokens", "The number of used tokens.", used),
             ("token_usage", "The token usage.", used / engine.config.max_total_tokens),
             ("gen_throughput", "The generation throughput (token/s).", engine.throughput.rate()),
+            ("cache_hit_rate", "The prefix cache hit rate.", engine.cache_hit_rate),
         ):
             family = GaugeMetricFamily(f"sglang:{name}", doc, labels=self._names)
             family.add_metric(self._values, value)
@@ -103,6 +104,14 @@ class Metrics:
             Histogram, "sglang:e2e_request_latency_seconds",
             "Histogram of End-to-end request latency in seconds", buckets=_E2E_BUCKETS,
         )  # fmt: skip
+        # Hits are all "device" (the GPU's radix cache; the simulator has no host tier). As
+        # in SGLang, the series appears with the first hit.
+        self._cached_family = Counter(
+            "sglang:cached_tokens_total",
+            "Number of cached prompt tokens by source (device/host/storage).",
+            [*labels, "cache_source"], registry=registry,
+        )  # fmt: skip
+        self._cached_labels = [*values, "device"]
         self._aborted = Counter(
             "sglang:num_aborted_requests_total", "Number of requests aborted.", list(labels),
             registry=registry,
@@ -121,8 +130,12 @@ class Metrics:
         else:
             self._itl.observe(seconds)
 
-    def finished(self, stream: bool, prompt_tokens: int, generated: int, e2e_s: float) -> None:
+    def finished(
+        self, stream: bool, prompt_tokens: int, generated: int, e2e_s: float, cached: int = 0
+    ) -> None:
         self._prompt[stream].inc(prompt_tokens)
+        if cached > 0:
+            self._cached_family.labels(*self._cached_labels).inc(cached)
         self._generation[stream].inc(generated)
         self._requests[stream].inc()
         self._e2e[stream].observe(e2e_s)

@@ -576,7 +576,7 @@ def meta_info(job: Job, step: Step) -> dict[str, Any]:
         meta |= {
             "prompt_tokens": job.prompt.tokens, "weight_version": "default",
             "num_retractions": 0, "reasoning_tokens": step.reasoning_tokens,
-            "completion_tokens": step.completion_tokens, "cached_tokens": 0,
+            "completion_tokens": step.completion_tokens, "cached_tokens": step.cached_tokens,
         }  # fmt: skip
         if job.image_tokens:  # only for a prompt that had images
             meta["image_tokens"] = job.image_tokens
@@ -648,10 +648,11 @@ class Output:
 
 def usage_info(
     prompt: int, completion: int, *, reasoning: int = 0, image_tokens: int = 0,
-    cache_report: bool = False,
+    cache_report: bool = False, cached: int = 0,
 ) -> dict[str, Any]:  # fmt: skip
-    """SGLang's UsageInfo (`UsageProcessor.calculate_token_usage`)."""
-    details: dict[str, Any] | None = {"cached_tokens": 0} if cache_report else None
+    """SGLang's UsageInfo (`UsageProcessor.calculate_token_usage`); `cached`: prompt tokens
+    from the radix cache, reported only with `--enable-cache-report`."""
+    details: dict[str, Any] | None = {"cached_tokens": cached} if cache_report else None
     if image_tokens:
         details = {"cached_tokens": 0, **(details or {}), "image_tokens": image_tokens}
     return {
@@ -672,6 +673,7 @@ class Tally:
         self._completion: dict[int, int] = {}
         self._reasoning: dict[int, int] = {}
         self._images: dict[int, int] = {}
+        self._cached: dict[int, int] = {}
 
     def add(self, index: int, job: Job, step: Step) -> None:
         """Count `step`, the latest output of choice `index` (meta_info's counts are
@@ -680,12 +682,14 @@ class Tally:
         self._completion[index] = step.completion_tokens
         self._reasoning[index] = step.reasoning_tokens if step.scheduled else 0
         self._images[index] = job.image_tokens if step.scheduled else 0
+        self._cached[index] = step.cached_tokens if step.scheduled else 0
 
     def current(self, index: int) -> dict[str, Any]:
         """One choice's usage so far (`continuous_usage_stats`: no image count)."""
         return usage_info(
             self._prompt.get(index, 0), self._completion.get(index, 0),
             reasoning=self._reasoning.get(index, 0), cache_report=self._cache_report,
+            cached=self._cached.get(index, 0),
         )  # fmt: skip
 
     def total(self) -> dict[str, Any]:
@@ -694,6 +698,7 @@ class Tally:
             sum(self._prompt[i] for i in first), sum(self._completion.values()),
             reasoning=sum(self._reasoning.values()),
             image_tokens=sum(self._images[i] for i in first), cache_report=self._cache_report,
+            cached=sum(self._cached[i] for i in first),
         )  # fmt: skip
 
 

@@ -3,7 +3,9 @@
 A request goes through the router's steps in its order (`infer/mod.rs`): take a
 concurrency permit or fail at once with `Overloaded` (429), validate, queue for the
 batch, generate. The routes (native, chat, completions) drive these steps and only
-differ in how they write the tokens out.
+differ in how they write the tokens out. As the batch takes a request, the router's radix
+allocator matches its input against the prefix cache (`prefix_cache`; `ATTENTION` sets the
+block size, `PREFIX_CACHING` turns it off): only the rest is prefilled.
 
 TGI stops as its `StoppingCriteria` (`server/text_generation_server/utils/tokens.py`)
 checks after each token, in this order: the token budget (`length`, even when that token
@@ -53,6 +55,7 @@ from switchyard.enginesim import tokenizer
 from switchyard.enginesim import tools as core_tools
 from switchyard.enginesim.generation import LARGE_TEXT, Generation, SamplingParams, decide, off_loop
 from switchyard.enginesim.generation import rng as generation_rng
+from switchyard.enginesim.prefix_cache import PrefixCache
 from switchyard.enginesim.scheduler import Overloaded, Scheduler
 from switchyard.enginesim.serving import ClientDisconnected
 from switchyard.enginesim.stats import SimStats
@@ -265,6 +268,7 @@ class Outcome:
     queued_s: float
     validated_s: float
     started_at: float  # perf_counter() when the batch took it
+    prefill_tokens: int  # input tokens not found in the prefix cache
 
     @property
     def seed(self) -> int | None:
@@ -304,6 +308,10 @@ class Engine:
         self.scheduler = Scheduler(config.max_running, None, latency)
         self.metrics = Metrics(config, self)
         self.batch_tokens = 0
+        self.prefix_cache = PrefixCache(
+            config.block_size, config.kv_cache_tokens // config.block_size,
+            enabled=config.prefix_caching, trim_last_token=True,
+        )  # fmt: skip
 
     def validate_best_of(self, best_of: int) -> int:
         if self.config.max_best_of == 1 and best_of != 1:
@@ -499,8 +507,13 @@ class Engine:
                         decoded, top = await self._decide(job)
                     except InferError as error:
                         raise self.fail(error) from None
+                    # The router's radix allocator matches the prefix as the batch takes it.
+                    lookup = await self.prefix_cache.lookup(job.input_ids)
+                    self.metrics.prefilled(self.scheduler.latency.first_token_s(lookup.uncached))
                     started = time.perf_counter()
-                    yield Outcome(job, decoded, top, granted.queued_s, validated_s, started)
+                    yield Outcome(
+                        job, decoded, top, granted.queued_s, validated_s, started, lookup.uncached
+                    )
                 finally:
                     self.batch_tokens -= budget
         except Overloaded:  # a permit taken by another request since `validate`
@@ -547,7 +560,7 @@ class Engine:
         job = await self.validate(inputs, parameters, tool)
         async with self.admitted(job, received_at) as outcome:
             await self.scheduler.sleep_generation(
-                outcome.decoded.generated_tokens, job.input_length
+                outcome.decoded.generated_tokens, outcome.prefill_tokens
             )
         self.succeeded(outcome, received_at)
         return outcome
@@ -579,7 +592,7 @@ class Engine:
         async with self.admitted(job, received_at) as outcome:
             last = outcome.decoded.generated_tokens
             index = 0
-            async for token in self.scheduler.pace(outcome.decoded.tokens, job.input_length):
+            async for token in self.scheduler.pace(outcome.decoded.tokens, outcome.prefill_tokens):
                 index += 1
                 top = outcome.top_tokens[index - 1] if outcome.top_tokens else ()
                 if index == last:

@@ -30,7 +30,7 @@ DEFAULT_MODEL_CONTEXT: Final = 4096
 # GPU, sharding and download flags: taken (with a value) and ignored.
 _IGNORED_WITH_VALUE: Final = (
     "--revision", "--num-shard", "--quantize", "--speculate", "--dtype", "--kv-cache-dtype",
-    "--max-batch-prefill-tokens", "--max-batch-total-tokens", "--max-waiting-tokens",
+    "--max-batch-prefill-tokens", "--max-waiting-tokens",
     "--waiting-served-ratio", "--cuda-memory-fraction", "--cuda-graphs", "--rope-scaling",
     "--rope-factor", "--otlp-endpoint", "--otlp-service-name", "--shard-uds-path",
     "--master-addr", "--master-port", "--huggingface-hub-cache", "--weights-cache-override",
@@ -43,6 +43,10 @@ _IGNORED_SWITCHES: Final = (
 )  # fmt: skip
 #: clap's spellings of false for a boolean flag's environment variable.
 _FALSE: Final = frozenset({"", "0", "n", "no", "f", "false", "off"})
+#: `ATTENTION` (the launcher's environment) and its KV block size (`models/globals.py`).
+BLOCK_SIZES: Final = {"flashinfer": 1, "flashdecoding": 256, "flashdecoding-ipex": 64, "paged": 16}
+#: The attentions that support prefix caching (`models/globals.py`).
+_PREFIX_ATTENTIONS: Final = frozenset({"flashinfer", "flashdecoding", "flashdecoding-ipex"})
 
 
 @dataclass(frozen=True, slots=True)
@@ -67,6 +71,22 @@ class Config:
     keep_alive_s: float
     validation_workers: int
     sim: SimOptions
+    #: `ATTENTION`: the launcher's choice (flashinfer unless the model or env says otherwise).
+    attention: str = "flashinfer"
+    #: `PREFIX_CACHING`: the launcher's default is on, except with paged attention.
+    prefix_caching: bool = True
+    #: `--max-batch-total-tokens`: the KV cache in tokens (TGI infers it from GPU memory;
+    #: the simulator, unset: every permitted request at full length). Sizes the prefix cache.
+    max_batch_total_tokens: int | None = None
+
+    @property
+    def block_size(self) -> int:
+        """Tokens per KV block, the prefix cache's unit of reuse."""
+        return BLOCK_SIZES[self.attention]
+
+    @property
+    def kv_cache_tokens(self) -> int:
+        return self.max_batch_total_tokens or self.max_total_tokens * self.max_concurrent_requests
 
     @property
     def max_running(self) -> int:
@@ -94,6 +114,8 @@ def parser() -> argparse.ArgumentParser:
     add("--validation-workers", type=int, default=2)
     add("--disable-grammar-support", action="store_true")
     add("--api-key", default=env("API_KEY"))
+    total = env("MAX_BATCH_TOTAL_TOKENS")
+    add("--max-batch-total-tokens", type=int, default=int(total) if total else None)
     prefill = env("ENABLE_PREFILL_LOGPROBS", "").strip().lower() not in _FALSE
     add("--enable-prefill-logprobs", action="store_true", default=prefill)
     add(
@@ -134,10 +156,34 @@ def parse(argv: Sequence[str] | None = None) -> Config:
             p.error(f"--{name.replace('_', '-')} is out of range: {getattr(args, name)}")
     if args.max_best_of < 1:
         p.error(f"--max-best-of must be at least 1, got {args.max_best_of}")
+    batch_total = args.max_batch_total_tokens
+    if batch_total is not None and args.max_total_tokens is not None and max_total > batch_total:
+        p.error(
+            "`max_total_tokens` must be <= `max_batch_total_tokens`. "
+            f"Given: {max_total} and {batch_total}"
+        )
+    attention, prefix_caching = _attention(p, vlm=args.sim_multimodal)
     return from_args(
         Config, args, hostname=_bind_address(args.hostname), max_input_tokens=max_input,
-        max_total_tokens=max_total, keep_alive_s=args.sim_keep_alive,
+        max_total_tokens=max_total, keep_alive_s=args.sim_keep_alive, attention=attention,
+        prefix_caching=prefix_caching,
     )  # fmt: skip
+
+
+def _attention(p: argparse.ArgumentParser, *, vlm: bool) -> tuple[str, bool]:
+    """`ATTENTION` and `PREFIX_CACHING` as the launcher resolves them (`resolve_attention`:
+    off for a vision model or paged attention unless set) and the server checks them
+    (`models/globals.py`)."""
+    attention = os.environ.get("ATTENTION") or "flashinfer"
+    if attention not in BLOCK_SIZES:
+        p.error(f"Attention is not valid {attention}, expected {sorted(BLOCK_SIZES)}")
+    flag = os.environ.get("PREFIX_CACHING")
+    if flag is None:
+        flag = "0" if vlm or attention == "paged" else "true"
+    prefix_caching = flag.lower() in {"1", "true"}
+    if prefix_caching and attention not in _PREFIX_ATTENTIONS:
+        p.error("Prefix caching is only supported with flashinfer")
+    return attention, prefix_caching
 
 
 def _bind_address(hostname: str) -> str:

@@ -44,6 +44,9 @@ _HELP: Final = {
     "tgi_queue_size": "Current queue size",
     "tgi_batch_current_size": "Current batch size",
     "tgi_batch_current_max_tokens": "Maximum tokens for the current batch",
+    "tgi_batch_inference_count": "Inference calls per method (prefill or decode)",
+    "tgi_batch_inference_success": "Number of successful inference calls per method (prefill or decode)",
+    "tgi_batch_forward_duration": "Batch forward duration per method (prefill or decode)",
 }
 DURATIONS: Final = (
     "tgi_request_duration",
@@ -62,11 +65,16 @@ def _number(value: float) -> str:
     return str(int(value)) if float(value).is_integer() else repr(float(value))
 
 
-def _lines(name: str, histogram: Histogram) -> list[str]:
-    out = [f'{name}_bucket{{le="{b}"}} {n}' for b, n in histogram.cumulative()[:-1]]
+def _lines(name: str, histogram: Histogram, labels: str = "") -> list[str]:
+    """A histogram's lines; `labels`: `k="v",` pairs before `le`."""
+    out = [f'{name}_bucket{{{labels}le="{b}"}} {n}' for b, n in histogram.cumulative()[:-1]]
     count = sum(histogram.counts)
-    out += [f'{name}_bucket{{le="+Inf"}} {count}', f"{name}_sum {_number(histogram.total)}"]
-    return [*out, f"{name}_count {count}"]
+    tail = f"{{{labels.rstrip(',')}}}" if labels else ""
+    out += [
+        f'{name}_bucket{{{labels}le="+Inf"}} {count}',
+        f"{name}_sum{tail} {_number(histogram.total)}",
+    ]
+    return [*out, f"{name}_count{tail} {count}"]
 
 
 class Metrics:
@@ -77,6 +85,7 @@ class Metrics:
         self.request_count = 0
         self.request_success = 0
         self.failures: dict[str, int] = {}
+        self.prefills = 0  # prefill batches (one per request here), all successful
         durations = [0.0001 * 1.5 ** (i + 1) for i in range(35)]
         per_input = config.max_input_tokens / 100
         per_total = config.max_total_tokens / 100
@@ -86,6 +95,14 @@ class Metrics:
         )
         for name in ("tgi_request_generated_tokens", "tgi_request_max_new_tokens"):
             self.histograms[name] = Histogram([per_total * (x + 1) for x in range(100)])
+        #: `tgi_batch_forward_duration{method="prefill"}`: the modelled prefill of the
+        #: uncached input tokens (the simulator has no separate decode batches).
+        self.prefill_forward = Histogram(durations)
+
+    def prefilled(self, forward_s: float) -> None:
+        """A prefill batch ran (the router counts it before and after the shard call)."""
+        self.prefills += 1
+        self.prefill_forward.observe(forward_s)
 
     def failure(self, err: str) -> None:
         if err in FAILURE_KINDS:
@@ -113,6 +130,15 @@ class Metrics:
         ):
             blocks.append(_block(name, "gauge", [f"{name} {value}"]))
         blocks += [_block(n, "histogram", _lines(n, h)) for n, h in self.histograms.items()]
+        if self.prefills:  # the router's series appear with the first batch
+            for name in ("tgi_batch_inference_count", "tgi_batch_inference_success"):
+                blocks.append(
+                    _block(name, "counter", [f'{name}{{method="prefill"}} {self.prefills}'])
+                )
+            name = "tgi_batch_forward_duration"
+            blocks.append(
+                _block(name, "histogram", _lines(name, self.prefill_forward, 'method="prefill",'))
+            )
         return "\n\n".join(blocks) + "\n"
 
 

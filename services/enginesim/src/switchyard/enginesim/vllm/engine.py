@@ -14,7 +14,9 @@ vLLM counts every unfinished request (running or waiting) against `--max-num-que
 and refuses past it (`AsyncLLM.check_admission`), while the scheduler runs at most
 `--max-num-seqs` at once and queues the rest in order. Each running request is kept as a
 `Live` timeline, so metrics read the KV-cache use and the tokens generated so far at any
-moment without per-token work.
+moment without per-token work. When scheduled, each prompt is looked up in the prefix cache
+(`prefix_cache`, `--block-size` blocks, `--num-gpu-blocks-override` of them): time to first
+token pays only for the tokens it does not hold.
 """
 
 from __future__ import annotations
@@ -39,6 +41,7 @@ from switchyard.enginesim.generation import (
     off_loop,
     prompt_of,
 )
+from switchyard.enginesim.prefix_cache import PrefixCache
 from switchyard.enginesim.scheduler import QueueFull, Scheduler
 from switchyard.enginesim.stats import SimStats
 from switchyard.enginesim.structured import Constraint, ConstraintError, ConstraintKind
@@ -90,6 +93,7 @@ class Job:
     arrival: float  # event-loop time the request arrived
     chat: chat.Features | None = None  # None: a completions request
     logprobs: int | None = None  # alternatives per token; None: no logprobs
+    image_tokens: int = 0  # of a chat prompt's tokens, those its images stand for
 
     @property
     def prompt_tokens(self) -> int:
@@ -163,6 +167,10 @@ class Outcome:
     completion_tokens: int
     token_ids: tuple[int, ...] = ()  # the tokens shown, then the EOS or stop token that ended it
     greedy: bool = False
+    #: Its prompt's tokens found in the prefix cache, and those it added there (vLLM's
+    #: `num_cached_tokens` and `num_cache_creation_tokens`), known once it is scheduled.
+    cached_tokens: int = 0
+    created_cache_tokens: int = 0
 
 
 def outcome(choice: Choice, gen: Generation, job: Job) -> Outcome:
@@ -209,6 +217,7 @@ class Live:
     steps: int
     first_at: float
     itl: float
+    prefill_tokens: int = 0  # the prompt tokens not in the prefix cache
 
     def generated(self, now: float) -> int:
         if now < self.first_at:
@@ -245,6 +254,9 @@ class Engine:
         self.stats = SimStats()
         self.scheduler = Scheduler(config.max_num_seqs, None, config.sim.latency)
         self.metrics = Metrics(config.model_name, config.max_model_len, self)
+        self.prefix_cache = PrefixCache(
+            config.block_size, config.num_gpu_blocks, enabled=config.enable_prefix_caching
+        )
         self.unfinished = 0
         self.requests = 0
         self._live: dict[int, Live] = {}
@@ -264,6 +276,7 @@ class Engine:
                 value=limit,
             )
         features = None
+        image_tokens = 0
         if isinstance(req, ChatCompletionRequest):
             chat.check_tool_choice(req, self.config)
             text, image_tokens = await chat.render(req, self.config)
@@ -292,6 +305,7 @@ class Engine:
             arrival=arrival,
             chat=features,
             logprobs=req.num_logprobs,
+            image_tokens=image_tokens,
         )
 
     def _texts(self, req: CompletionRequest) -> list[str]:
@@ -477,17 +491,30 @@ class Engine:
         constraint = await self.constraint(job.constraint) if job.constraint else None
         async with self.scheduler.admit(job.prompt_tokens) as admission:
             outcomes = await self._outcomes(job, constraint)
+            # Looked up when scheduled, as vLLM's scheduler does; each prompt of a batch
+            # is an engine request of its own.
+            lookups = [await self.prefix_cache.lookup_text(p.text, p.tokens) for p in job.prompts]
+            cached = sum(lookup.hit for lookup in lookups)
+            outcomes = [
+                dataclasses.replace(
+                    o, cached_tokens=lookups[o.prompt].hit,
+                    created_cache_tokens=lookups[o.prompt].created,
+                )
+                for o in outcomes
+            ]  # fmt: skip
             loop = asyncio.get_running_loop()
             latency = self.scheduler.latency
+            prefill = job.prompt_tokens - cached
             live = Live(
                 prompt_tokens=job.prompt_tokens,
                 tokens=sum(o.completion_tokens for o in outcomes),
                 steps=max(len(o.steps) for o in outcomes),
-                first_at=loop.time() + latency.first_token_s(job.prompt_tokens),
+                first_at=loop.time() + latency.first_token_s(prefill),
                 itl=latency.itl_s,
+                prefill_tokens=prefill,
             )
             self._live[id(live)] = live
-            self.metrics.scheduled(job)
+            self.metrics.scheduled(job, lookups)
             try:
                 yield outcomes, live
             except BaseException:
@@ -498,8 +525,8 @@ class Engine:
                 now = loop.time()
                 self.metrics.finished(
                     job, outcomes, queued_s=admission.queued_s, ttft_s=live.first_at - job.arrival,
-                    e2e_s=now - job.arrival, prefill_s=latency.first_token_s(job.prompt_tokens),
-                    itl_s=latency.itl_s,
+                    e2e_s=now - job.arrival, prefill_s=latency.first_token_s(prefill),
+                    itl_s=latency.itl_s, cached=[lookup.hit for lookup in lookups],
                 )  # fmt: skip
             finally:
                 del self._live[id(live)]
@@ -508,7 +535,7 @@ class Engine:
         """A whole (non-streaming) request: done when its last token would be."""
         with self.stats.track(job.request_id, traceparent):
             async with self._running(job) as (outcomes, live):
-                await self.scheduler.sleep_generation(live.steps, job.prompt_tokens)
+                await self.scheduler.sleep_generation(live.steps, live.prefill_tokens)
             return outcomes
 
     # --- pooling (`--runner pooling`) ------------------------------------------------------
@@ -545,7 +572,7 @@ class Engine:
         """A streaming request: per engine step, the step of each sequence still going."""
         with self.stats.track(job.request_id, traceparent, stream=True):
             async with self._running(job) as (outcomes, live):
-                async for k in self.scheduler.pace(range(live.steps), job.prompt_tokens):
+                async for k in self.scheduler.pace(range(live.steps), live.prefill_tokens):
                     yield [(o, o.steps[k]) for o in outcomes if k < len(o.steps)]
 
 

@@ -44,7 +44,7 @@ _IGNORED_WITH_VALUE = (
 _IGNORED_SWITCHES = (
     "--disable-fastapi-docs", "--disable-log-requests", "--disable-log-stats",
     "--enable-log-requests", "--trust-remote-code", "--enforce-eager",
-    "--enable-prefix-caching", "--no-enable-prefix-caching", "--enable-chunked-prefill",
+    "--enable-chunked-prefill",
     "--no-enable-chunked-prefill", "--disable-uvicorn-access-log",
 )  # fmt: skip
 #: Images a prompt may carry unless `--limit-mm-per-prompt` says otherwise (vLLM's 999).
@@ -63,6 +63,11 @@ class Config:
     max_num_queued_reqs: int | None
     block_size: int
     num_gpu_blocks: int
+    #: `--enable-prefix-caching` (vLLM's default) / `--no-enable-prefix-caching`: the
+    #: simulated prefix cache holds up to `num_gpu_blocks` blocks of `block_size` tokens.
+    enable_prefix_caching: bool
+    #: `--enable-prompt-tokens-details`: usage carries `prompt_tokens_details` (cached tokens).
+    enable_prompt_tokens_details: bool
     tensor_parallel_size: int
     pipeline_parallel_size: int
     data_parallel_size: int
@@ -153,6 +158,8 @@ def parser() -> argparse.ArgumentParser:
     add("--max-num-queued-reqs", type=_tokens(0), default=None)
     add("--block-size", type=_tokens(1), default=16)
     add("--num-gpu-blocks-override", type=_tokens(1), default=None)
+    add("--enable-prefix-caching", action=argparse.BooleanOptionalAction, default=True)
+    add("--enable-prompt-tokens-details", action="store_true")
     add("--gpu-memory-utilization", type=_fraction, default=0.92)
     add("-tp", "--tensor-parallel-size", type=_tokens(1), default=1)
     add("-pp", "--pipeline-parallel-size", type=_tokens(1), default=1)

@@ -25,12 +25,17 @@ from prometheus_client.utils import floatToGoString
 from switchyard.enginesim.prometheus import Histogram
 
 if TYPE_CHECKING:
+    from switchyard.enginesim.prefix_cache import Lookup
     from switchyard.enginesim.vllm.engine import Engine, Job, Outcome
 
 # Prometheus' own rendering of bucket bounds ("0.5", "1.0", "+Inf"); untyped upstream.
 _bound_text = cast("Callable[[float], str]", floatToGoString)
 _LABELS: Final = ["model_name", "engine"]
 
+#: `vllm:prompt_tokens_by_source`'s sources (`PromptTokenStats.ALL_SOURCES`).
+PROMPT_SOURCES: Final = ("local_compute", "local_cache_hit", "external_kv_transfer")
+#: `vllm:prompt_tokens_cached_by_source`'s sources (`CacheHitSource`); hits here are "device".
+CACHE_HIT_SOURCES: Final = ("device", "host", "p2p", "disk", "external_unspecified")
 FINISH_REASONS: Final = ("stop", "length", "abort", "error", "repetition")
 ADMISSION_REASONS: Final = ("max_num_queued_reqs", "max_num_queued_tokens")
 LATENCY_BUCKETS: Final = (
@@ -56,6 +61,7 @@ _HISTOGRAMS: Final[dict[str, tuple[str, Sequence[float] | None]]] = {
     "vllm:request_prefill_time_seconds": ("Histogram of time spent in PREFILL phase for request.", LATENCY_BUCKETS),
     "vllm:request_decode_time_seconds": ("Histogram of time spent in DECODE phase for request.", LATENCY_BUCKETS),
     "vllm:request_prompt_tokens": ("Number of prefill tokens processed.", None),
+    "vllm:request_prefill_kv_computed_tokens": ("Histogram of new KV tokens computed during prefill (excluding cached tokens).", None),
     "vllm:request_generation_tokens": ("Number of generation tokens processed.", None),
     "vllm:request_params_max_tokens": ("Histogram of the max_tokens request parameter.", None),
     "vllm:request_params_n": ("Histogram of the n request parameter.", (1, 2, 5, 10, 20)),
@@ -84,6 +90,7 @@ class Metrics(Collector):
         self._labels = [model_name, "0"]
         self._engine = engine
         self.prompt_tokens = 0
+        self.cached_prompt_tokens = 0  # of `prompt_tokens`, found in the prefix cache
         self.generation_tokens = 0  # of finished and aborted requests
         self.success = dict.fromkeys(FINISH_REASONS, 0)
         self.rejections = dict.fromkeys(ADMISSION_REASONS, 0)
@@ -96,14 +103,16 @@ class Metrics(Collector):
         for collector in (self, PROCESS_COLLECTOR, PLATFORM_COLLECTOR, GC_COLLECTOR):
             self.registry.register(collector)
 
-    def scheduled(self, job: Job) -> None:
+    def scheduled(self, job: Job, lookups: Sequence[Lookup] = ()) -> None:
         self.prompt_tokens += job.prompt_tokens
+        self.cached_prompt_tokens += sum(lookup.hit for lookup in lookups)
         self.histograms["vllm:request_params_n"].observe(job.n)
 
     def finished(
         self, job: Job, outcomes: Sequence[Outcome], *, queued_s: float, ttft_s: float,
-        e2e_s: float, prefill_s: float, itl_s: float,
+        e2e_s: float, prefill_s: float, itl_s: float, cached: Sequence[int] = (),
     ) -> None:  # fmt: skip
+        """`cached`: per prompt, its tokens found in the prefix cache."""
         h = self.histograms
         for o in outcomes:
             tokens = o.completion_tokens
@@ -119,7 +128,10 @@ class Metrics(Collector):
             if tokens > 1:
                 per_token = (e2e_s - ttft_s) / (tokens - 1)
                 h["vllm:request_time_per_output_token_seconds"].observe(per_token)
-            h["vllm:request_prompt_tokens"].observe(job.prompts[o.prompt].tokens)
+            prompt_tokens = job.prompts[o.prompt].tokens
+            h["vllm:request_prompt_tokens"].observe(prompt_tokens)
+            hit = cached[o.prompt] if o.prompt < len(cached) else 0
+            h["vllm:request_prefill_kv_computed_tokens"].observe(prompt_tokens - hit)
             h["vllm:request_generation_tokens"].observe(tokens)
             h["vllm:request_params_max_tokens"].observe(job.max_tokens)
 
@@ -140,6 +152,7 @@ class Metrics(Collector):
         h["vllm:request_decode_time_seconds"].observe(0.0)
         h["vllm:request_time_per_output_token_seconds"].observe(0.0)
         h["vllm:request_prompt_tokens"].observe(prompt_tokens)
+        h["vllm:request_prefill_kv_computed_tokens"].observe(prompt_tokens)
         h["vllm:request_generation_tokens"].observe(0)
 
     def collect(self) -> Iterable[Metric]:
@@ -153,12 +166,25 @@ class Metrics(Collector):
         else:
             kv_usage, generating = engine.kv_cache_usage(now), engine.generating(now)
         gauge, counter = GaugeMetricFamily, CounterMetricFamily
+        cache = engine.prefix_cache
         for kind, name, doc, value in (
             (gauge, "num_requests_running", "Number of requests in model execution batches.", running),
             (gauge, "num_requests_waiting", "Number of requests waiting to be processed.", waiting),
             (gauge, "kv_cache_usage_perc", "KV-cache usage. 1 means 100 percent usage.", kv_usage),
             (counter, "num_preemptions", "Cumulative number of preemption from the engine.", 0),
             (counter, "prompt_tokens", "Number of prefill tokens processed.", self.prompt_tokens),
+            (
+                counter, "prompt_tokens_cached", "Number of cached prompt tokens (local + external).",
+                self.cached_prompt_tokens,
+            ),
+            (
+                counter, "prefix_cache_queries",
+                "Prefix cache queries, in terms of number of queried tokens.", cache.queries,
+            ),
+            (
+                counter, "prefix_cache_hits",
+                "Prefix cache hits, in terms of number of cached tokens.", cache.hits,
+            ),
             (
                 counter, "generation_tokens", "Number of generation tokens processed.",
                 self.generation_tokens + generating,
@@ -172,6 +198,23 @@ class Metrics(Collector):
             "(LoRA budget, KV transfer, blocked status). "
             "Sum of all reasons equals vllm:num_requests_waiting.",
             [*_LABELS, "reason"], [([*labels, "capacity"], waiting), ([*labels, "deferred"], 0)],
+        )  # fmt: skip
+        by_source = dict.fromkeys(PROMPT_SOURCES, 0)
+        by_source["local_compute"] = self.prompt_tokens - self.cached_prompt_tokens
+        by_source["local_cache_hit"] = self.cached_prompt_tokens
+        yield _family(
+            counter, "vllm:prompt_tokens_by_source", "Number of prompt tokens by source.",
+            [*_LABELS, "source"], [([*labels, s], n) for s, n in by_source.items()],
+        )  # fmt: skip
+        hit_sources = dict.fromkeys(CACHE_HIT_SOURCES, 0)
+        hit_sources["device"] = cache.hits
+        yield _family(
+            counter, "vllm:prompt_tokens_cached_by_source",
+            "Prefix-cache hit tokens by the cache tier that supplied them: device (local HBM), "
+            "host (offloaded to DRAM), disk, p2p (transferred from another vLLM instance) or "
+            "external_unspecified. Counted at admission; sums to vllm:prefix_cache_hits + "
+            "vllm:external_prefix_cache_hits.",
+            [*_LABELS, "source"], [([*labels, s], n) for s, n in hit_sources.items()],
         )  # fmt: skip
         yield _family(
             counter, "vllm:request_success", "Count of successfully processed requests.",

@@ -194,6 +194,8 @@ class Routes:
                 prefixes=prefixes,
                 features=job.chat,
                 logprobs=job.logprobs,
+                prompt_details=self.config.enable_prompt_tokens_details,
+                image_tokens=job.image_tokens,
             )
             # The stream releases its ticket when it ends; the background task covers a
             # stream that never started (the client left before the first byte).
@@ -206,6 +208,7 @@ class Routes:
         body = response(
             head, outcomes, job.prompt_tokens, self.fingerprint, prefixes,
             features=job.chat, logprobs=job.logprobs,
+            prompt_details=self.config.enable_prompt_tokens_details, image_tokens=job.image_tokens,
         )  # fmt: skip
         return OrjsonResponse(body)
 

@@ -508,14 +508,35 @@ def _details(features: chat.Features | None, reasoning_tokens: int) -> dict[str,
     return {"reasoning_tokens": reasoning_tokens}
 
 
+def prompt_tokens_details(
+    outcome: Outcome | None, chat_response: bool, image_tokens: int = 0
+) -> dict[str, Any] | None:
+    """`usage.prompt_tokens_details` with `--enable-prompt-tokens-details`, from the request
+    whose counts vLLM reports (`outcome`): chat's `_make_prompt_tokens_details` (cached,
+    created and multimodal tokens), completions' `PromptTokenUsageInfo(cached_tokens=...)`."""
+    if outcome is None:
+        return None
+    if not chat_response:
+        return {"cached_tokens": outcome.cached_tokens, **_PROMPT_DETAILS_NULLS}
+    return {
+        "cached_tokens": outcome.cached_tokens,
+        "created_cache_tokens": outcome.created_cache_tokens,
+        "multimodal_tokens": {"image": image_tokens} if image_tokens else None,
+    }
+
+
+_PROMPT_DETAILS_NULLS: Final = {"created_cache_tokens": None, "multimodal_tokens": None}
+
+
 def response(
     head: dict[str, Any], outcomes: Sequence[Outcome], prompt_tokens: int, fingerprint: str,
     prefixes: Sequence[str] = (), *, features: chat.Features | None = None,
-    logprobs: int | None = None,
+    logprobs: int | None = None, prompt_details: bool = False, image_tokens: int = 0,
 ) -> dict[str, Any]:  # fmt: skip
     """A whole `/v1/completions` or `/v1/chat/completions` response; `prefixes[prompt]` is
     prepended to a completion's text (echo); `features`: a chat request's; `logprobs`:
-    alternatives per token asked (None: no logprobs)."""
+    alternatives per token asked (None: no logprobs); `prompt_details`:
+    `--enable-prompt-tokens-details` (for completions, vLLM reports the last prompt's)."""
     chat_response = head["object"] == "chat.completion"
     choices = []
     thinking = 0
@@ -548,10 +569,14 @@ def response(
         choices.append(choice | {k: v for k, v in _CHOICE_NULLS.items() if k not in nulls})
     completion = sum(o.completion_tokens for o in outcomes)
     details = _details(features, thinking)
+    reported = outcomes[-1] if prompt_details and outcomes else None
     body = {
         **head, "choices": choices, "service_tier": None, "system_fingerprint": fingerprint,
         "usage": usage(prompt_tokens, completion, prompt_tokens_details=None, completion_tokens_details=None)
-        | {"completion_tokens_details": details},
+        | {
+            "prompt_tokens_details": prompt_tokens_details(reported, chat_response, image_tokens),
+            "completion_tokens_details": details,
+        },
     }  # fmt: skip
     if chat_response:
         body |= dict.fromkeys(("prompt_logprobs", "prompt_token_ids", "prompt_text"))
@@ -565,6 +590,7 @@ class Chunks:
         self, head: dict[str, Any], fingerprint: str, prompt_tokens: Sequence[int], *,
         include_usage: bool, continuous_usage: bool, prefixes: Sequence[str] = (),
         features: chat.Features | None = None, logprobs: int | None = None,
+        prompt_details: bool = False, image_tokens: int = 0,
     ) -> None:  # fmt: skip
         self._head = head
         self._fingerprint = fingerprint
@@ -579,6 +605,9 @@ class Chunks:
         self._offsets: dict[int, int] = {}
         self._parsers: dict[int, chat.StreamParser] = {}
         self.chat = head["object"] == "chat.completion.chunk"
+        self._prompt_details = prompt_details
+        self._image_tokens = image_tokens
+        self._first: Outcome | None = None  # the first request to answer: its usage details
 
     def _usage(self, prompt: int, done: int, reasoning_tokens: int) -> dict[str, Any]:
         details = {"reasoning_tokens": reasoning_tokens} if self._details else None
@@ -600,6 +629,8 @@ class Chunks:
         the text back, as for a tool call's opening tag)."""
         i = outcome.index
         first = i not in self._tokens
+        if self._first is None:
+            self._first = outcome
         done = self._tokens[i] = self._tokens.get(i, 0) + step.tokens
         finished = step.finish_reason is not None
         ids = outcome.token_ids
@@ -657,6 +688,10 @@ class Chunks:
         if not self._include_usage:
             return None
         total = usage(sum(self._prompt_tokens), sum(self._tokens.values()))
+        if self._prompt_details and self._first is not None:
+            # The usage chunk leaves nulls out.
+            details = prompt_tokens_details(self._first, self.chat, self._image_tokens) or {}
+            total["prompt_tokens_details"] = {k: v for k, v in details.items() if v is not None}
         if self._details:
             thinking = sum(p.reasoning_tokens for p in self._parsers.values())
             total["completion_tokens_details"] = {"reasoning_tokens": thinking}
