@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import functools
 import itertools
 import math
 import time
@@ -26,6 +27,7 @@ from switchyard.edge.openai_responses.redis_store import response_key
 from tests.edge.conftest import sim_stats
 from tests.support.edge import Edge, KeySpec, start_edge, write_keys
 from tests.support.polling import eventually
+from tests.support.processes import started_together
 from tests.support.redis_sentinel import RedisSentinelSet
 from tests.support.redis_topology import RedisTopology, topology
 from tests.support.stacks import Stack
@@ -71,30 +73,20 @@ async def pair(
     keyring = write_keys(log_dir, KEYS)
     endpoints = {e: [s.address] for e, s in engines.items()}
     env = {**ENV, **JOBS_ENV[redis.kind], "EDGE_RESPONSES_REDIS_URL": redis.url}
-    # Started at once (each start is mostly waiting); whichever started is stopped.
-    started = await asyncio.gather(
-        *(
-            asyncio.to_thread(
-                start_edge,
-                log_dir,
-                endpoints,
-                redis_url=redis.url,
-                name=f"edge-{redis.kind}-{i}",
-                keyring=keyring,
-                env=env,
-            )
-            for i in range(2)
-        ),
-        return_exceptions=True,
+    starts = (
+        functools.partial(
+            start_edge,
+            log_dir,
+            endpoints,
+            redis_url=redis.url,
+            name=f"edge-{redis.kind}-{i}",
+            keyring=keyring,
+            env=env,
+        )
+        for i in range(2)
     )
-    edges = [e for e in started if isinstance(e, Edge)]
-    try:
-        for failed in started:
-            if isinstance(failed, BaseException):
-                raise failed
+    async with started_together(*starts) as edges:
         yield Pair(redis, edges)
-    finally:
-        await asyncio.gather(*(asyncio.to_thread(e.stop) for e in edges))
 
 
 async def _complete(

@@ -96,6 +96,16 @@ class StreamOutcome:
         )
 
     @property
+    def tokens(self) -> int:
+        """The tokens received, by their logprobs (ask with `logprobs: true`): one entry per
+        token whatever the chunks (the adapter joins tokens that reached it together)."""
+        return sum(
+            len((c["choices"][0].get("logprobs") or {}).get("content") or ())
+            for c in self.chunks
+            if c.get("choices")
+        )
+
+    @property
     def finish_reason(self) -> str | None:
         reasons = [c["choices"][0].get("finish_reason") for c in self.chunks if c.get("choices")]
         return next((r for r in reasons if r), None)

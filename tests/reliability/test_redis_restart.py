@@ -9,6 +9,7 @@ load runs against both from before the stop until after the start.
 from __future__ import annotations
 
 import asyncio
+import functools
 from collections.abc import AsyncIterator, Callable
 from dataclasses import dataclass
 from typing import Literal
@@ -19,8 +20,9 @@ import pytest
 from tests.reliability.helpers import Baseline
 from tests.support.edge import Edge, KeySpec, start_edge, write_keys
 from tests.support.polling import eventually
+from tests.support.processes import started_together
 from tests.support.redis import RedisServer
-from tests.support.stacks import Stack, start_stack
+from tests.support.stacks import start_stack
 
 #: Redis up, being stopped, down, being started, back.
 Phase = Literal["up", "stopping", "down", "starting", "back"]
@@ -47,15 +49,11 @@ async def setup(
     log_dir = tmp_path_factory.mktemp("redis-restart")
     redis = RedisServer(log_dir)
     await asyncio.to_thread(redis.start)
-    engine: Stack | None = None
-    edges: list[Edge] = []
     try:
-        engine = await asyncio.to_thread(start_stack, "vllm", log_dir)
-        keyring = write_keys(log_dir, KEYS)
-        # Started at once (each start is mostly waiting); whichever started is stopped.
-        started = await asyncio.gather(
-            *(
-                asyncio.to_thread(
+        async with started_together(functools.partial(start_stack, "vllm", log_dir)) as (engine,):
+            keyring = write_keys(log_dir, KEYS)
+            starts = (
+                functools.partial(
                     start_edge,
                     log_dir,
                     {"vllm": [engine.address]},
@@ -65,19 +63,10 @@ async def setup(
                     keyring=keyring,
                 )
                 for mode in ("closed", "open")
-            ),
-            return_exceptions=True,
-        )
-        edges += [e for e in started if isinstance(e, Edge)]
-        for failed in started:
-            if isinstance(failed, BaseException):
-                raise failed
-        yield redis, edges[0], edges[1]
+            )
+            async with started_together(*starts) as (closed, open_):
+                yield redis, closed, open_
     finally:
-        for edge in edges:
-            await asyncio.to_thread(edge.stop)
-        if engine is not None:
-            await asyncio.to_thread(engine.stop)
         await asyncio.to_thread(redis.close)
 
 

@@ -8,15 +8,18 @@ says why the service did not come up.
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
 import os
 import re
 import signal
 import socket
 import subprocess
 import sys
-from collections.abc import Mapping, Sequence
+from collections.abc import AsyncIterator, Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Protocol, TypeVar
 
 import grpc
 import httpx
@@ -177,3 +180,27 @@ def wait_health(
 
 def wait_serving(service: Service, address: str, timeout: float = START_TIMEOUT_S) -> None:
     wait_health(service, address, SERVING, timeout)
+
+
+class Stoppable(Protocol):
+    def stop(self) -> None: ...
+
+
+S = TypeVar("S", bound=Stoppable)
+
+
+@contextlib.asynccontextmanager
+async def started_together(*starts: Callable[[], S]) -> AsyncIterator[list[S]]:
+    """Start processes at once, each `start` (blocking) in a thread of its own: a start is
+    mostly waiting for the process to come up. Yields them in order; stops every one that
+    started when the block ends, or at once when another failed to start (its error is
+    raised)."""
+    started = await asyncio.gather(*(asyncio.to_thread(s) for s in starts), return_exceptions=True)
+    running = [s for s in started if not isinstance(s, BaseException)]
+    try:
+        for failed in started:
+            if isinstance(failed, BaseException):
+                raise failed
+        yield running
+    finally:
+        await asyncio.gather(*(asyncio.to_thread(s.stop) for s in running))

@@ -8,6 +8,7 @@ one never answer another's requests.
 from __future__ import annotations
 
 import asyncio
+import functools
 import uuid
 from collections.abc import AsyncIterator, Iterator
 from dataclasses import dataclass
@@ -31,7 +32,7 @@ from switchyard.edge.auth import generate_key, hash_key
 from switchyard.edge.auth.keysfile import KeyEntry, render_keys
 from tests.support.edge import Edge, start_edge
 from tests.support.polling import eventually
-from tests.support.processes import listening_port, start, wait_serving
+from tests.support.processes import listening_port, start, started_together, wait_serving
 from tests.support.redis import RedisServer, running_redis
 from tests.support.stacks import Stack, options, start_adapter
 
@@ -186,6 +187,24 @@ def vllm(engines: dict[str, Stack]) -> Stack:
     return engines["vllm"]
 
 
+def _start_edge(
+    log_dir: Path,
+    stack: Stack,
+    keys: tuple[dict[str, str], Path],
+    name: str,
+    env: dict[str, str],
+    redis_url: str | None = None,
+) -> Edge:
+    return start_edge(
+        log_dir,
+        {"vllm": [stack.address]},
+        env={"EDGE_REDIS_MAX_CONNECTIONS": "4", **env},
+        redis_url=redis_url,
+        name=name,
+        keyring=keys,
+    )
+
+
 async def _edge(
     log_dir: Path,
     stack: Stack,
@@ -194,15 +213,7 @@ async def _edge(
     env: dict[str, str],
     redis_url: str | None = None,
 ) -> Edge:
-    edge = await asyncio.to_thread(
-        start_edge,
-        log_dir,
-        {"vllm": [stack.address]},
-        env={"EDGE_REDIS_MAX_CONNECTIONS": "4", **env},
-        redis_url=redis_url,
-        name=name,
-        keyring=keys,
-    )
+    edge = await asyncio.to_thread(_start_edge, log_dir, stack, keys, name, env, redis_url)
     await serving(edge)
     return edge
 
@@ -212,25 +223,15 @@ async def edges(
     log_dir: Path, vllm: Stack, keys: tuple[dict[str, str], Path], shared_redis: RedisServer
 ) -> AsyncIterator[tuple[Edge, Edge]]:
     """Two edges sharing one Redis (limits and cache), as two replicas."""
-    # Started at once (each start is mostly waiting); whichever started is stopped.
-    started = await asyncio.gather(
-        *(
-            _edge(log_dir, vllm, keys, name, {"EDGE_CACHE": "redis"}, shared_redis.url)
-            for name in ("edge-a", "edge-b")
-        ),
-        return_exceptions=True,
+    starts = (
+        functools.partial(
+            _start_edge, log_dir, vllm, keys, name, {"EDGE_CACHE": "redis"}, shared_redis.url
+        )
+        for name in ("edge-a", "edge-b")
     )
-    edges = [e for e in started if isinstance(e, Edge)]
-    try:
-        for failed in started:
-            if isinstance(failed, BaseException):
-                raise failed
-        yield edges[0], edges[1]
-    finally:
-        await asyncio.gather(*(asyncio.to_thread(e.stop) for e in edges))
-
-
-# -- hits and misses --------------------------------------------------------------------------
+    async with started_together(*starts) as (a, b):
+        await asyncio.gather(serving(a), serving(b))
+        yield a, b
 
 
 async def test_a_repeated_deterministic_request_is_a_hit_on_another_edge(
@@ -514,20 +515,16 @@ async def _header_after(edge: Edge, messages: Messages, wanted: str) -> bool:
 async def test_a_new_model_identity_never_serves_the_old_one_s_entries(
     log_dir: Path, vllm: Stack, keys: tuple[dict[str, str], Path]
 ) -> None:
-    # Both started at once (each start is mostly waiting); whichever started is stopped.
-    started = await asyncio.gather(
-        _edge(log_dir, vllm, keys, "edge-identity", {"EDGE_CACHE": "memory"}),
-        asyncio.to_thread(_stack_serving, log_dir, "switchyard/sim-1b-instruct-v2"),
-        return_exceptions=True,
+    starts = (
+        functools.partial(
+            _start_edge, log_dir, vllm, keys, "edge-identity", {"EDGE_CACHE": "memory"}
+        ),
+        functools.partial(_stack_serving, log_dir, "switchyard/sim-1b-instruct-v2"),
     )
-    running = [s for s in started if isinstance(s, Edge | Stack)]
-    try:
-        for failed in started:
-            if isinstance(failed, BaseException):
-                raise failed
-        edge, upgraded = started
+    async with started_together(*starts) as (edge, upgraded):
         assert isinstance(edge, Edge)
         assert isinstance(upgraded, Stack)
+        await serving(edge)
         messages = prompt()
         assert (await chat(edge.client(), messages)).header == "miss"
         assert (await chat(edge.client(), messages)).header == "hit"
@@ -540,8 +537,6 @@ async def test_a_new_model_identity_never_serves_the_old_one_s_entries(
         assert answered_by_new
         assert await engine_requests(upgraded) >= 1
         assert (await chat(edge.client(), messages)).header == "hit"  # the new one's entry
-    finally:
-        await asyncio.gather(*(asyncio.to_thread(s.stop) for s in running))
 
 
 def _stack_serving(log_dir: Path, model: str) -> Stack:

@@ -4,6 +4,7 @@ SDK as the client, a real engine simulator behind; an edge SIGKILLed mid-job."""
 from __future__ import annotations
 
 import asyncio
+import functools
 import os
 import signal
 from collections.abc import AsyncIterator
@@ -21,6 +22,7 @@ from switchyard.edge.openai_responses.redis_store import response_key
 from tests.edge.conftest import sim_stats
 from tests.support.edge import Edge, start_edge
 from tests.support.polling import eventually
+from tests.support.processes import started_together
 from tests.support.redis import RedisServer
 from tests.support.stacks import Stack
 
@@ -64,11 +66,10 @@ class Setup:
     def url(self, db: int) -> str:
         return f"redis://127.0.0.1:{self.redis.port}/{db}"
 
-    async def edge(self, name: str, db: int, **env: str) -> Edge:
+    def start_edge(self, name: str, db: int, **env: str) -> Edge:
         directory = self.log_dir / name
         directory.mkdir()
-        return await asyncio.to_thread(
-            start_edge,
+        return start_edge(
             directory,
             {"vllm": [self.stack.address]},
             redis_url=self.url(db),
@@ -76,6 +77,9 @@ class Setup:
             keyring=write_keyring(directory, plain=self.keys),
             env={**ENV, **env},
         )
+
+    async def edge(self, name: str, db: int, **env: str) -> Edge:
+        return await asyncio.to_thread(self.start_edge, name, db, **env)
 
 
 @pytest.fixture(scope="module")
@@ -96,17 +100,9 @@ async def setup(
 @pytest.fixture(scope="module")
 async def pair(setup: Setup) -> AsyncIterator[tuple[Edge, Edge]]:
     """Two edges on one Redis (database 0), started at once (each start is mostly waiting)."""
-    started = await asyncio.gather(
-        setup.edge("edge-a", 0), setup.edge("edge-b", 0), return_exceptions=True
-    )
-    edges = [e for e in started if isinstance(e, Edge)]
-    try:
-        for failed in started:
-            if isinstance(failed, BaseException):
-                raise failed
-        yield edges[0], edges[1]
-    finally:
-        await asyncio.gather(*(asyncio.to_thread(edge.stop) for edge in edges))
+    starts = (functools.partial(setup.start_edge, name, 0) for name in ("edge-a", "edge-b"))
+    async with started_together(*starts) as (a, b):
+        yield a, b
 
 
 def client(edge: Edge, key: str = "full", other: Edge | None = None) -> openai.AsyncOpenAI:

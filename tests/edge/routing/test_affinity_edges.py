@@ -5,7 +5,7 @@ session, must land on the same adapter through either, as the simulators themsel
 
 from __future__ import annotations
 
-import asyncio
+import functools
 import uuid
 from collections.abc import AsyncIterator
 from dataclasses import dataclass
@@ -17,6 +17,7 @@ import yaml
 
 from tests.support.edge import DEFAULT_KEYS, Edge, start_edge, write_keys
 from tests.support.polling import eventually
+from tests.support.processes import started_together
 from tests.support.stacks import Stack, start_stack
 
 MODEL = "demo-vllm"
@@ -59,39 +60,21 @@ async def _until_all_serving(edge: Edge, addresses: list[str]) -> None:
 @pytest.fixture(scope="module")
 async def replicas(tmp_path_factory: pytest.TempPathFactory) -> AsyncIterator[Replicas]:
     log_dir = tmp_path_factory.mktemp("affinity")
-    stacks: list[Stack] = []
-    edges: list[Edge] = []
-    try:
-        stacks = list(
-            await asyncio.gather(
-                *(
-                    asyncio.to_thread(start_stack, "vllm", log_dir, name=f"-affinity{i}")
-                    for i in range(3)
-                )
-            )
-        )
+    stack_starts = (
+        functools.partial(start_stack, "vllm", log_dir, name=f"-affinity{i}") for i in range(3)
+    )
+    async with started_together(*stack_starts) as stacks:
         addresses = [s.address for s in stacks]
         keyring = write_keys(log_dir, DEFAULT_KEYS)  # one set of keys for both edges
-        started = await asyncio.gather(
-            *(
-                asyncio.to_thread(
-                    start_edge, log_dir, {"vllm": addresses}, name=name, keyring=keyring
-                )
-                for name in ("edge-a", "edge-b")
-            ),
-            return_exceptions=True,
+        edge_starts = (
+            functools.partial(start_edge, log_dir, {"vllm": addresses}, name=name, keyring=keyring)
+            for name in ("edge-a", "edge-b")
         )
-        edges = [e for e in started if isinstance(e, Edge)]
-        for failed in started:
-            if isinstance(failed, BaseException):
-                raise failed
-        for edge in edges:
-            await _use_policy(edge, POLICY)
-            await _until_all_serving(edge, addresses)
-        yield Replicas(edges, stacks)
-    finally:
-        await asyncio.gather(*(asyncio.to_thread(e.stop) for e in edges))
-        await asyncio.gather(*(asyncio.to_thread(s.stop) for s in stacks))
+        async with started_together(*edge_starts) as edges:
+            for edge in edges:
+                await _use_policy(edge, POLICY)
+                await _until_all_serving(edge, addresses)
+            yield Replicas(edges, stacks)
 
 
 async def _served_by(replicas: Replicas, edge: Edge, request_id: str) -> str:

@@ -185,6 +185,9 @@ def adapter_env(
         "ADAPTER_HOST": host,
         "ADAPTER_PORT": str(port),
         "ADAPTER_METRICS_PORT": str(metrics_port),
+        # The drain delay waits for routers that have not yet seen NOT_SERVING; here the
+        # whole stack stops together, so it would only hold up Ctrl-C.
+        "ADAPTER_DRAIN_DELAY_S": "0",
         **(extra or {}),
     }
 
