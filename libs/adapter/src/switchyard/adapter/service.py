@@ -14,8 +14,8 @@ from __future__ import annotations
 import asyncio
 import time
 import uuid
-from collections.abc import AsyncIterator
-from typing import Any, NoReturn, TypeAlias
+from collections.abc import AsyncIterator, Awaitable, Callable
+from typing import Any, NoReturn, TypeAlias, TypeVar
 
 import grpc
 import structlog
@@ -60,6 +60,10 @@ _CAPABILITY_NAMES: dict[Capability, str] = {
 
 #: The log line's event per method ("generate" for the others).
 _LOG_EVENTS = {"Embed": "embed", "CountTokens": "count_tokens"}
+
+
+#: What a unary call answers.
+R = TypeVar("R")
 
 
 class _Call:
@@ -225,16 +229,12 @@ class InferenceServicer(pb_grpc.InferenceServiceServicer):
         # The engine client has already dropped the engine call (and aborted it).
         call.code = grpc.StatusCode.CANCELLED
 
-    async def Generate(self, request: pb.GenerateRequest, context: Context) -> pb.GenerateResponse:
-        call = _Call(self, request, "Generate")
+    async def _answer(self, call: _Call, context: Context, work: Callable[[], Awaitable[R]]) -> R:
+        """One unary call: `work` within the call's deadline, its errors as gRPC statuses
+        (a timeout as DEADLINE_EXCEEDED), its record written however it ends."""
         try:
-            self._admit(request)
             async with asyncio.timeout_at(self._deadline(context)):
-                completion = await self._engine.complete(request)
-            call.prompt_tokens = completion.prompt_tokens
-            call.completion_tokens = completion.completion_tokens
-            call.finishes = {c.index: c.finish_reason for c in completion.choices}
-            return _response(completion)
+                return await work()
         except InferenceError as error:
             await self._fail(call, context, error)
         except TimeoutError:
@@ -244,6 +244,19 @@ class InferenceServicer(pb_grpc.InferenceServiceServicer):
             raise
         finally:
             call.end()
+
+    async def Generate(self, request: pb.GenerateRequest, context: Context) -> pb.GenerateResponse:
+        call = _Call(self, request, "Generate")
+
+        async def work() -> pb.GenerateResponse:
+            self._admit(request)
+            completion = await self._engine.complete(request)
+            call.prompt_tokens = completion.prompt_tokens
+            call.completion_tokens = completion.completion_tokens
+            call.finishes = {c.index: c.finish_reason for c in completion.choices}
+            return _response(completion)
+
+        return await self._answer(call, context, work)
 
     async def GenerateStream(
         self, request: pb.GenerateRequest, context: Context
@@ -336,42 +349,28 @@ class InferenceServicer(pb_grpc.InferenceServiceServicer):
 
     async def Embed(self, request: pb.EmbedRequest, context: Context) -> pb.EmbedResponse:
         call = _Call(self, request, "Embed")
-        try:
+
+        async def work() -> pb.EmbedResponse:
             validate_embed(request, self.served_model_name)
             self._require(pb.CAPABILITY_EMBEDDINGS)
-            async with asyncio.timeout_at(self._deadline(context)):
-                embeddings = await self._engine.embed(request)
+            embeddings = await self._engine.embed(request)
             call.prompt_tokens = embeddings.prompt_tokens
             return _embed_response(request, embeddings)
-        except InferenceError as error:
-            await self._fail(call, context, error)
-        except TimeoutError:
-            await self._fail(call, context, _deadline_error())
-        except asyncio.CancelledError:
-            self._cancelled(call)
-            raise
-        finally:
-            call.end()
+
+        return await self._answer(call, context, work)
 
     async def CountTokens(self, request: pb.GenerateRequest, context: Context) -> pb.TokenCount:
         """The prompt tokens a Generate of `request` would read, counted by the engine's
         tokenize route: validated and refused as Generate is, nothing generated."""
         call = _Call(self, request, "CountTokens")
-        try:
+
+        async def work() -> pb.TokenCount:
             self._admit(request)
-            async with asyncio.timeout_at(self._deadline(context)):
-                count = await self._engine.count_tokens(request)
+            count = await self._engine.count_tokens(request)
             call.prompt_tokens = count
             return pb.TokenCount(input_tokens=count)
-        except InferenceError as error:
-            await self._fail(call, context, error)
-        except TimeoutError:
-            await self._fail(call, context, _deadline_error())
-        except asyncio.CancelledError:
-            self._cancelled(call)
-            raise
-        finally:
-            call.end()
+
+        return await self._answer(call, context, work)
 
     async def ListModels(
         self, request: pb.ListModelsRequest, context: Context
