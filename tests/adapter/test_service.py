@@ -107,8 +107,11 @@ class Ready:
         #: What readiness read of the model (None: not yet).
         self.model = model
 
+    #: How many times a call told readiness the engine is unreachable.
+    unreachable = 0
+
     def engine_unreachable(self) -> None:
-        pass
+        self.unreachable += 1
 
 
 CHAT_MODEL = ModelDescription(GENERATION, 1024, identity="vllm:org/chat")
@@ -120,14 +123,22 @@ async def serve() -> AsyncIterator[Any]:
     servers: list[grpc.aio.Server] = []
     channels: list[grpc.aio.Channel] = []
 
-    async def start(engine: ScriptedEngine, model: ModelDescription | None = None) -> Stub:
+    async def start(
+        engine: ScriptedEngine,
+        model: ModelDescription | None = None,
+        *,
+        readiness: Ready | None = None,
+        stopping: bool = False,
+    ) -> Stub:
         servicer = InferenceServicer(
             served_model_name=MODEL,
             engine=cast(EngineClient, engine),
-            readiness=cast(Readiness, Ready(model)),
+            readiness=cast(Readiness, readiness or Ready(model)),
             load=cast(LoadReader, None),
             default_timeout_s=30,
         )
+        if stopping:  # as the drain leaves it once its delay is over
+            servicer.stop_admitting()
         server = grpc.aio.server()
         pb_grpc.add_InferenceServiceServicer_to_server(servicer, server)
         port = server.add_insecure_port("127.0.0.1:0")
@@ -280,6 +291,37 @@ async def test_a_stream_s_token_counts_add_up_to_the_engine_s_usage(serve: Any) 
 
 
 VECTORS = (float32_le([0.25, -1.5, 3.0e-8]), float32_le([1.0, 0.0, -0.0]))
+
+
+async def test_once_it_stops_admitting_every_call_is_unavailable_before_the_engine(
+    serve: Any,
+) -> None:
+    engine = ScriptedEngine(
+        completion=Completion((Choice("Hi", pb.FINISH_REASON_STOP, 0),), 1, 1),
+        deltas=[Delta(text="Hi", token_count=1)],
+        embeddings=Embeddings(VECTORS, prompt_tokens=5),
+        count=3,
+    )
+    readiness = Ready(CHAT_MODEL)
+    stub = await serve(engine, readiness=readiness, stopping=True)
+    calls = {
+        "Generate": lambda: stub.Generate(chat()),
+        "GenerateStream": lambda: stub.GenerateStream(chat()).read(),
+        "CountTokens": lambda: stub.CountTokens(chat()),
+        "Embed": lambda: stub.Embed(embed_request(MODEL, "a")),
+    }
+    for name, call in calls.items():
+        with pytest.raises(grpc.aio.AioRpcError) as caught:
+            await call()
+        error = from_rpc_error(caught.value)
+        assert (error.code, error.reason) == (
+            grpc.StatusCode.UNAVAILABLE,
+            pb.ENGINE_UNAVAILABLE,
+        ), name
+        assert "shutting down" in error.message
+    assert engine.calls == []
+    # The engine is fine: a replica shutting down must not call it unreachable.
+    assert readiness.unreachable == 0
 
 
 async def test_embed_relays_every_vector_byte_for_byte(serve: Any) -> None:

@@ -103,6 +103,35 @@ async def test_waiter_cancelled_right_after_being_granted_hands_the_slot_on() ->
     assert admission.in_flight == 0
 
 
+@pytest.mark.parametrize("fair", [True, False])
+@pytest.mark.parametrize("shared_limit", [True, False])
+async def test_a_release_in_the_instant_a_waiter_is_cancelled_skips_it(
+    fair: bool, shared_limit: bool
+) -> None:
+    # The other order: the waiter's task is cancelled (its future with it) and a slot is
+    # released before that task runs again. The slot must go to the next waiter, not be
+    # lost to the cancelled one, and the queue's counts must stay right. `shared_limit`:
+    # the all-models limit is the full one, so the slot goes through the scan of models.
+    per_model = 1 if not shared_limit else 4
+    admission = Admission(
+        max_in_flight=1, max_per_model=per_model, max_queue=4, queue_timeout_s=NEVER, fair=fair
+    )
+    await admission.acquire("m")
+    first = asyncio.create_task(admission.acquire("m"))
+    second = asyncio.create_task(admission.acquire("m"))
+    await asyncio.sleep(0)
+    first.cancel()  # cancels the future it waits on, at once
+    admission.release("m")  # ...before its task runs again
+    with pytest.raises(asyncio.CancelledError):
+        await first
+    assert await asyncio.wait_for(second, TIMEOUT_S) >= 0.0
+    assert (admission.in_flight, admission.waiting, admission.waiting_for("m")) == (1, 0, 0)
+    admission.release("m")
+    assert admission.in_flight == 0
+    # Nothing was left behind: the next request takes the fast path.
+    assert await admission.acquire("m") == 0.0
+
+
 async def test_memory_stays_bounded_under_a_burst() -> None:
     admission = Admission(max_in_flight=4, max_per_model=4, max_queue=16, queue_timeout_s=0.2)
     results = await asyncio.gather(

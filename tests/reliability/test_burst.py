@@ -30,7 +30,8 @@ async def stack(tmp_path_factory: pytest.TempPathFactory) -> AsyncIterator[tuple
         "EDGE_MAX_IN_FLIGHT": str(IN_FLIGHT),
         "EDGE_MAX_IN_FLIGHT_PER_MODEL": str(IN_FLIGHT),
         "EDGE_MAX_QUEUE": str(QUEUE),
-        "EDGE_LOG_LEVEL": "WARNING",
+        # One line per request: if a request ever goes unanswered, the log says where.
+        "EDGE_LOG_LEVEL": "INFO",
     }
     try:
         edge = await asyncio.to_thread(start_edge, log_dir, {"vllm": [engine.address]}, env=env)
@@ -44,10 +45,34 @@ async def stack(tmp_path_factory: pytest.TempPathFactory) -> AsyncIterator[tuple
         await asyncio.to_thread(engine.stop)
 
 
-async def _burst(edge: Edge) -> list[StreamOutcome]:
+async def _burst(stack: Stack, edge: Edge) -> list[StreamOutcome]:
     limits = httpx.Limits(max_connections=BURST, max_keepalive_connections=0)
+
+    async def one(client: httpx.AsyncClient) -> StreamOutcome | str:
+        try:
+            return await read_stream(client, edge, chat(100))
+        except httpx.TimeoutException as exc:
+            return type(exc).__name__
+
     async with httpx.AsyncClient(timeout=60, limits=limits) as client:
-        return await asyncio.gather(*(read_stream(client, edge, chat(100)) for _ in range(BURST)))
+        outcomes = await asyncio.gather(*(one(client) for _ in range(BURST)))
+    unanswered = Counter(o for o in outcomes if isinstance(o, str))
+    if unanswered:
+        # Every request must be answered (a 200 stream or a 429) long before the client's
+        # timeout: say where the edge stood, to find out why one was not.
+        samples = await edge.metrics()
+        gauges = {
+            name: value
+            for (name, _), value in samples.items()
+            if name.startswith(("switchyard_edge_in_flight", "switchyard_edge_queued"))
+        }
+        records = Counter(r.get("status") for r in edge.records() if "status" in r)
+        pytest.fail(
+            f"unanswered within 60 s: {dict(unanswered)}; edge gauges {gauges}; edge "
+            f"records by status {dict(records)}\nedge log:\n{edge.service.log_tail(60)}"
+            f"\nadapter log:\n{stack.adapter.log_tail(30)}\nsim log:\n{stack.sim.log_tail(30)}"
+        )
+    return [o for o in outcomes if not isinstance(o, str)]
 
 
 def _rss_mib(edge: Edge) -> float:
@@ -57,11 +82,11 @@ def _rss_mib(edge: Edge) -> float:
 async def test_a_burst_past_admission_is_refused_with_429_and_memory_stays_bounded(
     stack: tuple[Stack, Edge],
 ) -> None:
-    _, edge = stack
+    engine, edge = stack
     baseline = await Baseline.take(edge)
     rss: list[float] = []
     for _ in range(BURSTS):
-        outcomes = await _burst(edge)
+        outcomes = await _burst(engine, edge)
         assert edge.service.alive(), edge.service.log_tail()
         statuses = Counter(o.status for o in outcomes)
         assert set(statuses) <= {200, 429}, statuses

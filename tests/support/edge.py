@@ -12,11 +12,19 @@ import orjson
 from openai import AsyncOpenAI
 from prometheus_client.parser import text_string_to_metric_families
 
-from switchyard.devstack.components import edge_args, edge_env, write_routes
+from switchyard.devstack.components import edge_args, edge_env, served_name, write_routes
 from switchyard.edge.auth import generate_key, hash_key
 from switchyard.edge.auth.keysfile import KeyEntry, render_keys
-from tests.support.polling import eventually
-from tests.support.processes import Service, free_port, start, wait_http
+from tests.support.polling import NotYet, eventually, eventually_sync
+from tests.support.processes import (
+    SERVING,
+    START_TIMEOUT_S,
+    Service,
+    free_port,
+    health_status,
+    start,
+    wait_http,
+)
 
 
 @dataclass(frozen=True)
@@ -154,6 +162,7 @@ def start_edge(
         edge = Edge(service, plain, keys_file, routes_file, extra)
         try:
             wait_http(service, f"{edge.url}/readyz")
+            _wait_endpoints_seen(edge, endpoints)
         except AssertionError:
             service.stop()
             if attempt < START_ATTEMPTS and _lost_a_port(service):
@@ -164,6 +173,43 @@ def start_edge(
             raise
         return edge
     raise AssertionError("not reached: the last attempt returns or raises")
+
+
+def _wait_endpoints_seen(edge: Edge, endpoints: Mapping[str, Sequence[str]]) -> None:
+    """Wait until the edge's health watches see as SERVING every endpoint that is SERVING
+    now: /readyz says the routes are loaded, not that the watches have answered yet, and a
+    request before they do is a 503 "not ready yet". Endpoints down on purpose are not
+    waited for."""
+    if edge.extra.get("EDGE_METRICS_PORT") == "0":
+        return  # no metrics to read it from
+    expected = {
+        served_name(engine): sum(health_status(a, timeout=1.0) == SERVING for a in addresses)
+        for engine, addresses in endpoints.items()
+    }
+    gauge = "switchyard_edge_backend_ready_endpoints"
+
+    def seen() -> bool:
+        if not edge.service.alive():
+            raise edge.service.fail("exited while its health watches started")
+        text = httpx.get(edge.metrics_url, timeout=2.0).text
+        ready = {
+            s.labels.get("model"): s.value
+            for family in text_string_to_metric_families(text)
+            for s in family.samples
+            if s.name == gauge
+        }
+        return all(ready.get(model, 0) >= n for model, n in expected.items())
+
+    try:
+        eventually_sync(
+            seen,
+            within_s=START_TIMEOUT_S,
+            interval=0.05,
+            what="endpoints seen",
+            ignore=(httpx.HTTPError,),
+        )
+    except NotYet as exc:
+        raise edge.service.fail(str(exc)) from None
 
 
 #: Starts of an edge whose port was taken in the moment before it bound it.

@@ -145,22 +145,23 @@ async def drain(
 
     Routers learn of NOT_SERVING asynchronously (an edge's health watch at once, a
     Kubernetes endpoint removal within seconds); a call one of them sent meanwhile is still
-    served. A call that races the end of the delay is refused with UNAVAILABLE before any
-    output, which an edge retries on another endpoint.
+    served. From the end of the delay every new call is refused with UNAVAILABLE before any
+    output (`stop_admitting`), which an edge retries on another endpoint.
     """
     await health.enter_graceful_shutdown()
     if settings.drain_delay_s:
         await asyncio.sleep(settings.drain_delay_s)
+    # From now on every new call is refused by the servicer, with UNAVAILABLE. The gRPC
+    # server itself keeps running meanwhile: one that is stopping cancels (CANCELLED, which
+    # no client retries) a call that reaches it before its GOAWAY does. Generations in
+    # flight get the grace period; health watches (every edge keeps one open) never end by
+    # themselves, so once the generations are done the server stops at once.
+    servicer.stop_admitting()
     log.info("adapter_draining", in_flight=servicer.in_flight)
-    # New RPCs are refused from now on; generations in flight get the grace period. Health
-    # watches (every edge keeps one open) never end by themselves, so once the generations
-    # are done, end the rest at once instead of waiting out the grace period.
-    stopping = asyncio.create_task(server.stop(settings.shutdown_grace_s))
     with contextlib.suppress(TimeoutError):
         async with asyncio.timeout(settings.shutdown_grace_s):
             await servicer.idle.wait()
     await server.stop(0)
-    await stopping
 
 
 def run(translation: type[Translation]) -> None:

@@ -177,11 +177,28 @@ class InferenceServicer(pb_grpc.InferenceServiceServicer):
         #: Set while no generation is in flight (what a graceful shutdown waits for).
         self.idle = asyncio.Event()
         self.idle.set()
+        #: Set when the drain delay is over (`stop_admitting`): new calls are refused.
+        self.stopping = False
         labels = (self.engine_kind, served_model_name)
         self.in_flight_gauge = metrics.IN_FLIGHT.labels(*labels)
         self.ttft = metrics.TIME_TO_FIRST_TOKEN.labels(*labels)
         self.prompt_counter = metrics.TOKENS.labels(*labels, "prompt")
         self.completion_counter = metrics.TOKENS.labels(*labels, "completion")
+
+    def stop_admitting(self) -> None:
+        """Refuse every call from now on with UNAVAILABLE, which an edge retries elsewhere.
+
+        `server.stop` refuses calls that reach the server after it, but a call gRPC accepted
+        just before has its handler run after: without this it would be served, or, if its
+        engine is slow, cancelled when the grace period ends (CANCELLED, which nobody retries).
+        """
+        self.stopping = True
+
+    def _open(self) -> None:
+        if self.stopping:
+            raise InferenceError.unavailable(
+                "The adapter is shutting down; retry on another replica."
+            )
 
     def _validate(self, request: pb.GenerateRequest) -> None:
         translation = self._engine.translation
@@ -205,6 +222,7 @@ class InferenceServicer(pb_grpc.InferenceServiceServicer):
             )
 
     def _admit(self, request: pb.GenerateRequest) -> None:
+        self._open()
         self._validate(request)
         chat = request.WhichOneof("input") == "chat"
         self._require(pb.CAPABILITY_CHAT if chat else pb.CAPABILITY_COMPLETIONS)
@@ -220,7 +238,7 @@ class InferenceServicer(pb_grpc.InferenceServiceServicer):
 
     async def _fail(self, call: _Call, context: Context, error: InferenceError) -> NoReturn:
         call.code = error.code
-        if error.code == grpc.StatusCode.UNAVAILABLE:
+        if error.code == grpc.StatusCode.UNAVAILABLE and not self.stopping:
             self._readiness.engine_unreachable()
         await context.abort_with_status(error.to_status())
         raise AssertionError("abort_with_status returns only by raising")  # pragma: no cover
@@ -351,6 +369,7 @@ class InferenceServicer(pb_grpc.InferenceServiceServicer):
         call = _Call(self, request, "Embed")
 
         async def work() -> pb.EmbedResponse:
+            self._open()
             validate_embed(request, self.served_model_name)
             self._require(pb.CAPABILITY_EMBEDDINGS)
             embeddings = await self._engine.embed(request)

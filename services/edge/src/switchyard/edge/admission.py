@@ -241,7 +241,7 @@ class Admission:
             if waiter.future.done() and not waiter.future.cancelled():
                 # Granted in the same instant we gave up: hand the slot on.
                 self.release(model)
-            else:
+            elif not waiter.gone:  # (a grant that found it cancelled took it out already)
                 self._leave(queue, waiter)
             if isinstance(exc, TimeoutError):
                 raise Refused(
@@ -277,21 +277,30 @@ class Admission:
 
     def _grant_any(self) -> None:
         # Models with waiters, not waiters: a scan of the few models queued now.
-        best: tuple[int, int] | None = None
-        chosen: str | None = None
-        for model, queue in self._queues.items():
-            if self._per_model.get(model, 0) >= self.max_per_model:
-                continue
-            head = queue.head()
-            if best is None or (head.rank, head.seq) < best:
-                best, chosen = (head.rank, head.seq), model
-        if chosen is not None:
-            self._grant(chosen, self._queues[chosen])
+        while True:
+            best: tuple[int, int] | None = None
+            chosen: str | None = None
+            for model, queue in self._queues.items():
+                if self._per_model.get(model, 0) >= self.max_per_model:
+                    continue
+                head = queue.head()
+                if best is None or (head.rank, head.seq) < best:
+                    best, chosen = (head.rank, head.seq), model
+            if chosen is None or self._grant(chosen, self._queues[chosen]):
+                return
 
-    def _grant(self, model: str, queue: _ModelQueue) -> None:
-        waiter = queue.pop()
+    def _grant(self, model: str, queue: _ModelQueue) -> bool:
+        """The slot to the model's best waiter; False if it had none left."""
+        while (waiter := queue.head()).future.cancelled():
+            # Its task was cancelled (client gone, queue timeout) in this same instant and
+            # has not run yet: it leaves now, and never holds a slot it cannot use.
+            self._leave(queue, waiter)
+            if not queue.waiting:
+                return False
+        queue.pop()
         self._waiting -= 1
         if not queue.waiting:
             del self._queues[model]
         self._take(model)
         waiter.future.set_result(None)
+        return True
