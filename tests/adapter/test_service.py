@@ -11,7 +11,7 @@ business, tested per engine); the servicer runs in a real gRPC server.
 from __future__ import annotations
 
 import asyncio
-from collections.abc import AsyncGenerator, AsyncIterator, Sequence
+from collections.abc import AsyncGenerator, AsyncIterator, Awaitable, Callable, Sequence
 from typing import TYPE_CHECKING, Any, cast
 
 import grpc
@@ -304,7 +304,7 @@ async def test_once_it_stops_admitting_every_call_is_unavailable_before_the_engi
     )
     readiness = Ready(CHAT_MODEL)
     stub = await serve(engine, readiness=readiness, stopping=True)
-    calls = {
+    calls: dict[str, Callable[[], Awaitable[object]]] = {
         "Generate": lambda: stub.Generate(chat()),
         "GenerateStream": lambda: stub.GenerateStream(chat()).read(),
         "CountTokens": lambda: stub.CountTokens(chat()),
