@@ -145,6 +145,7 @@ def test_the_command_runs_the_floor_and_switchyard_and_writes_its_files(tmp_path
         "--paths", "floor,switchyard-2w",
         "--scenarios", ",".join(scenarios),
         "--scale", "0.01",
+        "--max-noise", "inf",  # no noise reruns here (test_runner.py tests them)
         "--out", str(out),
     ]  # fmt: skip
     done = subprocess.run(command, cwd=ROOT, capture_output=True, text=True, timeout=300)

@@ -117,6 +117,19 @@ def test_summaries_count_successes_and_name_errors() -> None:
     assert added(summary, floor).p50_s == pytest.approx(0.050)
 
 
+def test_summaries_pool_the_gaps_of_good_streams_and_count_their_tokens() -> None:
+    streams = [Sample(0, 1.0, 0.05, 4, 200, gaps=(0.010, 0.0, 0.030)) for _ in range(3)]
+    streams.append(Sample(0, 1.0, 0.05, 2, 200, "stream ended without [DONE]", gaps=(9.0,)))
+    summary = summarize(streams, 2.0)
+    assert summary.tokens == 12
+    assert summary.tokens_per_s == 6.0
+    assert summary.gap_p50_s == pytest.approx(0.010)
+    assert summary.gap_p99_s == pytest.approx(0.030)  # the failed stream's 9 s is not in it
+    unary = summarize([Sample(0, 0.001, None, 16, 200)], 1.0)
+    assert math.isnan(unary.gap_p50_s)
+    assert math.isnan(unary.gap_p99_s)
+
+
 def test_the_plan_has_the_issues_scenarios() -> None:
     plan = default_plan()
     names = {s.name for s in plan}

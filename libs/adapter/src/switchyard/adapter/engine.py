@@ -12,7 +12,7 @@ route, calls it with that call's own `abort_id`.
 from __future__ import annotations
 
 import asyncio
-from collections.abc import AsyncGenerator, AsyncIterator, Callable, Mapping
+from collections.abc import AsyncGenerator, Callable, Mapping
 from dataclasses import replace
 from typing import Any, Final
 
@@ -233,18 +233,20 @@ class EngineClient:
                 ended = True
                 raise self._error(response.status, await response.read())
             decoder = EventDecoder()
-            # `iter_any` hands over everything buffered at each read; the stream's end may
-            # complete a last event.
-            async for chunk in _chunks_then_end(response.content.iter_any()):
-                batch = _Batch(parser, decoder.end() if chunk is None else decoder.feed(chunk))
+            content = response.content
+            # `readany` hands over everything buffered at each read (what `iter_any` does,
+            # without its iterator's layer on every token), then b"" at the stream's end,
+            # which may complete a last event.
+            while True:
+                chunk = await content.readany()
+                batch = _Batch(parser, decoder.feed(chunk) if chunk else decoder.end())
                 if batch.deltas:
                     yield batch.deltas
                 if batch.error is not None:
                     raise batch.error
-                if batch.done:
+                if batch.done or not chunk:
                     ended = True
                     return
-            ended = True
         except InferenceError:
             ended = True
             raise
@@ -390,13 +392,6 @@ def _first_error(group: BaseExceptionGroup[BaseException]) -> BaseException:
     return leaves[0]
 
 
-async def _chunks_then_end(chunks: AsyncIterator[bytes]) -> AsyncIterator[bytes | None]:
-    """The body's chunks, then None for its end."""
-    async for chunk in chunks:
-        yield chunk
-    yield None
-
-
 class _Batch:
     """What one read of the stream gave: its deltas, whether the engine said it is done
     (`[DONE]`; nothing after it is read), and the error an event stood for (raised once
@@ -412,8 +407,13 @@ class _Batch:
             if event.data == _DONE:
                 self.done = True
                 return
+            try:  # `_json`, inlined: this runs for every token
+                data = orjson.loads(event.data)
+            except orjson.JSONDecodeError:
+                self.error = _not_json()
+                return
             try:
-                delta = parser.feed(event.event, _json(event.data))
+                delta = parser.feed(event.event, data)
             except InferenceError as error:
                 self.error = error
                 return
@@ -421,8 +421,12 @@ class _Batch:
                 self.deltas.append(delta)
 
 
+def _not_json() -> InferenceError:
+    return InferenceError.engine_failed("the engine sent a body that is not JSON")
+
+
 def _json(raw: bytes) -> Any:
     try:
         return orjson.loads(raw)
     except orjson.JSONDecodeError:
-        raise InferenceError.engine_failed("the engine sent a body that is not JSON") from None
+        raise _not_json() from None

@@ -269,6 +269,8 @@ class OpenAIStream(StreamParser):
         self._total = 0
 
     def feed(self, event: str, data: Any) -> Delta | None:
+        # Runs for every token: the helpers (`_reasoning`, `_tokens`, `_count`, `_stop`)
+        # are inlined, and what a plain text chunk lacks is not looked at.
         if not isinstance(data, dict):
             raise InferenceError.engine_failed(
                 "the engine sent a stream event that is not an object"
@@ -276,18 +278,27 @@ class OpenAIStream(StreamParser):
         if "error" in data:
             raise self._error(data)
         usage = data.get("usage")
-        usage = usage if isinstance(usage, dict) else None
+        completion = prompt = None
+        if isinstance(usage, dict):
+            completion = _tokens(usage, "completion_tokens")
+            prompt = _tokens(usage, "prompt_tokens")
+        else:
+            usage = None
         choices = data.get("choices")
         if not choices:
             return self._usage_only(usage)
         choice = choices[0]
         index = choice.get("index") or 0
-        text = reasoning = ""
+        reasoning = ""
         calls: tuple[pb.ToolCallDelta, ...] = ()
         if self._chat:
             delta = choice.get("delta") or {}
             text = delta.get("content") or ""
-            reasoning = _reasoning(delta, self._reasoning_keys)
+            for key in self._reasoning_keys:
+                value = delta.get(key)
+                if value:
+                    reasoning = str(value)
+                    break
             raw_calls = delta.get("tool_calls")
             if raw_calls:
                 calls = tool_call_deltas(raw_calls)
@@ -303,31 +314,27 @@ class OpenAIStream(StreamParser):
         reason = choice.get("finish_reason")
         finish = self._finish_reason(reason) if reason else pb.FINISH_REASON_UNSPECIFIED
         output = bool(text or reasoning or calls)
-        completion = _tokens(usage, "completion_tokens")
-        count = self._count(index, completion, len(logprobs) or int(output))
+        # The tokens this chunk adds to its choice (the usage counts that choice's so far).
+        counted = self._counted.get(index, 0)
+        count = (
+            (len(logprobs) or int(output)) if completion is None else max(0, completion - counted)
+        )
+        self._counted[index] = counted + count
+        self._total += count
         if not (output or logprobs or count or finish or usage is not None):
             return None
         return Delta(
             text=text,
             token_count=count,
             finish_reason=finish,
-            prompt_tokens=_tokens(usage, "prompt_tokens"),
+            prompt_tokens=prompt,
             completion_tokens=None if completion is None else self._total,
             index=index,
             tool_calls=calls,
             reasoning=reasoning,
             logprobs=logprobs,
-            stop_sequence=_stop(choice, finish, self._stop_key),
+            stop_sequence=_stop(choice, finish, self._stop_key) if finish else "",
         )
-
-    def _count(self, index: int, completion: int | None, guess: int) -> int:
-        """The tokens this chunk adds to choice `index` (`completion`: the usage in the
-        chunk, that choice's tokens so far)."""
-        counted = self._counted.get(index, 0)
-        count = guess if completion is None else max(0, completion - counted)
-        self._counted[index] = counted + count
-        self._total += count
-        return count
 
     def _usage_only(self, usage: dict[str, Any] | None) -> Delta | None:
         """The last chunk: usage over all choices, settling what no chunk counted."""

@@ -17,7 +17,7 @@ import uvloop
 from switchyard.bench import litellm
 from switchyard.bench.plot import plot
 from switchyard.bench.report import document, machine, markdown, write
-from switchyard.bench.runner import PATHS, Progress, bench
+from switchyard.bench.runner import MAX_NOISE_PCT, PATHS, Progress, bench
 from switchyard.bench.scenarios import default_plan, select
 
 
@@ -43,7 +43,8 @@ def _parser() -> argparse.ArgumentParser:
         type=_list,
         default=None,
         help="comma-separated scenario names or groups (unary, stream, open, memory, tools, "
-        "embed, cache, noisy); default: all. noisy (the noisy neighbour) runs once, on its "
+        "embed, cache, noisy, multiturn); default: all. noisy (the noisy neighbour) and "
+        "multiturn (prefix-aware vs load routing over 4 replicas) run once each, on their "
         "own edges, whatever the paths",
     )
     parser.add_argument(
@@ -51,6 +52,13 @@ def _parser() -> argparse.ArgumentParser:
         type=float,
         default=1.0,
         help="multiply every scenario's request count (default 1: fits in ten minutes)",
+    )
+    parser.add_argument(
+        "--max-noise",
+        type=float,
+        default=MAX_NOISE_PCT,
+        help="run a scenario once more on a path when other processes used more than this "
+        f"%% of one core meanwhile, keeping the quieter run (default {MAX_NOISE_PCT:g})",
     )
     parser.add_argument("--no-litellm", action="store_true", help="skip LiteLLM")
     parser.add_argument(
@@ -94,13 +102,21 @@ def main(argv: list[str] | None = None) -> int:
     state_dir.mkdir(parents=True, exist_ok=True)
     command = shlex.join(["python", "-m", "switchyard.bench", *sys.argv[1:]])
     progress = Progress()
-    on_paths = sum(s.group != "noisy" for s in plan)
+    on_paths = sum(s.group not in ("noisy", "multiturn") for s in plan)
     what = f"{', '.join(paths)}; {on_paths} scenarios each" if on_paths else "no paths"
     if on_paths < len(plan):
-        what += "; then the noisy neighbour, on its own edges"
+        what += "; then the noisy neighbour and/or the multi-turn scenario, on their own edges"
     progress.say(f"bench: {what}; logs in {state_dir}")
     run = uvloop.run(
-        bench(paths, plan, state_dir, args.litellm_venv, args.litellm_version, progress)
+        bench(
+            paths,
+            plan,
+            state_dir,
+            args.litellm_venv,
+            args.litellm_version,
+            progress,
+            max_noise_pct=args.max_noise,
+        )
     )
     info = machine()
     text = markdown(run, info, command)

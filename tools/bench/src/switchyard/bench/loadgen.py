@@ -57,6 +57,9 @@ class Sample:
     status: int  # HTTP status; 0 when no answer came (connection error, timeout)
     error: str | None = None  # None: a complete, successful answer
     cache: str | None = None  # the answer's `x-switchyard-cache` header, if any
+    #: Streams: the gaps between successive text chunks as the client read them (seconds;
+    #: chunks that arrived in the same read count 0 after the first).
+    gaps: tuple[float, ...] = ()
 
     @property
     def ok(self) -> bool:
@@ -126,14 +129,25 @@ class Sender:
     ) -> Sample:
         reader = StreamReader()
         ttft: float | None = None
+        gaps: list[float] = []
+        last = 0.0
         async for data in response.content.iter_any():
-            if reader.feed(data) and ttft is None:
-                ttft = time.perf_counter() - due
+            texts = reader.feed(data)
+            if not texts:
+                continue
+            now = time.perf_counter()
+            if ttft is None:
+                ttft = now - due  # the first chunk's wait is the TTFT, not a gap
+            else:
+                gaps.append(now - last)
+            if texts > 1:
+                gaps.extend([0.0] * (texts - 1))
+            last = now
         latency = time.perf_counter() - due
         error = reader.error
         if error is None and not reader.done:
             error = "stream ended without [DONE]"
-        return Sample(due, latency, ttft, reader.tokens, 200, error, cache)
+        return Sample(due, latency, ttft, reader.tokens, 200, error, cache, tuple(gaps))
 
 
 Progress = Callable[[int], None]

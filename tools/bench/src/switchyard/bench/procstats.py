@@ -66,9 +66,12 @@ def own_cpu_s() -> float:
 
 
 def machine_busy_s() -> float:
-    """CPU time the whole machine spent busy so far (all cores, all processes)."""
+    """CPU time the whole machine spent busy so far (all cores, all processes; a
+    hypervisor's steal included: it is noise too)."""
     t = psutil.cpu_times()
-    return sum(t) - t.idle - getattr(t, "iowait", 0.0)
+    # Linux counts guest time inside user and nice already: once is enough.
+    guest = getattr(t, "guest", 0.0) + getattr(t, "guest_nice", 0.0)
+    return sum(t) - t.idle - getattr(t, "iowait", 0.0) - guest
 
 
 @dataclass

@@ -14,9 +14,17 @@ from typing import Any
 import orjson
 import psutil
 
+from switchyard.bench.multiturn import multiturn_json, multiturn_lines
 from switchyard.bench.noisy import BAR, BUSY, NoisyResult
 from switchyard.bench.paths import SIMS, cache_mode, workers
-from switchyard.bench.runner import Result, Run
+from switchyard.bench.ratios import (
+    cpu_us_per_request,
+    cpu_us_per_token,
+    engine_cpu_us_per_token,
+    vs_floor,
+    vs_floor_lines,
+)
+from switchyard.bench.runner import Result, Run, noise_pct
 from switchyard.bench.scenarios import (
     CACHE_CONCURRENCY,
     CONCURRENCY,
@@ -97,11 +105,6 @@ def _floor_of(results: Sequence[Result], result: Result) -> Result | None:
     )
 
 
-def _cpu_per_1k(result: Result) -> float:
-    cpu = sum(u.cpu_s for u in result.usage.values())
-    return cpu / result.summary.ok * 1000 if result.summary.ok else math.nan
-
-
 def _rss(result: Result) -> str:
     return " + ".join(f"{role} {u.peak_rss / MIB:.0f}" for role, u in result.usage.items())
 
@@ -111,9 +114,23 @@ def _client_cpu(result: Result) -> float:
     return result.client_cpu_s / duration * 100 if duration > 0 else math.nan
 
 
-def _others_cpu(result: Result) -> float:
-    duration = result.summary.duration_s
-    return result.others_cpu_s / duration * 100 if duration > 0 else math.nan
+def _others(result: Result) -> str:
+    """The kept run's noise; after a rerun, the other run's too."""
+    noise = noise_pct(result)
+    if not result.rerun:
+        return f"{noise:.0f}"
+    dropped = max(result.noise_pcts)
+    return f"{noise:.0f} ↻ ({dropped:.0f} dropped)"
+
+
+def _us(value: float) -> str:
+    return "-" if math.isnan(value) else f"{value:,.0f}" if value >= 100 else f"{value:.1f}"
+
+
+def _gaps(summary: Summary) -> str:
+    if math.isnan(summary.gap_p50_s):
+        return "-"
+    return f"{_ms(summary.gap_p50_s)} / {_ms(summary.gap_p99_s)}"
 
 
 def _row(results: Sequence[Result], r: Result) -> str:
@@ -137,20 +154,22 @@ def _row(results: Sequence[Result], r: Result) -> str:
         add99,
         _ms(s.ttft_p50_s),
         _ms(s.ttft_p99_s),
+        _gaps(s),
         _rate(s.requests_per_s),
         _rate(s.tokens_per_s),
-        f"{_cpu_per_1k(r):.2f}",
+        _us(cpu_us_per_request(r)),
+        _us(cpu_us_per_token(r)),
         _rss(r),
         f"{_client_cpu(r):.0f}",
-        f"{_others_cpu(r):.0f}",
+        _others(r),
     ]
     return "| " + " | ".join(cells) + " |"
 
 
 _HEADER = (
     "| path | scenario | ok/sent | p50 ms | p99 ms | added p50 ms | added p99 ms "
-    "| TTFT p50 ms | TTFT p99 ms | req/s | tokens/s | CPU s / 1k req | peak RSS MiB "
-    "| client CPU % | others CPU % |\n|" + "---|" * 15
+    "| TTFT p50 ms | TTFT p99 ms | gap p50 / p99 ms | req/s | tokens/s | CPU µs / req "
+    "| CPU µs / token | peak RSS MiB | client CPU % | others CPU % |\n|" + "---|" * 17
 )
 
 
@@ -412,10 +431,15 @@ def markdown(run: Run, info: dict[str, Any], command: str) -> str:
         "(N uvicorn workers) → adapter-vllm → the same simulator; **litellm** = LiteLLM "
         f"{run.litellm_version or '(not installed)'} proxy (1 worker) → the same simulator. "
         "Added latency = the path's percentile minus the floor's, same scenario, same run. "
-        "CPU s / 1k req and peak RSS count the path's own processes (edge + adapter, proxy, "
-        "or the simulator for the floor); client CPU % is the load generator's own use of "
-        "one core; others CPU % is what every other process on the machine used meanwhile "
-        "(the idle servers of the bench, and anything else: high values mean a noisy run). "
+        "CPU µs / req, CPU µs / token and peak RSS count the path's own processes (edge + "
+        "adapter, proxy, or the simulator for the floor; not the simulator behind a path), "
+        "per successful request and per token of the successful answers (streams: the "
+        "completion tokens of their usage chunks). Gap = the time between successive text "
+        "chunks of a stream as the client read them. Client CPU % is the load generator's "
+        "own use of one core; others CPU % is what every other process on the machine used "
+        "meanwhile (the idle servers of the bench, and anything else): the run's noise; "
+        "↻ = run again because the first run's noise was above "
+        f"{run.max_noise_pct:g}%, the quieter run kept. "
         "Servers log at WARNING (the edge's per-request INFO line is off). "
         "⏱ = the scenario's time cap stopped it early.",
         "",
@@ -440,6 +464,8 @@ def markdown(run: Run, info: dict[str, Any], command: str) -> str:
             lines.append("")
     for result in run.noisy:
         lines += _noisy_lines(result)
+    for multiturn in run.multiturn:
+        lines += multiturn_lines(multiturn)
     checks = targets(run.results)
     if checks:
         lines += [
@@ -450,7 +476,51 @@ def markdown(run: Run, info: dict[str, Any], command: str) -> str:
         ]
         lines += [_target_row(c) for c in checks]
         lines.append("")
+    lines += vs_floor_lines(run.results)
+    lines += _noise_lines(run)
     return "\n".join(lines)
+
+
+def reruns(run: Run) -> list[dict[str, Any]]:
+    """The scenarios run twice for noise, with both runs' noise (% of one core)."""
+    return [
+        {
+            "path": r.path,
+            "scenario": r.scenario.name,
+            "noise_pcts": [round(n, 1) for n in r.noise_pcts],
+            "kept": 1 + r.noise_pcts.index(min(r.noise_pcts)),
+        }
+        for r in run.results
+        if r.rerun
+    ]
+
+
+def _noise_lines(run: Run) -> list[str]:
+    if not run.results:
+        return []
+    limit = run.max_noise_pct
+    lines = [
+        "## Noise",
+        "",
+        f"A scenario during which other processes used more than {limit:g}% of one core "
+        "was run once more on that path, and the quieter run kept.",
+        "",
+    ]
+    again = reruns(run)
+    lines += [
+        f"- {r['path']} {r['scenario']}: "
+        + " then ".join(f"{n:.0f}%" for n in r["noise_pcts"])
+        + f"; kept run {r['kept']}"
+        for r in again
+    ]
+    if not again:
+        lines.append("- none was above it: nothing was run again")
+    noisy = [r for r in run.results if noise_pct(r) > limit]
+    if noisy:
+        names = ", ".join(f"{r.path} {r.scenario.name} ({noise_pct(r):.0f}%)" for r in noisy)
+        lines.append(f"- still above it in the kept run: {names}")
+    lines.append("")
+    return lines
 
 
 def _target_row(check: dict[str, Any]) -> str:
@@ -476,11 +546,15 @@ def _result_json(results: Sequence[Result], r: Result) -> dict[str, Any]:
         "summary": asdict(r.summary),
         "added_p50_s": delta.p50_s if delta else None,
         "added_p99_s": delta.p99_s if delta else None,
-        "cpu_s_per_1k_requests": _cpu_per_1k(r),
+        "cpu_us_per_request": cpu_us_per_request(r),
+        "cpu_us_per_token": cpu_us_per_token(r),
+        "engine_cpu_us_per_token": engine_cpu_us_per_token(r),
         "usage": {role: asdict(u) for role, u in r.usage.items()},
         "engine_usage": asdict(r.engine),
         "client_cpu_s": r.client_cpu_s,
         "others_cpu_s": r.others_cpu_s,
+        "noise_pct": noise_pct(r),
+        "noise_pcts": list(r.noise_pcts),
         "capped": r.capped,
     }
 
@@ -497,7 +571,11 @@ def document(run: Run, info: dict[str, Any], command: str) -> dict[str, Any]:
         "paths": [asdict(p) for p in run.paths],
         "results": [_result_json(run.results, r) for r in run.results],
         "targets": targets(run.results),
+        "vs_floor": vs_floor(run.results),
+        "max_noise_pct": run.max_noise_pct,
+        "reruns": reruns(run),
         "noisy": [_noisy_json(r) for r in run.noisy],
+        "multiturn": [multiturn_json(r) for r in run.multiturn],
     }
 
 

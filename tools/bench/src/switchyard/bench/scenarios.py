@@ -12,6 +12,9 @@
   that capacity while tenant B sends short streams at 10% of it; B's time to first token
   alone, then with A through an edge with fair queuing on, then off (`noisy.py`). Run once,
   with its own simulator, adapter and edges, whatever the paths.
+- `multiturn`: 128 conversations x 8 turns with growing context over 4 simulated replicas
+  with small prefix caches: the route's policy `load`, then `prefix` through one edge and
+  through two (`multiturn.py`). Run once, on its own processes, whatever the paths.
 - `tools-c16`: non-streaming chat completions offering one function tool with
   `tool_choice: required` (every answer is a tool call), on the simulator without latency:
   the cost of carrying tools (the schema, cached as valid after its first check, and the
@@ -31,7 +34,9 @@ from typing import Literal
 from switchyard.bench.wire import Workload
 from switchyard.devstack.components import EngineOptions
 
-Group = Literal["unary", "stream", "open", "memory", "tools", "embed", "cache", "noisy"]
+Group = Literal[
+    "unary", "stream", "open", "memory", "tools", "embed", "cache", "noisy", "multiturn"
+]
 GROUPS: tuple[Group, ...] = (
     "unary",
     "stream",
@@ -41,6 +46,7 @@ GROUPS: tuple[Group, ...] = (
     "embed",
     "cache",
     "noisy",
+    "multiturn",
 )
 CONCURRENCY = (1, 16, 64, 256)
 UNARY = Workload(api="chat", stream=False, max_tokens=16)
@@ -68,6 +74,11 @@ NOISY_B = Workload(api="chat", stream=True, max_tokens=16)
 #: Its simulator (kind "noisy", started by the scenario itself): a prefill of 200 ms, then
 #: 10 ms per token; room for every request (the edge's admission is the only queue).
 NOISY_SIM = EngineOptions(max_running=8192, ttft_s=0.2, itl_s=0.01)
+#: The multi-turn scenario (`multiturn.py`, run once on its own replicas and edges): its
+#: requests are conversations x MULTITURN_TURNS, its concurrency the conversations at once,
+#: its cap the time after which no conversation starts (per arm).
+MULTITURN_TURNS = 8
+MULTITURN = Workload(api="chat", stream=True, max_tokens=100)
 
 
 @dataclass(frozen=True, slots=True)
@@ -137,6 +148,15 @@ def noisy_neighbour(
     )
 
 
+def multi_turn(
+    conversations: int = 128, at_once: int = 48, cap_s: float = 60.0, turns: int = MULTITURN_TURNS
+) -> Scenario:
+    """The multi-turn scenario: `conversations` of `turns` turns, `at_once` at a time
+    (`cap_s`: no conversation starts later, in each arm)."""
+    requests = conversations * turns
+    return Scenario("multiturn", "multiturn", "multiturn", MULTITURN, at_once, requests, 0, cap_s)
+
+
 _UNARY_REQUESTS = {1: 300, 16: 800, 64: 1280, 256: 2048}
 _STREAM_REQUESTS = {1: 4, 16: 48, 64: 128, 256: 256}
 #: By (inputs, concurrency).
@@ -187,7 +207,7 @@ def default_plan() -> list[Scenario]:
     ]
     plan.append(Scenario("memory-1000", "memory", "idle", LONG_LIVED, 1000, 1000, 50, cap_s=60))
     plan.append(Scenario("tools-c16", "tools", "zero", TOOLS, 16, 800, 50, cap_s=40))
-    return [*plan, *_embeddings(), *_cache(), noisy_neighbour()]
+    return [*plan, *_embeddings(), *_cache(), noisy_neighbour(), multi_turn()]
 
 
 def select(plan: list[Scenario], names: list[str] | None) -> list[Scenario]:

@@ -40,6 +40,12 @@ class Summary:
     tokens_per_s: float
     #: Successful answers by their `x-switchyard-cache` header ("hit", "miss"); none: no header.
     cache: dict[str, int] = field(default_factory=dict)
+    #: Tokens of the successful answers (completion tokens; embeddings: input tokens).
+    tokens: int = 0
+    #: Streams: the gap between successive text chunks as the client read them, over
+    #: every chunk of every successful stream (NaN when none).
+    gap_p50_s: float = math.nan
+    gap_p99_s: float = math.nan
 
     @property
     def error_rate(self) -> float:
@@ -59,6 +65,8 @@ def summarize(samples: Sequence[Sample], duration_s: float) -> Summary:
     ttfts = [s.ttft_s for s in good if s.ttft_s is not None]
     errors = Counter(_error_kind(s) for s in samples if not s.ok)
     cache = Counter(s.cache for s in good if s.cache is not None)
+    gaps = [gap for s in good for gap in s.gaps]
+    tokens = sum(s.tokens for s in good)
     rate = 1 / duration_s if duration_s > 0 else math.nan
     return Summary(
         requests=len(samples),
@@ -70,8 +78,11 @@ def summarize(samples: Sequence[Sample], duration_s: float) -> Summary:
         ttft_p50_s=percentile(ttfts, 50),
         ttft_p99_s=percentile(ttfts, 99),
         requests_per_s=len(good) * rate,
-        tokens_per_s=sum(s.tokens for s in good) * rate,
+        tokens_per_s=tokens * rate,
         cache=dict(cache),
+        tokens=tokens,
+        gap_p50_s=percentile(gaps, 50),
+        gap_p99_s=percentile(gaps, 99),
     )
 
 
