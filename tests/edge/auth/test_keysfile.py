@@ -101,7 +101,7 @@ def _bare(name: str, sha256: str, tail: str = '    models: ["*"]\n') -> str:
         ),
         pytest.param(
             keys_yaml(_dev("    rpn: 5\n")),
-            "keys[0] (name 'dev').rpn: unknown field (allowed: name, tenant, sha256, models, rpm, tpm, cache, priority)",
+            "keys[0] (name 'dev').rpn: unknown field (allowed: name, tenant, sha256, role, models, rpm, tpm, cache, priority)",
             id="entry-extra",
         ),
         pytest.param(
@@ -124,7 +124,7 @@ def _bare(name: str, sha256: str, tail: str = '    models: ["*"]\n') -> str:
         ),
         pytest.param(
             keys_yaml(f'  - name: dev\n    tenant: local\n    sha256: "{DEV_HASH}"\n'),
-            "keys[0] (name 'dev').models: required field is missing",
+            "keys[0] (name 'dev'): models: a user key needs at least one model (or pattern)",
             id="missing-models",
         ),
         pytest.param(
@@ -192,7 +192,7 @@ def _bare(name: str, sha256: str, tail: str = '    models: ["*"]\n') -> str:
         ),
         pytest.param(
             keys_yaml(_dev(models="[]")),
-            "keys[0] (name 'dev').models: List should have at least 1 item",
+            "keys[0] (name 'dev'): models: a user key needs at least one model (or pattern)",
             id="models-empty",
         ),
         pytest.param(

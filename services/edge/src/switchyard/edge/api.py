@@ -328,6 +328,13 @@ def create_app(settings: EdgeSettings | None = None) -> FastAPI:
             return AnthropicErrors().response(error)
         return error.response()
 
+    @app.exception_handler(OpenAIError)
+    async def _openai_error(request: Request, exc: OpenAIError) -> Response:
+        # What a route raises (the admin API's refusals), in the error format of its API.
+        if speaks_anthropic(request.url.path):
+            return AnthropicErrors().response(exc)
+        return exc.response()
+
     @app.exception_handler(RequestValidationError)
     async def _validation_error(request: Request, exc: RequestValidationError) -> Response:
         first = exc.errors()[0] if exc.errors() else {"loc": (), "msg": "invalid request"}

@@ -47,6 +47,8 @@ class ApiKey:
     cache: bool = True
     #: The admission priority class of this key's requests (None: the edge's default class).
     priority: str | None = None
+    #: `admin` keys may call the admin API; `user` keys never can.
+    role: str = "user"
     # Derived once from `models`: a set for exact names and one compiled regex for the
     # patterns, so `allows` costs O(1) + one match and keeps no per-request cache.
     _exact: frozenset[str] = field(init=False, repr=False, compare=False)
@@ -63,6 +65,10 @@ class ApiKey:
         if model in self._exact:
             return True
         return self._pattern is not None and self._pattern.fullmatch(model) is not None
+
+    @property
+    def is_admin(self) -> bool:
+        return self.role == "admin"
 
     def allows_any(self, *names: str) -> bool:
         """Whether any of `names` is allowed: pass the name the client sent and the served name

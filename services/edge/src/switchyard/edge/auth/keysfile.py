@@ -12,7 +12,7 @@ import os
 import re
 from collections.abc import Collection, Sequence
 from pathlib import Path
-from typing import Annotated, Any, NamedTuple
+from typing import Annotated, Any, Literal, NamedTuple
 
 import yaml
 from pydantic import (
@@ -24,6 +24,7 @@ from pydantic import (
     ValidationError,
     ValidationInfo,
     field_validator,
+    model_validator,
 )
 from pydantic_core import PydanticCustomError
 
@@ -113,7 +114,9 @@ class KeyEntry(BaseModel):
     name: Name
     tenant: Name
     sha256: Sha256 = Field(repr=False)  # keep full hashes out of logs and tracebacks
-    models: list[ModelName] = Field(min_length=1)
+    #: `admin`: may call the admin API (`/admin/v1/...`); models only if it also lists some.
+    role: Literal["user", "admin"] = "user"
+    models: list[ModelName] = Field(default_factory=list)
     rpm: Limit | None = None
     tpm: Limit | None = None
     #: false: this key's requests never use the response cache.
@@ -135,6 +138,16 @@ class KeyEntry(BaseModel):
             )
         return value
 
+    @model_validator(mode="after")
+    def _user_has_models(self) -> KeyEntry:
+        # An admin key with no models is the safe default (it manages, it does not spend);
+        # a user key with none could do nothing at all, which is always a mistake.
+        if self.role == "user" and not self.models:
+            raise PydanticCustomError(
+                "no_models", "models: a user key needs at least one model (or pattern)"
+            )
+        return self
+
     def api_key(self) -> ApiKey:
         return ApiKey(
             self.name,
@@ -144,6 +157,7 @@ class KeyEntry(BaseModel):
             self.tpm,
             self.cache,
             self.priority,
+            self.role,
         )
 
 
@@ -238,6 +252,8 @@ def render_keys(entries: Sequence[KeyEntry]) -> str:
             f"    sha256: {json.dumps(e.sha256)}",
             f"    models: [{', '.join(json.dumps(m) for m in e.models)}]",
         ]
+        if e.role != "user":
+            lines.append(f"    role: {e.role}")
         lines += [f"    {k}: {v}" for k, v in (("rpm", e.rpm), ("tpm", e.tpm)) if v is not None]
         if not e.cache:
             lines.append("    cache: false")
