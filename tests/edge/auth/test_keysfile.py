@@ -7,7 +7,7 @@ from pathlib import Path
 import pytest
 
 from switchyard.edge.auth import KeysFileError, KeyStore, hash_key
-from switchyard.edge.auth.keysfile import KeyEntry, parse_keys, render_keys
+from switchyard.edge.auth.keysfile import Budget, KeyEntry, parse_document, parse_keys, render_keys
 
 from .support import DEV_KEY, OPS_KEY, entry, keys_yaml
 
@@ -97,11 +97,13 @@ def _bare(name: str, sha256: str, tail: str = '    models: ["*"]\n') -> str:
         pytest.param("{}\n", "keys: required field is missing", id="no-keys"),
         pytest.param("keys: {}\n", "keys: Input should be a valid list", id="keys-not-list"),
         pytest.param(
-            keys_yaml(_dev()) + "extra: 1\n", "extra: unknown field (allowed: keys)", id="top-extra"
+            keys_yaml(_dev()) + "extra: 1\n",
+            "extra: unknown field (allowed: keys, tenants)",
+            id="top-extra",
         ),
         pytest.param(
             keys_yaml(_dev("    rpn: 5\n")),
-            "keys[0] (name 'dev').rpn: unknown field (allowed: name, tenant, sha256, role, models, rpm, tpm, cache, priority)",
+            "keys[0] (name 'dev').rpn: unknown field (allowed: name, tenant, sha256, role, models, rpm, tpm, cache, priority, budget)",
             id="entry-extra",
         ),
         pytest.param(
@@ -283,3 +285,54 @@ def test_binary_content_is_refused_clearly(tmp_path: Path) -> None:
     path.write_bytes(b"keys: [\xff]\n")
     with pytest.raises(KeysFileError, match="not UTF-8"):
         KeyStore.load(path)
+
+
+_BUDGETED = (
+    "keys:\n"
+    "  - name: dev\n"
+    "    tenant: team-a\n"
+    f'    sha256: "{DEV_HASH}"\n'
+    '    models: ["*"]\n'
+    "    budget: {tokens: 1000, period: month, output_weight: 4}\n"
+)
+
+
+def test_budgets_per_key_and_per_tenant_round_trip() -> None:
+    document = parse_document(
+        _BUDGETED + "tenants:\n  team-a:\n    budget: {tokens: 5000, period: 24h}\n"
+    )
+    (dev,) = document.keys
+    assert dev.budget == Budget(tokens=1000, period="month", output_weight=4.0)
+    assert document.tenants["team-a"].budget == Budget(tokens=5000, period="24h")
+    again = parse_document(render_keys(document.keys, document.tenants))
+    assert again == document
+
+
+@pytest.mark.parametrize(
+    ("tail", "expected"),
+    [
+        (
+            "    budget: {tokens: 10, period: week}\n",
+            "keys[1] (name 'ops').budget.period: unknown period 'week' (day, month, or a "
+            "rolling window such as 24h or 30d)",
+        ),
+        (
+            "    budget: {tokens: -5, period: day}\n",
+            "keys[1] (name 'ops').budget.tokens: Input should be greater than 0",
+        ),
+        (
+            "    budget: {tokens: 5, period: day, cost: 2}\n",
+            "keys[1] (name 'ops').budget.cost: unknown field (allowed: tokens, period, "
+            "input_weight, output_weight)",
+        ),
+        (
+            "tenants:\n  team-z:\n    budget: {tokens: 5, period: day}\n",
+            "tenants: 'team-z': no key has this tenant",
+        ),
+    ],
+)
+def test_a_bad_budget_is_named(tail: str, expected: str) -> None:
+    ops = f'  - name: ops\n    tenant: team-b\n    sha256: "{hash_key(OPS_KEY)}"\n    models: [a]\n'
+    with pytest.raises(KeysFileError) as refused:
+        parse_keys(_BUDGETED + ops + tail)
+    assert expected in str(refused.value)

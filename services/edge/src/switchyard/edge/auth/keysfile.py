@@ -10,7 +10,7 @@ from __future__ import annotations
 import json
 import os
 import re
-from collections.abc import Collection, Sequence
+from collections.abc import Collection, Mapping, Sequence
 from pathlib import Path
 from typing import Annotated, Any, Literal, NamedTuple
 
@@ -104,6 +104,36 @@ ModelName = Annotated[
     BeforeValidator(_must_be_string),
 ]
 Limit = Annotated[int, Field(gt=0)]
+# A budget's period: calendar-aligned `day` or `month` (in the edge's EDGE_BUDGET_TIMEZONE),
+# or a rolling window of hours or days (`24h`, `30d`).
+_PERIOD = re.compile(r"^(day|month|[1-9][0-9]{0,3}[hd])$")
+
+
+def _check_period(raw: Any) -> str:
+    value = _must_be_string(raw)
+    if not _PERIOD.fullmatch(value):
+        raise PydanticCustomError(
+            "budget_period",
+            "unknown period '{value}' (day, month, or a rolling window such as 24h or 30d)",
+            {"value": value[:32]},
+        )
+    return value
+
+
+Period = Annotated[str, BeforeValidator(_check_period)]
+Weight = Annotated[float, Field(gt=0, le=1000)]
+
+
+class Budget(BaseModel):
+    """Tokens a key (or a tenant's keys together) may use per period; input and output
+    tokens count with their weights (`output_weight: 4`: output costs 4x input)."""
+
+    model_config = ConfigDict(extra="forbid", strict=True, frozen=True)
+
+    tokens: Limit
+    period: Period
+    input_weight: Weight = 1.0
+    output_weight: Weight = 1.0
 
 
 class KeyEntry(BaseModel):
@@ -124,6 +154,8 @@ class KeyEntry(BaseModel):
     #: The admission priority class of this key's requests, one of the edge's
     #: EDGE_PRIORITY_CLASSES (checked when the caller gives them); unset: the default class.
     priority: Name | None = None
+    #: This key's own token budget (its tenant's, if any, applies as well).
+    budget: Budget | None = None
 
     @field_validator("priority")
     @classmethod
@@ -161,10 +193,32 @@ class KeyEntry(BaseModel):
         )
 
 
+class TenantEntry(BaseModel):
+    """What applies to all of a tenant's keys together."""
+
+    model_config = ConfigDict(extra="forbid", strict=True, frozen=True)
+
+    budget: Budget | None = None
+
+
 class KeysDocument(BaseModel):
     model_config = ConfigDict(extra="forbid", strict=True)
 
     keys: list[KeyEntry]
+    #: Per tenant (a tenant is the `tenant` of its keys: one named here must have a key).
+    tenants: dict[Name, TenantEntry] = Field(default_factory=dict)
+
+    @model_validator(mode="after")
+    def _known_tenants(self) -> KeysDocument:
+        used = {entry.tenant for entry in self.keys}
+        unknown = sorted(set(self.tenants) - used)
+        if unknown:
+            raise PydanticCustomError(
+                "unknown_tenant",
+                "tenants: {names}: no key has this tenant",
+                {"names": ", ".join(repr(n) for n in unknown)},
+            )
+        return self
 
     @field_validator("keys")
     @classmethod
@@ -185,7 +239,17 @@ class KeysDocument(BaseModel):
         return entries
 
 
-_ENTRY_FIELDS = ", ".join(KeyEntry.model_fields)
+def _allowed_fields(loc: tuple[int | str, ...]) -> str:
+    """The fields of the object holding the unknown field at `loc`."""
+    if len(loc) == 1:
+        model: type[BaseModel] = KeysDocument
+    elif len(loc) >= 3 and loc[-2] == "budget":
+        model = Budget
+    elif loc[0] == "tenants":
+        model = TenantEntry
+    else:
+        model = KeyEntry
+    return ", ".join(model.model_fields)
 
 
 class FileStamp(NamedTuple):
@@ -205,6 +269,14 @@ class FileStamp(NamedTuple):
 def read_keys_file(
     path: Path, classes: Collection[str] | None = None
 ) -> tuple[list[KeyEntry], FileStamp]:
+    """The keys of `read_keys_document`."""
+    document, stamp = read_keys_document(path, classes)
+    return document.keys, stamp
+
+
+def read_keys_document(
+    path: Path, classes: Collection[str] | None = None
+) -> tuple[KeysDocument, FileStamp]:
     """Read and validate `path` (each key's `priority` one of `classes` when given); the stamp
     is of the very file that was read (fstat, not stat, so a swap between the two cannot pair
     old content with a new stamp)."""
@@ -220,12 +292,18 @@ def read_keys_file(
         text = data.decode("utf-8")
     except UnicodeDecodeError as exc:
         raise KeysFileError(path, [f"not UTF-8 text (byte {exc.start})"]) from exc
-    return parse_keys(text, path, classes), stamp
+    return parse_document(text, path, classes), stamp
 
 
 def parse_keys(
     text: str, source: Path | str = "<keys>", classes: Collection[str] | None = None
 ) -> list[KeyEntry]:
+    return parse_document(text, source, classes).keys
+
+
+def parse_document(
+    text: str, source: Path | str = "<keys>", classes: Collection[str] | None = None
+) -> KeysDocument:
     try:
         raw = yaml.load(text, Loader=_UniqueKeyLoader)  # a SafeLoader subclass
     except yaml.YAMLError as exc:
@@ -235,13 +313,16 @@ def parse_keys(
     if not isinstance(raw, dict):
         raise KeysFileError(source, ["must be a YAML mapping with a 'keys' list"])
     try:
-        return KeysDocument.model_validate(raw, context={"classes": classes}).keys
+        return KeysDocument.model_validate(raw, context={"classes": classes})
     except ValidationError as exc:
         raise KeysFileError(source, [_pydantic_problem(e, raw) for e in exc.errors()]) from exc
 
 
-def render_keys(entries: Sequence[KeyEntry]) -> str:
-    """The file text for `entries`, in a fixed layout; every value that YAML could misread is quoted."""
+def render_keys(
+    entries: Sequence[KeyEntry], tenants: Mapping[str, TenantEntry] | None = None
+) -> str:
+    """The file text for `entries` (and `tenants`), in a fixed layout; every value that YAML
+    could misread is quoted."""
     if not entries:
         return HEADER + "keys: []\n"
     lines = [HEADER.rstrip("\n"), "keys:"]
@@ -259,7 +340,21 @@ def render_keys(entries: Sequence[KeyEntry]) -> str:
             lines.append("    cache: false")
         if e.priority is not None:
             lines.append(f"    priority: {_scalar(e.priority)}")
+        if e.budget is not None:
+            lines.append(f"    budget: {_budget(e.budget)}")
+    tenants = {name: t for name, t in (tenants or {}).items() if t != TenantEntry()}
+    if tenants:
+        lines.append("tenants:")
+        for name, tenant in sorted(tenants.items()):
+            lines.append(f"  {_scalar(name)}:")
+            if tenant.budget is not None:
+                lines.append(f"    budget: {_budget(tenant.budget)}")
     return "\n".join(lines) + "\n"
+
+
+def _budget(budget: Budget) -> str:
+    # One flow mapping: a budget reads as one line, and the period is always quoted.
+    return "{" + ", ".join(f"{k}: {json.dumps(v)}" for k, v in budget.model_dump().items()) + "}"
 
 
 def _scalar(value: str) -> str:
@@ -293,7 +388,7 @@ def _pydantic_problem(error: Any, raw: dict[Any, Any]) -> str:
     if kind == "missing":
         msg = "required field is missing"
     elif kind == "extra_forbidden":
-        allowed = _ENTRY_FIELDS if len(loc) > 1 else "keys"
+        allowed = _allowed_fields(loc)
         msg = f"unknown field (allowed: {allowed})"
     else:
         msg = error["msg"]
