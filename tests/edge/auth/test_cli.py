@@ -44,7 +44,8 @@ def test_add_prints_a_working_key_once_and_stores_only_its_hash(tmp_path: Path) 
     assert hash_key(key) in text
     assert text.startswith("# Switchyard edge API keys: only SHA-256 hashes are stored.\n")
     assert stat.S_IMODE(path.stat().st_mode) == 0o600
-    assert [p.name for p in tmp_path.iterdir()] == ["keys.yaml"]  # no temp files left
+    # No temp files left; the lock file stays (removing it would race with a waiting writer).
+    assert sorted(p.name for p in tmp_path.iterdir()) == [".keys.yaml.lock", "keys.yaml"]
 
     api_key = KeyStore.load(path).authenticate(f"Bearer {key}")
     assert api_key is not None
@@ -97,11 +98,15 @@ def test_list_shows_every_field_and_only_hash_prefixes(tmp_path: Path) -> None:
         "TPM",
         "CACHE",
         "PRIORITY",
+        "ROLE",
+        "STATE",
         "SHA256",
     ]
     dev_hash = hash_key(first.stdout.strip())
     batch_hash = hash_key(second.stdout.strip())
-    assert lines[1].split() == ["dev", "local", "*", "600", "-", "on", "-", dev_hash[:8]]
+    assert lines[1].split() == [
+        "dev", "local", "*", "600", "-", "on", "-", "user", "active", dev_hash[:8]
+    ]  # fmt: skip
     assert lines[2].split() == [
         "batch",
         "default",
@@ -110,6 +115,8 @@ def test_list_shows_every_field_and_only_hash_prefixes(tmp_path: Path) -> None:
         "5000",
         "off",
         "-",
+        "user",
+        "active",
         batch_hash[:8],
     ]
     for full in (dev_hash, batch_hash):

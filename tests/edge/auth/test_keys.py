@@ -78,5 +78,5 @@ def test_api_key_equality_and_repr_ignore_the_derived_matchers() -> None:
     assert (
         repr(_key("a"))
         == "ApiKey(name='k', tenant='t', models=('a',), rpm=None, tpm=None, cache=True, "
-        "priority=None, role='user')"
+        "priority=None, role='user', budget=None)"
     )

@@ -103,7 +103,7 @@ def _bare(name: str, sha256: str, tail: str = '    models: ["*"]\n') -> str:
         ),
         pytest.param(
             keys_yaml(_dev("    rpn: 5\n")),
-            "keys[0] (name 'dev').rpn: unknown field (allowed: name, tenant, sha256, role, models, rpm, tpm, cache, priority, budget)",
+            "keys[0] (name 'dev').rpn: unknown field (allowed: name, tenant, sha256, role, models, rpm, tpm, cache, priority, budget, disabled)",
             id="entry-extra",
         ),
         pytest.param(

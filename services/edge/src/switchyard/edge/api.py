@@ -26,10 +26,13 @@ from starlette.exceptions import HTTPException
 from starlette.responses import JSONResponse, Response
 
 from switchyard.edge import metrics
+from switchyard.edge.admin import keys as admin_keys
 from switchyard.edge.admission import Admission
 from switchyard.edge.anthropic import routes as anthropic_routes
 from switchyard.edge.anthropic.errors import AnthropicErrors, speaks_anthropic
 from switchyard.edge.auth import KeyStore
+from switchyard.edge.auth.changes import KeyChanges
+from switchyard.edge.budget import create_budgets
 from switchyard.edge.cache.factory import create_cache
 from switchyard.edge.checks import Checks
 from switchyard.edge.connections import POLICY, ConnectionPolicy
@@ -49,6 +52,8 @@ from switchyard.edge.routing.wake import WakeSignals
 from switchyard.edge.schemas import ChatCompletionRequest, CompletionRequest, EmbeddingRequest
 from switchyard.edge.settings import EdgeSettings
 from switchyard.edge.state import EdgeState
+from switchyard.edge.usage import routes as usage_routes
+from switchyard.edge.usage.factory import create_recorder
 from switchyard.servicekit.logs import configure_logging
 from switchyard.servicekit.settings import load_settings
 from switchyard.servicekit.telemetry import configure_tracing
@@ -149,6 +154,7 @@ def _edge(request: Request) -> EdgeState:
 async def _build_state(settings: EdgeSettings) -> tuple[EdgeState, list[asyncio.Task[None]]]:
     if settings.keys_file is not None:
         keys = await asyncio.to_thread(KeyStore.load, settings.keys_file, settings.priority_classes)
+        keys.changes = KeyChanges.from_settings(settings)  # revocations reach every replica at once
     else:
         log.warning(
             "no_keys_file", hint="every request will be refused with 401; set EDGE_KEYS_FILE"
@@ -169,6 +175,19 @@ async def _build_state(settings: EdgeSettings) -> tuple[EdgeState, list[asyncio.
     await cache.start()
     responses = create_response_store(settings)
     await responses.start()
+    budgets = create_budgets(
+        settings.budget_backend,
+        redis_url=settings.redis_url.get_secret_value() if settings.redis_url else None,
+        zone=settings.budget_zone,
+        failure_mode=settings.rate_limit_failure_mode,
+        timeout_s=settings.redis_timeout_s,
+        connect_timeout_s=settings.redis_connect_timeout_s,
+        pool_timeout_s=settings.redis_pool_timeout_s,
+        max_connections=settings.redis_max_connections,
+    )
+    await budgets.start()
+    usage = create_recorder(settings)
+    await usage.store.start()
     state = EdgeState(
         settings=settings,
         keys=keys,
@@ -186,6 +205,8 @@ async def _build_state(settings: EdgeSettings) -> tuple[EdgeState, list[asyncio.
         drain=Drain(settings.shutdown_grace_s),
         cache=cache,
         responses=responses,
+        budgets=budgets,
+        usage=usage,
     )
     tasks = [
         asyncio.create_task(keys.watch(settings.reload_interval_s), name="keys watch"),
@@ -305,6 +326,8 @@ def create_app(settings: EdgeSettings | None = None) -> FastAPI:
             await state.limiter.aclose()
             await state.cache.aclose()
             await state.responses.close()
+            await state.budgets.aclose()
+            await state.usage.store.aclose()
             if tracer_provider is not None:
                 tracer_provider.shutdown()
             log.info("edge_stopped")
@@ -389,6 +412,10 @@ def create_app(settings: EdgeSettings | None = None) -> FastAPI:
     register_responses(app, _edge, _ERROR_RESPONSES, _body_doc("CreateResponse"))
 
     anthropic_routes.register(app, _edge)
+
+    admin_keys.register(app, _edge)
+
+    app.include_router(usage_routes.router())
 
     def _model_card(name: str) -> dict[str, Any]:
         return {"id": name, "object": "model", "created": 0, "owned_by": "switchyard"}

@@ -12,7 +12,7 @@ first byte, the client gone, the shutdown's grace over, a bug — and, in this o
    event of a stream already begun; the end of the shutdown's grace as a 503 the same way;
 3. gives back the endpoint, the slot and the gauges, and settles the reservation with the
    tokens really used (partial usage for a request cut short, none for one never run);
-4. writes the request's one record (`Exchange.record`).
+4. writes the request's one record (`Exchange.record`), and counts its usage from it.
 
 What differs between APIs (their bodies, their canonical request, their encoding) is not
 here: a new API takes a `Claim` as it is and writes no resource code of its own.
@@ -38,6 +38,7 @@ from switchyard.inference.errors import InferenceError, from_rpc_error
 if TYPE_CHECKING:
     from prometheus_client import Gauge
 
+    from switchyard.edge.budget import Reservation as BudgetReservation
     from switchyard.edge.exchange import Exchange
     from switchyard.edge.ratelimit import Decision, Limits
     from switchyard.edge.routing.endpoints import Endpoint
@@ -100,6 +101,7 @@ class Claim:
         "_tried",
         "_watch",
         "affinity",
+        "budget",
         "edge",
         "errors",
         "exchange",
@@ -129,6 +131,9 @@ class Claim:
         #: Headers of every answer, success or error: the request id, then the rate limits.
         self.headers = {"x-request-id": exchange.request_id}
         self._reservation: Reservation | None = None
+        #: Tokens charged to the key's and tenant's budgets (`budget.charge`), settled
+        #: with the real usage at the end as the rate-limit reservation is.
+        self.budget: BudgetReservation | None = None
         self._watch: ClientWatch | None = None
         self._route: Route | None = None  # admitted: its slot is held
         self._in_flight: Gauge | None = None
@@ -273,6 +278,15 @@ class Claim:
                 await self._give_back()
             finally:
                 self.exchange.record()
+                await self._record_usage()
+
+    async def _record_usage(self) -> None:
+        """The request's usage, from its log line's values (`switchyard.edge.usage`): after
+        the answer ended; a store's write awaited here, bounded by the requests in flight."""
+        write = self.edge.usage.record(self.exchange)
+        if write is not None:
+            # Shielded as the settle is: a shutdown cancelling this task must not lose it.
+            await asyncio.shield(write)
 
     async def _conclude(
         self,
@@ -337,14 +351,26 @@ class Claim:
             self._in_flight.dec()
             self._in_flight = None
         reservation, self._reservation = self._reservation, None
-        if reservation is not None:
-            used = self._used(reservation)
-            # Shielded: a shutdown cancelling this task must not lose the usage correction.
-            await asyncio.shield(
-                self.edge.limiter.settle(
-                    reservation.subject, reservation.limits, reservation.tokens, used
+        try:
+            if reservation is not None:
+                used = self._used(reservation)
+                # Shielded: a shutdown cancelling this task must not lose the usage correction.
+                await asyncio.shield(
+                    self.edge.limiter.settle(
+                        reservation.subject, reservation.limits, reservation.tokens, used
+                    )
                 )
-            )
+        finally:  # a cancellation during the limiter's settle must not skip the budgets'
+            await self._settle_budget()
+
+    async def _settle_budget(self) -> None:
+        """The budgets' charge corrected with the real usage (what `_used` counts: none for
+        a cache hit or a request that never ran, the prompt's estimate when cut short)."""
+        budget, self.budget = self.budget, None
+        if budget is not None:
+            ex = self.exchange
+            used = (0, 0) if ex.cache == "hit" else (ex.prompt_tokens, ex.completion_tokens)
+            await asyncio.shield(self.edge.budgets.settle(budget, *used))
 
     def _used(self, reservation: Reservation) -> int:
         ex = self.exchange

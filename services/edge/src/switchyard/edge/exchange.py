@@ -54,6 +54,8 @@ class Exchange:
     usage_reported: bool = False
     #: The response cache's answer: "hit", "miss", or None (not cacheable, or no cache).
     cache: str | None = None
+    #: From arrival to the last byte, set by `record` (the log line's and the usage record's).
+    latency_s: float | None = None
     #: The request's server span (annotated while it is open: it ends with the last byte).
     span: trace.Span = field(default_factory=trace.get_current_span)
 
@@ -89,7 +91,7 @@ class Exchange:
         self.error_kind = kind
 
     def record(self) -> None:
-        elapsed = time.perf_counter() - self.started
+        elapsed = self.latency_s = time.perf_counter() - self.started
         status = 499 if self.client_disconnected else self.status
         metrics.REQUESTS.labels(self.model, self.api, str(status)).inc()
         metrics.REQUEST_DURATION.labels(self.model, self.api).observe(elapsed)

@@ -148,6 +148,30 @@ CONNECTIONS_CLOSED = Counter(
     ("reason",),
 )
 
+# Usage per tenant and model (`switchyard.edge.usage`). Bounded labels: tenants come from
+# the keys file and models are served names ("(none)" when unresolved); never key names.
+TENANT_REQUESTS = Counter(
+    "switchyard_edge_tenant_requests",
+    "Requests by tenant, served model, API and status class (2xx, 4xx, 5xx, cancelled).",
+    ("tenant", "model", "api", "status_class"),
+)
+TENANT_INPUT_TOKENS = Counter(
+    "switchyard_edge_tenant_input_tokens",
+    "Input (prompt) tokens by tenant and served model, as the request log line has them.",
+    ("tenant", "model"),
+)
+TENANT_OUTPUT_TOKENS = Counter(
+    "switchyard_edge_tenant_output_tokens",
+    "Output (completion) tokens by tenant and served model, as the request log line has them.",
+    ("tenant", "model"),
+)
+USAGE_RECORDS_LOST = Counter(
+    "switchyard_edge_usage_records_lost",
+    "Requests whose usage record was not counted, by reason (store_error: Redis failed; "
+    "memory_full: the memory store's row cap).",
+    ("reason",),
+)
+
 
 def serve(port: int, host: str) -> None:
     """Serve /metrics on `port` from a thread of this process (aggregated over the workers'

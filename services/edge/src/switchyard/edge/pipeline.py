@@ -42,6 +42,7 @@ from starlette.types import Receive, Scope, Send
 from switchyard.edge import metrics
 from switchyard.edge.admission import Refused
 from switchyard.edge.auth import ApiKey
+from switchyard.edge.budget.charge import reserve_budget
 from switchyard.edge.cache import CacheKey, cache_key, cacheable
 from switchyard.edge.cache.generations import CorruptEntry, read_stream, read_whole, stream_usage
 from switchyard.edge.checks import ChecksBusy, ChecksUnavailable, InvalidPart, request_parts
@@ -479,7 +480,9 @@ async def reserve(
 ) -> None:
     """Reserve `reserved` tokens and one request on the key's limits (429 past them; 503
     when the limiter is unavailable and fails closed); the real usage settles it when the
-    request ends (see `Claim`)."""
+    request ends (see `Claim`). The key's and tenant's budgets first: a request refused by
+    its budget charges no limiter."""
+    await reserve_budget(claim, key, route.name, prompt_estimate, reserved - prompt_estimate)
     try:
         decision = await claim.reserve(
             key.name, Limits(key.rpm, key.tpm), reserved, prompt_estimate

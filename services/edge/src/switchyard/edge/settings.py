@@ -5,6 +5,7 @@ from __future__ import annotations
 from functools import cached_property
 from pathlib import Path
 from typing import Annotated, Literal
+from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
 from pydantic import Field, SecretStr, field_validator, model_validator
 from pydantic_settings import NoDecode, SettingsConfigDict
@@ -199,6 +200,71 @@ class EdgeSettings(ServiceSettings):
     #: A running job's lease: renewed by its edge every third of it; a job whose edge died
     #: is taken over by another edge once its lease has run out.
     jobs_lease_s: float = Field(default=30.0, gt=0)
+
+    # Usage records (`switchyard.edge.usage`): every request counted per tenant, key, model,
+    # API and hour, read through GET /admin/v1/usage.
+    #: "memory" (this process only) or "redis" (shared by the replicas, at EDGE_REDIS_URL);
+    #: unset: as the rate limiter (EDGE_RATE_LIMIT_BACKEND).
+    usage_store: Literal["memory", "redis"] | None = None
+    #: How long usage is kept, in hours (the current hour included); default 90 days.
+    usage_retention_hours: int = Field(default=90 * 24, ge=1, le=10 * 366 * 24)
+    #: The memory store's bound in rows (one per tenant, key, model, API, status class,
+    #: cached flag and hour); past it the oldest hours are dropped.
+    usage_memory_max_rows: int = Field(default=100_000, ge=1)
+
+    @property
+    def usage_backend(self) -> Literal["memory", "redis"]:
+        return self.usage_store or self.rate_limit_backend
+
+    @model_validator(mode="after")
+    def _usage_coherent(self) -> EdgeSettings:
+        if self.usage_backend == "redis" and self.redis_url is None:
+            raise ValueError("EDGE_USAGE_STORE=redis needs EDGE_REDIS_URL")
+        if self.usage_backend == "memory" and self.workers > 1:
+            raise ValueError(
+                "EDGE_WORKERS > 1 needs EDGE_USAGE_STORE=redis: each worker would count "
+                "(and answer) only its own share of the usage"
+            )
+        return self
+
+    # Token budgets (`switchyard.edge.budget`), per key and per tenant, from the keys file.
+    #: The time zone of calendar periods (`day`, `month`): an IANA name (Europe/Paris).
+    budget_timezone: str = "UTC"
+    #: "memory" (this process only) or "redis" (shared by the replicas, at EDGE_REDIS_URL;
+    #: EDGE_RATE_LIMIT_FAILURE_MODE says what happens while it is away); unset: as the
+    #: rate limiter (EDGE_RATE_LIMIT_BACKEND).
+    budget_store: Literal["memory", "redis"] | None = None
+
+    @field_validator("budget_timezone")
+    @classmethod
+    def _known_zone(cls, value: str) -> str:
+        try:
+            ZoneInfo(value)
+        except (ZoneInfoNotFoundError, ValueError):
+            raise ValueError(
+                f"EDGE_BUDGET_TIMEZONE: unknown time zone {value[:64]!r} "
+                "(an IANA name such as UTC or Europe/Paris)"
+            ) from None
+        return value
+
+    @property
+    def budget_zone(self) -> ZoneInfo:
+        return ZoneInfo(self.budget_timezone)
+
+    @property
+    def budget_backend(self) -> Literal["memory", "redis"]:
+        return self.budget_store or self.rate_limit_backend
+
+    @model_validator(mode="after")
+    def _budget_coherent(self) -> EdgeSettings:
+        if self.budget_backend == "redis" and self.redis_url is None:
+            raise ValueError("EDGE_BUDGET_STORE=redis needs EDGE_REDIS_URL")
+        if self.budget_backend == "memory" and self.workers > 1:
+            raise ValueError(
+                "EDGE_WORKERS > 1 needs EDGE_BUDGET_STORE=redis: each worker would admit "
+                "the whole budget"
+            )
+        return self
 
     @property
     def responses_store_url(self) -> str | None:

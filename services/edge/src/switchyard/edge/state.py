@@ -8,6 +8,7 @@ from functools import cached_property
 
 from switchyard.edge.admission import Admission
 from switchyard.edge.auth import KeyStore
+from switchyard.edge.budget import Budgets, MemoryBudgets
 from switchyard.edge.cache import NoCache, ResponseCache
 from switchyard.edge.checks import Checks
 from switchyard.edge.convert import Rules
@@ -21,6 +22,7 @@ from switchyard.edge.ratelimit import RateLimiter
 from switchyard.edge.routing.endpoints import EndpointPool
 from switchyard.edge.routing.table import Route, RouteTable
 from switchyard.edge.settings import EdgeSettings
+from switchyard.edge.usage import MemoryUsageStore, UsageRecorder
 from switchyard.servicekit.json_schema import CheckedSchemas
 
 
@@ -45,6 +47,12 @@ class EdgeState:
     )
     #: Background responses (`openai_responses.background.create_jobs`); none unless built.
     jobs: BackgroundJobs = field(default_factory=NoJobs)
+    #: Every request's usage, counted as it ends (`switchyard.edge.usage`).
+    usage: UsageRecorder = field(
+        default_factory=lambda: UsageRecorder(MemoryUsageStore(retention_hours=24, max_rows=10_000))
+    )
+    #: Token budgets per key and tenant (`switchyard.edge.budget`).
+    budgets: Budgets = field(default_factory=MemoryBudgets)
     #: Schemas found valid lately (not checked again).
     checked_schemas: CheckedSchemas = field(default_factory=CheckedSchemas)
     routes: RouteTable = field(default_factory=RouteTable)

@@ -16,16 +16,15 @@ from pathlib import Path
 
 from pydantic import ValidationError
 
-from switchyard.edge.auth.atomic import write_atomic
 from switchyard.edge.auth.keys import MAX_KEY_LENGTH, generate_key, hash_key
 from switchyard.edge.auth.keysfile import (
     NAME_PATTERN,
     KeyEntry,
+    KeysDocument,
     KeysFileError,
-    parse_keys,
-    read_keys_file,
-    render_keys,
+    read_keys_document,
 )
+from switchyard.edge.auth.writer import KeysFileBusy, update_keys_file
 from switchyard.edge.settings import EdgeSettings
 
 PROG = "python -m switchyard.edge keys"
@@ -57,6 +56,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     except KeysFileError as exc:
         _error(str(exc))
         return EXIT_IO if exc.io_error else EXIT_USAGE
+    except KeysFileBusy as exc:
+        _error(str(exc))
+        return EXIT_IO
     except OSError as exc:
         _error(f"{exc.filename}: {exc.strerror}" if exc.filename else str(exc))
         return EXIT_IO
@@ -116,9 +118,6 @@ def _file_arg(parser: argparse.ArgumentParser) -> None:
 
 def _add(args: argparse.Namespace) -> int:
     path: Path = args.file
-    entries = _read(path, missing_ok=True)
-    if any(e.name == args.name for e in entries):
-        raise _UsageError(f"a key named {args.name!r} already exists in {path}")
     key = generate_key()
     try:
         entry = KeyEntry.model_validate(
@@ -136,7 +135,14 @@ def _add(args: argparse.Namespace) -> int:
         )
     except ValidationError as exc:
         raise _UsageError("; ".join(f"{e['loc'][0]}: {e['msg']}" for e in exc.errors())) from exc
-    _write(path, [*entries, entry])
+
+    def add(document: KeysDocument) -> KeysDocument:
+        # Checked under the lock: a concurrent add of the same name is refused, not lost.
+        if any(e.name == args.name for e in document.keys):
+            raise _UsageError(f"a key named {args.name!r} already exists in {path}")
+        return document.model_copy(update={"keys": [*document.keys, entry]})
+
+    update_keys_file(path, add, _classes(), missing_ok=True)
     print(key, flush=True)
     _note(f"added key {entry.name!r} (tenant {entry.tenant!r}) to {path}")
     _note("this key will not be shown again: store it now")
@@ -144,19 +150,23 @@ def _add(args: argparse.Namespace) -> int:
 
 
 def _list(args: argparse.Namespace) -> int:
-    rows = [["NAME", "TENANT", "MODELS", "RPM", "TPM", "CACHE", "PRIORITY", "SHA256"]]
+    # New columns go last (before the hash): scripts read the others by position.
+    header = ["NAME", "TENANT", "MODELS", "RPM", "TPM", "CACHE", "PRIORITY", "ROLE", "STATE"]
+    rows = [[*header, "SHA256"]]
     rows += [
         [
             e.name,
             e.tenant,
-            ",".join(e.models),
+            ",".join(e.models) or "-",
             "-" if e.rpm is None else str(e.rpm),
             "-" if e.tpm is None else str(e.tpm),
             "on" if e.cache else "off",
             e.priority or "-",
+            e.role,
+            "disabled" if e.disabled else "active",
             e.sha256[:HASH_SHOWN],
         ]
-        for e in _read(args.file, missing_ok=False)
+        for e in read_keys_document(args.file)[0].keys
     ]
     widths = [max(len(row[i]) for row in rows) for i in range(len(rows[0]))]
     for row in rows:
@@ -166,11 +176,14 @@ def _list(args: argparse.Namespace) -> int:
 
 def _remove(args: argparse.Namespace) -> int:
     path: Path = args.file
-    entries = _read(path, missing_ok=False)
-    kept = [e for e in entries if e.name != args.name]
-    if len(kept) == len(entries):
-        raise _UsageError(f"no key named {args.name!r} in {path}")
-    _write(path, kept)
+
+    def remove(document: KeysDocument) -> KeysDocument:
+        kept = [e for e in document.keys if e.name != args.name]
+        if len(kept) == len(document.keys):
+            raise _UsageError(f"no key named {args.name!r} in {path}")
+        return document.model_copy(update={"keys": kept})
+
+    update_keys_file(path, remove, _classes())
     _note(f"removed key {args.name!r} from {path}")
     return 0
 
@@ -189,18 +202,6 @@ def _hash(_: argparse.Namespace) -> int:
         raise _UsageError(f"a key is at most {MAX_KEY_LENGTH} characters")
     print(hash_key(key))
     return 0
-
-
-def _read(path: Path, *, missing_ok: bool) -> list[KeyEntry]:
-    if missing_ok and not path.exists():
-        return []
-    return read_keys_file(path)[0]
-
-
-def _write(path: Path, entries: list[KeyEntry]) -> None:
-    text = render_keys(entries)
-    parse_keys(text, path, _classes())  # never write a file the edge would refuse
-    write_atomic(path, text)
 
 
 def _classes() -> tuple[str, ...]:

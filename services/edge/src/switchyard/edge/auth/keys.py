@@ -7,6 +7,10 @@ import re
 import secrets
 from dataclasses import dataclass, field
 from fnmatch import translate
+from typing import TYPE_CHECKING
+
+if TYPE_CHECKING:
+    from switchyard.edge.auth.keysfile import Budget
 
 KEY_PREFIX = "sy-"
 # No real key is this long; refusing early keeps an oversized header from costing a hash.
@@ -49,6 +53,8 @@ class ApiKey:
     priority: str | None = None
     #: `admin` keys may call the admin API; `user` keys never can.
     role: str = "user"
+    #: This key's own token budget (`switchyard.edge.budget`; its tenant's applies too).
+    budget: Budget | None = None
     # Derived once from `models`: a set for exact names and one compiled regex for the
     # patterns, so `allows` costs O(1) + one match and keeps no per-request cache.
     _exact: frozenset[str] = field(init=False, repr=False, compare=False)

@@ -156,6 +156,8 @@ class KeyEntry(BaseModel):
     priority: Name | None = None
     #: This key's own token budget (its tenant's, if any, applies as well).
     budget: Budget | None = None
+    #: true: the key stays in the file but authenticates as unknown (401) until re-enabled.
+    disabled: bool = False
 
     @field_validator("priority")
     @classmethod
@@ -190,6 +192,7 @@ class KeyEntry(BaseModel):
             self.cache,
             self.priority,
             self.role,
+            self.budget,
         )
 
 
@@ -342,6 +345,8 @@ def render_keys(
             lines.append(f"    priority: {_scalar(e.priority)}")
         if e.budget is not None:
             lines.append(f"    budget: {_budget(e.budget)}")
+        if e.disabled:
+            lines.append("    disabled: true")
     tenants = {name: t for name, t in (tenants or {}).items() if t != TenantEntry()}
     if tenants:
         lines.append("tenants:")

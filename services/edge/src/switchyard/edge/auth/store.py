@@ -14,11 +14,22 @@ import os
 import threading
 from collections.abc import Collection, Iterable, Iterator, Mapping
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import structlog
 
 from switchyard.edge.auth.keys import MAX_KEY_LENGTH, ApiKey, hash_key
-from switchyard.edge.auth.keysfile import FileStamp, KeyEntry, KeysFileError, read_keys_file
+from switchyard.edge.auth.keysfile import (
+    Budget,
+    FileStamp,
+    KeyEntry,
+    KeysDocument,
+    KeysFileError,
+    read_keys_document,
+)
+
+if TYPE_CHECKING:
+    from switchyard.edge.auth.changes import KeyChanges
 
 log = structlog.get_logger(__name__)
 
@@ -34,17 +45,22 @@ class KeyStore:
     ) -> None:
         """Prefer `load`, `empty` or `of`; `by_digest` maps lower-case hex SHA-256 to its key."""
         self._table = _table(by_digest or {})
+        #: The tenants' budgets from the same file, swapped with the table on reload.
+        self._tenant_budgets: Mapping[str, Budget] = {}
         self._path = path
         self._stamp = stamp
         self._classes = classes  # the priority classes a key may name (None: any)
         self._reload_lock = threading.Lock()
+        #: Changes from other edge replicas (Redis pub/sub), listened to while `watch` runs.
+        self.changes: KeyChanges | None = None
 
     @classmethod
     def load(cls, path: Path, classes: Collection[str] | None = None) -> KeyStore:
         """The keys in `path`, each key's priority one of `classes` when given; raises
         KeysFileError (which says what is wrong) for a bad file."""
-        entries, stamp = read_keys_file(path, classes)
-        store = cls(_by_digest(entries), path=path, stamp=stamp, classes=classes)
+        document, stamp = read_keys_document(path, classes)
+        store = cls(_by_digest(document.keys), path=path, stamp=stamp, classes=classes)
+        store._tenant_budgets = _tenant_budgets(document)
         log.info("api_keys_loaded", path=str(path), keys=len(store))
         return store
 
@@ -61,6 +77,11 @@ class KeyStore:
     @property
     def path(self) -> Path | None:
         return self._path
+
+    @property
+    def tenant_budgets(self) -> Mapping[str, Budget]:
+        """Each tenant's budget (`tenants:` in the keys file), for tenants that have one."""
+        return self._tenant_budgets
 
     def __iter__(self) -> Iterator[ApiKey]:
         return iter([key for _, key in self._table.values()])  # a snapshot: reloads swap the table
@@ -97,6 +118,19 @@ class KeyStore:
         # A scan: jobs look keys up once per run, never per request or token.
         return next((key for _, key in self._table.values() if key.name == name), None)
 
+    def drop(self, name: str) -> bool:
+        """Stop accepting the key named `name` now (a revocation, before the file may show
+        it); True if it was there. Blocking (the reload lock): call it off the event loop.
+        Under the lock, so a reload that read the file before the revocation cannot swap
+        the key back in after it."""
+        with self._reload_lock:
+            table = {d: v for d, v in self._table.items() if v[1].name != name}
+            if len(table) == len(self._table):
+                return False
+            self._table = table
+        log.info("api_key_revoked", key=name)
+        return True
+
     def reload_if_changed(self) -> bool:
         """Re-read the file if it changed (inode, mtime or size); True if new keys were loaded.
 
@@ -118,7 +152,7 @@ class KeyStore:
             if current == self._stamp:
                 return False
             try:
-                entries, stamp = read_keys_file(self._path, self._classes)
+                document, stamp = read_keys_document(self._path, self._classes)
             except KeysFileError as exc:
                 log.error(
                     "api_keys_reload_failed",
@@ -129,7 +163,8 @@ class KeyStore:
                 # Remember the bad version so it is reported once, not on every poll.
                 self._stamp = current
                 return False
-            self._table = _table(_by_digest(entries))
+            self._table = _table(_by_digest(document.keys))
+            self._tenant_budgets = _tenant_budgets(document)
             self._stamp = stamp
         log.info("api_keys_reloaded", path=str(self._path), keys=len(self))
         return True
@@ -137,22 +172,36 @@ class KeyStore:
     async def watch(self, interval_s: float = 2.0) -> None:
         """Poll the file every `interval_s` seconds until cancelled; returns at once for a store
         with no file. Polling (not inotify) because a Secret update swaps a symlink in the
-        directory above the file, which inotify on the file itself does not report."""
+        directory above the file, which inotify on the file itself does not report. With
+        `changes`, other replicas' changes are also applied as they are announced."""
         if interval_s <= 0:
             raise ValueError("interval_s must be positive")
         if self._path is None:
             return
-        while True:
-            await asyncio.sleep(interval_s)
-            try:
-                await asyncio.to_thread(self.reload_if_changed)
-            except Exception:
-                # A bug in one poll must not stop key rotation for the life of the process.
-                log.exception("api_keys_watch_failed", path=str(self._path))
+        changes = self.changes
+        listener = asyncio.create_task(changes.listen(self)) if changes is not None else None
+        try:
+            while True:
+                await asyncio.sleep(interval_s)
+                try:
+                    await asyncio.to_thread(self.reload_if_changed)
+                except Exception:
+                    # A bug in one poll must not stop key rotation for the life of the process.
+                    log.exception("api_keys_watch_failed", path=str(self._path))
+        finally:
+            if listener is not None and changes is not None:
+                listener.cancel()
+                await asyncio.gather(listener, return_exceptions=True)
+                await changes.close()
+
+
+def _tenant_budgets(document: KeysDocument) -> dict[str, Budget]:
+    return {n: t.budget for n, t in document.tenants.items() if t.budget is not None}
 
 
 def _by_digest(entries: Iterable[KeyEntry]) -> dict[str, ApiKey]:
-    return {e.sha256: e.api_key() for e in entries}
+    # A disabled key is left out: it authenticates as unknown (401), like a deleted one.
+    return {e.sha256: e.api_key() for e in entries if not e.disabled}
 
 
 def _table(by_digest: Mapping[str, ApiKey]) -> Mapping[str, tuple[str, ApiKey]]:
