@@ -32,6 +32,10 @@ NOT_CARRIED = {
     "enginesim": {"fastapi", "kopf", "redis", "lightkube", "grpcio-reflection", "aiohttp"},
 }
 
+#: Distributions the standard library reads as data, never imported by name: `zoneinfo`
+#: falls back to `tzdata` where the system has no zone files (slim images have none).
+STDLIB_DATA = {"zoneinfo": "tzdata"}
+
 #: Run in the image's interpreter: its command's entry point, then every module of the
 #: Switchyard packages it holds (`__main__` modules run when imported: read, not run).
 PROBE = """
@@ -130,8 +134,17 @@ def test_the_image_holds_nothing_its_imports_do_not_need(image: Image) -> None:
             for r in venv.requirements(library)
             if not r.name.startswith(WORKSPACE_PREFIX)
         )
+    roots.update((STDLIB_DATA[m], frozenset()) for m in image.graph.stdlib & STDLIB_DATA.keys())
     needed = venv.closure(roots) | image.workspace_dists()
     assert set(venv.dists) - needed == set(), "installed for nothing the component imports"
+
+
+def test_the_image_holds_the_data_its_standard_library_imports_read(image: Image) -> None:
+    """A component that imports `zoneinfo` carries `tzdata`: the image has no zone files."""
+    wanted = {STDLIB_DATA[m] for m in image.graph.stdlib & STDLIB_DATA.keys()}
+    assert wanted <= set(image.venv.dists)
+    if image.component == "edge":  # budgets' periods are in a named time zone
+        assert wanted == {"tzdata"}
 
 
 def test_the_image_holds_nothing_of_the_other_components(image: Image) -> None:

@@ -182,6 +182,8 @@ class ImportGraph:
     third_party: frozenset[tuple[Module, Module]]
     #: Imports that land nowhere: (importing module, the name imported).
     unresolved: frozenset[tuple[str, str]]
+    #: The standard library's top-level modules imported along the way.
+    stdlib: frozenset[str] = frozenset()
 
 
 def import_graph(venv: Virtualenv, start: str, follow: str = "switchyard") -> ImportGraph:
@@ -191,6 +193,7 @@ def import_graph(venv: Virtualenv, start: str, follow: str = "switchyard") -> Im
     reached: set[str] = set()
     third_party: set[tuple[Module, Module]] = set()
     unresolved: set[tuple[str, str]] = set()
+    stdlib: set[str] = set()
     while todo:
         module = todo.pop()
         if module.name in reached:
@@ -205,6 +208,7 @@ def import_graph(venv: Virtualenv, start: str, follow: str = "switchyard") -> Im
         )
         for name in imports_of(module):
             if is_stdlib(name):
+                stdlib.add(name.partition(".")[0])
                 continue
             provider = venv.provider(name)
             if provider is None:
@@ -214,4 +218,6 @@ def import_graph(venv: Virtualenv, start: str, follow: str = "switchyard") -> Im
                 todo.append(provider)
             else:
                 third_party.add((module, provider))
-    return ImportGraph(frozenset(reached), frozenset(third_party), frozenset(unresolved))
+    return ImportGraph(
+        frozenset(reached), frozenset(third_party), frozenset(unresolved), frozenset(stdlib)
+    )

@@ -58,6 +58,28 @@ def test_add_prints_a_working_key_once_and_stores_only_its_hash(tmp_path: Path) 
     )
 
 
+def test_add_with_the_admin_role_makes_a_key_that_calls_no_model(tmp_path: Path) -> None:
+    path = tmp_path / "keys.yaml"
+    admin = keys("add", "--file", path, "--name", "ops", "--role", "admin")
+    both = keys("add", "--file", path, "--name", "ops2", "--role", "admin", "--models", "demo-*")
+    user = keys("add", "--file", path, "--name", "app")
+    assert admin.returncode == both.returncode == user.returncode == 0, (admin, both, user)
+
+    store = KeyStore.load(path)
+    ops, ops2, app = (store.authenticate(f"Bearer {r.stdout.strip()}") for r in (admin, both, user))
+    assert ops is not None
+    assert ops2 is not None
+    assert app is not None
+    assert (ops.is_admin, ops.models) == (True, ())
+    assert (ops2.is_admin, ops2.models) == (True, ("demo-*",))
+    assert (app.is_admin, app.models) == (False, ("*",))
+    assert "role: admin" in path.read_text()
+
+    refused = keys("add", "--file", path, "--name", "x", "--role", "root")
+    assert refused.returncode == 2
+    assert "invalid choice: 'root'" in refused.stderr
+
+
 def test_add_appends_keeps_the_mode_and_refuses_a_duplicate_name(tmp_path: Path) -> None:
     path = write_keys(tmp_path / "keys.yaml", entry("dev", DEV_KEY))
     path.chmod(0o640)

@@ -75,10 +75,17 @@ def _parser() -> argparse.ArgumentParser:
     add.add_argument("--name", required=True, type=_name, help="unique name, shown in logs")
     add.add_argument("--tenant", default="default", type=_name, help="(default: %(default)s)")
     add.add_argument(
+        "--role",
+        choices=("user", "admin"),
+        default="user",
+        help="admin: may call the admin API (/admin/v1), and no model unless --models "
+        "lists some (default: %(default)s)",
+    )
+    add.add_argument(
         "--models",
-        default=["*"],
         type=_models,
-        help='comma-separated names, aliases or fnmatch patterns; "*" = all (default)',
+        help='comma-separated names, aliases or fnmatch patterns; "*" = all '
+        "(default: all for a user key, none for an admin key)",
     )
     add.add_argument("--rpm", type=_positive_int, help="requests per minute (default: unlimited)")
     add.add_argument("--tpm", type=_positive_int, help="tokens per minute (default: unlimited)")
@@ -125,7 +132,8 @@ def _add(args: argparse.Namespace) -> int:
                 "name": args.name,
                 "tenant": args.tenant,
                 "sha256": hash_key(key),
-                "models": args.models,
+                "role": args.role,
+                "models": args.models if args.models is not None else _default_models(args.role),
                 "rpm": args.rpm,
                 "tpm": args.tpm,
                 "cache": args.cache,
@@ -147,6 +155,11 @@ def _add(args: argparse.Namespace) -> int:
     _note(f"added key {entry.name!r} (tenant {entry.tenant!r}) to {path}")
     _note("this key will not be shown again: store it now")
     return 0
+
+
+def _default_models(role: str) -> list[str]:
+    # An admin key manages keys; it calls models only when it is given some.
+    return [] if role == "admin" else ["*"]
 
 
 def _list(args: argparse.Namespace) -> int:
