@@ -9,8 +9,11 @@ CASES.json: {"chart": PATH, "cases": [{"name", "namespace", "values", "upgrade"?
 OUT.json: {"lint": <helm's lint result>, "cases": {name: {"manifest": [objects], "notes":
 str, "hooks": [{"events", "delete_policies", "object"}], "backends": [the ModelBackends in
 the emulator after the install], "upgraded_backends": [... after `helm upgrade` with the
-case's "upgrade" values, when it has them]} or {"error": str}}}. The assertions live in the
-tests (Python 3.11), which read OUT.json.
+case's "upgrade" values, when it has them], "upgraded_secrets": [the Secrets after it]} or
+{"error": str}}}. A case's "live_data" ({name, data}) is written into that Secret before the
+upgrade, as the API server stores a write (`data` only, base64): what the edge's admin API
+does between two releases. The assertions live in the tests (Python 3.11), which read
+OUT.json.
 """
 
 from __future__ import annotations
@@ -29,6 +32,7 @@ import yaml
 # Standalone: this runs in the chart's own environment (no lightkube, no workspace).
 MODEL_BACKENDS = "switchyard.dev/v1alpha1/modelbackends"
 BACKENDS = kmock.resource("switchyard.dev", "v1alpha1", "modelbackends")
+SECRETS = kmock.resource("", "v1", "secrets")
 #: Custom resources the chart may render besides its own (Prometheus Operator's).
 MONITORING = {
     "monitoring.coreos.com/v1/servicemonitors": ("ServiceMonitor", "servicemonitor"),
@@ -134,6 +138,10 @@ async def install(chart: str, case: dict[str, Any], workdir: Path) -> dict[str, 
             "backends": backends_in(emulator),
         }
         if "upgrade" in case:
+            if "live_data" in case:
+                live = case["live_data"]
+                obj = emulator.objects[SECRETS, case["namespace"], live["name"]]
+                obj.patch({"stringData": None, "data": live["data"]})
             try:
                 await helm_sdkpy.Upgrade(config).run(
                     "switchyard", chart, values=case["upgrade"] or None, wait=False, timeout=60
@@ -141,6 +149,11 @@ async def install(chart: str, case: dict[str, Any], workdir: Path) -> dict[str, 
             except helm_sdkpy.HelmError as exc:
                 return {"error": f"upgrade: {exc}"}
             out["upgraded_backends"] = backends_in(emulator)
+            out["upgraded_secrets"] = [
+                dict(obj.raw)
+                for (resource, _, _), obj in emulator.objects.items()
+                if resource == SECRETS and not obj.deleted
+            ]
         return out
 
 

@@ -8,6 +8,7 @@ Helm runs in a Python 3.12 subprocess (`tests/chart/render.py` in `.venv-chart`,
 
 from __future__ import annotations
 
+import base64
 import copy
 import json
 import os
@@ -22,6 +23,7 @@ import kubernetes_validate
 import pytest
 import yaml
 
+from switchyard.edge.auth.secret import VERBS as KEYS_SECRET_VERBS
 from switchyard.edge.settings import EdgeSettings
 from switchyard.engines import ENGINES
 from switchyard.operator import rbac
@@ -72,6 +74,9 @@ def merge(base: dict[str, Any], extra: dict[str, Any]) -> dict[str, Any]:
     return out
 
 
+SEED_KEY = {"name": "ops", "tenant": "platform", "sha256": "1" * 64, "role": "admin"}
+#: The keys Secret's data as the admin API left it between install and upgrade.
+LIVE_KEYS = "keys:\n  - {name: made-by-api, tenant: t, sha256: '" + "2" * 64 + "', models: ['*']}\n"
 GOOD = {
     "default": {},
     "local": values_file("local"),
@@ -109,6 +114,9 @@ GOOD = {
         },
     },
     "cache-off-as-yaml-false": {"edge": {"cache": {"mode": False}}},
+    # The keys read, watched and written through the API server (the admin API).
+    "keys-in-secret": {"edge": {"keys": {"source": "secret", "entries": [SEED_KEY]}}},
+    "keys-in-own-secret": {"edge": {"keys": {"source": "secret", "existingSecret": "my-keys"}}},
 }
 BAD = {
     "wrong-type": {"edge": {"replicas": "two"}},
@@ -124,6 +132,7 @@ BAD = {
     },
     "unshared-limits": {"redis": {"enabled": False}},  # two replicas, in-memory limits
     "wrong-cache-mode": {"edge": {"cache": {"mode": "disk"}}},
+    "wrong-keys-source": {"edge": {"keys": {"source": "vault"}}},
     "tiny-cache": {"edge": {"cache": {"mode": "memory", "maxBytes": 10}}},
     # One replica, in-memory limits: no Redis for the cache.
     "redis-cache-without-redis": {
@@ -151,6 +160,17 @@ UPGRADES = {
             ],
         },
     ),
+    # New entries in the values: they must not overwrite what the admin API wrote.
+    "keys-in-secret": {
+        "edge": {"keys": {"source": "secret", "entries": [{**SEED_KEY, "name": "other"}]}}
+    },
+}
+#: Secrets changed between a case's install and its upgrade: {name, data}.
+LIVE_DATA = {
+    "keys-in-secret": {
+        "name": "switchyard-edge-keys",
+        "data": {"keys.yaml": base64.b64encode(LIVE_KEYS.encode()).decode()},
+    }
 }
 
 
@@ -169,6 +189,7 @@ def helm(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Any]:
     cases = [
         {"name": name, "namespace": NAMESPACE, "values": values}
         | ({"upgrade": UPGRADES[name]} if name in UPGRADES else {})
+        | ({"live_data": LIVE_DATA[name]} if name in LIVE_DATA else {})
         for name, values in {**GOOD, **BAD}.items()
     ]
     (workdir / "cases.json").write_text(json.dumps({"chart": str(CHART), "cases": cases}))
@@ -415,6 +436,52 @@ def test_edge_rbac_reads_and_only_signals_demand(helm: dict[str, Any]) -> None:
         assert writes == {("switchyard.dev", "modelbackends", "patch")}
     (role,) = roles_bound_to(manifest(helm, "namespaced"), "switchyard-edge")
     assert (role["kind"], role["metadata"]["namespace"]) == ("Role", "team-a")
+
+
+def test_edge_keys_in_a_secret_through_the_api_server(helm: dict[str, Any]) -> None:
+    """edge.keys.source=secret: no mount; EDGE_KEYS_SECRET; a Role on that one Secret with
+    exactly the verbs the edge uses (auth/secret.py VERBS); the Secret kept by Helm, its
+    live data surviving an upgrade with other entries (lookup)."""
+    for case, secret_name in (
+        ("keys-in-secret", "switchyard-edge-keys"),
+        ("keys-in-own-secret", "my-keys"),
+    ):
+        objects = manifest(helm, case)
+        pod = one(objects, "Deployment", "switchyard-edge")["spec"]["template"]["spec"]
+        env = env_of(pod["containers"][0])
+        assert "EDGE_KEYS_FILE" not in env
+        assert (env["EDGE_KEYS_SECRET"], env["EDGE_KEYS_SECRET_KEY"]) == (secret_name, "keys.yaml")
+        assert env["EDGE_KEYS_SECRET_NAMESPACE"] == NAMESPACE
+        assert all(v["name"] != "keys" for v in pod["volumes"])
+        assert all(m["name"] != "keys" for m in pod["containers"][0]["volumeMounts"])
+        roles = roles_bound_to(objects, "switchyard-edge")
+        (keys_role,) = [r for r in roles if r["kind"] == "Role"]
+        assert "namespace" not in keys_role["metadata"]  # the release's, the Secret's
+        (rule,) = keys_role["rules"]
+        assert rule == {
+            "apiGroups": [""],
+            "resources": ["secrets"],
+            "resourceNames": [secret_name],
+            "verbs": list(KEYS_SECRET_VERBS),
+        }
+        others = [r for r in roles if r is not keys_role]
+        assert all(("", "secrets") not in {t[:2] for t in triples(r["rules"])} for r in others)
+    # The file source (every other case): no access to Secrets at all.
+    for case in (*RENDERED_CASES, "namespaced", "single-replica"):
+        for role in roles_bound_to(manifest(helm, case), "switchyard-edge"):
+            assert all(t[1] != "secrets" for t in triples(role["rules"])), case
+
+    secret = one(manifest(helm, "keys-in-secret"), "Secret", "switchyard-edge-keys")
+    assert secret["metadata"]["annotations"]["helm.sh/resource-policy"] == "keep"
+    assert yaml.safe_load(secret["stringData"]["keys.yaml"]) == {"keys": [SEED_KEY]}
+    assert not find(manifest(helm, "keys-in-own-secret"), "Secret", "my-keys")
+    (after,) = [
+        s
+        for s in helm["cases"]["keys-in-secret"]["upgraded_secrets"]
+        if s["metadata"]["name"] == "switchyard-edge-keys"
+    ]
+    assert base64.b64decode(after["data"]["keys.yaml"]).decode() == LIVE_KEYS
+    assert "other" not in json.dumps(after)
 
 
 # -- configuration ------------------------------------------------------------------------

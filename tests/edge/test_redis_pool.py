@@ -19,6 +19,7 @@ from redis.exceptions import ConnectionError as BrokenConnection
 
 from switchyard.edge.redis_pool import STORE_ERRORS, RedisConnections, RedisUrl, parse_url
 from tests.support.polling import eventually
+from tests.support.redis import running_redis
 from tests.support.redis_cluster import running_cluster
 from tests.support.redis_sentinel import RedisSentinelSet, running_sentinel
 from tests.support.redis_topology import RedisTopology, cluster_topology, every_topology
@@ -313,3 +314,39 @@ async def test_a_lost_master_without_a_replica_fails_commands_until_it_returns(
             )
         finally:
             await store.close()
+
+
+# -- One pool, several stores --------------------------------------------------------------
+
+
+async def test_stores_sharing_a_pool_open_its_connections_once_and_the_last_one_closes_it(
+    tmp_path: Path,
+) -> None:
+    with running_redis(tmp_path) as server:
+        own = redis.asyncio.Redis.from_url(server.url)
+
+        async def others() -> int:  # connected clients besides `own`
+            info = await own.info("clients")
+            return int(info["connected_clients"]) - 1
+
+        try:
+            shared = connections(server.url, max_connections=3)
+            users = [shared.share(), shared.share()]  # say, the limiter and the budgets
+            assert all(u is shared for u in users)
+            assert await shared.warm() == []
+            assert await others() == 3
+            assert await users[1].warm() == []  # a second store's start opens nothing more
+            assert await others() == 3
+
+            await shared.close()  # the creator's share
+            await users[0].close()
+            assert await users[1].client.incr("still-open") == 1  # one user left: still open
+            assert await others() == 3
+            await users[1].close()
+
+            async def all_closed() -> bool:
+                return await others() == 0
+
+            await eventually(all_closed, what="every connection closed")
+        finally:
+            await own.aclose()

@@ -26,10 +26,10 @@ def test_the_period_is_bounded(period_s: float) -> None:
 
 
 def test_the_redis_backend_needs_a_url() -> None:
-    with pytest.raises(ValueError, match="redis_url"):
-        create_limiter("redis", redis_url=None, failure_mode="closed")
+    with pytest.raises(ValueError, match="needs a Redis URL"):
+        create_limiter("redis", redis=None, failure_mode="closed")
 
 
 def test_an_unknown_failure_mode_is_refused() -> None:
     with pytest.raises(ValueError, match="failure_mode"):
-        create_limiter("redis", redis_url="redis://127.0.0.1:1", failure_mode="ajar")  # type: ignore[arg-type]
+        create_limiter("redis", redis="redis://127.0.0.1:1", failure_mode="ajar")  # type: ignore[arg-type]

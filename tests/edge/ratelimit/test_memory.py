@@ -73,6 +73,6 @@ async def test_many_subjects_never_exceed_the_bound() -> None:
 
 
 async def test_create_limiter_builds_a_memory_limiter() -> None:
-    limiter = create_limiter("memory", redis_url=None, failure_mode="closed")
+    limiter = create_limiter("memory", redis=None, failure_mode="closed")
     assert isinstance(limiter, MemoryRateLimiter)
     await limiter.aclose()

@@ -97,7 +97,7 @@ async def test_replicas_share_one_limit(redis_topology: RedisTopology, prefix: s
     replicas = [
         create_limiter(
             "redis",
-            redis_url=redis_topology.url,
+            redis=redis_topology.url,
             failure_mode="closed",
             key_prefix=prefix,
             timeout_s=TIMEOUT_S,

@@ -32,6 +32,7 @@ from switchyard.edge.anthropic import routes as anthropic_routes
 from switchyard.edge.anthropic.errors import AnthropicErrors, speaks_anthropic
 from switchyard.edge.auth import KeyStore
 from switchyard.edge.auth.changes import KeyChanges
+from switchyard.edge.auth.secret import SecretKeys
 from switchyard.edge.budget import create_budgets
 from switchyard.edge.cache.factory import create_cache
 from switchyard.edge.checks import Checks
@@ -45,6 +46,7 @@ from switchyard.edge.openai_responses.schemas import CreateResponse
 from switchyard.edge.openai_responses.stores import create_response_store
 from switchyard.edge.pipeline import handle
 from switchyard.edge.ratelimit import create_limiter
+from switchyard.edge.redis_pool import RedisConnections
 from switchyard.edge.routing.endpoints import EndpointPool
 from switchyard.edge.routing.file_source import FileRoutes
 from switchyard.edge.routing.kubernetes_source import KubernetesRoutes
@@ -151,10 +153,28 @@ def _edge(request: Request) -> EdgeState:
     return state
 
 
+def _redis_pool(settings: EdgeSettings) -> RedisConnections | None:
+    """One pool for the stores every request uses (limits, budgets, usage, key changes):
+    one bound on this process's connections to `EDGE_REDIS_URL`, however many use it."""
+    if settings.redis_url is None:
+        return None
+    return RedisConnections(
+        settings.redis_url.get_secret_value(),
+        max_connections=settings.redis_max_connections,
+        timeout_s=settings.redis_timeout_s,
+        connect_timeout_s=settings.redis_connect_timeout_s,
+        pool_timeout_s=settings.redis_pool_timeout_s,
+    )
+
+
 async def _build_state(settings: EdgeSettings) -> tuple[EdgeState, list[asyncio.Task[None]]]:
+    redis = _redis_pool(settings)
     if settings.keys_file is not None:
         keys = await asyncio.to_thread(KeyStore.load, settings.keys_file, settings.priority_classes)
-        keys.changes = KeyChanges.from_settings(settings)  # revocations reach every replica at once
+        keys.changes = KeyChanges.over(redis)  # revocations reach every replica at once
+    elif settings.keys_secret is not None:
+        keys = await SecretKeys.from_settings(settings).open()  # read, watched, written: the API
+        keys.changes = KeyChanges.over(redis)
     else:
         log.warning(
             "no_keys_file", hint="every request will be refused with 401; set EDGE_KEYS_FILE"
@@ -162,12 +182,8 @@ async def _build_state(settings: EdgeSettings) -> tuple[EdgeState, list[asyncio.
         keys = KeyStore.empty()
     limiter = create_limiter(
         settings.rate_limit_backend,
-        redis_url=settings.redis_url.get_secret_value() if settings.redis_url else None,
+        redis=redis,
         failure_mode=settings.rate_limit_failure_mode,
-        timeout_s=settings.redis_timeout_s,
-        connect_timeout_s=settings.redis_connect_timeout_s,
-        pool_timeout_s=settings.redis_pool_timeout_s,
-        max_connections=settings.redis_max_connections,
         fallback_processes=settings.rate_limit_fallback_processes,
     )
     await limiter.start()  # before the first request: see RedisRateLimiter
@@ -177,17 +193,15 @@ async def _build_state(settings: EdgeSettings) -> tuple[EdgeState, list[asyncio.
     await responses.start()
     budgets = create_budgets(
         settings.budget_backend,
-        redis_url=settings.redis_url.get_secret_value() if settings.redis_url else None,
+        redis=redis,
         zone=settings.budget_zone,
         failure_mode=settings.rate_limit_failure_mode,
-        timeout_s=settings.redis_timeout_s,
-        connect_timeout_s=settings.redis_connect_timeout_s,
-        pool_timeout_s=settings.redis_pool_timeout_s,
-        max_connections=settings.redis_max_connections,
     )
     await budgets.start()
-    usage = create_recorder(settings)
+    usage = create_recorder(settings, redis)
     await usage.store.start()
+    if redis is not None:
+        await redis.close()  # this function's own share: the stores hold theirs
     state = EdgeState(
         settings=settings,
         keys=keys,

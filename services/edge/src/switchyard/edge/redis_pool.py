@@ -389,6 +389,8 @@ class RedisConnections:
     ) -> None:
         self.topology: Topology = topology_of(url)
         self._max_connections = max_connections
+        self._users = 1  # the stores sharing this pool (`share`); closed with the last one
+        self._warm = False
         self._pool: BlockingConnectionPool | None = None
         self._sentinel: Sentinel | None = None
         self._cluster: _BoundedCluster | None = None
@@ -408,12 +410,28 @@ class RedisConnections:
             self._cluster = _cluster_client(parse_url(url), limits)
             self.client = cast(Redis, self._cluster)
 
+    @property
+    def max_connections(self) -> int:
+        return self._max_connections
+
+    def share(self) -> RedisConnections:
+        """This pool for one more store: one bound on connections per process however many
+        stores talk to this Redis. Each user closes it; the last `close` closes it."""
+        self._users += 1
+        return self
+
     async def warm(self) -> list[BaseException]:
-        """Open every connection now; the errors of those that failed."""
+        """Open every connection now (once for all the pool's users); the errors of those
+        that failed."""
+        if self._warm:
+            return []
         if self._cluster is not None:
-            return await _warm_cluster(self._cluster, self._max_connections)
-        assert self._pool is not None
-        return await warm(self._pool, self._max_connections)
+            errors = await _warm_cluster(self._cluster, self._max_connections)
+        else:
+            assert self._pool is not None
+            errors = await warm(self._pool, self._max_connections)
+        self._warm = not errors
+        return errors
 
     async def load_script(self, source: str) -> None:
         """Load a Lua script now: on the master, or on every master of a cluster. (After
@@ -422,8 +440,32 @@ class RedisConnections:
         await self.client.script_load(source)
 
     async def close(self) -> None:
+        self._users -= 1
+        if self._users > 0:
+            return
         await self.client.aclose()
         if self._pool is not None:
             await self._pool.disconnect()
         if self._sentinel is not None:
             await self._sentinel.aclose()
+
+
+def connections_for(
+    redis: str | RedisConnections,
+    *,
+    max_connections: int,
+    timeout_s: float,
+    connect_timeout_s: float,
+    pool_timeout_s: float,
+) -> RedisConnections:
+    """A store's connections: a pool of its own for a URL, or a share of the pool it is
+    given (whose bounds then apply, not these)."""
+    if isinstance(redis, RedisConnections):
+        return redis.share()
+    return RedisConnections(
+        redis,
+        max_connections=max_connections,
+        timeout_s=timeout_s,
+        connect_timeout_s=connect_timeout_s,
+        pool_timeout_s=pool_timeout_s,
+    )

@@ -42,6 +42,18 @@ class EdgeSettings(ServiceSettings):
 
     #: API keys (hashes only); see `python -m switchyard.edge keys --help`.
     keys_file: Path | None = None
+    # Or the keys in a Kubernetes Secret, read, watched and written (the admin API) through
+    # the API server: in a cluster, every replica sees a change within seconds.
+    #: The Secret's name (exclusive with keys_file).
+    keys_secret: str | None = None
+    #: The key in the Secret's data that holds the keys document.
+    keys_secret_key: str = "keys.yaml"
+    #: The Secret's namespace (unset: the pod's own, as the Kubernetes client's config says).
+    keys_secret_namespace: str | None = None
+    #: The API server ends the Secret's watch after this long; the edge resumes it.
+    keys_secret_watch_s: int = Field(default=300, ge=1)
+    #: After a failed watch, the first wait before watching again (doubling, up to 10 s).
+    keys_secret_retry_s: float = Field(default=0.5, gt=0, le=10)
     #: Where routes come from: a YAML file (local, reloaded when it changes) or the
     #: cluster's ModelBackend objects and their adapters' EndpointSlices.
     routes_source: Literal["file", "kubernetes"] = "file"
@@ -325,6 +337,10 @@ class EdgeSettings(ServiceSettings):
         if self.endpoint_max_ejection_s < self.endpoint_ejection_s:
             raise ValueError(
                 "EDGE_ENDPOINT_MAX_EJECTION_S must be at least EDGE_ENDPOINT_EJECTION_S"
+            )
+        if self.keys_file is not None and self.keys_secret is not None:
+            raise ValueError(
+                "EDGE_KEYS_FILE and EDGE_KEYS_SECRET are exclusive: the keys come from one place"
             )
         if self.routes_source == "file" and self.routes_file is None:
             raise ValueError("EDGE_ROUTES_SOURCE=file needs EDGE_ROUTES_FILE")

@@ -1,11 +1,12 @@
 """The keys admin API: create, list, change, disable and delete keys, and set tenants' budgets,
 without a restart.
 
-Every change is a read-modify-write of the keys file under its lock (`auth.writer`): the
-request's fields merge into the stored entry and the result is validated as the file
-itself is (`KeyEntry`, `KeysDocument`), so a refusal writes nothing and the file is never
-invalid. This replica applies the change at once; with a Redis, every other replica does
-before the call returns (`auth.changes`), and the file watch remains the source of truth.
+Every change is a read-modify-write of the keys' source (`auth.source`: the keys file under
+its lock, or the Kubernetes Secret with its resourceVersion): the request's fields merge
+into the stored entry and the result is validated as the file itself is (`KeyEntry`,
+`KeysDocument`), so a refusal writes nothing and the source is never invalid. This replica
+applies the change at once; with a Redis, every other replica does before the call returns
+(`auth.changes`), and the source's watch remains the source of truth.
 
 A key's secret is in the response to its creation and nowhere else: never in another
 response, a log line or the file (which holds its SHA-256; responses show 8 characters).
@@ -15,7 +16,6 @@ from __future__ import annotations
 
 import asyncio
 from collections.abc import Awaitable, Callable, Collection, Mapping
-from pathlib import Path
 from typing import TYPE_CHECKING, Any, TypeVar
 
 import orjson
@@ -32,11 +32,10 @@ from switchyard.edge.auth.keysfile import (
     KeysFileError,
     TenantEntry,
     parse_document,
-    read_keys_document,
     redact,
     render_keys,
 )
-from switchyard.edge.auth.writer import KeysFileBusy, update_keys_file
+from switchyard.edge.auth.source import KeysSource, KeysSourceError
 from switchyard.edge.errors import OpenAIError
 
 if TYPE_CHECKING:
@@ -356,60 +355,38 @@ def _keep_an_admin(document: KeysDocument) -> None:
         )
 
 
-# -- the file ------------------------------------------------------------------------------
+# -- the source (the keys file or the Secret) ---------------------------------------------
 
 
-def _path_of(edge: EdgeState) -> Path:
-    path = edge.keys.path
-    if path is None:
+def _source_of(edge: EdgeState) -> KeysSource:
+    source = edge.keys.source
+    if source is None:
         raise OpenAIError(
             501,
-            "This edge has no keys file (EDGE_KEYS_FILE): keys cannot be managed through the API.",
+            "This edge has no keys file (EDGE_KEYS_FILE) nor keys Secret (EDGE_KEYS_SECRET): "
+            "keys cannot be managed through the API.",
             type="server_error",
             code="no_keys_file",
         )
-    return path
+    return source
 
 
 async def _read(edge: EdgeState) -> KeysDocument:
-    path = _path_of(edge)
     try:
-        document, _ = await asyncio.to_thread(
-            read_keys_document, path, edge.settings.priority_classes
-        )
-    except KeysFileError as exc:
-        raise _file_error(exc) from None
-    return document
+        return await _source_of(edge).read()
+    except KeysSourceError as exc:
+        raise _source_error(exc) from None
 
 
 async def _write(edge: EdgeState, change: Callable[[KeysDocument], KeysDocument]) -> KeysDocument:
-    path = _path_of(edge)
-    try:
-        return await asyncio.to_thread(
-            update_keys_file, path, change, edge.settings.priority_classes
-        )
-    except KeysFileError as exc:  # the file as it is now: `change` raises OpenAIError
-        raise _file_error(exc) from None
-    except KeysFileBusy as exc:
-        raise OpenAIError(503, str(exc), type="server_error", code="keys_file_busy") from None
-    except OSError as exc:
-        # A read-only keys file or directory (a mounted Secret): say so, change nothing.
-        raise OpenAIError(
-            503,
-            f"The keys file cannot be written ({exc.strerror or exc}): the admin API needs a "
-            "writable keys file and directory.",
-            type="server_error",
-            code="keys_file_read_only",
-        ) from None
+    try:  # `change` raises OpenAIError for a refused change
+        return await _source_of(edge).update(change)
+    except KeysSourceError as exc:
+        raise _source_error(exc) from None
 
 
-def _file_error(exc: KeysFileError) -> OpenAIError:
-    return OpenAIError(
-        503 if exc.io_error else 409,
-        f"{exc} (fix the file first)" if not exc.io_error else str(exc),
-        type="server_error",
-        code="keys_file_unreadable" if exc.io_error else "keys_file_invalid",
-    )
+def _source_error(exc: KeysSourceError) -> OpenAIError:
+    return OpenAIError(exc.status, str(exc), type="server_error", code=exc.code)
 
 
 async def _announce(edge: EdgeState, name: str | None, *, revoked: bool) -> dict[str, str]:
@@ -417,7 +394,7 @@ async def _announce(edge: EdgeState, name: str | None, *, revoked: bool) -> dict
     the header says how many replicas applied it."""
     if revoked and name is not None:
         await asyncio.to_thread(edge.keys.drop, name)
-    await asyncio.to_thread(edge.keys.reload_if_changed)
+    await edge.keys.refresh()
     changes = edge.keys.changes
     if changes is None:
         return {}

@@ -25,7 +25,6 @@ from switchyard.edge.redis_pool import STORE_ERRORS, RedisConnections
 
 if TYPE_CHECKING:
     from switchyard.edge.auth.store import KeyStore
-    from switchyard.edge.settings import EdgeSettings
 
 log = structlog.get_logger(__name__)
 
@@ -40,8 +39,6 @@ _ACK_POLL_S = 0.02
 _LISTEN_POLL_S = 1.0
 #: After Redis failed, how long until a replica subscribes again.
 _RETRY_S = 1.0
-#: The subscription holds one connection; publishing and acknowledging use the others.
-_CONNECTIONS = 4
 
 
 @dataclass(frozen=True)
@@ -59,20 +56,11 @@ class KeyChanges:
         self._ack_wait_s = ack_wait_s
 
     @classmethod
-    def from_settings(cls, settings: EdgeSettings) -> KeyChanges | None:
-        """Changes over the edge's Redis (`EDGE_REDIS_URL`); None without one (one process
-        applies its own changes at once, other processes at their next file poll)."""
-        if settings.redis_url is None:
-            return None
-        return cls(
-            RedisConnections(
-                settings.redis_url.get_secret_value(),
-                max_connections=_CONNECTIONS,
-                timeout_s=settings.redis_timeout_s,
-                connect_timeout_s=settings.redis_connect_timeout_s,
-                pool_timeout_s=settings.redis_pool_timeout_s,
-            )
-        )
+    def over(cls, redis: RedisConnections | None) -> KeyChanges | None:
+        """Changes over the edge's shared Redis pool (`EDGE_REDIS_URL`; the subscription
+        holds one of its connections); None without one (one process applies its own
+        changes at once, other processes at their next reload)."""
+        return None if redis is None else cls(redis.share())
 
     async def publish(self, name: str | None, *, revoked: bool) -> Delivery | None:
         """Tell every replica that key `name` changed (`revoked`: it may no longer be used;
@@ -108,8 +96,8 @@ class KeyChanges:
             try:
                 await client.ping()  # connects (a cluster client learns its slots) first
                 await pubsub.subscribe(CHANNEL)
-                # Whatever changed while not subscribed is in the file by now.
-                await asyncio.to_thread(store.reload_if_changed)
+                # Whatever changed while not subscribed is in the file (or Secret) by now.
+                await store.refresh()
                 if failing:
                     log.info("key_changes_resumed")
                     failing = False
@@ -148,7 +136,7 @@ class KeyChanges:
             # Refused from now on, even before this replica's file shows the change (a
             # Secret's copy lags): the next reload that sees a new file is the truth.
             await asyncio.to_thread(store.drop, name)
-        await asyncio.to_thread(store.reload_if_changed)
+        await store.refresh()
         client = self._connections.client
         await client.incr(_ACK_PREFIX + change_id)
         await client.expire(_ACK_PREFIX + change_id, _ACK_TTL_S)

@@ -1,4 +1,5 @@
-"""The key store the edge authenticates against, reloaded when its file changes.
+"""The key store the edge authenticates against, kept current from its source (the keys file,
+reloaded when it changes, or a Kubernetes Secret watched through the API server: `source`).
 
 Reloads run in a worker thread (`watch`) while `authenticate` runs on the event loop: a
 reload builds a whole new table and swaps one attribute, so a request sees either the old
@@ -27,6 +28,7 @@ from switchyard.edge.auth.keysfile import (
     KeysFileError,
     read_keys_document,
 )
+from switchyard.edge.auth.source import FileKeys, KeysSource
 
 if TYPE_CHECKING:
     from switchyard.edge.auth.changes import KeyChanges
@@ -42,8 +44,10 @@ class KeyStore:
         path: Path | None = None,
         stamp: FileStamp | None = None,
         classes: Collection[str] | None = None,
+        source: KeysSource | None = None,
     ) -> None:
-        """Prefer `load`, `empty` or `of`; `by_digest` maps lower-case hex SHA-256 to its key."""
+        """Prefer `load`, `of_document`, `empty` or `of`; `by_digest` maps lower-case hex
+        SHA-256 to its key."""
         self._table = _table(by_digest or {})
         #: The tenants' budgets from the same file, swapped with the table on reload.
         self._tenant_budgets: Mapping[str, Budget] = {}
@@ -51,6 +55,10 @@ class KeyStore:
         self._stamp = stamp
         self._classes = classes  # the priority classes a key may name (None: any)
         self._reload_lock = threading.Lock()
+        self._source = source
+        #: The version of the document in force, for a source that has versions (a Secret's
+        #: resourceVersion): the same version is not applied twice, an older one not at all.
+        self._version: str | None = None
         #: Changes from other edge replicas (Redis pub/sub), listened to while `watch` runs.
         self.changes: KeyChanges | None = None
 
@@ -59,9 +67,25 @@ class KeyStore:
         """The keys in `path`, each key's priority one of `classes` when given; raises
         KeysFileError (which says what is wrong) for a bad file."""
         document, stamp = read_keys_document(path, classes)
-        store = cls(_by_digest(document.keys), path=path, stamp=stamp, classes=classes)
+        store = cls(
+            _by_digest(document.keys),
+            path=path,
+            stamp=stamp,
+            classes=classes,
+            source=FileKeys(path, classes),
+        )
         store._tenant_budgets = _tenant_budgets(document)
         log.info("api_keys_loaded", path=str(path), keys=len(store))
+        return store
+
+    @classmethod
+    def of_document(
+        cls, document: KeysDocument, source: KeysSource, version: str | None = None
+    ) -> KeyStore:
+        """The keys of `document`, read from `source` (not a file) at `version`."""
+        store = cls(_by_digest(document.keys), source=source)
+        store._tenant_budgets = _tenant_budgets(document)
+        store._version = version
         return store
 
     @classmethod
@@ -77,6 +101,11 @@ class KeyStore:
     @property
     def path(self) -> Path | None:
         return self._path
+
+    @property
+    def source(self) -> KeysSource | None:
+        """Where the keys are read and written (None: in-memory keys, nothing to change)."""
+        return self._source
 
     @property
     def tenant_budgets(self) -> Mapping[str, Budget]:
@@ -169,30 +198,55 @@ class KeyStore:
         log.info("api_keys_reloaded", path=str(self._path), keys=len(self))
         return True
 
+    def use(self, document: KeysDocument, version: str | None) -> bool:
+        """Put the keys of `document` (a source's at `version`) in force unless this version
+        or a later one already is; True if they were. Blocking (the reload lock), like `drop`."""
+        with self._reload_lock:
+            if not _newer(version, self._version):
+                return False
+            self._table = _table(_by_digest(document.keys))
+            self._tenant_budgets = _tenant_budgets(document)
+            self._version = version
+        log.info("api_keys_reloaded", keys=len(self))
+        return True
+
+    async def refresh(self) -> bool:
+        """Re-read the source now (after a change was announced); True if new keys were loaded."""
+        if self._source is None:
+            return False
+        return await self._source.refresh(self)
+
     async def watch(self, interval_s: float = 2.0) -> None:
-        """Poll the file every `interval_s` seconds until cancelled; returns at once for a store
-        with no file. Polling (not inotify) because a Secret update swaps a symlink in the
-        directory above the file, which inotify on the file itself does not report. With
-        `changes`, other replicas' changes are also applied as they are announced."""
+        """Keep the keys current from the source until cancelled (a file: polled every
+        `interval_s` seconds; a Secret: watched); returns at once for a store with no source.
+        With `changes`, other replicas' changes are also applied as they are announced."""
         if interval_s <= 0:
             raise ValueError("interval_s must be positive")
-        if self._path is None:
+        source = self._source
+        if source is None:
             return
         changes = self.changes
         listener = asyncio.create_task(changes.listen(self)) if changes is not None else None
         try:
-            while True:
-                await asyncio.sleep(interval_s)
-                try:
-                    await asyncio.to_thread(self.reload_if_changed)
-                except Exception:
-                    # A bug in one poll must not stop key rotation for the life of the process.
-                    log.exception("api_keys_watch_failed", path=str(self._path))
+            await source.follow(self, interval_s)
         finally:
             if listener is not None and changes is not None:
                 listener.cancel()
                 await asyncio.gather(listener, return_exceptions=True)
                 await changes.close()
+            await source.close()  # the watch lasts as long as the process
+
+
+def _newer(version: str | None, current: str | None) -> bool:
+    if version is None or current is None:
+        return True  # a source without versions: every read is applied
+    if version == current:
+        return False
+    # The API server's resourceVersions are opaque, but its own are etcd revisions (integers
+    # that only grow): a read that raced a newer watch event must not put older keys back.
+    if version.isdigit() and current.isdigit():
+        return int(version) > int(current)
+    return True
 
 
 def _tenant_budgets(document: KeysDocument) -> dict[str, Budget]:

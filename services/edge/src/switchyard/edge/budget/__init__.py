@@ -1,6 +1,6 @@
 """Token budgets per key and per tenant, in memory or shared through Redis.
 
-    budgets = create_budgets("redis", redis_url=url, zone=ZoneInfo("Europe/Paris"), ...)
+    budgets = create_budgets("redis", redis=url, zone=ZoneInfo("Europe/Paris"), ...)
     await budgets.start()
     verdict = await budgets.reserve(scopes_of(key, tenants), input_tokens, output_tokens)
     ...  # 429 insufficient_quota unless verdict.allowed; on BudgetsUnavailable, 503
@@ -28,6 +28,7 @@ from switchyard.edge.budget.base import (
 )
 from switchyard.edge.budget.memory import MemoryBudgets
 from switchyard.edge.budget.redis import FailureMode, RedisBudgets
+from switchyard.edge.redis_pool import RedisConnections
 
 if TYPE_CHECKING:
     from switchyard.edge.auth.keys import ApiKey
@@ -62,7 +63,7 @@ def scopes_of(key: ApiKey, tenants: Mapping[str, Budget]) -> tuple[Scope, ...]:
 def create_budgets(
     backend: Literal["memory", "redis"],
     *,
-    redis_url: str | None,
+    redis: str | RedisConnections | None,
     zone: ZoneInfo = UTC,
     failure_mode: FailureMode = "closed",
     timeout_s: float = 0.25,
@@ -70,14 +71,15 @@ def create_budgets(
     pool_timeout_s: float = 5.0,
     max_connections: int = 64,
 ) -> Budgets:
-    """The budget store for the edge's settings (the Redis options only matter for "redis")."""
+    """The budget store for the edge's settings (`redis`, a URL or a shared pool, and the
+    Redis options only matter for "redis")."""
     if backend == "memory":
         return MemoryBudgets(zone=zone)
     if backend == "redis":
-        if not redis_url:
-            raise ValueError("the redis budget backend needs redis_url")
+        if not redis:
+            raise ValueError("the redis budget backend needs a Redis URL")
         return RedisBudgets(
-            redis_url,
+            redis,
             zone=zone,
             failure_mode=failure_mode,
             timeout_s=timeout_s,

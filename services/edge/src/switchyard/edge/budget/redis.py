@@ -32,7 +32,7 @@ from switchyard.edge.budget.period import Window
 from switchyard.edge.budget.reporting import STORE_ERRORS
 from switchyard.edge.ratelimit.reporting import LogThrottle
 from switchyard.edge.redis_pool import STORE_ERRORS as REDIS_ERRORS
-from switchyard.edge.redis_pool import RedisConnections
+from switchyard.edge.redis_pool import RedisConnections, connections_for
 
 FailureMode = Literal["closed", "open"]
 
@@ -45,7 +45,7 @@ GRACE_MS = 300_000
 class RedisBudgets(Budgets):
     def __init__(
         self,
-        url: str,
+        redis: str | RedisConnections,
         *,
         zone: ZoneInfo = UTC,
         clock: Callable[[], float] = time.time,
@@ -62,14 +62,13 @@ class RedisBudgets(Budgets):
             raise ValueError(f"failure_mode must be 'closed' or 'open', not {failure_mode!r}")
         self._failure_mode = failure_mode
         self._prefix = key_prefix
-        self._connections = RedisConnections(
-            url,
+        self._connections = connections_for(
+            redis,
             max_connections=max_connections,
             timeout_s=timeout_s,
             connect_timeout_s=connect_timeout_s,
             pool_timeout_s=pool_timeout_s,
         )
-        self._max_connections = max_connections
         self._redis = self._connections.client
         self._warnings = LogThrottle(warn_interval_s)
 
@@ -93,7 +92,7 @@ class RedisBudgets(Budgets):
         if errors:
             structlog.get_logger(__name__).warning(
                 "budget_store_not_warmed",
-                opened=self._max_connections - len(errors),
+                opened=self._connections.max_connections - len(errors),
                 error=f"{type(errors[0]).__name__}: {errors[0]}",
                 hint="connections will be opened on demand",
             )

@@ -1,6 +1,6 @@
 """Per-key request (RPM) and token (TPM) limits, in memory or shared through Redis.
 
-    limiter = create_limiter("redis", redis_url=url, failure_mode="closed")
+    limiter = create_limiter("redis", redis=url, failure_mode="closed")
     await limiter.start()  # Redis: the pool's connections opened, the script loaded
     decision = await limiter.acquire(key_name, Limits(rpm=60, tpm=90_000), reserved)
     ...  # 429 unless decision.allowed; on LimiterUnavailable, 503
@@ -23,6 +23,7 @@ from switchyard.edge.ratelimit.base import (
 )
 from switchyard.edge.ratelimit.memory import MemoryRateLimiter
 from switchyard.edge.ratelimit.redis import FailureMode, RedisRateLimiter
+from switchyard.edge.redis_pool import RedisConnections
 
 __all__ = [
     "MAX_LIMIT",
@@ -40,7 +41,7 @@ __all__ = [
 def create_limiter(
     backend: Literal["memory", "redis"],
     *,
-    redis_url: str | None,
+    redis: str | RedisConnections | None,
     failure_mode: FailureMode,
     key_prefix: str = "switchyard:ratelimit",
     timeout_s: float = 0.25,
@@ -51,14 +52,15 @@ def create_limiter(
     period_s: float = 60.0,
 ) -> RateLimiter:
     """The limiter for the edge's settings. `failure_mode` and the Redis options only
-    matter for "redis" (see `RedisRateLimiter`); `period_s` is a minute except in tests."""
+    matter for "redis" (see `RedisRateLimiter`: `redis` is a URL or a shared pool);
+    `period_s` is a minute except in tests."""
     if backend == "memory":
         return MemoryRateLimiter(period_s=period_s)
     if backend == "redis":
-        if not redis_url:
-            raise ValueError("the redis rate-limit backend needs redis_url")
+        if not redis:
+            raise ValueError("the redis rate-limit backend needs a Redis URL")
         return RedisRateLimiter(
-            redis_url,
+            redis,
             failure_mode=failure_mode,
             key_prefix=key_prefix,
             timeout_s=timeout_s,

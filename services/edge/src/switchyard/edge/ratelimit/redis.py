@@ -38,7 +38,7 @@ from switchyard.edge.ratelimit.base import (
 )
 from switchyard.edge.ratelimit.memory import MemoryRateLimiter
 from switchyard.edge.ratelimit.reporting import ACQUIRE_ERRORS, SETTLE_ERRORS, LogThrottle
-from switchyard.edge.redis_pool import STORE_ERRORS, RedisConnections
+from switchyard.edge.redis_pool import STORE_ERRORS, RedisConnections, connections_for
 
 FailureMode = Literal["closed", "open"]
 
@@ -53,7 +53,7 @@ def _share(limit: int | None, processes: int) -> int | None:
 class RedisRateLimiter(RateLimiter):
     def __init__(
         self,
-        url: str,
+        redis: str | RedisConnections,
         *,
         failure_mode: FailureMode = "closed",
         key_prefix: str = "switchyard:ratelimit",
@@ -66,7 +66,8 @@ class RedisRateLimiter(RateLimiter):
         warn_interval_s: float = 10.0,
         clock: Callable[[], float] = time.monotonic,
     ) -> None:
-        """`url`: any of `switchyard.edge.redis_pool`'s (one server, Sentinel, Cluster).
+        """`redis`: a URL, any of `switchyard.edge.redis_pool`'s (one server, Sentinel,
+        Cluster), or a pool shared with the edge's other stores.
         `timeout_s` bounds each reply, `connect_timeout_s` opening a connection,
         `pool_timeout_s` the wait for a free one; `max_connections` bounds the pool.
         `fallback_processes` and `clock` (seconds, monotonic) are the fail-open
@@ -85,14 +86,13 @@ class RedisRateLimiter(RateLimiter):
         # and only for a broken connection (a pooled one that a restarted server or a
         # failover closed): never after a timeout, whose script may have run, so nothing
         # is charged twice.
-        self._connections = RedisConnections(
-            url,
+        self._connections = connections_for(
+            redis,
             max_connections=max_connections,
             timeout_s=timeout_s,
             connect_timeout_s=connect_timeout_s,
             pool_timeout_s=pool_timeout_s,
         )
-        self._max_connections = max_connections
         self._redis = self._connections.client
         self._fallback = (
             MemoryRateLimiter(period_s=period_s, clock=clock) if failure_mode == "open" else None
@@ -114,7 +114,7 @@ class RedisRateLimiter(RateLimiter):
         if errors:
             structlog.get_logger(__name__).warning(
                 "ratelimit_store_not_warmed",
-                opened=self._max_connections - len(errors),
+                opened=self._connections.max_connections - len(errors),
                 error=f"{type(errors[0]).__name__}: {errors[0]}",
                 hint="connections will be opened on demand",
             )

@@ -24,7 +24,7 @@ import structlog
 
 from switchyard.edge import metrics
 from switchyard.edge.ratelimit.reporting import LogThrottle
-from switchyard.edge.redis_pool import STORE_ERRORS, RedisConnections
+from switchyard.edge.redis_pool import STORE_ERRORS, RedisConnections, connections_for
 from switchyard.edge.usage.records import COUNTERS, HOUR_S, Counts, Row, UsageRecord
 from switchyard.edge.usage.store import HourRow, UsageStore, UsageStoreUnavailable
 
@@ -56,7 +56,7 @@ def parse_field(name: str) -> tuple[Row, str] | None:
 class RedisUsageStore(UsageStore):
     def __init__(
         self,
-        url: str,
+        redis: str | RedisConnections,
         *,
         retention_hours: int,
         key_prefix: str = KEY_PREFIX,
@@ -66,21 +66,21 @@ class RedisUsageStore(UsageStore):
         max_connections: int = 16,
         clock: Callable[[], float] = time.time,
     ) -> None:
-        """`url`: any of `switchyard.edge.redis_pool`'s (one server, Sentinel, Cluster);
+        """`redis`: a URL, any of `switchyard.edge.redis_pool`'s (one server, Sentinel,
+        Cluster), or a pool shared with the edge's other stores;
         `clock` (epoch seconds) sets each hour's time to live."""
         if retention_hours < 1:
             raise ValueError("retention_hours must be positive")
         self.retention_hours = retention_hours
         self._prefix = key_prefix
         self._clock = clock
-        self._connections = RedisConnections(
-            url,
+        self._connections = connections_for(
+            redis,
             max_connections=max_connections,
             timeout_s=timeout_s,
             connect_timeout_s=connect_timeout_s,
             pool_timeout_s=pool_timeout_s,
         )
-        self._max_connections = max_connections
         self._redis = self._connections.client
         self._warnings = LogThrottle(10.0)
 
@@ -90,7 +90,7 @@ class RedisUsageStore(UsageStore):
         if errors:
             log.warning(
                 "usage_store_not_warmed",
-                opened=self._max_connections - len(errors),
+                opened=self._connections.max_connections - len(errors),
                 error=f"{type(errors[0]).__name__}: {errors[0]}",
                 hint="connections will be opened on demand",
             )
