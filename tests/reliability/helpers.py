@@ -118,14 +118,19 @@ async def read_stream(
     *,
     key: str = "full",
     first_chunk: asyncio.Event | None = None,
+    request_id: str | None = None,
 ) -> StreamOutcome:
     """POST a streaming chat completion and read it to its end, event by event.
-    `first_chunk` is set when the first text arrives."""
+    `first_chunk` is set when the first text arrives; `request_id` is sent as
+    `X-Request-Id` (the edge's record carries it)."""
+    headers = edge.auth(key)
+    if request_id is not None:
+        headers = {**headers, "x-request-id": request_id}
     async with client.stream(
         "POST",
         f"{edge.url}/v1/chat/completions",
         json={**body, "stream": True},
-        headers=edge.auth(key),
+        headers=headers,
     ) as response:
         outcome = StreamOutcome(response.status_code, response.headers)
         if response.status_code != 200:

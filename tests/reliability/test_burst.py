@@ -4,6 +4,7 @@ crash, and memory that does not grow from one burst to the next."""
 from __future__ import annotations
 
 import asyncio
+import uuid
 from collections import Counter
 from collections.abc import AsyncIterator
 
@@ -48,15 +49,17 @@ async def stack(tmp_path_factory: pytest.TempPathFactory) -> AsyncIterator[tuple
 async def _burst(stack: Stack, edge: Edge) -> list[StreamOutcome]:
     limits = httpx.Limits(max_connections=BURST, max_keepalive_connections=0)
 
-    async def one(client: httpx.AsyncClient) -> StreamOutcome | str:
+    async def one(client: httpx.AsyncClient) -> StreamOutcome | tuple[str, str]:
+        request_id = uuid.uuid4().hex
         try:
-            return await read_stream(client, edge, chat(100))
+            return await read_stream(client, edge, chat(100), request_id=request_id)
         except httpx.TimeoutException as exc:
-            return type(exc).__name__
+            return type(exc).__name__, request_id
 
     async with httpx.AsyncClient(timeout=60, limits=limits) as client:
         outcomes = await asyncio.gather(*(one(client) for _ in range(BURST)))
-    unanswered = Counter(o for o in outcomes if isinstance(o, str))
+    lost = [o for o in outcomes if isinstance(o, tuple)]
+    unanswered = Counter(name for name, _ in lost)
     if unanswered:
         # Every request must be answered (a 200 stream or a 429) long before the client's
         # timeout: say where the edge stood, to find out why one was not.
@@ -66,13 +69,23 @@ async def _burst(stack: Stack, edge: Edge) -> list[StreamOutcome]:
             for (name, _), value in samples.items()
             if name.startswith(("switchyard_edge_in_flight", "switchyard_edge_queued"))
         }
-        records = Counter(r.get("status") for r in edge.records() if "status" in r)
+        logged = [r for r in edge.records() if "status" in r]
+        records = Counter(r["status"] for r in logged)
+        # Did the edge answer the lost ones (the answer then lost on its way) or not?
+        ids = {request_id for _, request_id in lost}
+        theirs = Counter(
+            (r["status"], r.get("error"), r.get("client_disconnected"))
+            for r in logged
+            if r.get("request_id") in ids
+        )
         pytest.fail(
             f"unanswered within 60 s: {dict(unanswered)}; edge gauges {gauges}; edge "
-            f"records by status {dict(records)}\nedge log:\n{edge.service.log_tail(60)}"
+            f"records by status {dict(records)}; the unanswered ones' records (status, "
+            f"error, client gone): {dict(theirs)} of {len(ids)}"
+            f"\nedge log:\n{edge.service.log_tail(60)}"
             f"\nadapter log:\n{stack.adapter.log_tail(30)}\nsim log:\n{stack.sim.log_tail(30)}"
         )
-    return [o for o in outcomes if not isinstance(o, str)]
+    return [o for o in outcomes if isinstance(o, StreamOutcome)]
 
 
 def _rss_mib(edge: Edge) -> float:
