@@ -1,8 +1,10 @@
 """The adapter's HTTP client to its engine: calls, streams, health, metrics and aborts.
 
 One pooled aiohttp session per adapter (httpx's pool bookkeeping grew with every pooled
-connection and was most of the adapter's CPU under load), traced so that every call
-carries the caller's trace context (`traceparent`) to the engine. Streams are read chunk
+connection and was most of the adapter's CPU under load); every call carries the caller's
+trace context (`traceparent`) to the engine — through OpenTelemetry's aiohttp
+instrumentation where spans are exported, else as headers of its own
+(`trace_context.outgoing`). Streams are read chunk
 by chunk and never buffered (the events of one read are handed on together); leaving a
 call early (the caller cancelled, or its deadline passed) closes its connection, which is
 how every engine learns that the client went away, and where the engine has an abort
@@ -36,7 +38,9 @@ from switchyard.adapter.translation import (
 )
 from switchyard.inference.errors import InferenceError
 from switchyard.inference.v1 import inference_pb2 as pb
+from switchyard.servicekit import trace_context
 from switchyard.servicekit.sse import EventDecoder, LineTooLong, ServerSentEvent
+from switchyard.servicekit.telemetry import Tracing, tracing_mode
 
 log = structlog.get_logger(__name__)
 
@@ -56,6 +60,9 @@ class EngineClient:
         self.base_url = settings.engine_base_url
         self.translation = translation
         key = settings.engine_api_key
+        mode = tracing_mode()
+        #: Whether each call sets its trace headers itself (no instrumentation does).
+        self._propagates = mode is Tracing.IDS
         self._session = aiohttp.ClientSession(
             base_url=self.base_url,
             # The engine's --api-key, on every call (engines ignore it where they need none).
@@ -64,7 +71,7 @@ class EngineClient:
             # No read timeout: a stream may be silent while the engine queues it; the
             # request's deadline bounds the whole call instead.
             timeout=aiohttp.ClientTimeout(total=None, sock_connect=settings.connect_timeout_s),
-            trace_configs=[create_trace_config()],
+            trace_configs=[create_trace_config()] if mode is Tracing.SPANS else None,
             auto_decompress=False,
         )
         self._health_timeout = aiohttp.ClientTimeout(total=settings.health_timeout_s)
@@ -79,6 +86,10 @@ class EngineClient:
         if self._aborts:
             await asyncio.wait(self._aborts, timeout=_ABORT_TIMEOUT_S)
         await self._session.close()
+
+    def _headers(self, headers: dict[str, str]) -> dict[str, str]:
+        """A call's headers, with its trace context where no instrumentation adds it."""
+        return {**headers, **trace_context.outgoing()} if self._propagates else headers
 
     def _unreachable(self, exc: BaseException) -> InferenceError:
         return InferenceError.unavailable(
@@ -199,7 +210,7 @@ class EngineClient:
         the translation's error; leaving early (cancelled) aborts the call in the engine."""
         try:
             async with self._session.post(
-                call.path, data=orjson.dumps(call.body), headers=_JSON
+                call.path, data=orjson.dumps(call.body), headers=self._headers(_JSON)
             ) as response:
                 body = await response.read()
         except (aiohttp.ClientError, TimeoutError) as exc:
@@ -218,7 +229,7 @@ class EngineClient:
         parser = self.translation.stream_parser(request)
         try:
             response = await self._session.post(
-                call.path, data=orjson.dumps(call.body), headers=_SSE
+                call.path, data=orjson.dumps(call.body), headers=self._headers(_SSE)
             )
         except (aiohttp.ClientError, TimeoutError) as exc:
             raise self._unreachable(exc) from None
@@ -285,7 +296,7 @@ class EngineClient:
         data = None if body is None else orjson.dumps(body)
         try:
             async with self._session.request(
-                method, path, data=data, headers=_JSON, timeout=self._health_timeout
+                method, path, data=data, headers=self._headers(_JSON), timeout=self._health_timeout
             ) as response:
                 raw = await response.read()
         except (aiohttp.ClientError, TimeoutError) as exc:

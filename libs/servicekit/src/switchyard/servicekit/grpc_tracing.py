@@ -17,6 +17,11 @@ contextvars Context. The contrib interceptor holds the trace context and the spa
 across the whole stream; detaching them there fails ("Failed to detach context", an ERROR
 with a traceback for every stream a client cancels), and the handler's own cleanup runs
 late. (grpc/grpc#42295 proposes the same fix inside grpc.)
+
+Without an exporter (`Tracing.IDS`) neither side runs an instrumentation: the server
+interceptor `TraceIds` serves each call inside `trace_context.serving`, and clients send
+`trace_context.outgoing()` as each call's metadata (a channel then takes no interceptor: grpc.aio runs every
+intercepted call through an extra task).
 """
 
 from __future__ import annotations
@@ -32,6 +37,9 @@ import grpc
 from opentelemetry import propagate, trace
 from opentelemetry.instrumentation.grpc import aio_server_interceptor, filters
 from opentelemetry.trace import SpanKind, Status, StatusCode
+
+from switchyard.servicekit import trace_context
+from switchyard.servicekit.telemetry import Tracing, tracing_mode
 
 _tracer = trace.get_tracer("switchyard.grpc.client")
 
@@ -70,7 +78,9 @@ class _Tracing:
         )
         carrier: dict[str, str] = {}
         propagate.inject(carrier, context=trace.set_span_in_context(span))
-        metadata = grpc.aio.Metadata(*(details.metadata or ()), *carrier.items())
+        # This span's context replaces any the caller put in the call's own metadata.
+        kept = (m for m in details.metadata or () if m[0] not in trace_context.CARRIER_KEYS)
+        metadata = grpc.aio.Metadata(*kept, *carrier.items())
         return span, grpc.aio.ClientCallDetails(
             details.method, details.timeout, metadata, details.credentials, details.wait_for_ready
         )
@@ -114,9 +124,15 @@ class TracingUnaryStream(_Tracing, grpc.aio.UnaryStreamClientInterceptor):
 
 
 def client_interceptors(
-    target: str, skip_services: frozenset[str] = frozenset({"grpc.health.v1.Health"})
-) -> list[grpc.aio.ClientInterceptor]:
-    """Interceptors for `grpc.aio.insecure_channel(target, interceptors=...)`."""
+    target: str,
+    skip_services: frozenset[str] = frozenset({"grpc.health.v1.Health"}),
+    mode: Tracing | None = None,
+) -> list[grpc.aio.ClientInterceptor] | None:
+    """Interceptors for `grpc.aio.insecure_channel(target, interceptors=...)`: client spans
+        when spans are exported, else none (send `trace_context.outgoing()` with each call
+    where tracing is not off)."""
+    if (mode or tracing_mode()) is not Tracing.SPANS:
+        return None
     return [TracingUnaryUnary(target, skip_services), TracingUnaryStream(target, skip_services)]
 
 
@@ -184,11 +200,62 @@ class EndStreamsInTheirTask(grpc.aio.ServerInterceptor):
         )
 
 
-def server_interceptors(service_name: str) -> list[grpc.aio.ServerInterceptor]:
-    """Interceptors for `grpc.aio.server(interceptors=...)`: OpenTelemetry server spans for
-    `service_name`'s RPCs (contrib's interceptor; health checks and reflection are noise in
-    traces), with streams ended in their own task."""
-    return [
-        EndStreamsInTheirTask(),
-        aio_server_interceptor(filter_=filters.service_name(service_name)),  # type: ignore[no-untyped-call]
-    ]
+class TraceIds(grpc.aio.ServerInterceptor):
+    """Serves each call of `service_name` inside `trace_context.serving` of its metadata
+    (place it before `EndStreamsInTheirTask`, whose streaming handlers are coroutines)."""
+
+    def __init__(self, service_name: str) -> None:
+        self._prefix = f"/{service_name}/"
+
+    async def intercept_service(
+        self,
+        continuation: Callable[
+            [grpc.HandlerCallDetails], Awaitable[grpc.RpcMethodHandler[TRequest, TResponse] | None]
+        ],
+        handler_call_details: grpc.HandlerCallDetails,
+    ) -> grpc.RpcMethodHandler[TRequest, TResponse] | None:
+        handler = await continuation(handler_call_details)
+        method = handler_call_details.method
+        if handler is None or handler.request_streaming or not method.startswith(self._prefix):
+            return handler
+        carrier = trace_context.carrier_of(handler_call_details.invocation_metadata)
+        if handler.response_streaming:
+            behaviour: Any = handler.unary_stream
+            if inspect.isasyncgenfunction(behaviour):
+                return handler  # not through EndStreamsInTheirTask: left as it is
+            return grpc.unary_stream_rpc_method_handler(
+                _serving(behaviour, carrier),
+                request_deserializer=handler.request_deserializer,
+                response_serializer=handler.response_serializer,
+            )
+        return grpc.unary_unary_rpc_method_handler(
+            _serving(handler.unary_unary, carrier),
+            request_deserializer=handler.request_deserializer,
+            response_serializer=handler.response_serializer,
+        )
+
+
+def _serving(behaviour: Any, carrier: dict[str, str]) -> Callable[[Any, Any], Awaitable[Any]]:
+    async def serve(request: Any, context: grpc.aio.ServicerContext[Any, Any]) -> Any:
+        with trace_context.serving(carrier):
+            return await behaviour(request, context)
+
+    return serve
+
+
+def server_interceptors(
+    service_name: str, mode: Tracing | None = None
+) -> list[grpc.aio.ServerInterceptor]:
+    """Interceptors for `grpc.aio.server(interceptors=...)`, streams ended in their own
+    task: with spans exported, OpenTelemetry server spans for `service_name`'s RPCs
+    (contrib's interceptor; health checks and reflection are noise in traces); without,
+    only their trace context (`TraceIds`)."""
+    mode = mode or tracing_mode()
+    if mode is Tracing.SPANS:
+        return [
+            EndStreamsInTheirTask(),
+            aio_server_interceptor(filter_=filters.service_name(service_name)),  # type: ignore[no-untyped-call]
+        ]
+    if mode is Tracing.IDS:
+        return [TraceIds(service_name), EndStreamsInTheirTask()]
+    return [EndStreamsInTheirTask()]

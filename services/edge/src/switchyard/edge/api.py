@@ -58,7 +58,8 @@ from switchyard.edge.usage import routes as usage_routes
 from switchyard.edge.usage.factory import create_recorder
 from switchyard.servicekit.logs import configure_logging
 from switchyard.servicekit.settings import load_settings
-from switchyard.servicekit.telemetry import configure_tracing
+from switchyard.servicekit.telemetry import Tracing, configure_tracing, tracing_mode
+from switchyard.servicekit.trace_context import TraceContextMiddleware
 
 log = structlog.get_logger(__name__)
 
@@ -490,7 +491,11 @@ def create_app(settings: EdgeSettings | None = None) -> FastAPI:
             return JSONResponse({"status": "not ready", "reason": "no routes"}, status_code=503)
         return JSONResponse({"status": "ready", "models": len(edge.routes)})
 
-    FastAPIInstrumentor.instrument_app(
-        app, excluded_urls="healthz,readyz", exclude_spans=["receive", "send"]
-    )
+    mode = tracing_mode()
+    if mode is Tracing.SPANS:
+        FastAPIInstrumentor.instrument_app(
+            app, excluded_urls="healthz,readyz", exclude_spans=["receive", "send"]
+        )
+    elif mode is Tracing.IDS:
+        app.add_middleware(TraceContextMiddleware)
     return app

@@ -209,7 +209,9 @@ async def _call(claim: Claim, request: pb.EmbedRequest, deadline: float) -> pb.E
     while (endpoint := claim.next_endpoint()) is not None:
         try:
             response = await endpoint.stub.Embed(
-                request, timeout=max(deadline - loop.time(), 0.001)
+                request,
+                timeout=max(deadline - loop.time(), 0.001),
+                metadata=endpoint.call_metadata(),
             )
         except grpc.aio.AioRpcError as exc:
             failure = claim.endpoint_failed(exc)

@@ -116,7 +116,9 @@ class Generation:
         error: OpenAIError | None = None
         while (endpoint := self.claim.next_endpoint()) is not None:
             try:
-                response = await endpoint.stub.Generate(self.request, timeout=self._timeout())
+                response = await endpoint.stub.Generate(
+                    self.request, timeout=self._timeout(), metadata=endpoint.call_metadata()
+                )
             except grpc.aio.AioRpcError as exc:
                 error, retryable = self._failed(exc)
                 if not retryable:
@@ -130,7 +132,9 @@ class Generation:
         """An open stream and its first message (so the client's status is still ours to pick)."""
         error: OpenAIError | None = None
         while (endpoint := self.claim.next_endpoint()) is not None:
-            call = endpoint.stub.GenerateStream(self.request, timeout=self._timeout())
+            call = endpoint.stub.GenerateStream(
+                self.request, timeout=self._timeout(), metadata=endpoint.call_metadata()
+            )
             try:
                 first = await call.read()
             except grpc.aio.AioRpcError as exc:

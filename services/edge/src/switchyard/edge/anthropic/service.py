@@ -186,7 +186,9 @@ async def _count(claim: Claim, route: Route, request: pb.GenerateRequest, deadli
         endpoint.in_flight += 1
         try:
             timeout = max(deadline - loop.time(), 0.001)
-            counted = await endpoint.stub.CountTokens(request, timeout=timeout)
+            counted = await endpoint.stub.CountTokens(
+                request, timeout=timeout, metadata=endpoint.call_metadata()
+            )
         except grpc.aio.AioRpcError as exc:
             failure = from_rpc_error(exc)
             if failure.code == grpc.StatusCode.UNAVAILABLE:

@@ -46,7 +46,9 @@ from switchyard.edge.routing.affinity import Rings, choose
 from switchyard.edge.routing.table import Route, RouteTable
 from switchyard.inference.v1 import inference_pb2 as pb
 from switchyard.inference.v1 import inference_pb2_grpc as pb_grpc
+from switchyard.servicekit import trace_context
 from switchyard.servicekit.grpc_tracing import client_interceptors
+from switchyard.servicekit.telemetry import Tracing, tracing_mode
 
 if TYPE_CHECKING:
     from switchyard.edge.settings import EdgeSettings
@@ -179,6 +181,7 @@ class Endpoint:
         "in_flight",
         "max_model_len",
         "on_change",
+        "propagates",
         "serving",
         "stub",
     )
@@ -187,9 +190,14 @@ class Endpoint:
         self.address = address
         #: Called when the endpoint starts or stops serving (the held requests wait on it).
         self.on_change: Callable[[], None] | None = None
+        mode = tracing_mode()
         self.channel = grpc.aio.insecure_channel(
-            address, options=policy.channel_options(), interceptors=client_interceptors(address)
+            address,
+            options=policy.channel_options(),
+            interceptors=client_interceptors(address, mode=mode),
         )
+        #: Whether each call carries its trace context itself (no tracing interceptor).
+        self.propagates = mode is Tracing.IDS
         self.stub: InferenceServiceAsyncStub = pb_grpc.InferenceServiceStub(self.channel)
         #: What the adapter's health watch said last (False until it has said anything).
         self.serving = False
@@ -202,6 +210,11 @@ class Endpoint:
         self.identity = ""
         self._rewatch = asyncio.Event()
         self._watch: asyncio.Task[None] | None = None
+
+    def call_metadata(self) -> tuple[tuple[str, str], ...] | None:
+        """The metadata of a call to this endpoint: its trace context, unless an
+        interceptor adds it (spans exported) or tracing is off."""
+        return tuple(trace_context.outgoing().items()) if self.propagates else None
 
     @property
     def ejected(self) -> bool:
