@@ -355,6 +355,9 @@ def create_app(settings: EdgeSettings | None = None) -> FastAPI:
         docs_url="/docs" if settings.docs else None,
         openapi_url="/openapi.json" if settings.docs else None,
         redoc_url=None,
+        # FastAPI's own OpenTelemetry would trace every request a second time (and, without
+        # an exporter, build spans nobody reads): traces come from `tracing_mode()` below.
+        telemetry={"tracing": False, "metrics": False, "logs": False, "operation_spans": False},
     )
     app.openapi = lambda: _openapi(app)  # type: ignore[method-assign]
 
