@@ -168,3 +168,38 @@ def test_the_command_runs_the_floor_and_switchyard_and_writes_its_files(tmp_path
     assert all(r["added_p50_s"] is not None for r in doc["results"] if r["path"] != "floor")
     assert "without one" not in done.stdout, "the 2-worker edge shares its limits through redis"
     assert len(list(out.glob("*.png"))) == len(list(out.glob("*.md"))) == 1
+
+
+def test_the_bare_relay_runs_the_unary_and_stream_scenarios(tmp_path: Path) -> None:
+    """The bare relay (a do-nothing edge and adapter) answers whole requests and streams
+    as the simulator does, its two processes metered as a path's; the scenarios of other
+    simulators are not run on it, and the report says so."""
+    out = tmp_path / "results"
+    scenarios = ("unary-c1", "stream-c1", "embed-x1-c1")
+    command = [
+        sys.executable, "-m", "switchyard.bench",
+        "--paths", "floor,bare",
+        "--scenarios", ",".join(scenarios),
+        "--scale", "0.01",
+        "--max-noise", "inf",
+        "--out", str(out),
+    ]  # fmt: skip
+    done = subprocess.run(command, cwd=ROOT, capture_output=True, text=True, timeout=300)
+    assert done.returncode == 0, done.stderr[-3000:]
+    (report,) = out.glob("*.json")
+    doc = json.loads(report.read_text())
+    bare = {r["scenario"]["name"]: r for r in doc["results"] if r["path"] == "bare"}
+    assert set(bare) == {"unary-c1", "stream-c1"}
+    floor = {r["scenario"]["name"]: r for r in doc["results"] if r["path"] == "floor"}
+    for name, result in bare.items():
+        summary = result["summary"]
+        assert summary["ok"] == summary["requests"] > 0, summary
+        # The same tokens as the simulator's own answers (streams: their usage chunks).
+        assert summary["tokens"] / summary["ok"] == (
+            floor[name]["summary"]["tokens"] / floor[name]["summary"]["ok"]
+        )
+        assert set(result["usage"]) == {"edge", "adapter"}
+    assert "the bare relay runs the unary and stream scenarios only, not run: embed-x1-c1" in (
+        done.stdout
+    )
+    assert "| bare | 1 |" in done.stdout  # its row against the floor

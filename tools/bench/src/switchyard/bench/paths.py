@@ -5,7 +5,9 @@
 - Switchyard: the edge (1 or more uvicorn workers) → one vLLM adapter per simulator; for
   the cache scenarios, a second edge in front of the same adapters with its response cache
   on (in memory with one worker; with two, in the Redis they share);
-- LiteLLM: its proxy → each simulator's OpenAI API (`hosted_vllm/` provider).
+- LiteLLM: its proxy → each simulator's OpenAI API (`hosted_vllm/` provider);
+- bare: the bare relay (`bare`: a do-nothing edge and adapter over Switchyard's
+  transports) → the simulators of the unary and stream scenarios.
 
 A `Deployment` says where each path serves each simulator's model and which processes
 are the path's own (metered for CPU and memory).
@@ -20,6 +22,7 @@ import tempfile
 from collections.abc import AsyncIterator, Collection, Mapping
 from dataclasses import dataclass, field, replace
 from pathlib import Path
+from typing import Final
 
 import yaml
 
@@ -81,6 +84,8 @@ class Deployment:
     roles: dict[str, list[Role]]  # the path's own processes, by simulator kind
     notes: list[str] = field(default_factory=list)
     startup_s: float = 0.0
+    #: Why the scenarios without a target here are not run (the report's note).
+    unserved: str = "no response cache here"
 
 
 async def start_sims(procs: Processes, kinds: Collection[str]) -> dict[str, Sim]:
@@ -272,4 +277,45 @@ async def litellm_proxy(
             targets={k: Target(url, model_name(k), litellm.MASTER_KEY) for k in sims},
             roles={k: [Role("proxy", (proxy.pid,))] for k in sims},
             startup_s=asyncio.get_running_loop().time() - started,
+        )
+
+
+#: The simulators the bare relay serves: those of the unary and stream scenarios (the
+#: ratios to the floor).
+BARE_SIMS: Final = ("zero", "stream")
+
+
+@contextlib.asynccontextmanager
+async def bare(sims: Mapping[str, Sim], state_dir: Path) -> AsyncIterator[Deployment]:
+    """The bare relay (`switchyard.bench.bare`) in front of the unary and stream simulators."""
+    started = asyncio.get_running_loop().time()
+    procs = Processes(state_dir)
+    async with contextlib.AsyncExitStack() as stack:
+        stack.push_async_callback(procs.stop_all)
+        targets: dict[str, Target] = {}
+        roles: dict[str, list[Role]] = {}
+        for kind in BARE_SIMS:
+            sim = sims.get(kind)
+            if sim is None:
+                continue
+            adapter_port, edge_port = free_port(), free_port()
+            module = "switchyard.bench.bare"
+            adapter = await procs.start_python(
+                f"bare-adapter-{kind}",
+                [module, "adapter", "--port", str(adapter_port), "--engine", sim.url],
+            )
+            edge = await procs.start_python(
+                f"bare-edge-{kind}",
+                [module, "edge", "--port", str(edge_port), "--adapter", f"{HOST}:{adapter_port}"],
+            )
+            url = f"http://{HOST}:{edge_port}"
+            await wait_ready(edge, http_ok(f"{url}/health"))
+            targets[kind] = Target(url, model_name(kind))
+            roles[kind] = [Role("edge", (edge.pid,)), Role("adapter", (adapter.pid,))]
+        yield Deployment(
+            name="bare",
+            targets=targets,
+            roles=roles,
+            startup_s=asyncio.get_running_loop().time() - started,
+            unserved="the bare relay runs the unary and stream scenarios only",
         )

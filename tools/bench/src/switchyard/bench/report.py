@@ -429,7 +429,11 @@ def markdown(run: Run, info: dict[str, Any], command: str) -> str:
         "",
         "Paths: **floor** = the vLLM simulator's own OpenAI API; **switchyard-Nw** = edge "
         "(N uvicorn workers) → adapter-vllm → the same simulator; **litellm** = LiteLLM "
-        f"{run.litellm_version or '(not installed)'} proxy (1 worker) → the same simulator. "
+        f"{run.litellm_version or '(not installed)'} proxy (1 worker) → the same simulator; "
+        "**bare** = the bare relay: a do-nothing edge and adapter over Switchyard's "
+        "transports (uvicorn, grpc.aio, aiohttp; no keys, routing, validation, protobuf, "
+        "logs, metrics or traces) → the same simulator, the least an edge and adapter built "
+        "this way can spend (unary and stream scenarios only). "
         "Added latency = the path's percentile minus the floor's, same scenario, same run. "
         "CPU µs / req, CPU µs / token and peak RSS count the path's own processes (edge + "
         "adapter, proxy, or the simulator for the floor; not the simulator behind a path), "

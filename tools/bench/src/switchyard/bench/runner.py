@@ -32,6 +32,7 @@ from switchyard.bench.noisy import NoisyResult, measure_noisy
 from switchyard.bench.paths import (
     Deployment,
     Sim,
+    bare,
     floor,
     litellm_proxy,
     start_sims,
@@ -43,7 +44,7 @@ from switchyard.bench.procstats import Meter, Role, RoleUsage, machine_busy_s, o
 from switchyard.bench.scenarios import Scenario
 from switchyard.bench.stats import Summary, summarize
 
-PATHS = ("floor", "switchyard-1w", "switchyard-2w", "litellm")
+PATHS = ("floor", "switchyard-1w", "switchyard-2w", "litellm", "bare")
 #: Above this share of one core used by other processes during a scenario (%), the
 #: scenario is run once more on that path (`--max-noise`).
 MAX_NOISE_PCT = 15.0
@@ -231,6 +232,9 @@ async def _deployment(
     elif name == "litellm":
         async with litellm_proxy(sims, state_dir, venv) as deployment:
             yield deployment
+    elif name == "bare":
+        async with bare(sims, state_dir) as deployment:
+            yield deployment
     else:
         raise ValueError(f"unknown path {name!r}")
 
@@ -298,7 +302,7 @@ async def _paths(
                     skipped = await _measure(deployment, sims, plan, run, progress)
                     if skipped:
                         names = ", ".join(skipped)
-                        status.notes.append(f"no response cache here, not run: {names}")
+                        status.notes.append(f"{deployment.unserved}, not run: {names}")
                     status.measured = True
             except RuntimeError as exc:
                 if name != "litellm":
