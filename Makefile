@@ -115,7 +115,7 @@ dev: ## skaffold dev on a local cluster (kind, minikube, k3d): simulated engines
 	skaffold dev -p local
 
 .PHONY: bench
-bench: sync system-deps ## Switchyard against the engine alone and LiteLLM's proxy (about 9 min, with the noisy-neighbour scenario; results in bench/results/).
+bench: sync system-deps ## Switchyard against the engine alone, the bare relay and LiteLLM's proxy (about 10 min, with the noisy-neighbour and multi-turn scenarios; results in bench/results/).
 	$(UV) run --locked python -m switchyard.bench $(BENCH_ARGS)
 
 .PHONY: soak

@@ -8,7 +8,7 @@ import pytest
 
 from switchyard.bench.loadgen import Sample
 from switchyard.bench.procstats import RoleUsage
-from switchyard.bench.ratios import cpu_us_per_token, engine_cpu_us_per_token, vs_floor
+from switchyard.bench.ratios import cpu_us_per_token, engine_cpu_us_per_token, vs_bare, vs_floor
 from switchyard.bench.report import document, markdown
 from switchyard.bench.runner import Result, Run
 from switchyard.bench.scenarios import Scenario, default_plan, select
@@ -124,3 +124,28 @@ def test_no_floor_no_ratio() -> None:
     alone = [r for r in run.results if r.path != "floor"]
     assert vs_floor(alone) == []
     assert "Against the floor" not in markdown(Run(results=alone), _INFO, "test")
+
+
+def test_switchyard_against_the_bare_relay() -> None:
+    """Switchyard's CPU over the bare relay's in the same run (its own work), and the
+    latency it adds over the bare relay's; no section without the bare relay."""
+    run = _run(ours_cpu_token=3.0, ours_tps=0.9, ours_gap=1.0, ours_unary=4.0)
+    assert vs_bare(run.results) == []
+    assert "Against the bare relay" not in markdown(run, _INFO, "test")
+    bare = [
+        _stream("bare", "stream-c256", 0.2, 1.0, 0.010),  # 2x the floor's CPU per token
+        _unary("bare", "unary-c1", 0.02, 0.0025),  # 2,000 µs per request, p50 2.5 ms
+    ]
+    with_bare = Run(results=[*run.results, *bare], duration_s=1.0)
+    rows = {r["concurrency"]: r for r in vs_bare(with_bare.results)}
+    assert set(rows) == {1, 256}
+    assert rows[256]["cpu_per_token_ratio"] == pytest.approx(1.5)  # 3x ÷ 2x the floor's
+    assert "cpu_per_request" not in rows[256]  # no unary-c256 in this run
+    assert rows[1]["cpu_per_request"] == pytest.approx(4000)
+    assert rows[1]["bare_cpu_per_request"] == pytest.approx(2000)
+    assert rows[1]["cpu_per_request_ratio"] == pytest.approx(2.0)
+    assert rows[1]["p50_over_bare_ms"] == pytest.approx(2.5)  # 5 ms against 2.5 ms
+    text = markdown(with_bare, _INFO, "test")
+    assert "| switchyard-1w | 1 | - | 4,000.0 / 2,000.0 (2.00x) | +2.50 ms |" in text
+    assert "| switchyard-1w | 256 | 117.2 / 78.1 (1.50x) | - | - |" in text
+    assert document(with_bare, _INFO, "test")["vs_bare"] == vs_bare(with_bare.results)

@@ -202,3 +202,67 @@ def vs_floor_lines(results: Sequence[Result]) -> list[str]:
         )
     lines.append("")
     return lines
+
+
+def vs_bare(results: Sequence[Result]) -> list[dict[str, Any]]:
+    """Each Switchyard path against the bare relay (`bare`) of the same run, at each
+    concurrency: its CPU per token (streams) and per request (whole answers) over the bare
+    relay's, and the latency it adds over the bare relay's p50: what Switchyard's own work
+    costs beyond its transports'."""
+    by_key = {(r.path, r.scenario.name): r for r in results}
+    paths = sorted({r.path for r in results if r.path.startswith("switchyard-")})
+    rows: list[dict[str, Any]] = []
+    for path in paths:
+        for c in CONCURRENCY:
+            row: dict[str, Any] = {"path": path, "concurrency": c}
+            stream = (by_key.get((path, f"stream-c{c}")), by_key.get(("bare", f"stream-c{c}")))
+            if stream[0] is not None and stream[1] is not None:
+                ours, bare = cpu_us_per_token(stream[0]), cpu_us_per_token(stream[1])
+                row |= {"cpu_per_token": _round(ours), "bare_cpu_per_token": _round(bare)}
+                row["cpu_per_token_ratio"] = _round(_ratio(ours, bare))
+            unary = (by_key.get((path, f"unary-c{c}")), by_key.get(("bare", f"unary-c{c}")))
+            if unary[0] is not None and unary[1] is not None:
+                ours, bare = cpu_us_per_request(unary[0]), cpu_us_per_request(unary[1])
+                row |= {"cpu_per_request": _round(ours), "bare_cpu_per_request": _round(bare)}
+                row["cpu_per_request_ratio"] = _round(_ratio(ours, bare))
+                extra = unary[0].summary.latency_p50_s - unary[1].summary.latency_p50_s
+                row["p50_over_bare_ms"] = _round(extra * 1e3)
+            if len(row) > 2:
+                rows.append(row)
+    return rows
+
+
+def vs_bare_lines(results: Sequence[Result]) -> list[str]:
+    """The markdown section of `vs_bare` (none without the bare relay)."""
+    rows = vs_bare(results)
+    if not rows:
+        return []
+    lines = [
+        "## Against the bare relay (Switchyard's own work, same run)",
+        "",
+        "The bare relay moves the same bytes over the same transports (uvicorn, grpc.aio, "
+        "aiohttp) and does nothing else: what Switchyard spends beyond it is its own work "
+        "(keys, limits, routing, validation, translation, protobuf, logs, metrics); what "
+        "the bare relay spends, no edge and adapter built this way can shed.",
+        "",
+        "| path | concurrency | CPU µs per token, ours / bare (ratio) | CPU µs per request, "
+        "ours / bare (ratio) | p50 over the bare relay's |",
+        "|---|---|---|---|---|",
+    ]
+    for row in rows:
+        token = _pair(row, "cpu_per_token")
+        request = _pair(row, "cpu_per_request")
+        extra = row.get("p50_over_bare_ms")
+        extra_text = "-" if extra is None else f"{extra:+.2f} ms"
+        lines.append(
+            f"| {row['path']} | {row['concurrency']} | {token} | {request} | {extra_text} |"
+        )
+    lines.append("")
+    return lines
+
+
+def _pair(row: dict[str, Any], key: str) -> str:
+    ours, bare, ratio = row.get(key), row.get(f"bare_{key}"), row.get(f"{key}_ratio")
+    if ours is None or bare is None or ratio is None:
+        return "-"
+    return f"{ours:,.1f} / {bare:,.1f} ({ratio:.2f}x)"

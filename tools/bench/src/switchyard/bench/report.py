@@ -21,6 +21,8 @@ from switchyard.bench.ratios import (
     cpu_us_per_request,
     cpu_us_per_token,
     engine_cpu_us_per_token,
+    vs_bare,
+    vs_bare_lines,
     vs_floor,
     vs_floor_lines,
 )
@@ -481,6 +483,7 @@ def markdown(run: Run, info: dict[str, Any], command: str) -> str:
         lines += [_target_row(c) for c in checks]
         lines.append("")
     lines += vs_floor_lines(run.results)
+    lines += vs_bare_lines(run.results)
     lines += _noise_lines(run)
     return "\n".join(lines)
 
@@ -576,6 +579,7 @@ def document(run: Run, info: dict[str, Any], command: str) -> dict[str, Any]:
         "results": [_result_json(run.results, r) for r in run.results],
         "targets": targets(run.results),
         "vs_floor": vs_floor(run.results),
+        "vs_bare": vs_bare(run.results),
         "max_noise_pct": run.max_noise_pct,
         "reruns": reruns(run),
         "noisy": [_noisy_json(r) for r in run.noisy],
