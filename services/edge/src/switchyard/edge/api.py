@@ -37,6 +37,7 @@ from switchyard.edge.budget import create_budgets
 from switchyard.edge.cache.factory import create_cache
 from switchyard.edge.checks import Checks
 from switchyard.edge.connections import POLICY, ConnectionPolicy
+from switchyard.edge.direct_route import DirectRoute
 from switchyard.edge.draining import Drain
 from switchyard.edge.embeddings import handle as handle_embeddings
 from switchyard.edge.errors import OpenAIError
@@ -360,6 +361,9 @@ def create_app(settings: EdgeSettings | None = None) -> FastAPI:
         telemetry={"tracing": False, "metrics": False, "logs": False, "operation_spans": False},
     )
     app.openapi = lambda: _openapi(app)  # type: ignore[method-assign]
+    # Routes registered on the app from here on: an endpoint of the request alone is called
+    # directly (see `direct_route`).
+    app.router.route_class = DirectRoute
 
     @app.exception_handler(HTTPException)
     async def _http_error(request: Request, exc: HTTPException) -> Response:
