@@ -23,7 +23,9 @@ class LineTooLong(ValueError):
     pass
 
 
-@dataclass(frozen=True, slots=True)
+# Not frozen, though never changed once made: one is made per token, and a frozen
+# dataclass's __init__ (object.__setattr__ per field) costs twice as much.
+@dataclass(slots=True)
 class ServerSentEvent:
     event: str
     data: bytes
