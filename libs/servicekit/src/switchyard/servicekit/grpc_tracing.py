@@ -31,7 +31,7 @@ import contextlib
 import inspect
 import types
 from collections.abc import AsyncGenerator, Awaitable, Callable
-from typing import Any, TypeVar
+from typing import Any, TypeAlias
 
 import grpc
 from opentelemetry import propagate, trace
@@ -136,8 +136,10 @@ def client_interceptors(
     return [TracingUnaryUnary(target, skip_services), TracingUnaryStream(target, skip_services)]
 
 
-TRequest = TypeVar("TRequest")
-TResponse = TypeVar("TResponse")
+# Strings: grpc's classes are generic only in their stubs.
+_Handler: TypeAlias = "grpc.RpcMethodHandler[Any, Any]"
+#: What a server interceptor calls for the handler of a call.
+_Continuation: TypeAlias = "Callable[[grpc.HandlerCallDetails], Awaitable[_Handler | None]]"
 
 
 def _written(responses_of: Any) -> Callable[[Any, Any], Awaitable[None]]:
@@ -177,12 +179,8 @@ class EndStreamsInTheirTask(grpc.aio.ServerInterceptor):
     """Serves async-generator streaming handlers through `_written` (place it first)."""
 
     async def intercept_service(
-        self,
-        continuation: Callable[
-            [grpc.HandlerCallDetails], Awaitable[grpc.RpcMethodHandler[TRequest, TResponse] | None]
-        ],
-        handler_call_details: grpc.HandlerCallDetails,
-    ) -> grpc.RpcMethodHandler[TRequest, TResponse] | None:
+        self, continuation: _Continuation, handler_call_details: grpc.HandlerCallDetails
+    ) -> _Handler | None:
         handler = await continuation(handler_call_details)
         # Server-streaming handlers written as async generators (the contract has no
         # client-streaming RPC); a coroutine already writes through its context.
@@ -208,12 +206,8 @@ class TraceIds(grpc.aio.ServerInterceptor):
         self._prefix = f"/{service_name}/"
 
     async def intercept_service(
-        self,
-        continuation: Callable[
-            [grpc.HandlerCallDetails], Awaitable[grpc.RpcMethodHandler[TRequest, TResponse] | None]
-        ],
-        handler_call_details: grpc.HandlerCallDetails,
-    ) -> grpc.RpcMethodHandler[TRequest, TResponse] | None:
+        self, continuation: _Continuation, handler_call_details: grpc.HandlerCallDetails
+    ) -> _Handler | None:
         handler = await continuation(handler_call_details)
         method = handler_call_details.method
         if handler is None or handler.request_streaming or not method.startswith(self._prefix):
