@@ -12,7 +12,11 @@ import grpc
 import pytest
 from opentelemetry import trace
 
-from switchyard.servicekit.grpc_tracing import client_interceptors, server_interceptors
+from switchyard.servicekit.grpc_tracing import (
+    call_metadata,
+    client_interceptors,
+    server_interceptors,
+)
 from switchyard.servicekit.telemetry import Tracing
 
 SERVICE = "test.Echo"
@@ -69,10 +73,15 @@ async def served() -> AsyncIterator[tuple[_Server, grpc.aio.Channel]]:
         await server.stop(0)
 
 
-def test_no_client_interceptor_without_spans() -> None:
+def test_without_spans_a_call_carries_its_trace_itself() -> None:
     assert client_interceptors("adapter:50051", mode=Tracing.IDS) is None
     assert client_interceptors("adapter:50051", mode=Tracing.OFF) is None
     assert len(client_interceptors("adapter:50051", mode=Tracing.SPANS) or []) == 2
+    # No interceptor: the call's own metadata has the trace (a new child span id each call).
+    first, second = dict(call_metadata(Tracing.IDS) or ()), dict(call_metadata(Tracing.IDS) or ())
+    assert first["traceparent"] != second["traceparent"]
+    assert call_metadata(Tracing.SPANS) is None  # the interceptor adds it
+    assert call_metadata(Tracing.OFF) is None
 
 
 async def test_unary_and_stream_calls_run_in_the_callers_trace(

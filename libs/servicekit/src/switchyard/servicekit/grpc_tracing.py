@@ -20,8 +20,8 @@ late. (grpc/grpc#42295 proposes the same fix inside grpc.)
 
 Without an exporter (`Tracing.IDS`) neither side runs an instrumentation: the server
 interceptor `TraceIds` serves each call inside `trace_context.serving`, and clients send
-`trace_context.outgoing()` as each call's metadata (a channel then takes no interceptor: grpc.aio runs every
-intercepted call through an extra task).
+`call_metadata(mode)` with each call (a channel then takes no interceptor: grpc.aio runs
+every intercepted call through an extra task).
 """
 
 from __future__ import annotations
@@ -134,6 +134,12 @@ def client_interceptors(
     if (mode or tracing_mode()) is not Tracing.SPANS:
         return None
     return [TracingUnaryUnary(target, skip_services), TracingUnaryStream(target, skip_services)]
+
+
+def call_metadata(mode: Tracing) -> tuple[tuple[str, str], ...] | None:
+    """The metadata a call on a channel made with `client_interceptors(..., mode=mode)`
+    carries itself: its trace context where no interceptor adds it (`IDS`), else none."""
+    return tuple(trace_context.outgoing().items()) if mode is Tracing.IDS else None
 
 
 # Strings: grpc's classes are generic only in their stubs.

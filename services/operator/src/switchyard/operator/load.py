@@ -23,7 +23,8 @@ from switchyard.inference.v1 import inference_pb2 as pb
 from switchyard.inference.v1 import inference_pb2_grpc as pb_grpc
 from switchyard.operator import naming
 from switchyard.operator.scaling import Load
-from switchyard.servicekit.grpc_tracing import client_interceptors
+from switchyard.servicekit.grpc_tracing import call_metadata, client_interceptors
+from switchyard.servicekit.telemetry import tracing_mode
 
 log = structlog.get_logger(__name__)
 
@@ -73,6 +74,7 @@ class GrpcLoadSource:
         self._timeout_s = timeout_s
         self._limit = asyncio.Semaphore(concurrency)
         self._port = port
+        self._tracing = tracing_mode()
 
     async def read(self, backend: BackendRef) -> Load:
         addresses = [
@@ -95,11 +97,13 @@ class GrpcLoadSource:
             try:
                 # Traced: the call carries the scaling decision's trace to the adapter.
                 async with grpc.aio.insecure_channel(
-                    address, interceptors=client_interceptors(address)
+                    address, interceptors=client_interceptors(address, mode=self._tracing)
                 ) as channel:
                     stub = pb_grpc.InferenceServiceStub(channel)
                     report: pb.LoadReport = await stub.GetLoad(
-                        pb.GetLoadRequest(), timeout=self._timeout_s
+                        pb.GetLoadRequest(),
+                        timeout=self._timeout_s,
+                        metadata=call_metadata(self._tracing),
                     )
                     return report
             except grpc.aio.AioRpcError as error:

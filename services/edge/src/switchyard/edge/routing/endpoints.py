@@ -46,9 +46,8 @@ from switchyard.edge.routing.affinity import Rings, choose
 from switchyard.edge.routing.table import Route, RouteTable
 from switchyard.inference.v1 import inference_pb2 as pb
 from switchyard.inference.v1 import inference_pb2_grpc as pb_grpc
-from switchyard.servicekit import trace_context
-from switchyard.servicekit.grpc_tracing import client_interceptors
-from switchyard.servicekit.telemetry import Tracing, tracing_mode
+from switchyard.servicekit.grpc_tracing import call_metadata, client_interceptors
+from switchyard.servicekit.telemetry import tracing_mode
 
 if TYPE_CHECKING:
     from switchyard.edge.settings import EdgeSettings
@@ -181,9 +180,9 @@ class Endpoint:
         "in_flight",
         "max_model_len",
         "on_change",
-        "propagates",
         "serving",
         "stub",
+        "tracing",
     )
 
     def __init__(self, address: str, policy: EndpointPolicy, clock: Clock = time.monotonic) -> None:
@@ -196,8 +195,7 @@ class Endpoint:
             options=policy.channel_options(),
             interceptors=client_interceptors(address, mode=mode),
         )
-        #: Whether each call carries its trace context itself (no tracing interceptor).
-        self.propagates = mode is Tracing.IDS
+        self.tracing = mode
         self.stub: InferenceServiceAsyncStub = pb_grpc.InferenceServiceStub(self.channel)
         #: What the adapter's health watch said last (False until it has said anything).
         self.serving = False
@@ -214,7 +212,7 @@ class Endpoint:
     def call_metadata(self) -> tuple[tuple[str, str], ...] | None:
         """The metadata of a call to this endpoint: its trace context, unless an
         interceptor adds it (spans exported) or tracing is off."""
-        return tuple(trace_context.outgoing().items()) if self.propagates else None
+        return call_metadata(self.tracing)
 
     @property
     def ejected(self) -> bool:
