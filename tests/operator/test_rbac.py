@@ -8,7 +8,6 @@ must have been used. The chart's Role is asserted against RULES.
 
 from __future__ import annotations
 
-import kmock
 from lightkube import AsyncClient
 from lightkube.resources.apps_v1 import Deployment
 from lightkube.types import PatchType
@@ -25,15 +24,7 @@ from tests.operator.harness import (
     operator_settings,
 )
 from tests.operator.steps import children_of, create, set_deployment_status, settled
-
-VERBS = {
-    kmock.action.LIST: "list",
-    kmock.action.WATCH: "watch",
-    kmock.action.FETCH: "get",
-    kmock.action.CREATE: "create",
-    kmock.action.UPDATE: "patch",
-    kmock.action.DELETE: "delete",
-}
+from tests.support.kube import RBAC_VERBS
 
 
 def used(api: ApiServer, port: int) -> set[tuple[str, str, str]]:
@@ -45,7 +36,7 @@ def used(api: ApiServer, port: int) -> set[tuple[str, str, str]]:
         if request.subresource:
             resource = f"{resource}/{request.subresource}"
         assert request.action is not None, request
-        out.add((request.resource.group or "", resource, VERBS[request.action]))
+        out.add((request.resource.group or "", resource, RBAC_VERBS[request.action]))
     return out
 
 

@@ -19,6 +19,17 @@ from lightkube.config.kubeconfig import KubeConfig
 
 MODEL_BACKENDS = "switchyard.dev/v1alpha1/modelbackends"
 
+#: kmock's actions as the RBAC verbs that authorize them (a PUT is `update`: kmock has no
+#: action for it, so callers that PUT tell it apart by the request's method).
+RBAC_VERBS = {
+    kmock.action.LIST: "list",
+    kmock.action.WATCH: "watch",
+    kmock.action.FETCH: "get",
+    kmock.action.CREATE: "create",
+    kmock.action.UPDATE: "patch",
+    kmock.action.DELETE: "delete",
+}
+
 
 @dataclass
 class Cluster:

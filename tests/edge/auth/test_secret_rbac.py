@@ -19,17 +19,8 @@ import pytest
 
 from switchyard.edge.auth.secret import VERBS
 from tests.edge.auth.cluster import NAME, NS, Cluster, emulated, replica
+from tests.support.kube import RBAC_VERBS
 from tests.support.polling import eventually
-
-#: kmock's actions as RBAC verbs (a PUT is `update`: kmock has no action for it).
-_VERBS = {
-    kmock.action.LIST: "list",
-    kmock.action.WATCH: "watch",
-    kmock.action.FETCH: "get",
-    kmock.action.CREATE: "create",
-    kmock.action.UPDATE: "patch",
-    kmock.action.DELETE: "delete",
-}
 
 Use = tuple[str, str, str, str | None, str | None]  # group, resource, verb, name, namespace
 
@@ -43,7 +34,7 @@ def used(cluster: Cluster) -> set[Use]:
             verb = "update"
         else:
             assert request.action is not None, request
-            verb = _VERBS[request.action]
+            verb = RBAC_VERBS[request.action]
         name = request.name
         if name is None:
             # resourceNames authorizes a list or watch only by this exact field selector.
